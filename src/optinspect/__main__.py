@@ -1,0 +1,5 @@
+"""``python -m optinspect``."""
+
+from .cli import main
+
+main()

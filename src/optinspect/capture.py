@@ -1,0 +1,267 @@
+"""The hook context manager: which modules, in what order, and what is recorded.
+
+    with capture(model, ["model.decoder.layers.0.fc1"]) as cap:
+        model(**inputs)
+    records = cap.collect()[0]
+
+Hooks exist only inside the ``with`` block and are removed on every path,
+including an exception raised mid-forward. Hooks never change a module's
+output, so the model computes exactly what it would without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+
+from .records import ModuleRecord
+from .selection import layer_of
+from .stats import finalize_stats, summarize_batch
+
+__all__ = ["BatchLayout", "Capture", "TensorSink", "capture", "main_tensor"]
+
+#: Receives (sentence index, module name, call, output as if the sentence ran alone).
+TensorSink = Callable[[int, str, int, torch.Tensor], None]
+
+
+def main_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor that stands for a module's output.
+
+    A tensor is itself; a ModelOutput (any mapping) gives its logits or last
+    hidden state, else its first tensor; a tuple or list gives its first item
+    when that is a tensor. Anything else has none.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        for key in ("logits", "last_hidden_state"):
+            value = output.get(key)
+            if isinstance(value, torch.Tensor):
+                return value
+        return next((v for v in output.values() if isinstance(v, torch.Tensor)), None)
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How the sentences of one forward pass sit in its [batch, tokens] input."""
+
+    lengths: tuple[int, ...]
+    tokens: int
+    valid: torch.Tensor | None = None  # [batch, tokens] bool; None when nothing is padded
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> BatchLayout:
+        """Layout of a right-padded batch from its attention mask (one host read, before the run)."""
+        lengths = tuple(int(n) for n in attention_mask.sum(dim=1).tolist())
+        tokens = int(attention_mask.shape[1])
+        padded = any(n != tokens for n in lengths)
+        return cls(lengths, tokens, attention_mask.bool() if padded else None)
+
+    @property
+    def batch(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass
+class _Call:
+    """A module call that has started; completed when its forward hook fires."""
+
+    name: str
+    module: nn.Module
+    call: int
+    depth: int
+    output: str = "not returned"
+    dtype: str | None = None
+    device: str | None = None
+    shapes: list[tuple[int, ...]] | None = None  # per sentence, as if run alone
+    stats: torch.Tensor | None = None  # [batch, n_stats] on the output's device
+
+
+class Capture:
+    """Records every call of the named modules during the forward passes in its block."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Iterable[str],
+        *,
+        stats: bool = True,
+        sink: TensorSink | None = None,
+    ) -> None:
+        modules = dict(model.named_modules())
+        self._targets = [(name, modules[name]) for name in names]
+        self._stats = stats
+        self._sink = sink
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._layout: BatchLayout | None = None
+        self._first_index = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._calls: list[_Call] = []
+        self._open: dict[str, list[_Call]] = {}
+        self._counts: dict[str, int] = {}
+        self._depth = 0
+
+    # -- context manager -------------------------------------------------
+    def __enter__(self) -> Capture:
+        try:
+            for name, module in self._targets:
+                self._handles.append(module.register_forward_pre_hook(self._make_pre(name)))
+                self._handles.append(module.register_forward_hook(self._make_post(name)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this capture registered; safe to call twice."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    def begin(self, layout: BatchLayout | None, first_index: int = 0) -> None:
+        """Start a new forward pass; ``layout`` None means one unpadded input.
+
+        ``first_index`` numbers the batch's sentences for the sink.
+        """
+        self._layout = layout
+        self._first_index = first_index
+        self._reset()
+
+    # -- hooks -----------------------------------------------------------
+    def _make_pre(self, name: str) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: Any) -> None:
+            count = self._counts.get(name, 0)
+            self._counts[name] = count + 1
+            call = _Call(name=name, module=module, call=count, depth=self._depth)
+            self._calls.append(call)
+            self._open.setdefault(name, []).append(call)
+            self._depth += 1
+
+        return pre_hook
+
+    def _make_post(self, name: str) -> Callable[..., None]:
+        def post_hook(module: nn.Module, args: Any, output: Any) -> None:
+            self._depth -= 1
+            call = self._open[name].pop()
+            tensor = main_tensor(output)
+            if tensor is None:
+                call.output = "none" if output is None else type(output).__name__
+                return
+            call.output = "tensor"
+            call.dtype = str(tensor.dtype).removeprefix("torch.")
+            call.device = str(tensor.device)
+            view, lengths = self._per_sentence(tensor)
+            call.shapes = _shapes_alone(tensor, self._layout, view is not None)
+            if self._stats and tensor.device.type != "meta":
+                if view is not None:
+                    valid = self._layout.valid if self._layout is not None else None
+                    call.stats = summarize_batch(view, valid)
+                else:
+                    call.stats = summarize_batch(tensor.reshape(1, 1, -1))
+            if self._sink is not None:
+                for b, n in enumerate(lengths):
+                    alone = view[b : b + 1, :n] if view is not None else tensor
+                    self._sink(
+                        self._first_index + b, name, call.call, alone.reshape(call.shapes[b])
+                    )
+
+        return post_hook
+
+    def _per_sentence(self, tensor: torch.Tensor) -> tuple[torch.Tensor | None, Sequence[int]]:
+        """A [batch, tokens, features] view of ``tensor`` when its leading dims are the batch."""
+        layout = self._layout
+        if layout is None:
+            return tensor.reshape(1, 1, -1), (1,)
+        b, t = layout.batch, layout.tokens
+        shape = tuple(tensor.shape)
+        if len(shape) >= 2 and shape[:2] == (b, t):
+            return tensor.reshape(b, t, -1), layout.lengths
+        if len(shape) >= 1 and shape[0] == b * t:
+            return tensor.reshape(b, t, -1), layout.lengths
+        if b == 1:
+            return tensor.reshape(1, 1, -1), (1,)
+        return None, ()
+
+    # -- results ---------------------------------------------------------
+    def collect(self) -> list[list[ModuleRecord]]:
+        """Records of the last forward pass, one list per sentence, in execution order.
+
+        Statistics of every module come to the host in one transfer.
+        """
+        batch = self._layout.batch if self._layout is not None else 1
+        with_stats = [c for c in self._calls if c.stats is not None]
+        flat = finalize_stats([row for c in with_stats for row in c.stats]) if with_stats else []
+        per_call: dict[int, list[Any]] = {}
+        for i, c in enumerate(with_stats):
+            per_call[id(c)] = flat[i * batch : (i + 1) * batch]
+        sentences: list[list[ModuleRecord]] = [[] for _ in range(batch)]
+        for index, c in enumerate(self._calls):
+            weight = getattr(c.module, "weight", None)
+            has_weight = isinstance(weight, torch.Tensor)
+            stats = per_call.get(id(c))
+            for b in range(batch):
+                sentences[b].append(
+                    ModuleRecord(
+                        index=index,
+                        name=c.name,
+                        type=type(c.module).__name__,
+                        layer=layer_of(c.name),
+                        call=c.call,
+                        depth=c.depth,
+                        output=c.output,
+                        shape=c.shapes[b] if c.shapes else None,
+                        dtype=c.dtype,
+                        device=c.device,
+                        weight_dtype=_dtype_name(weight) if has_weight else None,
+                        weight_shape=tuple(weight.shape) if has_weight else None,
+                        stats=stats[b] if stats is not None else None,
+                    )
+                )
+        return sentences
+
+
+def _shapes_alone(
+    tensor: torch.Tensor, layout: BatchLayout | None, split: bool
+) -> list[tuple[int, ...]]:
+    """Each sentence's output shape as it would be had the sentence run alone."""
+    shape = tuple(tensor.shape)
+    if layout is None or not split:
+        return [shape] * (layout.batch if layout is not None else 1)
+    b, t = layout.batch, layout.tokens
+    if len(shape) >= 2 and shape[:2] == (b, t):
+        return [(1, n, *shape[2:]) for n in layout.lengths]
+    if shape[0] == b * t:
+        return [(n, *shape[1:]) for n in layout.lengths]
+    return [shape]
+
+
+def _dtype_name(weight: torch.Tensor) -> str:
+    return str(weight.dtype).removeprefix("torch.")
+
+
+def capture(
+    model: nn.Module,
+    names: Iterable[str],
+    *,
+    stats: bool = True,
+    sink: TensorSink | None = None,
+) -> Capture:
+    """Hook ``names`` (dotted names from ``model.named_modules()``) for one ``with`` block."""
+    return Capture(model, names, stats=stats, sink=sink)

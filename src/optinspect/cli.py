@@ -1,0 +1,84 @@
+"""The Typer app: composes the commands and owns the one error boundary.
+
+Heavy imports (torch, transformers) happen inside command bodies, so
+``optinspect --help`` answers without loading them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from .commands.trace import trace_command
+from .errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, OptinspectError
+
+app = typer.Typer(
+    name="optinspect",
+    help="Look inside OPT language models: every module's output, in execution order.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("trace")(trace_command)
+
+
+@app.callback()
+def _root() -> None:
+    """Look inside OPT language models: every module's output, in execution order."""
+
+
+_OOM_HINT = (
+    "out of memory; try --quant 4bit, a smaller --model, or a CPU run with --device cpu"
+)
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return the exit code instead of exiting."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="optinspect", standalone_mode=False)
+    except click.UsageError as e:
+        _error(e.format_message())
+        if e.ctx is not None:
+            sys.stderr.write(f"Try '{e.ctx.command_path} --help' for help.\n")
+        return EXIT_USAGE
+    except (KeyboardInterrupt, click.Abort):
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except OptinspectError as e:
+        if debug:
+            traceback.print_exc()
+        _error(str(e))
+        return e.exit_code
+    except BrokenPipeError:
+        # The reader went away (``| head``); stop quietly like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        if type(e).__name__ == "OutOfMemoryError":
+            _error(_OOM_HINT)
+        else:
+            _error(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+        if not debug:
+            sys.stderr.write("Run again with --debug for the traceback.\n")
+        return EXIT_RUNTIME
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

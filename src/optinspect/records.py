@@ -1,0 +1,134 @@
+"""Plain records of what a trace saw; no torch, so renderers and the CLI stay light."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Statistic names in the order they are computed and shown.
+STAT_NAMES: tuple[str, ...] = ("mean", "std", "min", "max", "absmax", "rms", "zeros", "nan", "inf")
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Summary of one tensor, reduced in float32 on its device.
+
+    mean, std (population), min, max, absmax and rms are over the finite
+    values only and are None when there are none. zeros is the fraction of
+    elements that are exactly zero; nan and inf are counts.
+    """
+
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    absmax: float | None
+    rms: float | None
+    zeros: float | None
+    nan: int
+    inf: int
+
+    @classmethod
+    def from_values(cls, values: list[float]) -> TensorStats:
+        """Build from the raw vector in STAT_NAMES order; NaN marks 'undefined'."""
+
+        def opt(v: float) -> float | None:
+            return None if math.isnan(v) else float(v)
+
+        mean, std, mn, mx, absmax, rms, zeros, nan, inf = values
+        return cls(
+            mean=opt(mean),
+            std=opt(std),
+            min=opt(mn),
+            max=opt(mx),
+            absmax=opt(absmax),
+            rms=opt(rms),
+            zeros=opt(zeros),
+            nan=int(nan),
+            inf=int(inf),
+        )
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModuleRecord:
+    """One call of one module during the forward pass.
+
+    index is the position in execution order (when the call started), so a
+    parent comes before its children. output is "tensor" when shape, dtype
+    and stats describe the module's main output tensor, else what it was.
+    """
+
+    index: int
+    name: str
+    type: str
+    layer: int | None
+    call: int
+    depth: int
+    output: str
+    shape: tuple[int, ...] | None
+    dtype: str | None
+    device: str | None
+    weight_dtype: str | None
+    weight_shape: tuple[int, ...] | None
+    stats: TensorStats | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "layer": self.layer,
+            "call": self.call,
+            "output": self.output,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "dtype": self.dtype,
+            "device": self.device,
+            "weight_dtype": self.weight_dtype,
+            "weight_shape": list(self.weight_shape) if self.weight_shape is not None else None,
+            "stats": self.stats.as_dict() if self.stats is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class Token:
+    """One input token: its id and the text it decodes to on its own."""
+
+    id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """Everything one traced sentence produced, ready to render."""
+
+    model: str
+    quant: str
+    device: str
+    dtype: str
+    random_weights: bool
+    text: str
+    tokens: tuple[Token, ...]
+    modules: tuple[ModuleRecord, ...]
+    dry_run: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "model": self.model,
+            "quant": self.quant,
+            "device": self.device,
+            "dtype": self.dtype,
+            "random_weights": self.random_weights,
+            "dry_run": self.dry_run,
+            "text": self.text,
+            "tokens": [{"id": t.id, "text": t.text} for t in self.tokens],
+            "modules": [m.as_dict() for m in self.modules],
+        }
+
+
+#: Version of the JSON layout; bumped only when a key is removed or changes meaning.
+SCHEMA_VERSION = 1

@@ -1,0 +1,114 @@
+"""Records -> rich tables and JSON. Renderers take a Console; they never create one."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .records import STAT_NAMES, ModuleRecord, TraceResult
+
+__all__ = ["format_number", "render_trace", "write_json"]
+
+
+def format_number(value: float | int | None) -> str:
+    """Four significant digits, '-' for undefined."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value) or math.isnan(value):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _shape(shape: Sequence[int] | None) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]" if shape is not None else "-"
+
+
+def tokens_table(result: TraceResult) -> Table:
+    table = Table(title=f"tokens ({len(result.tokens)})", title_justify="left")
+    table.add_column("pos", justify="right")
+    table.add_column("id", justify="right")
+    table.add_column("text", no_wrap=True)
+    for pos, token in enumerate(result.tokens):
+        table.add_row(str(pos), str(token.id), escape(json.dumps(token.text, ensure_ascii=False)))
+    return table
+
+
+def modules_table(result: TraceResult, stats: Sequence[str] = STAT_NAMES) -> Table:
+    title = f"modules ({len(result.modules)}, execution order)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("module", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    table.add_column("dtype")
+    table.add_column("weight")
+    show_stats = not result.dry_run
+    if show_stats:
+        for name in stats:
+            table.add_column(name, justify="right")
+    for record in result.modules:
+        table.add_row(*_module_cells(record, stats if show_stats else ()))
+    return table
+
+
+def _module_cells(record: ModuleRecord, stats: Sequence[str]) -> list[str]:
+    name = ("  " * record.depth) + record.name
+    if record.call:
+        name += f" (call {record.call})"
+    shape = _shape(record.shape) if record.output == "tensor" else record.output
+    cells = [
+        str(record.index),
+        escape(name),
+        record.type,
+        shape,
+        record.dtype or "-",
+        record.weight_dtype or "-",
+    ]
+    values = record.stats.as_dict() if record.stats is not None else {}
+    for stat in stats:
+        value = values.get(stat)
+        if stat == "zeros" and value is not None:
+            cells.append(f"{value:.1%}")
+        else:
+            cells.append(format_number(value))
+    return cells
+
+
+def header_line(result: TraceResult) -> str:
+    parts = [
+        f"model {result.model}",
+        f"quant {result.quant}",
+        f"device {result.device}",
+        f"dtype {result.dtype}",
+    ]
+    if result.dry_run:
+        parts.append("dry run: meta device, no weights, no statistics")
+    return " · ".join(parts)
+
+
+def render_trace(
+    console: Console, result: TraceResult, stats: Sequence[str] = STAT_NAMES
+) -> None:
+    """Print the header, the tokens and the module table of one traced sentence."""
+    console.print(escape(header_line(result)), highlight=False)
+    if result.random_weights:
+        console.print(
+            "note: this checkpoint has random weights; its statistics describe no trained model",
+            highlight=False,
+        )
+    console.print(tokens_table(result))
+    console.print(modules_table(result, stats))
+
+
+def write_json(stream: IO[str], payload: Any, *, indent: int | None = 2) -> None:
+    """Write one JSON document; NaN and Inf never appear (records already hold None)."""
+    json.dump(payload, stream, indent=indent, ensure_ascii=False, allow_nan=False)
+    stream.write("\n")
