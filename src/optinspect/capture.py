@@ -59,7 +59,7 @@ class BatchLayout:
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor) -> BatchLayout:
-        """Layout of a right-padded batch from its attention mask (one host read, before the run)."""
+        """Layout of a right-padded batch from its mask (read on the host before the run)."""
         lengths = tuple(int(n) for n in attention_mask.sum(dim=1).tolist())
         tokens = int(attention_mask.shape[1])
         padded = any(n != tokens for n in lengths)

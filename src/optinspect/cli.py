@@ -10,7 +10,6 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from .commands.trace import trace_command
@@ -31,9 +30,7 @@ def _root() -> None:
     """Look inside OPT language models: every module's output, in execution order."""
 
 
-_OOM_HINT = (
-    "out of memory; try --quant 4bit, a smaller --model, or a CPU run with --device cpu"
-)
+_OOM_HINT = "out of memory; try --quant 4bit, a smaller --model, or a CPU run with --device cpu"
 
 
 def _error(message: str) -> None:
@@ -48,14 +45,18 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="optinspect", standalone_mode=False)
-    except click.UsageError as e:
-        _error(e.format_message())
-        if e.ctx is not None:
-            sys.stderr.write(f"Try '{e.ctx.command_path} --help' for help.\n")
-        return EXIT_USAGE
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         _error("interrupted")
         return EXIT_INTERRUPTED
+    except typer.TyperException as e:
+        # Typer's parsing errors (bad option values, missing arguments): usage errors.
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        if message.strip():  # empty when a bare group prints its help
+            _error(message.replace("Value error, ", ""))
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            sys.stderr.write(f"Try '{ctx.command_path} --help' for help.\n")
+        return int(getattr(e, "exit_code", EXIT_USAGE))
     except OptinspectError as e:
         if debug:
             traceback.print_exc()
@@ -72,7 +73,9 @@ def run(argv: list[str] | None = None) -> int:
         if type(e).__name__ == "OutOfMemoryError":
             _error(_OOM_HINT)
         else:
-            _error(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            _error(
+                f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            )
         if not debug:
             sys.stderr.write("Run again with --debug for the traceback.\n")
         return EXIT_RUNTIME

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -247,7 +246,7 @@ def load_model(
                 quantization_config=quant_config,
                 trust_remote_code=False,
             )
-        except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
+        except (OSError, ValueError, RuntimeError) as e:
             if isinstance(e, torch.cuda.OutOfMemoryError):
                 raise
             raise CheckpointError(

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_MODEL = "facebook/opt-1.3b"  # mirrored in loading.DEFAULT_MODEL; kept here so --help needs no torch
+DEFAULT_MODEL = (
+    "facebook/opt-1.3b"  # mirrored in loading.DEFAULT_MODEL; kept here so --help needs no torch
+)
 
 
 class Quant(str, Enum):

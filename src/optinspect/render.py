@@ -94,9 +94,7 @@ def header_line(result: TraceResult) -> str:
     return " · ".join(parts)
 
 
-def render_trace(
-    console: Console, result: TraceResult, stats: Sequence[str] = STAT_NAMES
-) -> None:
+def render_trace(console: Console, result: TraceResult, stats: Sequence[str] = STAT_NAMES) -> None:
     """Print the header, the tokens and the module table of one traced sentence."""
     console.print(escape(header_line(result)), highlight=False)
     if result.random_weights:

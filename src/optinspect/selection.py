@@ -43,9 +43,7 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
         item = raw.strip()
         match = _ITEM.match(item)
         if not match:
-            raise UsageError(
-                f"cannot read layer spec {spec!r}: use N, N-M, N,M, -1 or all"
-            )
+            raise UsageError(f"cannot read layer spec {spec!r}: use N, N-M, N,M, -1 or all")
         start = int(match.group(1))
         end = int(match.group(2)) if match.group(2) is not None else None
         if end is None:

@@ -25,7 +25,9 @@ def summarize_batch(values: torch.Tensor, valid: torch.Tensor | None = None) -> 
     dims = (1, 2)
     if x.numel() == 0:
         undefined = torch.full((batch, 7), float("nan"), dtype=torch.float64, device=x.device)
-        return torch.cat([undefined, torch.zeros(batch, 2, dtype=torch.float64, device=x.device)], 1)
+        return torch.cat(
+            [undefined, torch.zeros(batch, 2, dtype=torch.float64, device=x.device)], 1
+        )
 
     finite = torch.isfinite(x)
     is_nan = torch.isnan(x)
@@ -76,6 +78,6 @@ def finalize_stats(vectors: list[torch.Tensor]) -> list[TensorStats]:
     rows: list[list[float]] = [[] for _ in vectors]
     for indices in by_device.values():
         host = torch.stack([vectors[i] for i in indices]).cpu().tolist()
-        for i, values in zip(indices, host):
+        for i, values in zip(indices, host, strict=True):
             rows[i] = values
     return [TensorStats.from_values(r) for r in rows]

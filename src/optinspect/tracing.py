@@ -53,8 +53,7 @@ def encode(loaded: LoadedModel, text: str) -> list[Token]:
     ids = loaded.tokenizer(text)["input_ids"]
     if len(ids) > loaded.max_positions:
         raise UsageError(
-            f"the text has {len(ids)} tokens; {loaded.name} accepts at most "
-            f"{loaded.max_positions}"
+            f"the text has {len(ids)} tokens; {loaded.name} accepts at most {loaded.max_positions}"
         )
     return [Token(id=int(i), text=loaded.tokenizer.decode([i])) for i in ids]
 
@@ -91,7 +90,7 @@ def iter_trace(
                     attention_mask=mask.to(device) if layout.valid is not None else None,
                     use_cache=False,
                 )
-            for text, tokens, records in zip(batch, encoded, cap.collect()):
+            for text, tokens, records in zip(batch, encoded, cap.collect(), strict=True):
                 yield TraceResult(
                     model=loaded.name,
                     quant=loaded.quant,

@@ -1,0 +1,113 @@
+"""Shared fixtures: no network, tiny models only, CLI runs captured in-process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Isolate every test from the user's Hugging Face cache and from the network,
+# before anything imports huggingface_hub (it reads these at import time).
+_HF_HOME = tempfile.mkdtemp(prefix="optinspect-hf-")
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.pop("OPTINSPECT_MODEL", None)
+os.environ["COLUMNS"] = "200"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", help="rewrite tests/golden/* from current output"
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run the real CLI entry point in-process and capture what it printed."""
+    from optinspect.cli import run
+
+    def invoke(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = run(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def tiny_dir() -> Path:
+    from optinspect.loading import tiny_path
+
+    return tiny_path()
+
+
+@pytest.fixture(scope="session")
+def load_tiny() -> Callable[..., object]:
+    """Load the built-in tiny model once per quantization for the whole session."""
+    from optinspect.loading import load_model
+
+    cache: dict[str, object] = {}
+
+    def get(quant: str = "none"):
+        if quant not in cache:
+            cache[quant] = load_model("tiny", quant=quant, device="cpu")
+        return cache[quant]
+
+    return get
+
+
+def save_fixture_model(folder: Path, tiny_dir: Path, **overrides: object) -> Path:
+    """Write a random-weight OPT checkpoint built from OPTConfig, with the tiny tokenizer."""
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    settings: dict[str, object] = {
+        "vocab_size": 512,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "ffn_dim": 64,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 64,
+        "word_embed_proj_dim": 32,
+        "pad_token_id": 1,
+        "bos_token_id": 2,
+        "eos_token_id": 2,
+    }
+    settings.update(overrides)
+    torch.manual_seed(0)
+    model = OPTForCausalLM(OPTConfig(**settings)).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(tiny_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def opt350m_like(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    """Shaped like opt-350m: post-LayerNorm, word_embed_proj_dim < hidden_size."""
+    return save_fixture_model(
+        tmp_path_factory.mktemp("opt350m-like"),
+        tiny_dir,
+        do_layer_norm_before=False,
+        word_embed_proj_dim=16,
+    )

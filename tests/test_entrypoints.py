@@ -1,0 +1,60 @@
+"""The installed command and fast help: ``--help`` must never import torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+CHECK_NO_TORCH = """
+import sys
+from optinspect.cli import run
+code = run({args!r})
+heavy = [m for m in ("torch", "transformers", "bitsandbytes") if m in sys.modules]
+print("HEAVY=" + ",".join(heavy))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["trace", "--help"]])
+def test_help_does_not_import_torch(args: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK_NO_TORCH.format(args=args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: optinspect" in proc.stdout
+    assert proc.stdout.rstrip().endswith("HEAVY=")
+
+
+def test_installed_command_runs_the_tiny_model() -> None:
+    exe = shutil.which("optinspect") or str(
+        __import__("pathlib").Path(sys.executable).with_name("optinspect")
+    )
+    proc = subprocess.run(
+        [exe, "trace", "Hello world", "--model", "tiny", "--layer", "0", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["modules"][0]["name"] == "model.decoder.layers.0"
+    assert proc.stderr == ""
+
+
+def test_error_from_the_installed_command_is_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "optinspect", "trace", "hi", "--model", "tiny", "--layer", "7"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "Error: layer 7 does not exist: the model has layers 0-3\n"
+    assert proc.stdout == ""

@@ -1,0 +1,142 @@
+"""Rendering: golden tables on a fixed-width console, and JSON that never holds NaN."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from optinspect.records import ModuleRecord, TensorStats, Token, TraceResult
+from optinspect.render import format_number, render_trace, write_json
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def sample_result(dry_run: bool = False) -> TraceResult:
+    stats = TensorStats(
+        mean=0.0123456,
+        std=1.5,
+        min=-3.25,
+        max=4.0,
+        absmax=4.0,
+        rms=1.5,
+        zeros=0.125,
+        nan=0,
+        inf=0,
+    )
+    broken = TensorStats(
+        mean=None,
+        std=None,
+        min=None,
+        max=None,
+        absmax=None,
+        rms=None,
+        zeros=0.0,
+        nan=4,
+        inf=2,
+    )
+
+    def record(index: int, name: str, type_: str, depth: int, **kw: object) -> ModuleRecord:
+        base = dict(
+            index=index,
+            name=name,
+            type=type_,
+            layer=0,
+            call=0,
+            depth=depth,
+            output="tensor",
+            shape=(1, 3, 8),
+            dtype="float16",
+            device="cpu",
+            weight_dtype=None,
+            weight_shape=None,
+            stats=None if dry_run else stats,
+        )
+        base.update(kw)
+        return ModuleRecord(**base)  # type: ignore[arg-type]
+
+    modules = (
+        record(0, "model.decoder.layers.0", "OPTDecoderLayer", 0),
+        record(
+            1,
+            "model.decoder.layers.0.fc1",
+            "Linear8bitLt",
+            1,
+            shape=(3, 32),
+            weight_dtype="int8",
+            weight_shape=(32, 8),
+        ),
+        record(
+            2,
+            "model.decoder.layers.0.fc1",
+            "Linear8bitLt",
+            1,
+            call=1,
+            shape=(3, 32),
+            weight_dtype="int8",
+            weight_shape=(32, 8),
+            stats=None if dry_run else broken,
+        ),
+        record(
+            3,
+            "model.decoder.layers.0.odd",
+            "Odd",
+            1,
+            output="none",
+            shape=None,
+            dtype=None,
+            stats=None,
+        ),
+    )
+    return TraceResult(
+        model="tiny",
+        quant="8bit",
+        device="cpu",
+        dtype="float16",
+        random_weights=True,
+        text="Hi [bold]x",
+        tokens=(Token(2, "</s>"), Token(10, "Hi"), Token(11, " [bold]x")),
+        modules=modules,
+        dry_run=dry_run,
+    )
+
+
+def render(result: TraceResult) -> str:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=160, color_system=None, force_terminal=False)
+    render_trace(console, result)
+    return buffer.getvalue()
+
+
+def check_golden(name: str, text: str, update: bool) -> None:
+    path = GOLDEN / name
+    if update:
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+def test_trace_table_golden(update_golden: bool) -> None:
+    check_golden("trace_table.txt", render(sample_result()), update_golden)
+
+
+def test_dry_run_table_golden(update_golden: bool) -> None:
+    check_golden("trace_dry_run.txt", render(sample_result(dry_run=True)), update_golden)
+
+
+def test_json_turns_undefined_statistics_into_null() -> None:
+    buffer = io.StringIO()
+    write_json(buffer, sample_result().as_dict())
+    doc = json.loads(buffer.getvalue())
+    assert doc["modules"][2]["stats"]["mean"] is None
+    assert doc["modules"][2]["stats"]["nan"] == 4
+    assert doc["modules"][3]["output"] == "none" and doc["modules"][3]["stats"] is None
+    assert doc["modules"][1]["weight_shape"] == [32, 8]
+
+
+def test_format_number() -> None:
+    assert format_number(None) == "-"
+    assert format_number(3) == "3"
+    assert format_number(0.000123456) == "0.0001235"
+    assert format_number(123456.0) == "1.235e+05"

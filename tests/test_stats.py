@@ -1,0 +1,112 @@
+"""Statistics against a plain torch float64 reference, including non-finite values and padding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from optinspect.records import STAT_NAMES, TensorStats
+from optinspect.stats import finalize_stats, summarize_batch, summarize_tensor
+
+
+def reference(x: torch.Tensor) -> dict[str, float | int | None]:
+    """The same statistics computed the obvious way, in float64, on the host."""
+    flat = x.detach().reshape(-1).to(torch.float64)
+    finite = flat[torch.isfinite(flat)]
+    n = flat.numel()
+    out: dict[str, float | int | None] = {
+        "nan": int(torch.isnan(flat).sum()),
+        "inf": int(torch.isinf(flat).sum()),
+        "zeros": float((flat == 0).sum()) / n if n else None,
+    }
+    if finite.numel():
+        out.update(
+            mean=float(finite.mean()),
+            std=float(finite.std(correction=0)),
+            min=float(finite.min()),
+            max=float(finite.max()),
+            absmax=float(finite.abs().max()),
+            rms=float(finite.pow(2).mean().sqrt()),
+        )
+    else:
+        out.update(mean=None, std=None, min=None, max=None, absmax=None, rms=None)
+    return out
+
+
+def stats_of(x: torch.Tensor) -> TensorStats:
+    return finalize_stats([summarize_tensor(x)])[0]
+
+
+def assert_matches(stats: TensorStats, ref: dict[str, float | int | None]) -> None:
+    got = stats.as_dict()
+    assert list(got) == list(STAT_NAMES)
+    for key in STAT_NAMES:
+        if ref[key] is None:
+            assert got[key] is None, key
+        elif key in ("nan", "inf"):
+            assert got[key] == ref[key], key
+        else:
+            assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), key
+
+
+def test_known_tensor_exact_values() -> None:
+    stats = stats_of(torch.tensor([[-2.0, 0.0], [1.0, 5.0]]))
+    assert stats == TensorStats(
+        mean=1.0,
+        std=math.sqrt(6.5),
+        min=-2.0,
+        max=5.0,
+        absmax=5.0,
+        rms=math.sqrt(7.5),
+        zeros=0.25,
+        nan=0,
+        inf=0,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_random_tensors_match_reference(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 7, 11, generator=g) * 4).to(dtype)
+    x[0, 0, :3] = 0
+    assert_matches(stats_of(x), reference(x))
+
+
+def test_nan_and_inf_are_counted_and_excluded() -> None:
+    x = torch.tensor([1.0, float("nan"), 3.0, float("inf"), -float("inf"), 0.0])
+    stats = stats_of(x)
+    assert (stats.nan, stats.inf) == (1, 2)
+    assert stats.min == 0.0 and stats.max == 3.0 and stats.mean == pytest.approx(4 / 3)
+    assert stats.zeros == pytest.approx(1 / 6)
+    assert_matches(stats, reference(x))
+
+
+def test_no_finite_value_leaves_statistics_undefined() -> None:
+    stats = stats_of(torch.tensor([float("nan"), float("inf")]))
+    assert stats.mean is None and stats.min is None and stats.absmax is None
+    assert (stats.nan, stats.inf, stats.zeros) == (1, 1, 0.0)
+
+
+def test_empty_tensor() -> None:
+    stats = stats_of(torch.empty(0, 4))
+    assert stats.mean is None and stats.zeros is None and (stats.nan, stats.inf) == (0, 0)
+
+
+def test_padding_positions_are_excluded() -> None:
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(5, 8, generator=g)
+    b = torch.randn(3, 8, generator=g)
+    batch = torch.full((2, 5, 8), 1e6)
+    batch[0] = a
+    batch[1, :3] = b
+    valid = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    rows = finalize_stats(list(summarize_batch(batch, valid)))
+    assert_matches(rows[0], reference(a))
+    assert_matches(rows[1], reference(b))
+
+
+def test_result_stays_on_device_as_one_vector() -> None:
+    vector = summarize_tensor(torch.ones(4))
+    assert vector.dtype == torch.float64 and vector.shape == (len(STAT_NAMES),)
