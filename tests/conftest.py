@@ -75,8 +75,16 @@ def load_tiny() -> Callable[..., object]:
     return get
 
 
-def save_fixture_model(folder: Path, tiny_dir: Path, **overrides: object) -> Path:
-    """Write a random-weight OPT checkpoint built from OPTConfig, with the tiny tokenizer."""
+def save_fixture_model(
+    folder: Path,
+    tiny_dir: Path,
+    mutate: Callable[[object], None] | None = None,
+    **overrides: object,
+) -> Path:
+    """Write a random-weight OPT checkpoint built from OPTConfig, with the tiny tokenizer.
+
+    ``mutate`` may change the model (plant a NaN, an outlier) before it is saved.
+    """
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
@@ -95,6 +103,9 @@ def save_fixture_model(folder: Path, tiny_dir: Path, **overrides: object) -> Pat
     settings.update(overrides)
     torch.manual_seed(0)
     model = OPTForCausalLM(OPTConfig(**settings)).eval()
+    if mutate is not None:
+        with torch.no_grad():
+            mutate(model)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
@@ -111,3 +122,15 @@ def opt350m_like(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Pa
         do_layer_norm_before=False,
         word_embed_proj_dim=16,
     )
+
+
+@pytest.fixture(scope="session")
+def make_fixture_model(
+    tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path
+) -> Callable[..., Path]:
+    """Factory: ``make_fixture_model("name", mutate=None, **config_overrides)`` -> a folder."""
+
+    def make(name: str, mutate: Callable[[object], None] | None = None, **overrides: object):
+        return save_fixture_model(tmp_path_factory.mktemp(name), tiny_dir, mutate, **overrides)
+
+    return make

@@ -21,6 +21,7 @@ MODULE_KEYS = {
     "device",
     "weight_dtype",
     "weight_shape",
+    "weight_device",
     "stats",
 }
 
@@ -148,7 +149,7 @@ def test_opt350m_shaped_model(cli, opt350m_like: Path) -> None:
         (
             [" the" * 150],
             2,
-            "the text has 151 tokens; tiny accepts at most 128",
+            "the text has 151 tokens; tiny accepts at most 128 (or use --truncate)",
         ),
     ],
 )
@@ -176,11 +177,21 @@ def test_not_an_opt_model(cli, tmp_path: Path) -> None:
 
 
 def test_hub_model_not_cached_offline(cli) -> None:
+    result = cli("trace", "hi", "--model", "someone/opt-7b")
+    assert result.code == 1
+    assert result.err == (
+        "Error: cannot get the config of someone/opt-7b: it is not in the Hugging Face "
+        "cache and the hub could not be reached or has no such model\n"
+    )
+
+
+def test_family_model_not_cached_offline(cli) -> None:
+    # The config is built in, so the first thing missing offline is the tokenizer.
     result = cli("trace", "hi", "--model", "facebook/opt-125m")
     assert result.code == 1
     assert result.err == (
-        "Error: cannot get the config of facebook/opt-125m: it is not in the Hugging Face "
-        "cache and the hub could not be reached or has no such model\n"
+        "Error: cannot load the tokenizer of facebook/opt-125m: it is not in the Hugging Face "
+        "cache and the hub could not be reached\n"
     )
 
 

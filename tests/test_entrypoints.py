@@ -19,7 +19,17 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["trace", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["trace", "--help"],
+        ["params", "--help"],
+        ["tree", "--help"],
+        ["lens", "--help"],
+        ["attention", "--help"],
+    ],
+)
 def test_help_does_not_import_torch(args: list[str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", CHECK_NO_TORCH.format(args=args)],

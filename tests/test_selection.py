@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optinspect.errors import UsageError
 from optinspect.selection import layer_of, parse_layers, select_modules
@@ -80,3 +84,48 @@ def test_overview_selection() -> None:
 
 def test_layer_selection_takes_the_layer_and_everything_inside() -> None:
     assert select_modules(NAMES, [1]) == ["model.decoder.layers.1", "model.decoder.layers.1.fc1"]
+
+
+_NUMBER = "(-?[0-9]+)"
+_GRAMMAR = re.compile(rf"^\s*(all|{_NUMBER}(-[0-9]+)?(\s*,\s*{_NUMBER}(-[0-9]+)?)*)\s*$", re.I)
+
+
+def reference_layers(spec: str, n: int) -> list[int] | None:
+    """What the grammar says a spec means, or None when it must be refused."""
+    if not _GRAMMAR.match(spec) or not spec.strip():
+        return None
+    if spec.strip().lower() == "all":
+        return list(range(n))
+    chosen: set[int] = set()
+    for item in spec.split(","):
+        item = item.strip()
+        if re.fullmatch("-?[0-9]+", item):
+            i = int(item)
+            i = i + n if i < 0 else i
+            if not 0 <= i < n:
+                return None
+            chosen.add(i)
+        else:
+            lo, hi = (int(v) for v in re.fullmatch("(-?[0-9]+)-([0-9]+)", item).groups())
+            if lo < 0 or hi < lo or hi >= n:
+                return None
+            chosen.update(range(lo, hi + 1))
+    return sorted(chosen)
+
+
+spec_text = st.one_of(
+    st.text(alphabet="0123456789-, al٣", max_size=12),
+    st.from_regex(r"\A-?[0-9]{1,2}(-[0-9]{1,2})?(,-?[0-9]{1,2}(-[0-9]{1,2})?){0,3}\Z"),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(spec=spec_text, n=st.integers(min_value=1, max_value=40))
+def test_parser_accepts_exactly_its_grammar(spec: str, n: int) -> None:
+    expected = reference_layers(spec, n)
+    if expected is None:
+        with pytest.raises(UsageError):
+            parse_layers(spec, n)
+    else:
+        assert parse_layers(spec, n) == expected

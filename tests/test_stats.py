@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 from optinspect.records import STAT_NAMES, TensorStats
 from optinspect.stats import finalize_stats, summarize_batch, summarize_tensor
@@ -110,3 +114,31 @@ def test_padding_positions_are_excluded() -> None:
 def test_result_stays_on_device_as_one_vector() -> None:
     vector = summarize_tensor(torch.ones(4))
     assert vector.dtype == torch.float64 and vector.shape == (len(STAT_NAMES),)
+
+
+finite_or_not = st.floats(width=32, allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(
+        np.float32,
+        array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=9),
+        elements=finite_or_not,
+    )
+)
+def test_statistics_equal_a_float64_reference_on_any_tensor(values: np.ndarray) -> None:
+    x = torch.from_numpy(values)
+    got = stats_of(x).as_dict()
+    ref = reference(x)
+    for key in STAT_NAMES:
+        if ref[key] is None:
+            assert got[key] is None, key
+        elif key in ("nan", "inf"):
+            assert got[key] == ref[key], key
+        elif key == "std":
+            # float64 sums of squares: exact to ~1e-12 of the largest magnitude present.
+            scale = max(abs(ref["absmax"] or 0.0), 1e-30)
+            assert got[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-6 * scale), key
+        else:
+            assert got[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-30), key

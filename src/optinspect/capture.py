@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .loading import placement_of
 from .records import ModuleRecord
 from .selection import layer_of
 from .stats import finalize_stats, summarize_batch
@@ -83,6 +84,7 @@ class _Call:
     device: str | None = None
     shapes: list[tuple[int, ...]] | None = None  # per sentence, as if run alone
     stats: torch.Tensor | None = None  # [batch, n_stats] on the output's device
+    finished: int = -1
 
 
 class Capture:
@@ -100,6 +102,7 @@ class Capture:
         self._targets = [(name, modules[name]) for name in names]
         self._stats = stats
         self._sink = sink
+        self._device_map = getattr(model, "hf_device_map", None)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._layout: BatchLayout | None = None
         self._first_index = 0
@@ -110,6 +113,7 @@ class Capture:
         self._open: dict[str, list[_Call]] = {}
         self._counts: dict[str, int] = {}
         self._depth = 0
+        self._finished = 0
 
     # -- context manager -------------------------------------------------
     def __enter__(self) -> Capture:
@@ -160,6 +164,8 @@ class Capture:
         def post_hook(module: nn.Module, args: Any, output: Any) -> None:
             self._depth -= 1
             call = self._open[name].pop()
+            call.finished = self._finished
+            self._finished += 1
             tensor = main_tensor(output)
             if tensor is None:
                 call.output = "none" if output is None else type(output).__name__
@@ -199,6 +205,14 @@ class Capture:
             return tensor.reshape(1, 1, -1), (1,)
         return None, ()
 
+    def _weight_device(self, name: str, weight: torch.Tensor) -> str:
+        """The weight's device; for accelerate-offloaded weights (on meta), their home."""
+        if weight.device.type == "meta" and self._device_map:
+            where = placement_of(self._device_map, name)
+            if where is not None:
+                return _placement_name(where)
+        return str(weight.device)
+
     # -- results ---------------------------------------------------------
     def collect(self) -> list[list[ModuleRecord]]:
         """Records of the last forward pass, one list per sentence, in execution order.
@@ -232,9 +246,15 @@ class Capture:
                         weight_dtype=_dtype_name(weight) if has_weight else None,
                         weight_shape=tuple(weight.shape) if has_weight else None,
                         stats=stats[b] if stats is not None else None,
+                        finished=c.finished,
+                        weight_device=self._weight_device(c.name, weight) if has_weight else None,
                     )
                 )
         return sentences
+
+
+def _placement_name(where: object) -> str:
+    return f"cuda:{where}" if isinstance(where, int) else str(where)
 
 
 def _shapes_alone(

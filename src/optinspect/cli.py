@@ -12,7 +12,11 @@ import traceback
 
 import typer
 
+from .commands.attention import attention_command
+from .commands.lens import lens_command
+from .commands.params import params_command
 from .commands.trace import trace_command
+from .commands.tree import tree_command
 from .errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, OptinspectError
 
 app = typer.Typer(
@@ -23,6 +27,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("trace")(trace_command)
+app.command("params")(params_command)
+app.command("tree")(tree_command)
+app.command("lens")(lens_command)
+app.command("attention")(attention_command)
 
 
 @app.callback()

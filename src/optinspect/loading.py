@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import pickle
 import re
 import warnings
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 #: Config key our own generated checkpoints carry so the output can say the weights are random.
 RANDOM_WEIGHTS_KEY = "optinspect_random_weights"
 
+DEVICE_MAPS = ("auto", "balanced", "sequential")
+_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -105,8 +108,17 @@ def resolve_source(spec: str) -> ModelSource:
 
 
 def read_config(source: ModelSource) -> Any:
-    """Read and check the OPT config of ``source`` without touching any weights."""
+    """Read and check the OPT config of ``source`` without touching any weights.
+
+    A folder's ``config.json`` is read as it is. A hub id that names a member of
+    the OPT family (``facebook/opt-125m`` ... ``facebook/opt-175b``) gets the
+    built-in published config from ``optinspect.family`` directly, without asking
+    the cache or the hub, so it resolves offline; any other hub id comes from the
+    Hugging Face cache or the hub.
+    """
     from transformers import OPTConfig
+
+    from .family import family_config
 
     if source.is_local:
         config_file = Path(source.location) / "config.json"
@@ -118,6 +130,8 @@ def read_config(source: ModelSource) -> Any:
             raise ModelError(f"cannot read {config_file}: {e}") from e
         if not isinstance(raw, dict):
             raise ModelError(f"{config_file} does not hold a JSON object")
+    elif (builtin := family_config(source.location)) is not None:
+        raw = builtin
     else:
         from transformers import PretrainedConfig
 
@@ -166,8 +180,13 @@ def resolve_dtype(dtype: str, quant: str, device: str) -> torch.dtype:
     return torch.float32
 
 
-def quantization_config(quant: str, dtype: torch.dtype) -> Any:
-    """The BitsAndBytesConfig for ``quant``, or None for full precision."""
+def quantization_config(quant: str, dtype: torch.dtype, *, offload: bool = False) -> Any:
+    """The BitsAndBytesConfig for ``quant``, or None for full precision.
+
+    4-bit layers compute in ``dtype``. With ``offload`` (a device map that may put
+    modules on the CPU or disk) those modules stay unquantized in float32, as
+    bitsandbytes requires.
+    """
     if quant not in QUANTS:
         raise UsageError(f"unknown quantization {quant!r}: use {', '.join(QUANTS)}")
     if quant == "none":
@@ -175,9 +194,12 @@ def quantization_config(quant: str, dtype: torch.dtype) -> Any:
     from transformers import BitsAndBytesConfig
 
     if quant == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=offload)
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=dtype,
+        llm_int8_enable_fp32_cpu_offload=offload,
     )
 
 
@@ -216,38 +238,74 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     verbose: bool = False,
+    attn_implementation: str | None = None,
+    device_map: str | None = None,
+    max_memory: str | None = None,
+    offload_dir: str | Path | None = None,
 ) -> LoadedModel:
     """Load an OPT checkpoint with its tokenizer, quantized and placed as asked.
 
+    ``device_map`` (``auto``, ``balanced``, ``sequential``) hands placement to
+    accelerate's big-model inference, across GPUs, the CPU and, with
+    ``offload_dir``, the disk; ``max_memory`` caps each device
+    (``"cuda:0=10GiB,cpu=30GiB"``). Without it the whole model goes to ``device``.
+
     Remote code is never trusted; safetensors weights are preferred, and a
     pickle checkpoint is read with ``weights_only`` loading only.
+    ``attn_implementation`` (``"eager"`` to get attention weights) goes to
+    ``from_pretrained`` only when given; None keeps transformers' default.
     """
     source = resolve_source(spec)
-    quant_config = quantization_config(quant, torch.float16)
-    device = resolve_device(device)
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
+    memory = parse_max_memory(max_memory) if max_memory is not None else None
+    if (memory is not None or offload_dir is not None) and device_map is None:
+        device_map = "auto"
+    device = resolve_device(device) if device_map is None else _mapped_device()
     torch_dtype = resolve_dtype(dtype, quant, device)
-    if quant == "4bit":
-        quant_config = quantization_config(quant, torch_dtype)
+    quant_config = quantization_config(quant, torch_dtype, offload=device_map is not None)
     config = read_config(source)
+    if source.is_local:
+        check_safetensors(Path(source.location), source.spec, config)
+    placement: dict[str, Any] = {"device_map": device_map or {"": device}}
+    if memory is not None:
+        placement["max_memory"] = memory
+    if offload_dir is not None:
+        placement["offload_folder"] = str(offload_dir)
 
     from transformers import AutoTokenizer, OPTForCausalLM
 
+    attn_kwargs: dict[str, Any] = {}
+    if attn_implementation is not None:
+        attn_kwargs["attn_implementation"] = attn_implementation
     with quiet(verbose):
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=False)
         except (OSError, ValueError) as e:
+            if not source.is_local:
+                raise ModelError(
+                    f"cannot load the tokenizer of {source.spec}: it is not in the Hugging Face "
+                    "cache and the hub could not be reached"
+                ) from e
             raise ModelError(f"cannot load the tokenizer of {source.spec}: {_first_line(e)}") from e
         try:
             model = OPTForCausalLM.from_pretrained(
                 source.location,
                 config=config,
                 dtype=torch_dtype,
-                device_map={"": device},
                 quantization_config=quant_config,
+                **placement,
                 trust_remote_code=False,
+                **attn_kwargs,
             )
-        except (OSError, ValueError, RuntimeError) as e:
+        except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:
             if isinstance(e, torch.cuda.OutOfMemoryError):
+                raise
+            raise CheckpointError(
+                f"cannot load the weights of {source.spec}: {_describe_load_error(e)}"
+            ) from e
+        except Exception as e:
+            if type(e).__name__ != "SafetensorError":
                 raise
             raise CheckpointError(
                 f"cannot load the weights of {source.spec}: {_first_line(e)}"
@@ -258,10 +316,98 @@ def load_model(
         tokenizer=tokenizer,
         source=source,
         quant=quant,
-        device=device,
+        device=device if device_map is None else f"map:{device_map}",
         dtype=torch_dtype,
         random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
     )
+
+
+def _mapped_device() -> str:
+    """The compute device a device map starts from, for picking the dtype."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def parse_max_memory(spec: str) -> dict[int | str, str]:
+    """``"cuda:0=10GiB,cpu=30GiB"`` -> accelerate's ``{0: "10GiB", "cpu": "30GiB"}``."""
+    usage = (
+        f"cannot read --max-memory {spec!r}: use DEVICE=SIZE pairs like 'cuda:0=10GiB,cpu=30GiB'"
+    )
+    memory: dict[int | str, str] = {}
+    for item in spec.split(","):
+        key, sep, size = (part.strip() for part in item.partition("="))
+        if not sep or not _SIZE.fullmatch(size):
+            raise UsageError(usage)
+        if key in ("cpu", "disk"):
+            memory[key] = size
+        elif (match := re.fullmatch(r"(?:cuda:)?(\d+)", key)) is not None:
+            memory[int(match.group(1))] = size
+        else:
+            raise UsageError(usage)
+    return memory
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where the token ids must go: the execution device of the token embedding."""
+    weight = model.get_input_embeddings().weight
+    if weight.device.type != "meta":
+        return weight.device
+    where = placement_of(getattr(model, "hf_device_map", None), "model.decoder.embed_tokens")
+    if isinstance(where, int) or (isinstance(where, str) and where.startswith("cuda")):
+        return torch.device(where if isinstance(where, str) else f"cuda:{where}")
+    return torch.device("cpu")
+
+
+def placement_of(device_map: dict[str, Any] | None, name: str) -> Any:
+    """The entry of an accelerate device map that covers module ``name`` (longest prefix)."""
+    if not device_map:
+        return None
+    best = None
+    for prefix, where in device_map.items():
+        covers = prefix == "" or name == prefix or name.startswith(prefix + ".")
+        if covers and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, where)
+    return best[1] if best is not None else None
+
+
+def check_safetensors(folder: Path, spec: str, config: Any) -> None:
+    """Refuse truncated or corrupt safetensors files and weights that do not fit the config.
+
+    Reads only the file headers, then compares each floating-point tensor's shape
+    with what the config builds on the meta device.
+    """
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return
+    from safetensors import safe_open
+    from transformers import OPTForCausalLM
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in OPTForCausalLM(config).state_dict().items()}
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                shapes = {
+                    k: (handle.get_slice(k).get_shape(), handle.get_slice(k).get_dtype())
+                    for k in handle.keys()  # noqa: SIM118 (safe_open is not iterable)
+                }
+        except Exception as e:
+            raise CheckpointError(
+                f"{path.name} in {spec} is truncated or corrupt: {_first_line(e)}"
+            ) from e
+        for key, (shape, dtype) in shapes.items():
+            want = expected.get(key)
+            if want is not None and dtype.startswith(("F", "BF")) and tuple(shape) != want:
+                raise CheckpointError(
+                    f"the weights of {spec} do not match its config: {key} has shape "
+                    f"{list(shape)} in {path.name}, the config expects {list(want)}"
+                )
+
+
+def _describe_load_error(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text.lower():
+        return "its pickle checkpoint holds more than tensors, so it was refused unread"
+    return _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:

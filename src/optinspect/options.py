@@ -28,6 +28,8 @@ class Dtype(str, Enum):
 class TraceFormat(str, Enum):
     table = "table"
     json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
 
 
 ModelOpt = Annotated[
@@ -56,3 +58,44 @@ VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show third-party warnings and progress bars.")
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+DeviceMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device-map",
+        help="Spread a large model with accelerate: auto, balanced or sequential.",
+    ),
+]
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory", help="Per-device caps for --device-map, e.g. 'cuda:0=10GiB,cpu=30GiB'."
+    ),
+]
+OffloadDirOpt = Annotated[
+    str | None,
+    typer.Option("--offload-dir", help="Folder for weights offloaded to disk by --device-map."),
+]
+
+
+class ViewFormat(str, Enum):
+    """Output of the lens and attention commands: a table for people or JSON for scripts."""
+
+    table = "table"
+    json = "json"
+
+
+ViewFormatOpt = Annotated[
+    ViewFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")
+]
+
+
+class TableFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+TableFormatOpt = Annotated[
+    TableFormat,
+    typer.Option("--format", "-f", help="table for people, json or csv for scripts."),
+]

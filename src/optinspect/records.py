@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 #: Statistic names in the order they are computed and shown.
@@ -49,8 +50,13 @@ class TensorStats:
             inf=int(inf),
         )
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        return asdict(self)
+    def as_dict(self, names: Sequence[str] = STAT_NAMES) -> dict[str, float | int | None]:
+        values = asdict(self)
+        return {name: values[name] for name in names}
+
+    @property
+    def nonfinite(self) -> bool:
+        return self.nan > 0 or self.inf > 0
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,12 @@ class ModuleRecord:
     weight_dtype: str | None
     weight_shape: tuple[int, ...] | None
     stats: TensorStats | None
+    #: Position in the order calls *finished*: a child finishes before its parent.
+    finished: int = 0
+    #: Where the module's weight lives: a device, or "disk"/"cpu" when accelerate offloads it.
+    weight_device: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, stats: Sequence[str] = STAT_NAMES) -> dict[str, Any]:
         return {
             "name": self.name,
             "type": self.type,
@@ -88,7 +98,8 @@ class ModuleRecord:
             "device": self.device,
             "weight_dtype": self.weight_dtype,
             "weight_shape": list(self.weight_shape) if self.weight_shape is not None else None,
-            "stats": self.stats.as_dict() if self.stats is not None else None,
+            "weight_device": self.weight_device,
+            "stats": self.stats.as_dict(stats) if self.stats is not None else None,
         }
 
 
@@ -109,15 +120,25 @@ class TraceResult:
     device: str
     dtype: str
     random_weights: bool
-    text: str
+    text: str | None
     tokens: tuple[Token, ...]
     modules: tuple[ModuleRecord, ...]
+    index: int = 0
     dry_run: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
-    def as_dict(self) -> dict[str, Any]:
+    def first_nonfinite(self) -> ModuleRecord | None:
+        """The module that first produced NaN or Inf: the earliest to finish with them.
+
+        Finishing order, not start order, so a layer whose fc2 overflowed names
+        fc2 rather than the layer that contains it.
+        """
+        bad = [m for m in self.modules if m.stats is not None and m.stats.nonfinite]
+        return min(bad, key=lambda m: m.finished, default=None)
+
+    def as_dict(self, stats: Sequence[str] = STAT_NAMES) -> dict[str, Any]:
         return {
             "schema": SCHEMA_VERSION,
+            "index": self.index,
             "model": self.model,
             "quant": self.quant,
             "device": self.device,
@@ -126,7 +147,7 @@ class TraceResult:
             "dry_run": self.dry_run,
             "text": self.text,
             "tokens": [{"id": t.id, "text": t.text} for t in self.tokens],
-            "modules": [m.as_dict() for m in self.modules],
+            "modules": [m.as_dict(stats) for m in self.modules],
         }
 
 

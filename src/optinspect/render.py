@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from .records import STAT_NAMES, ModuleRecord, TraceResult
 
-__all__ = ["format_number", "render_trace", "write_json"]
+__all__ = ["CsvWriter", "format_number", "parse_stats", "render_trace", "write_json"]
 
 
 def format_number(value: float | int | None) -> str:
@@ -70,7 +71,7 @@ def _module_cells(record: ModuleRecord, stats: Sequence[str]) -> list[str]:
         record.type,
         shape,
         record.dtype or "-",
-        record.weight_dtype or "-",
+        _weight_cell(record),
     ]
     values = record.stats.as_dict() if record.stats is not None else {}
     for stat in stats:
@@ -80,6 +81,15 @@ def _module_cells(record: ModuleRecord, stats: Sequence[str]) -> list[str]:
         else:
             cells.append(format_number(value))
     return cells
+
+
+def _weight_cell(record: ModuleRecord) -> str:
+    """The weight's dtype, with its home when it is not where the module ran (offload)."""
+    if record.weight_dtype is None:
+        return "-"
+    if record.weight_device is not None and record.weight_device != record.device:
+        return f"{record.weight_dtype} ({record.weight_device})"
+    return record.weight_dtype
 
 
 def header_line(result: TraceResult) -> str:
@@ -104,6 +114,71 @@ def render_trace(console: Console, result: TraceResult, stats: Sequence[str] = S
         )
     console.print(tokens_table(result))
     console.print(modules_table(result, stats))
+
+
+def parse_stats(spec: str | None) -> tuple[str, ...]:
+    """``mean,absmax,zeros`` -> the chosen statistics in their usual order; None is all."""
+    from .errors import UsageError
+
+    if spec is None:
+        return STAT_NAMES
+    chosen = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in chosen:
+        if name not in STAT_NAMES:
+            raise UsageError(f"unknown statistic {name!r}: choose from {', '.join(STAT_NAMES)}")
+    if not chosen:
+        raise UsageError(f"--stats is empty: choose from {', '.join(STAT_NAMES)}")
+    return tuple(n for n in STAT_NAMES if n in chosen)
+
+
+class CsvWriter:
+    """One row per (sentence, module call); the header comes with the first row."""
+
+    BASE_COLUMNS = (
+        "sentence",
+        "text",
+        "index",
+        "module",
+        "type",
+        "layer",
+        "call",
+        "output",
+        "shape",
+        "dtype",
+        "device",
+        "weight_dtype",
+    )
+
+    def __init__(self, stream: IO[str], stats: Sequence[str] = STAT_NAMES) -> None:
+        self._stats = tuple(stats)
+        self._writer = csv.writer(stream, lineterminator="\n")
+        self._writer.writerow((*self.BASE_COLUMNS, *self._stats))
+
+    def write(self, result: TraceResult) -> None:
+        for m in result.modules:
+            values = m.stats.as_dict(self._stats) if m.stats is not None else {}
+            shape = "x".join(str(d) for d in m.shape) if m.shape is not None else ""
+            self._writer.writerow(
+                (
+                    result.index,
+                    result.text if result.text is not None else "",
+                    m.index,
+                    m.name,
+                    m.type,
+                    "" if m.layer is None else m.layer,
+                    m.call,
+                    m.output,
+                    shape,
+                    m.dtype or "",
+                    m.device or "",
+                    m.weight_dtype or "",
+                    *(_csv_value(values.get(name)) for name in self._stats),
+                )
+            )
+
+
+def _csv_value(value: float | int | None) -> str:
+    return "" if value is None else repr(value)
 
 
 def write_json(stream: IO[str], payload: Any, *, indent: int | None = 2) -> None:

@@ -18,8 +18,8 @@ OVERVIEW_BEFORE = (
 )
 OVERVIEW_AFTER = ("model.decoder.final_layer_norm", "model.decoder.project_out", "lm_head")
 
-_LAYER_IN_NAME = re.compile(r"^model\.decoder\.layers\.(\d+)(?:\.|$)")
-_ITEM = re.compile(r"^(-?\d+)(?:-(\d+))?$")
+_LAYER_IN_NAME = re.compile(r"^model\.decoder\.layers\.([0-9]+)(?:\.|$)")
+_ITEM = re.compile(r"^(-?[0-9]+)(?:-([0-9]+))?$")
 
 
 def layer_of(name: str) -> int | None:

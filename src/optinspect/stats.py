@@ -47,10 +47,13 @@ def summarize_batch(values: torch.Tensor, valid: torch.Tensor | None = None) -> 
     zeros = is_zero.sum(dim=dims, dtype=torch.float64) / count
 
     clean = torch.where(finite, x, 0.0)
+    # Both sums read float32 and accumulate in float64, so neither overflows nor
+    # loses the small terms; the variance comes from them without a centred pass.
     mean = clean.sum(dim=dims, dtype=torch.float64) / n_finite
-    centred = torch.where(finite, x - mean.to(torch.float32)[:, None, None], 0.0)
-    std = torch.sqrt((centred * centred).sum(dim=dims, dtype=torch.float64) / n_finite)
-    rms = torch.sqrt((clean * clean).sum(dim=dims, dtype=torch.float64) / n_finite)
+    sum_sq = torch.linalg.vector_norm(clean, ord=2, dim=dims, dtype=torch.float64).square()
+    mean_sq = sum_sq / n_finite
+    std = torch.sqrt(torch.clamp(mean_sq - mean * mean, min=0.0))
+    rms = torch.sqrt(mean_sq)
 
     inf = torch.tensor(float("inf"), dtype=torch.float32, device=x.device)
     lo = torch.where(finite, x, inf).amin(dim=dims).to(torch.float64)

@@ -9,7 +9,7 @@ import torch
 
 from .capture import BatchLayout, TensorSink, capture
 from .errors import UsageError
-from .loading import LoadedModel
+from .loading import LoadedModel, input_device
 from .records import Token, TraceResult
 from .selection import parse_layers, select_modules
 
@@ -46,14 +46,20 @@ def resolve_modules(
     return selected
 
 
-def encode(loaded: LoadedModel, text: str) -> list[Token]:
-    """Token ids and texts for one sentence, checked against the model's positions."""
+def encode(loaded: LoadedModel, text: str, truncate: bool = False) -> list[Token]:
+    """Token ids and texts for one sentence, checked against the model's positions.
+
+    With ``truncate`` a text that is too long keeps its first tokens instead of failing.
+    """
     if not text.strip():
         raise UsageError("the text is empty: give at least one word to trace")
     ids = loaded.tokenizer(text)["input_ids"]
+    if truncate:
+        ids = ids[: loaded.max_positions]
     if len(ids) > loaded.max_positions:
         raise UsageError(
-            f"the text has {len(ids)} tokens; {loaded.name} accepts at most {loaded.max_positions}"
+            f"the text has {len(ids)} tokens; {loaded.name} accepts at most "
+            f"{loaded.max_positions} (or use --truncate)"
         )
     return [Token(id=int(i), text=loaded.tokenizer.decode([i])) for i in ids]
 
@@ -67,6 +73,7 @@ def iter_trace(
     stats: bool = True,
     batch_size: int = 8,
     sink: TensorSink | None = None,
+    truncate: bool = False,
 ) -> Iterator[TraceResult]:
     """Trace sentences in padded batches, yielding one result per sentence as batches finish.
 
@@ -79,18 +86,19 @@ def iter_trace(
     offset = 0
     with capture(model, names, stats=stats, sink=sink) as cap:
         for batch in _batches(texts, batch_size):
-            encoded = [encode(loaded, text) for text in batch]
+            encoded = [encode(loaded, text, truncate) for text in batch]
             input_ids, mask = _pad(encoded, loaded.tokenizer.pad_token_id or 1)
             layout = BatchLayout.from_mask(mask)
             cap.begin(layout if layout.batch > 1 else None, offset)
-            device = _input_device(model)
+            device = input_device(model)
             with torch.inference_mode():
                 model(
                     input_ids=input_ids.to(device),
                     attention_mask=mask.to(device) if layout.valid is not None else None,
                     use_cache=False,
                 )
-            for text, tokens, records in zip(batch, encoded, cap.collect(), strict=True):
+            sentences = zip(batch, encoded, cap.collect(), strict=True)
+            for position, (text, tokens, records) in enumerate(sentences):
                 yield TraceResult(
                     model=loaded.name,
                     quant=loaded.quant,
@@ -100,6 +108,7 @@ def iter_trace(
                     text=text,
                     tokens=tuple(tokens),
                     modules=tuple(records),
+                    index=offset + position,
                 )
             offset += len(batch)
 
@@ -124,7 +133,3 @@ def _pad(encoded: list[list[Token]], pad_id: int) -> tuple[torch.Tensor, torch.T
         ids[row, : len(tokens)] = torch.tensor([t.id for t in tokens])
         mask[row, : len(tokens)] = 1
     return ids, mask
-
-
-def _input_device(model: torch.nn.Module) -> torch.device:
-    return model.get_input_embeddings().weight.device

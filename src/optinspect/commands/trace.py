@@ -1,8 +1,9 @@
-"""``optinspect trace``: one real forward pass, every selected module's output."""
+"""``optinspect trace``: real forward passes, every selected module's output."""
 
 from __future__ import annotations
 
-import sys
+import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,10 +11,13 @@ import typer
 from ..options import (
     DEFAULT_MODEL,
     DebugOpt,
+    DeviceMapOpt,
     DeviceOpt,
     Dtype,
     DtypeOpt,
+    MaxMemoryOpt,
     ModelOpt,
+    OffloadDirOpt,
     Quant,
     QuantOpt,
     TraceFormat,
@@ -22,7 +26,14 @@ from ..options import (
 
 
 def trace_command(
-    text: Annotated[str, typer.Argument(help="The text to run through the model.")],
+    text: Annotated[
+        str | None,
+        typer.Argument(help="The text to trace; - reads one sentence per line from stdin."),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-F", help="Read sentences from a file, one per line."),
+    ] = None,
     layer: Annotated[
         str | None,
         typer.Option(
@@ -32,13 +43,59 @@ def trace_command(
             "Without it, an overview: embeddings, each layer's output, final norm, head.",
         ),
     ] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help="Glob on dotted module names, e.g. '*.fc1'; repeatable; narrows --layer.",
+        ),
+    ] = None,
+    stats: Annotated[
+        str | None,
+        typer.Option(
+            "--stats", help="Statistics to show, e.g. mean,absmax,zeros (all by default)."
+        ),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     quant: QuantOpt = Quant.int8,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = Dtype.auto,
+    device_map: DeviceMapOpt = None,
+    max_memory: MaxMemoryOpt = None,
+    offload_dir: OffloadDirOpt = None,
+    truncate: Annotated[
+        bool, typer.Option("--truncate", help="Cut text longer than the model's positions.")
+    ] = False,
     fmt: Annotated[
-        TraceFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")
+        TraceFormat,
+        typer.Option("--format", "-f", help="table for people; json, jsonl or csv for scripts."),
     ] = TraceFormat.table,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Sentences per forward pass.")
+    ] = 8,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save", help="Write the selected modules' full outputs to a .safetensors file."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --save file.")] = False,
+    fail_on_nonfinite: Annotated[
+        bool,
+        typer.Option("--fail-on-nonfinite", help="Exit 3 if any recorded output holds NaN or Inf."),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Shapes and dtypes from a meta-device pass; no weights."),
+    ] = False,
+    tokens: Annotated[
+        int | None,
+        typer.Option("--tokens", help="With --dry-run: this many tokens instead of TEXT."),
+    ] = None,
+    timings: Annotated[
+        bool,
+        typer.Option("--timings", help="Print import, load, forward and render times to stderr."),
+    ] = False,
     verbose: VerboseOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -50,20 +107,115 @@ def trace_command(
 
       optinspect trace "Hello" --model tiny --format json | jq '.modules[].name'
 
-      optinspect trace "Hello" --model facebook/opt-125m --quant none --layer -1
-    """
-    from ..errors import UsageError
-    from ..render import render_trace, write_json
-    from ..tracing import iter_trace
-    from .common import load_with_status, stdout_console
+      cat sentences.txt | optinspect trace - --filter '*.fc1' --format jsonl > fc1.jsonl
 
-    if not text.strip():
-        raise UsageError("the text is empty: give at least one word to trace")
+      optinspect trace --file sentences.txt --layer all --format csv --stats mean,absmax,zeros
+
+      optinspect trace "text" --layer 3 --save layer3.safetensors
+
+      optinspect trace "some text" --model facebook/opt-175b --dry-run --layer 0
+    """
+    from .. import STARTED
+    from ..errors import NonFiniteError, UsageError
+    from ..inputs import read_texts
+    from ..render import parse_stats
+    from .trace_output import EMITTERS
+
+    stat_names = parse_stats(stats)
+    globs = tuple(filters or ())
+    if save is not None:
+        from ..saving import check_writable
+
+        check_writable(save, force)
+    if dry_run:
+        if save is not None or fail_on_nonfinite:
+            raise UsageError(
+                "--dry-run computes no values: it cannot --save or --fail-on-nonfinite"
+            )
+        from ..dryrun import dry_run as run_dry
+
+        result = run_dry(
+            model,
+            text,
+            tokens=tokens,
+            quant=quant.value,
+            dtype=dtype.value,
+            layers=layer,
+            filters=globs,
+        )
+        emitter = EMITTERS[fmt.value](stat_names, many=False)
+        emitter.emit(result)
+        emitter.close()
+        return
+    if tokens is not None:
+        raise UsageError("--tokens only applies with --dry-run")
+    texts, many = read_texts(text, file)
+
+    from ..tracing import iter_trace
+    from .common import load_with_status, progress, stderr_console
+
+    imported = time.perf_counter()
     loaded = load_with_status(
-        model, quant=quant.value, device=device, dtype=dtype.value, verbose=verbose
+        model,
+        quant=quant.value,
+        device=device,
+        dtype=dtype.value,
+        verbose=verbose,
+        device_map=device_map,
+        max_memory=max_memory,
+        offload_dir=offload_dir,
     )
-    (result,) = iter_trace(loaded, [text], layers=layer)
-    if fmt is TraceFormat.json:
-        write_json(sys.stdout, result.as_dict())
-    else:
-        render_trace(stdout_console(), result)
+    loaded_at = time.perf_counter()
+    store = None
+    if save is not None:
+        from ..saving import ActivationStore
+
+        store = ActivationStore()
+    emitter = EMITTERS[fmt.value](stat_names, many)
+    first_bad: tuple[int, str] | None = None
+    forward = render = 0.0
+    results = iter_trace(
+        loaded,
+        texts,
+        layers=layer,
+        filters=globs,
+        batch_size=batch_size,
+        sink=store.add if store is not None else None,
+        truncate=truncate,
+    )
+    with progress(enabled=many) as advance:
+        while True:
+            start = time.perf_counter()
+            result = next(results, None)
+            forward += time.perf_counter() - start
+            if result is None:
+                break
+            start = time.perf_counter()
+            emitter.emit(result)
+            render += time.perf_counter() - start
+            advance()
+            if store is not None:
+                store.describe(result.index, result)
+            bad = result.first_nonfinite() if first_bad is None else None
+            if bad is not None:
+                first_bad = (result.index, bad.name)
+    start = time.perf_counter()
+    emitter.close()
+    render += time.perf_counter() - start
+    if emitter.count == 0:
+        stderr_console().print(
+            "note: the input holds no sentences; nothing was traced", soft_wrap=True
+        )
+    if store is not None and save is not None:
+        store.write(save, model=loaded.name, quant=loaded.quant)
+    if timings:
+        total = time.perf_counter() - STARTED
+        stderr_console().print(
+            f"timings: import {imported - STARTED:.3f}s · load {loaded_at - imported:.3f}s · "
+            f"forward {forward:.3f}s · render {render:.3f}s · total {total:.3f}s",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if fail_on_nonfinite and first_bad is not None:
+        index, name = first_bad
+        raise NonFiniteError(f"{name} produced NaN or Inf (sentence {index})")

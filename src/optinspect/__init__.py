@@ -1,0 +1,55 @@
+"""optinspect: look inside OPT language models, module by module.
+
+    from optinspect import load, trace
+    model = load("facebook/opt-125m", quant="8bit")
+    result = trace(model, ["first sentence", "second"], layers=[0])
+
+Public names: load, trace, iter_trace, LoadedModel, TraceResult, ModuleRecord,
+TensorStats, Token. They are imported lazily, so ``import optinspect`` (and
+``optinspect --help``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+#: When optinspect's own code started; ``--timings`` counts import time from here.
+STARTED = time.perf_counter()
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load": "optinspect.api",
+    "trace": "optinspect.api",
+    "iter_trace": "optinspect.tracing",
+    "LoadedModel": "optinspect.loading",
+    "TraceResult": "optinspect.records",
+    "ModuleRecord": "optinspect.records",
+    "TensorStats": "optinspect.records",
+    "Token": "optinspect.records",
+}
+
+__all__ = [
+    "LoadedModel",
+    "ModuleRecord",
+    "TensorStats",
+    "Token",
+    "TraceResult",
+    "iter_trace",
+    "load",
+    "trace",
+]
+
+if TYPE_CHECKING:
+    from .api import load, trace
+    from .loading import LoadedModel
+    from .records import ModuleRecord, TensorStats, Token, TraceResult
+    from .tracing import iter_trace
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'optinspect' has no attribute {name!r}")

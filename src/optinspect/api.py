@@ -1,0 +1,45 @@
+"""The Python API: the same records the CLI renders.
+
+from optinspect import load, trace
+model = load("tiny", quant="none")
+results = trace(model, ["first sentence", "second"], layers=[0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .loading import DEFAULT_MODEL, LoadedModel, load_model
+from .records import TraceResult
+from .tracing import LayerSpec, iter_trace
+
+__all__ = ["load", "trace"]
+
+
+def load(
+    model: str = DEFAULT_MODEL,
+    *,
+    quant: str = "8bit",
+    device: str = "auto",
+    dtype: str = "auto",
+    verbose: bool = False,
+) -> LoadedModel:
+    """Load an OPT checkpoint as ``optinspect trace`` would (see ``loading.load_model``)."""
+    return load_model(model, quant=quant, device=device, dtype=dtype, verbose=verbose)
+
+
+def trace(
+    model: LoadedModel,
+    texts: str | Sequence[str],
+    *,
+    layers: LayerSpec = None,
+    filters: Sequence[str] = (),
+    batch_size: int = 8,
+) -> list[TraceResult]:
+    """Trace one sentence or many; one TraceResult per sentence, in input order.
+
+    ``layers`` takes a spec string (``"0,3-5"``, ``"all"``) or a list of indices;
+    None gives the overview. ``filters`` are globs on dotted module names.
+    """
+    sentences = [texts] if isinstance(texts, str) else list(texts)
+    return list(iter_trace(model, sentences, layers=layers, filters=filters, batch_size=batch_size))

@@ -1,0 +1,100 @@
+"""How ``trace`` writes its results: one emitter per --format, streaming where it can."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..records import SCHEMA_VERSION, TraceResult
+from ..render import CsvWriter, render_trace, write_json
+from .common import stdout_console
+
+
+class Emitter:
+    """Receives results as batches finish; ``close`` ends the document."""
+
+    def __init__(self, stats: Sequence[str], many: bool) -> None:
+        self.stats = tuple(stats)
+        self.many = many
+        self.count = 0
+
+    def emit(self, result: TraceResult) -> None:
+        self.count += 1
+        self._emit(result)
+
+    def _emit(self, result: TraceResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the output; nothing to do for streaming formats."""
+
+
+class TableEmitter(Emitter):
+    def __init__(self, stats: Sequence[str], many: bool) -> None:
+        super().__init__(stats, many)
+        self.console = stdout_console()
+
+    def _emit(self, result: TraceResult) -> None:
+        if self.many:
+            if self.count > 1:
+                self.console.print()
+            self.console.rule(f"sentence {result.index}", align="left")
+        render_trace(self.console, result, self.stats)
+
+
+class JsonEmitter(Emitter):
+    """One object for one TEXT; ``{"schema", ..., "results": [...]}`` for --file or stdin."""
+
+    def __init__(self, stats: Sequence[str], many: bool) -> None:
+        super().__init__(stats, many)
+        self.results: list[dict[str, Any]] = []
+        self.first: TraceResult | None = None
+
+    def _emit(self, result: TraceResult) -> None:
+        self.first = self.first or result
+        self.results.append(result.as_dict(self.stats))
+
+    def close(self) -> None:
+        if not self.many:
+            if self.results:
+                write_json(sys.stdout, self.results[0])
+            return
+        head = self.first
+        write_json(
+            sys.stdout,
+            {
+                "schema": SCHEMA_VERSION,
+                "model": head.model if head else None,
+                "quant": head.quant if head else None,
+                "device": head.device if head else None,
+                "dtype": head.dtype if head else None,
+                "results": self.results,
+            },
+        )
+
+
+class JsonlEmitter(Emitter):
+    def _emit(self, result: TraceResult) -> None:
+        line = json.dumps(result.as_dict(self.stats), ensure_ascii=False, allow_nan=False)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class CsvEmitter(Emitter):
+    def __init__(self, stats: Sequence[str], many: bool) -> None:
+        super().__init__(stats, many)
+        self.writer = CsvWriter(sys.stdout, self.stats)
+
+    def _emit(self, result: TraceResult) -> None:
+        self.writer.write(result)
+        sys.stdout.flush()
+
+
+EMITTERS: dict[str, type[Emitter]] = {
+    "table": TableEmitter,
+    "json": JsonEmitter,
+    "jsonl": JsonlEmitter,
+    "csv": CsvEmitter,
+}

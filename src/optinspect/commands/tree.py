@@ -1,0 +1,63 @@
+"""``optinspect tree``: the module hierarchy with parameter counts, on the meta device."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ..options import DEFAULT_MODEL, DebugOpt, ModelOpt, TableFormat, TableFormatOpt
+
+
+def tree_command(
+    model: ModelOpt = DEFAULT_MODEL,
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            "--depth",
+            "-d",
+            help="Show modules down to this depth: 0 is the model, 1 model and lm_head, "
+            "4 the decoder layers. Counts always cover whole subtrees.",
+        ),
+    ] = None,
+    collapse: Annotated[
+        bool,
+        typer.Option(
+            "--collapse/--no-collapse",
+            help="Show identical consecutive decoder layers once, as layers.0-23 "
+            "(24 x OPTDecoderLayer), like print(model) does.",
+        ),
+    ] = True,
+    fmt: TableFormatOpt = TableFormat.table,
+    debug: DebugOpt = False,
+) -> None:
+    """Show the module hierarchy of an OPT model: names, classes, parameters, weight shapes.
+
+    The model is built on the meta device from its configuration alone: no
+    weights are read or downloaded. Every node counts the parameters of its
+    whole subtree; a tied lm_head counts under the token embeddings.
+
+    Examples:
+
+      optinspect tree --model facebook/opt-1.3b --depth 4
+
+      optinspect tree --model tiny --no-collapse --format json | jq '.modules[].name'
+
+      optinspect tree --model facebook/opt-175b --format csv
+    """
+    from ..errors import UsageError
+    from ..render import write_json
+    from ..render_model import render_tree, tree_payload, write_tree_csv
+    from ..tree import tree_model
+    from .common import stdout_console
+
+    if depth is not None and depth < 0:
+        raise UsageError(f"--depth must be 0 or more, not {depth}")
+    root = tree_model(model, collapse=collapse)
+    if fmt is TableFormat.json:
+        write_json(sys.stdout, tree_payload(model, root, max_depth=depth, collapsed=collapse))
+    elif fmt is TableFormat.csv:
+        write_tree_csv(sys.stdout, root, depth)
+    else:
+        render_tree(stdout_console(), model, root, depth)

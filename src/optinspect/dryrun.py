@@ -1,0 +1,101 @@
+"""Shapes and dtypes of every module from a forward pass on the meta device: no weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .capture import capture
+from .errors import ModelError, UsageError
+from .loading import quiet, read_config, resolve_dtype, resolve_source
+from .records import Token, TraceResult
+from .tracing import LayerSpec, resolve_modules
+
+__all__ = ["dry_run"]
+
+#: OPT checkpoints share one tokenizer; any of these found in the cache will do.
+_SHARED_TOKENIZERS = ("facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b")
+
+
+def build_meta_model(config: Any, dtype: torch.dtype) -> torch.nn.Module:
+    """An OPTForCausalLM whose parameters live on the meta device (no memory, no init)."""
+    from transformers import OPTForCausalLM
+
+    with torch.device("meta"):
+        model = OPTForCausalLM(config)
+    return model.to(dtype).eval()
+
+
+def _load_tokenizer(location: str, is_local: bool) -> Any | None:
+    from transformers import AutoTokenizer
+
+    candidates = [location] if is_local else [location, *_SHARED_TOKENIZERS]
+    for candidate in candidates:
+        try:
+            with quiet(verbose=False):
+                return AutoTokenizer.from_pretrained(candidate, trust_remote_code=False)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def dry_run(
+    spec: str,
+    text: str | None,
+    *,
+    tokens: int | None = None,
+    quant: str = "8bit",
+    dtype: str = "auto",
+    layers: LayerSpec = None,
+    filters: Sequence[str] = (),
+) -> TraceResult:
+    """Trace output shapes and dtypes on the meta device, in execution order.
+
+    The text is tokenized with the model's tokenizer when one is available
+    offline (any cached OPT tokenizer serves a family member); ``tokens`` gives
+    the length instead. Quantized linear layers are not built: their outputs
+    have the compute dtype, as in a real run, and ``weight_dtype`` is the
+    compute dtype too. Statistics are null because no values exist.
+    """
+    source = resolve_source(spec)
+    config = read_config(source)
+    torch_dtype = resolve_dtype(dtype, quant, "cuda" if torch.cuda.is_available() else "cpu")
+    limit = int(config.max_position_embeddings)
+    token_list: list[Token] = []
+    if tokens is not None:
+        if tokens < 1:
+            raise UsageError(f"--tokens must be at least 1, not {tokens}")
+        count = tokens
+    else:
+        if text is None or not text.strip():
+            raise UsageError("the text is empty: give at least one word to trace")
+        tokenizer = _load_tokenizer(source.location, source.is_local)
+        if tokenizer is None:
+            raise ModelError(
+                f"no tokenizer for {spec} is available offline: give --tokens N instead"
+            )
+        ids = tokenizer(text)["input_ids"]
+        token_list = [Token(int(i), tokenizer.decode([i])) for i in ids]
+        count = len(ids)
+    if count > limit:
+        raise UsageError(f"the text has {count} tokens; {spec} accepts at most {limit}")
+
+    with quiet(verbose=False):
+        model = build_meta_model(config, torch_dtype)
+    names = resolve_modules(model, int(config.num_hidden_layers), layers, filters)
+    ids = torch.tensor([[t.id for t in token_list] or [2] * count], device="meta")
+    with capture(model, names, stats=False) as cap, torch.inference_mode():
+        model(input_ids=ids, use_cache=False)
+    return TraceResult(
+        model=spec,
+        quant=quant,
+        device="meta",
+        dtype=str(torch_dtype).removeprefix("torch."),
+        random_weights=False,
+        text=text if tokens is None else None,
+        tokens=tuple(token_list),
+        modules=tuple(cap.collect()[0]),
+        dry_run=True,
+    )

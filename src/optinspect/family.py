@@ -1,0 +1,189 @@
+"""The OPT family in pure Python: its published configs and the parameters a config gives.
+
+    from optinspect.family import family_config
+    raw = family_config("facebook/opt-1.3b")   # a fresh dict, or None for any other name
+    raw["hidden_size"]                          # 2048
+
+The values are those of the ``config.json`` files Meta published on the
+Hugging Face hub for ``facebook/opt-125m`` ... ``facebook/opt-66b``. There is
+no public ``facebook/opt-175b`` config; its entry uses the paper's numbers
+(Zhang et al. 2022, table 1: 96 layers, 96 heads, d_model 12288) with the same
+conventions as the rest of the family (ffn_dim = 4 x d_model).
+
+``list_config_params`` works out the parameter list of ``OPTForCausalLM`` from
+a config, so the family is counted without importing torch. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FAMILY",
+    "FAMILY_NAMES",
+    "HEAD",
+    "TOKEN_EMBEDDINGS",
+    "ParamEntry",
+    "family_config",
+    "family_size",
+    "list_config_params",
+]
+
+#: Size -> (hidden_size, num_hidden_layers, ffn_dim, num_attention_heads).
+_SHAPES: dict[str, tuple[int, int, int, int]] = {
+    "125m": (768, 12, 3072, 12),
+    "350m": (1024, 24, 4096, 16),
+    "1.3b": (2048, 24, 8192, 32),
+    "2.7b": (2560, 32, 10240, 32),
+    "6.7b": (4096, 32, 16384, 32),
+    "13b": (5120, 40, 20480, 40),
+    "30b": (7168, 48, 28672, 56),
+    "66b": (9216, 64, 36864, 72),
+    "175b": (12288, 96, 49152, 96),
+}
+
+_ORG = "facebook/opt-"
+#: The output head (tied to the token embeddings unless tie_word_embeddings is false).
+HEAD = "lm_head"
+TOKEN_EMBEDDINGS = "model.decoder.embed_tokens"
+
+
+def _published(size: str) -> dict[str, Any]:
+    hidden, layers, ffn, heads = _SHAPES[size]
+    # opt-350m alone is post-LayerNorm and embeds words in 512 dimensions,
+    # projected to and from its 1024-wide decoder by project_in / project_out.
+    is_350m = size == "350m"
+    return {
+        "_name_or_path": f"{_ORG}{size}",
+        "_remove_final_layer_norm": False,
+        "activation_dropout": 0.0,
+        "activation_function": "relu",
+        "architectures": ["OPTForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 2,
+        "do_layer_norm_before": not is_350m,
+        "dropout": 0.1,
+        "enable_bias": True,
+        "eos_token_id": 2,
+        "ffn_dim": ffn,
+        "hidden_size": hidden,
+        "init_std": 0.02,
+        "layer_norm_elementwise_affine": True,
+        "layerdrop": 0.0,
+        "max_position_embeddings": 2048,
+        "model_type": "opt",
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "pad_token_id": 1,
+        "prefix": "</s>",
+        "tie_word_embeddings": True,
+        "torch_dtype": "float16",
+        "use_cache": True,
+        "vocab_size": 50272,
+        "word_embed_proj_dim": 512 if is_350m else hidden,
+    }
+
+
+#: Hub id -> published config, smallest first.
+FAMILY: dict[str, dict[str, Any]] = {f"{_ORG}{size}": _published(size) for size in _SHAPES}
+FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY)
+
+
+def family_size(spec: str) -> str | None:
+    """The size suffix (``1.3b``) when ``spec`` names a family member, hub ids being case-blind."""
+    name = spec.strip().lower()
+    return name.removeprefix(_ORG) if name in FAMILY else None
+
+
+def family_config(spec: str) -> dict[str, Any] | None:
+    """A fresh copy of the built-in config of family member ``spec``, or None for other names."""
+    size = family_size(spec)
+    return None if size is None else _published(size)
+
+
+@dataclass(frozen=True)
+class ParamEntry:
+    """One parameter: full dotted name, the module that holds it, its class and shape."""
+
+    name: str
+    module: str
+    module_type: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def kind(self) -> str:
+        """``weight`` or ``bias``: the attribute name within its module."""
+        return self.name.rsplit(".", 1)[-1]
+
+
+def list_config_params(raw: Mapping[str, Any]) -> tuple[tuple[ParamEntry, ...], str | None]:
+    """The parameters ``OPTForCausalLM(OPTConfig(**raw))`` has, worked out without building it.
+
+    Mirrors transformers' ``modeling_opt``: registration order, biases when
+    ``enable_bias``, LayerNorm parameters when ``layer_norm_elementwise_affine``,
+    ``project_in``/``project_out`` when ``word_embed_proj_dim`` differs from
+    ``hidden_size``, a final LayerNorm only for pre-LayerNorm models, and
+    ``lm_head`` listed only when it is not tied. Missing keys take OPTConfig's
+    defaults. Returns the entries and what ``lm_head.weight`` is tied to.
+    """
+    hidden = int(raw.get("hidden_size", 768))
+    layers = int(raw.get("num_hidden_layers", 12))
+    ffn = int(raw.get("ffn_dim", 3072))
+    vocab = int(raw.get("vocab_size", 50272))
+    positions = int(raw.get("max_position_embeddings", 2048))
+    word_dim = int(raw.get("word_embed_proj_dim") or hidden)
+    bias = bool(raw.get("enable_bias", True))
+    affine = bool(raw.get("layer_norm_elementwise_affine", True))
+    final_norm = bool(raw.get("do_layer_norm_before", True)) and not raw.get(
+        "_remove_final_layer_norm", False
+    )
+    tied = bool(raw.get("tie_word_embeddings", True))
+
+    entries: list[ParamEntry] = []
+
+    def linear(module: str, n_in: int, n_out: int, has_bias: bool) -> None:
+        entries.append(ParamEntry(f"{module}.weight", module, "Linear", (n_out, n_in)))
+        if has_bias:
+            entries.append(ParamEntry(f"{module}.bias", module, "Linear", (n_out,)))
+
+    def norm(module: str) -> None:
+        if affine:
+            for kind in ("weight", "bias"):
+                entries.append(ParamEntry(f"{module}.{kind}", module, "LayerNorm", (hidden,)))
+
+    decoder = "model.decoder"
+    entries.append(
+        ParamEntry(f"{TOKEN_EMBEDDINGS}.weight", TOKEN_EMBEDDINGS, "Embedding", (vocab, word_dim))
+    )
+    # OPT offsets positions by 2, so the table has two rows more than max positions.
+    entries.append(
+        ParamEntry(
+            f"{decoder}.embed_positions.weight",
+            f"{decoder}.embed_positions",
+            "OPTLearnedPositionalEmbedding",
+            (positions + 2, hidden),
+        )
+    )
+    if word_dim != hidden:
+        linear(f"{decoder}.project_out", hidden, word_dim, has_bias=False)
+        linear(f"{decoder}.project_in", word_dim, hidden, has_bias=False)
+    if final_norm:
+        norm(f"{decoder}.final_layer_norm")
+    for index in range(layers):
+        layer = f"{decoder}.layers.{index}"
+        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
+            linear(f"{layer}.self_attn.{proj}", hidden, hidden, bias)
+        norm(f"{layer}.self_attn_layer_norm")
+        linear(f"{layer}.fc1", hidden, ffn, bias)
+        linear(f"{layer}.fc2", ffn, hidden, bias)
+        norm(f"{layer}.final_layer_norm")
+    if not tied:
+        linear(HEAD, word_dim, vocab, has_bias=False)
+    return tuple(entries), (f"{TOKEN_EMBEDDINGS}.weight" if tied else None)

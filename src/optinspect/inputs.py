@@ -1,0 +1,54 @@
+"""Where sentences come from: one argument, a file, or stdin, one sentence per line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import UsageError
+
+__all__ = ["iter_lines", "read_texts"]
+
+
+def iter_lines(stream: Iterable[bytes], source: str) -> Iterator[str]:
+    """Decode UTF-8 lines lazily, skipping blank ones; bad bytes name their line."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UsageError(
+                f"line {number} of {source} is not valid UTF-8 (byte {e.start + 1})"
+            ) from e
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield line
+
+
+def read_texts(
+    text: str | None, file: Path | None, stdin: BinaryIO | None = None
+) -> tuple[Iterator[str], bool]:
+    """The sentences to trace, and whether they came from a file or stdin (many-sentence mode).
+
+    ``text`` ``-`` means stdin. Lines are read lazily so a long input streams.
+    """
+    if text is not None and file is not None:
+        raise UsageError("give TEXT or --file, not both")
+    if file is not None:
+        if not file.is_file():
+            raise UsageError(f"input file {file} does not exist")
+        return _file_lines(file), True
+    if text == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return iter_lines(stream, "stdin"), True
+    if text is None:
+        raise UsageError("give the text to trace, - for stdin, or --file PATH")
+    if not text.strip():
+        raise UsageError("the text is empty: give at least one word to trace")
+    return iter([text]), False
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    with path.open("rb") as handle:
+        yield from iter_lines(handle, str(path))

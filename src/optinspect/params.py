@@ -1,0 +1,366 @@
+"""Exact parameter and weight-byte counts of an OPT model, from its config alone.
+
+    from optinspect.params import count_params, inventory_params
+    report = count_params(inventory_params("facebook/opt-1.3b"), by="group")
+    report.total, [(row.name, row.params) for row in report.rows]
+
+No weights are read or downloaded. A member of the OPT family
+(``optinspect.family``) is counted from its built-in config by
+``list_config_params``, in pure Python, so it answers in well under a second
+without importing torch; any other model is built on the meta device and its
+parameters listed with ``list_module_params``. Both give the same entries for the
+same config, which the tests check for every family member.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .family import HEAD, TOKEN_EMBEDDINGS, ParamEntry, family_config, list_config_params
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "BY_MODES",
+    "GROUPS",
+    "LoadedCount",
+    "ParamEntry",
+    "ParamInventory",
+    "ParamReport",
+    "ParamRow",
+    "WeightBytes",
+    "build_meta_model",
+    "count_params",
+    "estimate_bytes",
+    "inventory_params",
+    "list_module_params",
+    "measure_loaded",
+]
+
+BY_MODES = ("group", "layer", "module", "type")
+#: Groups of ``--by group``, in the order they are shown.
+GROUPS = (
+    "token embeddings",
+    "position embeddings",
+    "projections",
+    "attention projections",
+    "feed-forward layers",
+    "layer norms",
+    "lm head",
+    "other",
+)
+#: bitsandbytes NF4: values per absmax block, and the float32 code table each layer keeps.
+NF4_BLOCK = 64
+NF4_CODE_BYTES = 16 * 4
+
+
+@dataclass(frozen=True)
+class WeightBytes:
+    """Bytes of weights stored at each precision; see ``estimate_bytes`` for the layout."""
+
+    float32: int = 0
+    float16: int = 0
+    int8: int = 0
+    nf4: int = 0
+
+    def __add__(self, other: WeightBytes) -> WeightBytes:
+        return WeightBytes(
+            self.float32 + other.float32,
+            self.float16 + other.float16,
+            self.int8 + other.int8,
+            self.nf4 + other.nf4,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "float32": self.float32,
+            "float16": self.float16,
+            "int8": self.int8,
+            "nf4": self.nf4,
+        }
+
+
+@dataclass(frozen=True)
+class ParamInventory:
+    """Every distinct parameter of a model, in ``named_parameters()`` order.
+
+    tied_to names the parameter ``lm_head.weight`` shares, when it is tied; the
+    shared tensor is listed (and counted) once, under the token embeddings.
+    builtin says the config came from ``optinspect.family``, not from a file.
+    """
+
+    model: str
+    entries: tuple[ParamEntry, ...]
+    tied_to: str | None
+    builtin: bool
+
+    @property
+    def total(self) -> int:
+        return sum(entry.numel for entry in self.entries)
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    """One row of a breakdown: a name and what its parameters hold and weigh."""
+
+    name: str
+    params: int
+    bytes: WeightBytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "bytes": self.bytes.as_dict()}
+
+
+@dataclass(frozen=True)
+class ParamReport:
+    """A breakdown of one model's parameters; the rows add up to total and bytes."""
+
+    model: str
+    by: str
+    total: int
+    tied_to: str | None
+    builtin: bool
+    rows: tuple[ParamRow, ...]
+    bytes: WeightBytes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "by": self.by,
+            "total": self.total,
+            "tied": self.tied_to is not None,
+            "tied_to": self.tied_to,
+            "builtin_config": self.builtin,
+            "rows": [row.as_dict() for row in self.rows],
+            "bytes": self.bytes.as_dict(),
+        }
+
+
+def list_module_params(model: nn.Module) -> tuple[tuple[ParamEntry, ...], str | None]:
+    """The distinct parameters of a built model (meta or real), each shared tensor once.
+
+    Returns the entries and the name of the parameter ``lm_head.weight`` is the
+    same tensor as, if any.
+    """
+    modules = dict(model.named_modules())
+    entries: list[ParamEntry] = []
+    for name, param in model.named_parameters():  # skips a shared tensor's second name
+        module_name, _, _ = name.rpartition(".")
+        module_type = type(modules[module_name]).__name__
+        entries.append(ParamEntry(name, module_name, module_type, tuple(param.shape)))
+    tied_to = None
+    head = modules.get(HEAD)
+    if head is not None:
+        owners = {id(param): name for name, param in model.named_parameters()}
+        owner = owners.get(id(head.weight))
+        if owner is not None and owner != f"{HEAD}.weight":
+            tied_to = owner
+    return tuple(entries), tied_to
+
+
+def build_meta_model(config: Any) -> nn.Module:
+    """An ``OPTForCausalLM`` for ``config`` whose parameters live on the meta device."""
+    import torch
+    from transformers import OPTForCausalLM
+
+    from .loading import quiet
+
+    with quiet(verbose=False), torch.device("meta"):
+        return OPTForCausalLM(config).eval()
+
+
+def inventory_params(spec: str) -> ParamInventory:
+    """List the parameters of the model ``spec`` names, reading no weights.
+
+    A family member (``facebook/opt-1.3b``; a local folder of that name wins)
+    comes from its built-in config without importing torch; anything else goes
+    through ``loading.read_config`` (folders, ``tiny``, the hub cache) and the
+    meta device.
+    """
+    raw = None if Path(spec).expanduser().exists() else family_config(spec)
+    if raw is not None:
+        entries, tied_to = list_config_params(raw)
+        return ParamInventory(model=spec, entries=entries, tied_to=tied_to, builtin=True)
+
+    from .loading import read_config, resolve_source
+
+    config = read_config(resolve_source(spec))
+    entries, tied_to = list_module_params(build_meta_model(config))
+    return ParamInventory(model=spec, entries=entries, tied_to=tied_to, builtin=False)
+
+
+def is_quantized(entry: ParamEntry) -> bool:
+    """Whether bitsandbytes stores this parameter quantized: every Linear weight but the head."""
+    return entry.module_type == "Linear" and entry.module != HEAD and entry.kind == "weight"
+
+
+def estimate_bytes(entry: ParamEntry) -> WeightBytes:
+    """Bytes this parameter takes at each precision, as transformers + bitsandbytes store it.
+
+    float32 and float16 (or bfloat16): 4 and 2 bytes a value. int8 (LLM.int8):
+    a quantized weight is one byte a value plus one float32 scale per output
+    row (``SCB``). nf4: a quantized weight is half a byte a value (two packed a
+    byte, rounded up), one float32 absmax per block of 64 values and the
+    16-entry float32 NF4 code table of its layer. Everything not quantized (biases,
+    embeddings, LayerNorms, ``lm_head``) is float16 in both.
+    """
+    n = entry.numel
+    half = 2 * n
+    if not is_quantized(entry):
+        return WeightBytes(float32=4 * n, float16=half, int8=half, nf4=half)
+    rows = entry.shape[0]
+    int8 = n + 4 * rows
+    nf4 = -(-n // 2) + 4 * -(-n // NF4_BLOCK) + NF4_CODE_BYTES
+    return WeightBytes(float32=4 * n, float16=half, int8=int8, nf4=nf4)
+
+
+def group_of(entry: ParamEntry) -> str:
+    """The ``--by group`` bucket of a parameter, from its module's name and class."""
+    leaf = entry.module.rsplit(".", 1)[-1]
+    if entry.module == TOKEN_EMBEDDINGS:
+        return "token embeddings"
+    if leaf == "embed_positions":
+        return "position embeddings"
+    if leaf in ("project_in", "project_out"):
+        return "projections"
+    if ".self_attn." in f"{entry.module}.":
+        return "attention projections"
+    if leaf in ("fc1", "fc2"):
+        return "feed-forward layers"
+    if entry.module_type == "LayerNorm":
+        return "layer norms"
+    if entry.module == HEAD:
+        return "lm head"
+    return "other"
+
+
+def layer_of(entry: ParamEntry) -> str:
+    """``model.decoder.layers.N`` for a parameter inside a decoder layer, else its module."""
+    parts = entry.module.split(".")
+    if len(parts) >= 4 and parts[:3] == ["model", "decoder", "layers"]:
+        return ".".join(parts[:4])
+    return entry.module
+
+
+def _key(entry: ParamEntry, by: str) -> str:
+    if by == "group":
+        return group_of(entry)
+    if by == "layer":
+        return layer_of(entry)
+    if by == "module":
+        return entry.module
+    return entry.module_type
+
+
+def count_params(inventory: ParamInventory, by: str = "group") -> ParamReport:
+    """Break the inventory down ``by`` group, layer, module or type; rows add up to the total.
+
+    Rows of ``group`` come in ``GROUPS`` order; the others in the order their
+    first parameter appears in ``named_parameters()`` (the order of ``print(model)``).
+    Empty groups are left out.
+    """
+    from .errors import UsageError
+
+    if by not in BY_MODES:
+        raise UsageError(f"unknown breakdown {by!r}: use {', '.join(BY_MODES)}")
+    params: dict[str, int] = {}
+    weights: dict[str, WeightBytes] = {}
+    for entry in inventory.entries:
+        key = _key(entry, by)
+        params[key] = params.get(key, 0) + entry.numel
+        weights[key] = weights.get(key, WeightBytes()) + estimate_bytes(entry)
+    keys: Iterable[str] = params
+    if by == "group":
+        keys = [group for group in GROUPS if group in params]
+    rows = tuple(ParamRow(key, params[key], weights[key]) for key in keys)
+    total_bytes = sum((row.bytes for row in rows), WeightBytes())
+    return ParamReport(
+        model=inventory.model,
+        by=by,
+        total=inventory.total,
+        tied_to=inventory.tied_to,
+        builtin=inventory.builtin,
+        rows=rows,
+        bytes=total_bytes,
+    )
+
+
+@dataclass(frozen=True)
+class LoadedCount:
+    """What a loaded model really holds.
+
+    params is the logical count (a 4-bit weight counts its unpacked values);
+    stored is the plain sum of ``numel()`` over the stored tensors (two 4-bit
+    values share one uint8 element); bytes is the memory of parameters, buffers
+    and quantization statistics (int8 ``SCB``, NF4 absmax and code tables),
+    each distinct tensor once.
+    """
+
+    quant: str
+    device: str
+    dtype: str
+    params: int
+    stored: int
+    bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "quant": self.quant,
+            "device": self.device,
+            "dtype": self.dtype,
+            "params": self.params,
+            "stored": self.stored,
+            "bytes": self.bytes,
+        }
+
+
+def _quant_tensors(param: Any) -> list[Any]:
+    """The tensors bitsandbytes keeps beside a quantized weight, nested statistics included."""
+    found = []
+    scb = getattr(param, "SCB", None)
+    if scb is not None:
+        found.append(scb)
+    state = getattr(param, "quant_state", None)
+    while state is not None:
+        found.extend(t for t in (state.absmax, state.code, state.offset) if t is not None)
+        state = getattr(state, "state2", None)
+    return found
+
+
+def _logical_numel(module: Any, param: Any) -> int:
+    state = getattr(param, "quant_state", None)
+    if state is not None and getattr(state, "shape", None) is not None:
+        return math.prod(state.shape)
+    if type(param).__name__ == "Params4bit":  # not quantized yet: trust the layer's shape
+        return int(module.in_features) * int(module.out_features)
+    return int(param.numel())
+
+
+def measure_loaded(model: nn.Module, *, quant: str, device: str, dtype: str) -> LoadedCount:
+    """Count the logical and stored parameters of a loaded model and the bytes it occupies."""
+    seen: set[int] = set()
+    params = stored = nbytes = 0
+
+    def add_bytes(tensor: Any) -> None:
+        nonlocal nbytes
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            nbytes += tensor.numel() * tensor.element_size()
+
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            params += _logical_numel(module, param)
+            stored += param.numel()
+            add_bytes(param)
+            for extra in _quant_tensors(param):
+                add_bytes(extra)
+    for buffer in model.buffers():
+        add_bytes(buffer)
+    return LoadedCount(quant, device, dtype, params, stored, nbytes)

@@ -1,0 +1,164 @@
+"""The module hierarchy of an OPT model built on the meta device, as plain records.
+
+    from optinspect.tree import tree_model
+    root = tree_model("facebook/opt-1.3b")          # no weights read or downloaded
+    [(node.name, node.params) for node in root.walk(max_depth=3)]
+
+Like ``print(model)``, identical consecutive entries of a ``ModuleList`` are
+collapsed into one node by default: the 24 decoder layers of opt-1.3b become
+``model.decoder.layers.0-23`` with ``repeat`` 24, whose children describe one
+layer (``model.decoder.layers.0-23.fc1``). Pass ``collapse=False`` for one node
+per module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["TreeNode", "build_tree", "tree_model"]
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    """One module, or ``repeat`` identical siblings shown once.
+
+    name is the full dotted name (``""`` for the model itself; a collapsed run
+    of siblings reads ``model.decoder.layers.0-23``). params counts the
+    parameters of the subtree of one instance, each shared tensor once (where
+    it first appears), so ``params == own_params + sum(c.params * c.repeat)``
+    over the children. weight_shape is the shape of the module's own
+    ``weight``; tied_to names the parameter that weight is shared with, when
+    it was counted there.
+    """
+
+    name: str
+    type: str
+    depth: int
+    repeat: int
+    params: int
+    own_params: int
+    weight_shape: tuple[int, ...] | None
+    tied_to: str | None
+    children: tuple[TreeNode, ...]
+
+    @property
+    def total(self) -> int:
+        """Parameters of all ``repeat`` instances together."""
+        return self.params * self.repeat
+
+    def walk(self, max_depth: int | None = None) -> Iterator[TreeNode]:
+        """This node and its descendants, parents first, down to ``max_depth``."""
+        if max_depth is not None and self.depth > max_depth:
+            return
+        yield self
+        for child in self.children:
+            yield from child.walk(max_depth)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat JSON form of this node alone (children are separate entries)."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "depth": self.depth,
+            "repeat": self.repeat,
+            "params": self.params,
+            "own_params": self.own_params,
+            "weight_shape": list(self.weight_shape) if self.weight_shape is not None else None,
+            "tied_to": self.tied_to,
+        }
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _runs(children: list[tuple[str, nn.Module]]) -> list[list[tuple[str, nn.Module]]]:
+    """Split numbered siblings into runs of consecutive identical modules, as print(model) does."""
+    runs: list[list[tuple[str, nn.Module]]] = []
+    signature = None
+    for name, module in children:
+        current = repr(module) if name.isdigit() else None
+        if runs and current is not None and current == signature:
+            runs[-1].append((name, module))
+        else:
+            runs.append([(name, module)])
+        signature = current
+    return runs
+
+
+def _node(
+    module: nn.Module,
+    real: str,
+    shown: str,
+    depth: int,
+    repeat: int,
+    owners: dict[int, str],
+    collapse: bool,
+) -> TreeNode:
+    own = 0
+    for pname, param in module.named_parameters(recurse=False):
+        if owners.get(id(param)) == _join(real, pname):
+            own += math.prod(param.shape)
+    weight = module._parameters.get("weight")
+    weight_shape = tuple(weight.shape) if weight is not None else None
+    tied_to = None
+    if weight is not None and owners.get(id(weight)) != _join(real, "weight"):
+        tied_to = owners.get(id(weight))
+
+    kids = list(module.named_children())
+    runs = _runs(kids) if collapse else [[kid] for kid in kids]
+    children = []
+    for run in runs:
+        first_name, first = run[0]
+        label = first_name if len(run) == 1 else f"{first_name}-{run[-1][0]}"
+        children.append(
+            _node(
+                first,
+                _join(real, first_name),
+                _join(shown, label),
+                depth + 1,
+                len(run),
+                owners,
+                collapse,
+            )
+        )
+    params = own + sum(child.total for child in children)
+    return TreeNode(
+        name=shown,
+        type=type(module).__name__,
+        depth=depth,
+        repeat=repeat,
+        params=params,
+        own_params=own,
+        weight_shape=weight_shape,
+        tied_to=tied_to,
+        children=tuple(children),
+    )
+
+
+def build_tree(model: nn.Module, *, collapse: bool = True) -> TreeNode:
+    """The hierarchy of ``model`` with parameter counts per subtree.
+
+    A tensor shared by two modules (a tied ``lm_head``) is counted once, under
+    the name ``named_parameters()`` gives it first. Collapsed siblings are
+    identical by ``repr``, so one instance stands for all.
+    """
+    owners: dict[int, str] = {}
+    for name, param in model.named_parameters():
+        owners.setdefault(id(param), name)
+    return _node(model, "", "", 0, 1, owners, collapse)
+
+
+def tree_model(spec: str, *, collapse: bool = True) -> TreeNode:
+    """Build the model ``spec`` names on the meta device and return its hierarchy."""
+    from .loading import read_config, resolve_source
+    from .params import build_meta_model
+
+    config = read_config(resolve_source(spec))
+    return build_tree(build_meta_model(config), collapse=collapse)

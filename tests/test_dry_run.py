@@ -1,0 +1,55 @@
+"""``trace --dry-run``: the meta-device pass gives the real run's shapes and no statistics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def run_json(cli, *args: str) -> dict:
+    result = cli("trace", *args, "--model", "tiny", "-f", "json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+@pytest.mark.parametrize("layer", [None, "all"])
+def test_dry_run_shapes_equal_the_real_trace(cli, layer: str | None) -> None:
+    layer_args = ["--layer", layer] if layer else []
+    real = run_json(cli, "The quick brown fox", *layer_args)
+    dry = run_json(cli, "The quick brown fox", *layer_args, "--dry-run")
+    assert dry["dry_run"] is True and dry["device"] == "meta"
+    assert dry["tokens"] == real["tokens"]
+    assert [(m["name"], m["shape"], m["dtype"]) for m in dry["modules"]] == [
+        (m["name"], m["shape"], m["dtype"]) for m in real["modules"]
+    ]
+    assert all(m["stats"] is None for m in dry["modules"])
+
+
+def test_dry_run_with_a_token_count(cli) -> None:
+    doc = run_json(cli, "--dry-run", "--tokens", "7", "--layer", "0")
+    assert doc["text"] is None and doc["tokens"] == []
+    assert doc["modules"][0]["shape"] == [1, 7, 64]
+
+
+def test_dry_run_too_many_tokens(cli) -> None:
+    result = cli("trace", "--dry-run", "--tokens", "500", "--model", "tiny")
+    assert (result.code, result.err) == (
+        2,
+        "Error: the text has 500 tokens; tiny accepts at most 128\n",
+    )
+
+
+def test_dry_run_refuses_save(cli, tmp_path) -> None:
+    result = cli("trace", "x", "--model", "tiny", "--dry-run", "--save", str(tmp_path / "a"))
+    assert result.code == 2
+    assert result.err == (
+        "Error: --dry-run computes no values: it cannot --save or --fail-on-nonfinite\n"
+    )
+
+
+def test_dry_run_table_has_no_statistics_columns(cli) -> None:
+    result = cli("trace", "Hi", "--model", "tiny", "--dry-run", "--layer", "0")
+    assert result.code == 0, result.err
+    assert "dry run: meta device, no weights, no statistics" in result.out
+    assert "absmax" not in result.out and "model.decoder.layers.0.fc1" in result.out

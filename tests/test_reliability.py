@@ -1,0 +1,165 @@
+"""Bad checkpoints, hostile pickles, offloading and fuzzed text: clear errors, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from optinspect.errors import OptinspectError
+from optinspect.tracing import iter_trace
+
+
+def copy_tiny(tiny_dir: Path, target: Path) -> Path:
+    shutil.copytree(tiny_dir, target)
+    return target
+
+
+def test_truncated_safetensors(cli, tiny_dir: Path, tmp_path: Path) -> None:
+    folder = copy_tiny(tiny_dir, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100_000])
+    result = cli("trace", "hi", "--model", str(folder), "-q", "none")
+    assert result.code == 1
+    assert result.err == (
+        f"Error: model.safetensors in {folder} is truncated or corrupt: Error while "
+        "deserializing header: incomplete metadata, file not fully covered\n"
+    )
+
+
+def test_corrupt_safetensors(cli, tiny_dir: Path, tmp_path: Path) -> None:
+    folder = copy_tiny(tiny_dir, tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"definitely not safetensors")
+    result = cli("trace", "hi", "--model", str(folder), "-q", "none")
+    assert result.code == 1
+    assert result.err.startswith(f"Error: model.safetensors in {folder} is truncated or corrupt")
+    assert result.err.count("\n") == 1
+
+
+def test_weights_that_do_not_match_the_config(cli, tiny_dir: Path, tmp_path: Path) -> None:
+    folder = copy_tiny(tiny_dir, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["ffn_dim"] = 128
+    (folder / "config.json").write_text(json.dumps(config))
+    result = cli("trace", "hi", "--model", str(folder), "-q", "none")
+    assert result.code == 1
+    assert result.err == (
+        f"Error: the weights of {folder} do not match its config: "
+        "model.decoder.layers.0.fc1.bias has shape [256] in model.safetensors, "
+        "the config expects [128]\n"
+    )
+
+
+class Payload:
+    """Unpickling this runs code: it writes a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_pickle_payload_is_never_executed(cli, tiny_dir: Path, tmp_path: Path) -> None:
+    folder = copy_tiny(tiny_dir, tmp_path / "hostile")
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "marker.txt"
+    with (folder / "pytorch_model.bin").open("wb") as f:
+        pickle.dump({"model.decoder.embed_tokens.weight": Payload(marker)}, f)
+    result = cli("trace", "hi", "--model", str(folder), "-q", "none")
+    assert not marker.exists()
+    assert result.code == 1
+    assert result.err == (
+        f"Error: cannot load the weights of {folder}: its pickle checkpoint holds more than "
+        "tensors, so it was refused unread\n"
+    )
+
+
+def test_disk_offload_records_every_module_with_the_same_statistics(cli, tmp_path: Path) -> None:
+    base = ["trace", "The quick brown fox", "--model", "tiny", "-q", "none", "-f", "json"]
+    plain = json.loads(cli(*base, "--layer", "all").out)
+    result = cli(
+        *base, "--layer", "all", "--device-map", "sequential", "--max-memory", "cpu=600KB",
+        "--offload-dir", str(tmp_path / "offload"),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    offloaded = json.loads(result.out)
+    assert offloaded["device"] == "map:sequential"
+    assert [m["name"] for m in offloaded["modules"]] == [m["name"] for m in plain["modules"]]
+    homes = {m["weight_device"] for m in offloaded["modules"] if m["weight_dtype"]}
+    assert homes == {"cpu", "disk"}
+    fc1 = next(m for m in offloaded["modules"] if m["name"] == "model.decoder.layers.3.fc1")
+    assert fc1["weight_device"] == "disk" and fc1["device"] == "cpu"
+    for a, b in zip(plain["modules"], offloaded["modules"], strict=True):
+        assert a["shape"] == b["shape"]
+        for key, value in a["stats"].items():
+            assert b["stats"][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (a["name"], key)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--max-memory", "cuda:0=lots"],
+            "cannot read --max-memory 'cuda:0=lots': use DEVICE=SIZE pairs like "
+            "'cuda:0=10GiB,cpu=30GiB'",
+        ),
+        (
+            ["--max-memory", "tpu=1GiB"],
+            "cannot read --max-memory 'tpu=1GiB': use DEVICE=SIZE pairs like "
+            "'cuda:0=10GiB,cpu=30GiB'",
+        ),
+        (
+            ["--device-map", "diagonal"],
+            "unknown device map 'diagonal': use auto, balanced, sequential",
+        ),
+    ],
+)
+def test_placement_errors(cli, args: list[str], message: str) -> None:
+    result = cli("trace", "hi", "--model", "tiny", "-q", "none", *args)
+    assert (result.code, result.err) == (2, f"Error: {message}\n")
+
+
+def test_truncate_keeps_the_first_positions(cli) -> None:
+    result = cli("trace", " the" * 150, "--model", "tiny", "-q", "none", "-f", "json", "--truncate")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert len(doc["tokens"]) == 128
+    assert doc["modules"][-1]["shape"] == [1, 128, 512]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=60))
+def test_any_text_traces_or_fails_cleanly(load_tiny, text: str) -> None:
+    model = load_tiny("none")
+    try:
+        (result,) = iter_trace(model, [text], layers="0")
+    except OptinspectError as e:
+        assert e.exit_code == 2
+        assert "\n" not in str(e)
+        return
+    assert result.tokens[0].id == 2
+    assert len(result.modules) == 11
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(min_size=1, max_size=40).filter(lambda t: t != "-"))  # "-" means stdin
+def test_any_text_through_the_cli_never_shows_a_traceback(cli, text: str) -> None:
+    result = cli("trace", text, "--model", "tiny", "-q", "none", "-f", "json", "--layer", "-1")
+    assert "Traceback" not in result.err
+    if result.code == 0:
+        assert json.loads(result.out)["text"] == text
+    else:
+        assert result.code == 2 and result.err.startswith("Error: ")
+        # One line, plus a pointer to --help when the parser refused it (e.g. "-x").
+        lines = result.err.splitlines()
+        assert len(lines) == 1 or lines[1] == "Try 'optinspect trace --help' for help."
