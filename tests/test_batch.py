@@ -256,4 +256,5 @@ def test_python_api_returns_what_the_cli_prints(cli, load_tiny) -> None:
     (result,) = trace(model, "Hello world", layers=[0])
     doc = json.loads(cli("trace", "Hello world", "--model", "tiny", "-q", "none", "-l", "0",
                          "-f", "json").out)  # fmt: skip
+    assert doc.pop("ffn")[0]["layer"] == 0  # the CLI adds the FFN sparsity summary
     assert result.as_dict() == doc

@@ -13,7 +13,9 @@ import traceback
 import typer
 
 from .commands.attention import attention_command
+from .commands.compare import compare_command
 from .commands.lens import lens_command
+from .commands.outliers import outliers_command
 from .commands.params import params_command
 from .commands.trace import trace_command
 from .commands.tree import tree_command
@@ -31,6 +33,8 @@ app.command("params")(params_command)
 app.command("tree")(tree_command)
 app.command("lens")(lens_command)
 app.command("attention")(attention_command)
+app.command("compare")(compare_command)
+app.command("outliers")(outliers_command)
 
 
 @app.callback()

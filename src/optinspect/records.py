@@ -153,3 +153,27 @@ class TraceResult:
 
 #: Version of the JSON layout; bumped only when a key is removed or changes meaning.
 SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """One layer's feed-forward sparsity over everything traced so far.
+
+    zeros: fraction of ReLU outputs exactly zero; dead: units that were zero for
+    every token seen (meaningful over many sentences); units: the FFN width.
+    """
+
+    layer: int
+    zeros: float
+    dead: int
+    units: int
+    tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "zeros": self.zeros,
+            "dead": self.dead,
+            "units": self.units,
+            "tokens": self.tokens,
+        }

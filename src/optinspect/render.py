@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .records import STAT_NAMES, ModuleRecord, TraceResult
+from .records import STAT_NAMES, LayerSparsity, ModuleRecord, TraceResult
 
 __all__ = ["CsvWriter", "format_number", "parse_stats", "render_trace", "write_json"]
 
@@ -114,6 +114,23 @@ def render_trace(console: Console, result: TraceResult, stats: Sequence[str] = S
         )
     console.print(tokens_table(result))
     console.print(modules_table(result, stats))
+
+
+def sparsity_table(rows: Sequence[LayerSparsity], many: bool) -> Table:
+    """Per-layer ReLU zeros; dead units only when several sentences were traced."""
+    tokens = rows[0].tokens if rows else 0
+    title = f"FFN sparsity after activation_fn ({tokens} tokens)"
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    table.add_column("layer", justify="right")
+    table.add_column("zeros", justify="right")
+    if many:
+        table.add_column("dead units", justify="right")
+    for row in rows:
+        cells = [str(row.layer), f"{row.zeros:.1%}"]
+        if many:
+            cells.append(f"{row.dead}/{row.units}")
+        table.add_row(*cells)
+    return table
 
 
 def parse_stats(spec: str | None) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -12,6 +13,7 @@ from .errors import UsageError
 from .loading import LoadedModel, input_device
 from .records import Token, TraceResult
 from .selection import parse_layers, select_modules
+from .sparsity import FfnSparsity
 
 __all__ = ["encode", "iter_trace", "resolve_modules"]
 
@@ -74,22 +76,30 @@ def iter_trace(
     batch_size: int = 8,
     sink: TensorSink | None = None,
     truncate: bool = False,
+    sparsity: FfnSparsity | None = None,
 ) -> Iterator[TraceResult]:
     """Trace sentences in padded batches, yielding one result per sentence as batches finish.
 
     ``sink`` receives (sentence index, module name, call, tensor as if run alone).
+    ``sparsity``, when given, also counts ReLU zeros and dead units over every
+    token; read it with ``sparsity.summary()`` after the iteration.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     model = loaded.model
     names = resolve_modules(model, loaded.num_layers, layers, filters)
     offset = 0
-    with capture(model, names, stats=stats, sink=sink) as cap:
+    with (
+        capture(model, names, stats=stats, sink=sink) as cap,
+        sparsity if sparsity is not None else contextlib.nullcontext(),
+    ):
         for batch in _batches(texts, batch_size):
             encoded = [encode(loaded, text, truncate) for text in batch]
             input_ids, mask = _pad(encoded, loaded.tokenizer.pad_token_id or 1)
             layout = BatchLayout.from_mask(mask)
             cap.begin(layout if layout.batch > 1 else None, offset)
+            if sparsity is not None:
+                sparsity.begin(layout if layout.batch > 1 else None, sum(layout.lengths))
             device = input_device(model)
             with torch.inference_mode():
                 model(

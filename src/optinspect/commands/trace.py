@@ -92,6 +92,10 @@ def trace_command(
         int | None,
         typer.Option("--tokens", help="With --dry-run: this many tokens instead of TEXT."),
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write per-layer lines of std, absmax and zeros to a PNG."),
+    ] = None,
     timings: Annotated[
         bool,
         typer.Option("--timings", help="Print import, load, forward and render times to stderr."),
@@ -114,10 +118,13 @@ def trace_command(
       optinspect trace "text" --layer 3 --save layer3.safetensors
 
       optinspect trace "some text" --model facebook/opt-175b --dry-run --layer 0
+
+      optinspect trace --file sentences.txt --layer all --plot layers.png
     """
     from .. import STARTED
     from ..errors import NonFiniteError, UsageError
     from ..inputs import read_texts
+    from ..records import TraceResult
     from ..render import parse_stats
     from .trace_output import EMITTERS
 
@@ -172,6 +179,12 @@ def trace_command(
 
         store = ActivationStore()
     emitter = EMITTERS[fmt.value](stat_names, many)
+    sparsity = None
+    if emitter.wants_sparsity or plot is not None:
+        from ..sparsity import FfnSparsity
+
+        sparsity = FfnSparsity(loaded.model)
+    kept: list[TraceResult] = []
     first_bad: tuple[int, str] | None = None
     forward = render = 0.0
     results = iter_trace(
@@ -182,6 +195,7 @@ def trace_command(
         batch_size=batch_size,
         sink=store.add if store is not None else None,
         truncate=truncate,
+        sparsity=sparsity,
     )
     with progress(enabled=many) as advance:
         while True:
@@ -196,11 +210,18 @@ def trace_command(
             advance()
             if store is not None:
                 store.describe(result.index, result)
+            if plot is not None:
+                kept.append(result)
             bad = result.first_nonfinite() if first_bad is None else None
             if bad is not None:
                 first_bad = (result.index, bad.name)
     start = time.perf_counter()
-    emitter.close()
+    summary = sparsity.summary() if sparsity is not None else None
+    emitter.close(summary if emitter.wants_sparsity else None)
+    if plot is not None and kept:
+        from ..layer_plot import save_layer_plot
+
+        save_layer_plot(kept, summary or [], plot)
     render += time.perf_counter() - start
     if emitter.count == 0:
         stderr_console().print(

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import SCHEMA_VERSION, TraceResult
-from ..render import CsvWriter, render_trace, write_json
+from ..records import SCHEMA_VERSION, LayerSparsity, TraceResult
+from ..render import CsvWriter, render_trace, sparsity_table, write_json
 from .common import stdout_console
 
 
@@ -27,11 +27,16 @@ class Emitter:
     def _emit(self, result: TraceResult) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
+    #: Whether this format shows the FFN sparsity summary (tracking it costs a little).
+    wants_sparsity = False
+
+    def close(self, sparsity: list[LayerSparsity] | None = None) -> None:
         """Finish the output; nothing to do for streaming formats."""
 
 
 class TableEmitter(Emitter):
+    wants_sparsity = True
+
     def __init__(self, stats: Sequence[str], many: bool) -> None:
         super().__init__(stats, many)
         self.console = stdout_console()
@@ -43,9 +48,15 @@ class TableEmitter(Emitter):
             self.console.rule(f"sentence {result.index}", align="left")
         render_trace(self.console, result, self.stats)
 
+    def close(self, sparsity: list[LayerSparsity] | None = None) -> None:
+        if sparsity:
+            self.console.print(sparsity_table(sparsity, many=self.many))
+
 
 class JsonEmitter(Emitter):
     """One object for one TEXT; ``{"schema", ..., "results": [...]}`` for --file or stdin."""
+
+    wants_sparsity = True
 
     def __init__(self, stats: Sequence[str], many: bool) -> None:
         super().__init__(stats, many)
@@ -56,10 +67,11 @@ class JsonEmitter(Emitter):
         self.first = self.first or result
         self.results.append(result.as_dict(self.stats))
 
-    def close(self) -> None:
+    def close(self, sparsity: list[LayerSparsity] | None = None) -> None:
+        ffn = [row.as_dict() for row in sparsity] if sparsity is not None else None
         if not self.many:
             if self.results:
-                write_json(sys.stdout, self.results[0])
+                write_json(sys.stdout, {**self.results[0], "ffn": ffn})
             return
         head = self.first
         write_json(
@@ -70,6 +82,7 @@ class JsonEmitter(Emitter):
                 "quant": head.quant if head else None,
                 "device": head.device if head else None,
                 "dtype": head.dtype if head else None,
+                "ffn": ffn,
                 "results": self.results,
             },
         )

@@ -1,0 +1,417 @@
+"""LLM.int8 outlier features: input dimensions of the linear layers that reach the threshold.
+
+    loaded = load_model("tiny", quant="8bit", device="cpu")
+    result = find_outliers(loaded, ["The quick brown fox", "Hello"])
+    result.recurring                  # dimensions that recur across layers
+
+Every linear layer inside the decoder layers (``q_proj``, ``k_proj``,
+``v_proj``, ``out_proj``, ``fc1``, ``fc2``) gets a forward pre-hook that
+reads its input x, one row per token position. Padding positions are left
+out; ``</s>`` at position 0 counts like any other token. A module's
+threshold is its own LLM.int8 threshold when it has one (bitsandbytes
+``Linear8bitLt.state.threshold``, 6.0 when transformers loads in 8-bit),
+else ``--threshold``. Dimension d of a module's input *reaches* the
+threshold at a token when |x[token, d]| >= threshold, the comparison
+bitsandbytes makes when it splits outliers off.
+
+Per module, on the input's device and without keeping any activation: how
+many tokens each dimension reached the threshold at, each dimension's
+largest |x|, and how many tokens had at least one dimension reach it. They
+come to the host once, after the last batch.
+
+The recurring dimensions follow the LLM.int8 paper (Dettmers et al. 2022,
+section 4.1). They are counted over the inputs of q_proj, k_proj, v_proj,
+out_proj and fc1, which live in the model's hidden dimension; fc2's input
+(the feed-forward contraction layer, ffn_dim features) is reported per
+module but, as in the paper, left out. Dimension d recurs when both:
+
+- layers: d reaches the threshold, at one token or more, in one of those
+  modules of at least 25% of the model's decoder layers;
+- tokens: the (module input, token position) pairs at which d reaches the
+  threshold are at least 6% of all such pairs, over those modules in every
+  decoder layer and every token of every sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from itertools import islice
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from .errors import UsageError
+from .loading import LoadedModel
+from .selection import layer_of
+from .tracing import encode
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "MIN_LAYER_FRACTION",
+    "MIN_TOKEN_FRACTION",
+    "OUTLIERS_SCHEMA",
+    "DimCount",
+    "ModuleOutliers",
+    "OutlierCounter",
+    "OutlierResult",
+    "RecurringDim",
+    "check_threshold",
+    "find_outliers",
+    "linear_inputs",
+    "module_threshold",
+    "summarize_recurring",
+]
+
+#: Version of the outliers JSON layout; bumped only when a key is removed or changes meaning.
+OUTLIERS_SCHEMA = 1
+DEFAULT_THRESHOLD = 6.0
+MIN_LAYER_FRACTION = 0.25
+MIN_TOKEN_FRACTION = 0.06
+#: Module names, after ``model.decoder.layers.N.``, whose inputs count toward the summary.
+SUMMARY_ROLES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.out_proj",
+    "fc1",
+)
+
+
+@dataclass(frozen=True)
+class DimCount:
+    """One input dimension of one module that reached the threshold."""
+
+    dim: int
+    count: int  # token positions where |x| reached the threshold
+    fraction: float  # count / the module's tokens
+    absmax: float | None  # largest |x| seen in this dimension; None when not finite
+
+
+@dataclass(frozen=True)
+class ModuleOutliers:
+    """What one linear layer's input held, over every token of every sentence."""
+
+    name: str
+    type: str
+    layer: int
+    in_features: int
+    threshold: float
+    threshold_source: str  # "module" (its own LLM.int8 threshold) or "option" (--threshold)
+    summary: bool  # its input counts toward the recurring dimensions
+    tokens: int
+    tokens_affected: int  # tokens where at least one dimension reached the threshold
+    absmax: float | None  # largest |x| over all dimensions; None when not finite
+    dims: tuple[DimCount, ...]  # dimensions that reached the threshold, by index
+
+    @property
+    def token_fraction(self) -> float | None:
+        return self.tokens_affected / self.tokens if self.tokens else None
+
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)  # dims become a list of dicts
+        values["token_fraction"] = self.token_fraction
+        values["dims"] = list(values["dims"])
+        return values
+
+
+@dataclass(frozen=True)
+class RecurringDim:
+    """A hidden dimension that meets both criteria of the module docstring."""
+
+    dim: int
+    layers: tuple[int, ...]
+    layer_fraction: float
+    token_fraction: float
+    absmax: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "layers": list(self.layers)}
+
+
+@dataclass(frozen=True)
+class OutlierResult:
+    """Outlier features of every decoder linear layer over many sentences."""
+
+    model: str
+    quant: str
+    device: str
+    dtype: str
+    random_weights: bool
+    threshold: float  # --threshold, for modules without their own
+    num_layers: int
+    sentences: int
+    tokens: int
+    modules: tuple[ModuleOutliers, ...]
+    recurring: tuple[RecurringDim, ...]
+    min_layer_fraction: float = MIN_LAYER_FRACTION
+    min_token_fraction: float = MIN_TOKEN_FRACTION
+
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        criteria = {key: values.pop(key) for key in ("min_layer_fraction", "min_token_fraction")}
+        return {
+            "schema": OUTLIERS_SCHEMA,
+            **values,
+            "criteria": criteria,
+            "modules": [m.as_dict() for m in self.modules],
+            "recurring": [r.as_dict() for r in self.recurring],
+        }
+
+
+def check_threshold(threshold: float) -> float:
+    """Refuse a threshold that is not a finite number above 0."""
+    if not math.isfinite(threshold) or threshold <= 0:
+        raise UsageError(f"--threshold must be a finite number above 0, not {threshold}")
+    return threshold
+
+
+def module_threshold(module: nn.Module, default: float) -> tuple[float, str]:
+    """The module's own LLM.int8 threshold when it has one above 0, else ``default``."""
+    threshold = getattr(getattr(module, "state", None), "threshold", None)
+    if isinstance(threshold, (int, float)) and threshold > 0:
+        return float(threshold), "module"
+    return default, "option"
+
+
+@dataclass
+class _Tally:
+    """Running counts of one module; ``counts`` lives on its input's device."""
+
+    name: str
+    module: nn.Module
+    threshold: float
+    source: str
+    tokens: int = 0
+    order: int = -1  # position among the modules in the order they first ran
+    #: (hits per dimension [F] int64, max |x| per dimension [F] float32, tokens with
+    #: any hit [] int64); None until the module first runs.
+    counts: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+
+class OutlierCounter:
+    """Counts, per module, where its input reaches the threshold, in one ``with`` block.
+
+    Pre-hooks exist only inside the block and are removed on every path.
+    Call ``begin(valid, real_tokens)`` before each forward pass.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str], default: float) -> None:
+        modules = dict(model.named_modules())
+        self._tallies = [
+            _Tally(name, modules[name], *module_threshold(modules[name], default)) for name in names
+        ]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._valid: torch.Tensor | None = None
+        self._real_tokens = 0
+        self._started = 0
+
+    def __enter__(self) -> OutlierCounter:
+        try:
+            for tally in self._tallies:
+                hook = self._make_hook(tally)
+                self._handles.append(tally.module.register_forward_pre_hook(hook))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this counter registered; safe to call twice."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    def begin(self, valid: torch.Tensor | None, real_tokens: int) -> None:
+        """Start a forward pass with ``real_tokens`` real tokens.
+
+        ``valid`` [batch, tokens] bool marks them, on the model's device; None
+        when nothing is padded.
+        """
+        self._valid = valid.reshape(-1) if valid is not None else None
+        self._real_tokens = real_tokens
+
+    def _make_hook(self, tally: _Tally) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: Any) -> None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                return
+            if tally.order < 0:
+                tally.order = self._started
+                self._started += 1
+            x = args[0].detach()
+            magnitude = x.reshape(-1, x.shape[-1]).abs()
+            valid = self._valid
+            if valid is not None and valid.numel() == magnitude.shape[0]:
+                # Padding rows become 0: below any threshold and any real maximum.
+                magnitude = magnitude.masked_fill(~valid.to(magnitude.device)[:, None], 0)
+                tally.tokens += self._real_tokens
+            else:
+                tally.tokens += magnitude.shape[0]
+            hit = magnitude >= tally.threshold  # NaN never reaches it
+            hits, rows = hit.sum(dim=0), hit.any(dim=1).sum()
+            peak = magnitude.amax(dim=0).to(torch.float32)
+            if tally.counts is not None:
+                old_hits, old_peak, old_rows = tally.counts
+                # fmax: a NaN never replaces a number.
+                hits, peak, rows = old_hits + hits, torch.fmax(old_peak, peak), old_rows + rows
+            tally.counts = (hits, peak, rows)
+
+        return pre_hook
+
+    def collect(self) -> list[ModuleOutliers]:
+        """Every module's counts, brought to the host in one transfer.
+
+        Modules come in the order they first ran (q_proj before k_proj), then
+        any that never ran.
+        """
+        ran = sorted((t for t in self._tallies if t.counts is not None), key=lambda t: t.order)
+        vectors = [
+            torch.cat([hits.double(), peak.double(), rows.double().reshape(1)])
+            for hits, peak, rows in (t.counts for t in ran if t.counts is not None)
+        ]
+        flat: list[float] = []
+        if vectors:
+            # Gather on one device first (device-to-device copies): the host waits once.
+            flat = torch.cat([v.to(vectors[0].device) for v in vectors]).cpu().tolist()
+        rows: list[ModuleOutliers] = []
+        offset = 0
+        for tally, vector in zip(ran, vectors, strict=True):
+            n = (vector.numel() - 1) // 2
+            part = flat[offset : offset + vector.numel()]
+            rows.append(_module_row(tally, [int(v) for v in part[:n]], part[n:-1], int(part[-1])))
+            offset += vector.numel()
+        idle = [t for t in self._tallies if t.counts is None]
+        return rows + [_module_row(t, [], [], 0) for t in idle]
+
+
+def linear_inputs(model: nn.Module) -> list[str]:
+    """Names of the linear layers inside the decoder layers, in module order."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if layer_of(name) is not None and isinstance(module, nn.Linear)
+    ]
+
+
+def find_outliers(
+    loaded: LoadedModel,
+    texts: Iterable[str],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    batch_size: int = 8,
+    advance: Callable[[], None] | None = None,
+) -> OutlierResult:
+    """Run ``texts`` in right-padded batches and count outlier features per linear layer.
+
+    ``advance`` is called once per sentence, after its batch ran.
+    """
+    check_threshold(threshold)
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    model = loaded.model
+    device = model.get_input_embeddings().weight.device
+    pad_id = loaded.tokenizer.pad_token_id or 1
+    sentences = tokens = 0
+    texts = iter(texts)
+    with OutlierCounter(model, linear_inputs(model), threshold) as counter:
+        while batch := list(islice(texts, batch_size)):
+            # Right-padded, as optinspect trace batches; the mask marks real tokens.
+            ids = [torch.tensor([t.id for t in encode(loaded, text)]) for text in batch]
+            input_ids = pad_sequence(ids, batch_first=True, padding_value=pad_id)
+            mask = pad_sequence([torch.ones_like(i) for i in ids], batch_first=True)
+            real = int(mask.sum())
+            padded = real != mask.numel()
+            counter.begin(mask.bool().to(device) if padded else None, real)
+            with torch.inference_mode():
+                model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=mask.to(device) if padded else None,
+                    use_cache=False,
+                )
+            sentences += len(batch)
+            tokens += real
+            for _ in batch if advance is not None else ():
+                advance()
+        modules = tuple(counter.collect())
+    if sentences == 0:
+        raise UsageError("the input holds no sentences: give at least one line of text")
+    return OutlierResult(
+        model=loaded.name,
+        quant=loaded.quant,
+        device=loaded.device,
+        dtype=loaded.dtype_name,
+        random_weights=loaded.random_weights,
+        threshold=threshold,
+        num_layers=loaded.num_layers,
+        sentences=sentences,
+        tokens=tokens,
+        modules=modules,
+        recurring=tuple(summarize_recurring(modules, loaded.num_layers)),
+    )
+
+
+def summarize_recurring(modules: Sequence[ModuleOutliers], num_layers: int) -> list[RecurringDim]:
+    """The dimensions that meet both criteria of the module docstring, by index."""
+    counted = [m for m in modules if m.summary]
+    pairs = sum(m.tokens for m in counted)
+    layers: dict[int, set[int]] = {}
+    hits: dict[int, int] = {}
+    peaks: dict[int, list[float]] = {}
+    for m in counted:
+        for d in m.dims:
+            layers.setdefault(d.dim, set()).add(m.layer)
+            hits[d.dim] = hits.get(d.dim, 0) + d.count
+            peaks.setdefault(d.dim, []).extend([d.absmax] if d.absmax is not None else [])
+    recurring: list[RecurringDim] = []
+    for dim in sorted(layers):
+        layer_fraction = len(layers[dim]) / num_layers
+        token_fraction = hits[dim] / pairs if pairs else 0.0
+        if layer_fraction >= MIN_LAYER_FRACTION and token_fraction >= MIN_TOKEN_FRACTION:
+            recurring.append(
+                RecurringDim(
+                    dim=dim,
+                    layers=tuple(sorted(layers[dim])),
+                    layer_fraction=layer_fraction,
+                    token_fraction=token_fraction,
+                    absmax=max(peaks[dim], default=None),
+                )
+            )
+    return recurring
+
+
+def _module_row(tally: _Tally, hits: list[int], peaks: list[float], rows: int) -> ModuleOutliers:
+    tokens = tally.tokens
+    dims = tuple(
+        DimCount(dim=d, count=n, fraction=n / tokens if tokens else 0.0, absmax=_finite(peaks[d]))
+        for d, n in enumerate(hits)
+        if n > 0
+    )
+    numbers = [p for p in peaks if not math.isnan(p)]
+    return ModuleOutliers(
+        name=tally.name,
+        type=type(tally.module).__name__,
+        layer=layer_of(tally.name) or 0,
+        in_features=int(getattr(tally.module, "in_features", len(hits))),
+        threshold=tally.threshold,
+        threshold_source=tally.source,
+        summary=tally.name.split(".", 4)[-1] in SUMMARY_ROLES,
+        tokens=tokens,
+        tokens_affected=rows,
+        absmax=_finite(max(numbers)) if numbers else None,
+        dims=dims,
+    )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

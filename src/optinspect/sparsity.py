@@ -1,0 +1,104 @@
+"""ReLU sparsity of the feed-forward blocks, aggregated over every token traced.
+
+OPT's ``activation_fn`` is a ReLU, so many of its outputs are exactly zero. The
+tracker hooks each layer's ``activation_fn`` for the duration of a ``with``
+block and keeps, per layer, on the device: how many outputs were zero and which
+units were non-zero for at least one token. Padding positions are left out.
+Nothing comes to the host until ``summary()``.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+
+from .capture import BatchLayout
+from .records import LayerSparsity
+
+__all__ = ["FfnSparsity", "LayerSparsity"]
+
+
+class FfnSparsity:
+    """Hooks every ``model.decoder.layers.N.activation_fn`` inside its ``with`` block."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._targets = [
+            (int(name.split(".")[3]), module)
+            for name, module in model.named_modules()
+            if name.startswith("model.decoder.layers.") and name.endswith(".activation_fn")
+        ]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._layout: BatchLayout | None = None
+        self._nonzero: dict[int, torch.Tensor] = {}
+        self._alive: dict[int, torch.Tensor] = {}
+        self._tokens = 0
+
+    def __enter__(self) -> FfnSparsity:
+        try:
+            for layer, module in self._targets:
+                self._handles.append(module.register_forward_hook(self._make_hook(layer)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    def begin(self, layout: BatchLayout | None, tokens: int) -> None:
+        """Start a batch of ``tokens`` real (unpadded) tokens laid out as ``layout``."""
+        self._layout = layout
+        self._tokens += tokens
+
+    def _make_hook(self, layer: int) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor) or output.device.type == "meta":
+                return
+            layout = self._layout
+            if layout is not None and layout.valid is not None:
+                x = output.reshape(layout.batch, layout.tokens, -1)
+                nonzero = (x != 0) & layout.valid.to(x.device)[:, :, None]
+                alive = nonzero.any(dim=1).any(dim=0)
+            else:
+                nonzero = output.reshape(-1, output.shape[-1]) != 0
+                alive = nonzero.any(dim=0)
+            count = nonzero.sum(dtype=torch.float64)
+            if layer in self._nonzero:
+                self._nonzero[layer] += count
+                self._alive[layer] |= alive
+            else:
+                self._nonzero[layer] = count
+                self._alive[layer] = alive
+
+        return hook
+
+    def summary(self) -> list[LayerSparsity]:
+        """Per layer, in order; one transfer to the host for all layers."""
+        layers = sorted(self._nonzero)
+        if not layers or self._tokens == 0:
+            return []
+        nonzero = torch.stack([self._nonzero[i].cpu() for i in layers]).tolist()
+        dead = torch.stack([(~self._alive[i]).sum().cpu() for i in layers]).tolist()
+        units = [int(self._alive[i].numel()) for i in layers]
+        return [
+            LayerSparsity(
+                layer=layer,
+                zeros=1.0 - nz / (self._tokens * u),
+                dead=int(d),
+                units=u,
+                tokens=self._tokens,
+            )
+            for layer, nz, d, u in zip(layers, nonzero, dead, units, strict=True)
+        ]

@@ -1,0 +1,104 @@
+"""FFN sparsity in the trace summary, and ``trace --plot``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from optinspect.sparsity import FfnSparsity
+from optinspect.tracing import iter_trace
+
+SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
+
+
+def manual_sparsity(model, tokenizer, texts: list[str]) -> tuple[list[float], list[int]]:
+    """Zeros fraction and dead units per layer, each sentence run alone, by direct hooks."""
+    layers = model.model.decoder.layers
+    zeros = [0] * len(layers)
+    total = [0] * len(layers)
+    alive = [torch.zeros(layer.fc1.out_features, dtype=torch.bool) for layer in layers]
+    handles = []
+    for i, layer in enumerate(layers):
+
+        def hook(module, args, output, i=i):
+            zeros[i] += int((output == 0).sum())
+            total[i] += output.numel()
+            alive[i] |= (output != 0).reshape(-1, output.shape[-1]).any(dim=0)
+
+        handles.append(layer.activation_fn.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            for text in texts:
+                model(**tokenizer(text, return_tensors="pt"))
+    finally:
+        for h in handles:
+            h.remove()
+    return [z / t for z, t in zip(zeros, total, strict=True)], [int((~a).sum()) for a in alive]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_sparsity_matches_direct_hooks_and_ignores_padding(load_tiny, batch_size: int) -> None:
+    loaded = load_tiny("none")
+    tracker = FfnSparsity(loaded.model)
+    list(iter_trace(loaded, SENTENCES, batch_size=batch_size, sparsity=tracker))
+    summary = tracker.summary()
+    zeros, dead = manual_sparsity(loaded.model, loaded.tokenizer, SENTENCES)
+    assert [row.layer for row in summary] == [0, 1, 2, 3]
+    assert [row.zeros for row in summary] == pytest.approx(zeros, abs=1e-12)
+    assert [row.dead for row in summary] == dead
+    assert summary[0].tokens == sum(len(loaded.tokenizer(t)["input_ids"]) for t in SENTENCES)
+
+
+def test_sparsity_hooks_are_removed(load_tiny) -> None:
+    model = load_tiny("none").model
+    act = model.model.decoder.layers[0].activation_fn
+    with FfnSparsity(model):
+        assert len(act._forward_hooks) == 1
+    assert len(act._forward_hooks) == 0
+
+
+def test_json_summary_agrees_with_the_activation_records(cli) -> None:
+    result = cli("trace", SENTENCES[1], "--model", "tiny", "-q", "none", "-f", "json", "-l", "all")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    per_module = {
+        m["layer"]: m["stats"]["zeros"]
+        for m in doc["modules"]
+        if m["name"].endswith(".activation_fn")
+    }
+    assert {row["layer"]: row["zeros"] for row in doc["ffn"]} == pytest.approx(per_module)
+
+
+def test_table_shows_dead_units_only_for_several_sentences(cli, tmp_path: Path) -> None:
+    one = cli("trace", "Hello world", "--model", "tiny", "-q", "none")
+    assert "FFN sparsity after activation_fn" in one.out and "dead units" not in one.out
+    path = tmp_path / "s.txt"
+    path.write_text("\n".join(SENTENCES), encoding="utf-8")
+    many = cli("trace", "--file", str(path), "--model", "tiny", "-q", "none")
+    assert many.code == 0, many.err
+    assert "dead units" in many.out and "/256" in many.out
+
+
+def test_plot_writes_a_png_of_the_expected_size(cli, tmp_path: Path) -> None:
+    image = pytest.importorskip("matplotlib.image")
+    target = tmp_path / "layers.png"
+    result = cli("trace", "Hello world", "--model", "tiny", "-q", "none", "--plot", str(target))
+    assert result.code == 0, result.err
+    pixels = image.imread(str(target))
+    assert pixels.shape[:2] == (900, 800)
+    assert pixels.std() > 0  # something was drawn
+
+
+def test_plot_needs_layer_outputs(cli, tmp_path: Path) -> None:
+    result = cli(
+        "trace", "Hi", "--model", "tiny", "-q", "none", "--filter", "*.fc1",
+        "--plot", str(tmp_path / "p.png"),
+    )  # fmt: skip
+    assert result.code == 2
+    assert result.err == (
+        "Error: --plot needs the decoder layers' outputs: use it without --filter, "
+        "or with --layer all\n"
+    )
