@@ -272,7 +272,7 @@ def test_hooks_are_removed_when_a_sentence_fails(load_tiny) -> None:
         (("Hello", "--batch-size", "0"), "--batch-size must be at least 1, not 0"),
         (("--file", "no-such-file.txt"), "input file no-such-file.txt does not exist"),
         (("Hello", "--file", "x.txt"), "give TEXT or --file, not both"),
-        ((), "give the text to trace, - for stdin, or --file PATH"),
+        ((), "give the text to inspect, - for stdin, or --file PATH"),
     ],
 )
 def test_usage_errors_exit_2(cli, args: tuple[str, ...], message: str) -> None:

@@ -27,7 +27,7 @@ def iter_lines(stream: Iterable[bytes], source: str) -> Iterator[str]:
 
 
 def read_texts(
-    text: str | None, file: Path | None, stdin: BinaryIO | None = None
+    text: str | None, file: Path | None, stdin: BinaryIO | None = None, *, verb: str = "trace"
 ) -> tuple[Iterator[str], bool]:
     """The sentences to trace, and whether they came from a file or stdin (many-sentence mode).
 
@@ -43,9 +43,9 @@ def read_texts(
         stream = stdin if stdin is not None else sys.stdin.buffer
         return iter_lines(stream, "stdin"), True
     if text is None:
-        raise UsageError("give the text to trace, - for stdin, or --file PATH")
+        raise UsageError(f"give the text to {verb}, - for stdin, or --file PATH")
     if not text.strip():
-        raise UsageError("the text is empty: give at least one word to trace")
+        raise UsageError(f"the text is empty: give at least one word to {verb}")
     return iter([text]), False
 
 

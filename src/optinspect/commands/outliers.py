@@ -74,7 +74,7 @@ def outliers_command(
     check_threshold(threshold)
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
-    texts, many = read_texts(text, file)
+    texts, many = read_texts(text, file, verb="inspect")
     loaded = load_with_status(
         model, quant=quant.value, device=device, dtype=dtype.value, verbose=verbose
     )
