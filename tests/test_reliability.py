@@ -163,3 +163,73 @@ def test_any_text_through_the_cli_never_shows_a_traceback(cli, text: str) -> Non
         # One line, plus a pointer to --help when the parser refused it (e.g. "-x").
         lines = result.err.splitlines()
         assert len(lines) == 1 or lines[1] == "Try 'optinspect trace --help' for help."
+
+
+def test_out_of_memory_gives_hints(cli, monkeypatch) -> None:
+    import torch
+
+    import optinspect.commands.common as common
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(common, "load_with_status", exhausted)
+    result = cli("trace", "hi", "--model", "tiny")
+    assert result.code == 1
+    assert result.err == (
+        "Error: out of memory; try --quant 4bit, a smaller --model, or a CPU run with "
+        "--device cpu\nRun again with --debug for the traceback.\n"
+    )
+
+
+def test_interrupt_during_a_saved_run_leaves_no_file_and_no_hooks(
+    cli, monkeypatch, load_tiny, tmp_path: Path
+) -> None:
+    import optinspect.commands.common as common
+
+    loaded = load_tiny("none")
+    monkeypatch.setattr(common, "load_with_status", lambda *a, **k: loaded)
+    model = loaded.model
+    before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    calls = []
+
+    def interrupt_second_batch(module, args) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    handle = model.model.decoder.register_forward_pre_hook(interrupt_second_batch)
+    texts = tmp_path / "s.txt"
+    texts.write_text("one\ntwo\nthree\n", encoding="utf-8")
+    target = tmp_path / "out.safetensors"
+    try:
+        result = cli(
+            "trace", "--file", str(texts), "--model", "tiny", "--layer", "0", "-b", "1",
+            "--save", str(target), "-f", "jsonl",
+        )  # fmt: skip
+    finally:
+        handle.remove()
+    assert (result.code, result.err) == (130, "Error: interrupted\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.txt"]
+    after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    assert after == before
+    assert len(result.out.splitlines()) == 1  # the first sentence was already streamed
+
+
+def test_a_failing_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    import safetensors.torch
+    import torch
+
+    from optinspect.saving import ActivationStore
+
+    store = ActivationStore()
+    store.add(0, "m", 0, torch.ones(3))
+
+    def broken(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.write(tmp_path / "a.safetensors", model="tiny", quant="none")
+    assert list(tmp_path.iterdir()) == []

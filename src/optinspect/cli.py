@@ -91,6 +91,9 @@ def run(argv: list[str] | None = None) -> int:
         if not debug:
             sys.stderr.write("Run again with --debug for the traceback.\n")
         return EXIT_RUNTIME
+    if result == EXIT_INTERRUPTED:
+        # Typer turns Ctrl-C inside a command into a silent exit code 130.
+        _error("interrupted")
     return result if isinstance(result, int) else 0
 
 
