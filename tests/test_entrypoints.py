@@ -68,3 +68,25 @@ def test_error_from_the_installed_command_is_one_line() -> None:
     assert proc.returncode == 2
     assert proc.stderr == "Error: layer 7 does not exist: the model has layers 0-3\n"
     assert proc.stdout == ""
+
+
+def test_shell_completion_completes_commands_and_options() -> None:
+    import os
+
+    env = {**os.environ, "_OPTINSPECT_COMPLETE": "complete_bash", "COMP_CWORD": "1"}
+    commands = subprocess.run(
+        [sys.executable, "-m", "optinspect"],
+        env={**env, "COMP_WORDS": "optinspect tr"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert commands.stdout.split() == ["trace", "tree"]
+    options = subprocess.run(
+        [sys.executable, "-m", "optinspect"],
+        env={**env, "COMP_WORDS": "optinspect trace --qu", "COMP_CWORD": "2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert options.stdout.split() == ["--quant"]
