@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .loading import placement_of
+from .placement import placement_of
 from .records import ModuleRecord
 from .selection import layer_of
 from .stats import finalize_stats, summarize_batch

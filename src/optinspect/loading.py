@@ -21,6 +21,12 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, ModelError, UsageError
+from .placement import (
+    DEVICE_MAPS,
+    mapped_device,
+    parse_max_memory,
+    resolve_device,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -40,8 +46,6 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 #: Config key our own generated checkpoints carry so the output can say the weights are random.
 RANDOM_WEIGHTS_KEY = "optinspect_random_weights"
 
-DEVICE_MAPS = ("auto", "balanced", "sequential")
-_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -151,24 +155,6 @@ def read_config(source: ModelSource) -> Any:
     return OPTConfig.from_dict(raw)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` means CUDA when present, else the CPU; explicit devices are checked."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    match = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if not match:
-        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise UsageError(f"device {device} was asked for, but CUDA is not available here")
-    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
-        raise UsageError(
-            f"device {device} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
-        )
-    return device
-
-
 def resolve_dtype(dtype: str, quant: str, device: str) -> torch.dtype:
     """``auto``: float16 for quantized models and on CUDA, float32 on the CPU."""
     if dtype != "auto":
@@ -261,7 +247,7 @@ def load_model(
     memory = parse_max_memory(max_memory) if max_memory is not None else None
     if (memory is not None or offload_dir is not None) and device_map is None:
         device_map = "auto"
-    device = resolve_device(device) if device_map is None else _mapped_device()
+    device = resolve_device(device) if device_map is None else mapped_device()
     torch_dtype = resolve_dtype(dtype, quant, device)
     quant_config = quantization_config(quant, torch_dtype, offload=device_map is not None)
     config = read_config(source)
@@ -320,53 +306,6 @@ def load_model(
         dtype=torch_dtype,
         random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
     )
-
-
-def _mapped_device() -> str:
-    """The compute device a device map starts from, for picking the dtype."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def parse_max_memory(spec: str) -> dict[int | str, str]:
-    """``"cuda:0=10GiB,cpu=30GiB"`` -> accelerate's ``{0: "10GiB", "cpu": "30GiB"}``."""
-    usage = (
-        f"cannot read --max-memory {spec!r}: use DEVICE=SIZE pairs like 'cuda:0=10GiB,cpu=30GiB'"
-    )
-    memory: dict[int | str, str] = {}
-    for item in spec.split(","):
-        key, sep, size = (part.strip() for part in item.partition("="))
-        if not sep or not _SIZE.fullmatch(size):
-            raise UsageError(usage)
-        if key in ("cpu", "disk"):
-            memory[key] = size
-        elif (match := re.fullmatch(r"(?:cuda:)?(\d+)", key)) is not None:
-            memory[int(match.group(1))] = size
-        else:
-            raise UsageError(usage)
-    return memory
-
-
-def input_device(model: nn.Module) -> torch.device:
-    """Where the token ids must go: the execution device of the token embedding."""
-    weight = model.get_input_embeddings().weight
-    if weight.device.type != "meta":
-        return weight.device
-    where = placement_of(getattr(model, "hf_device_map", None), "model.decoder.embed_tokens")
-    if isinstance(where, int) or (isinstance(where, str) and where.startswith("cuda")):
-        return torch.device(where if isinstance(where, str) else f"cuda:{where}")
-    return torch.device("cpu")
-
-
-def placement_of(device_map: dict[str, Any] | None, name: str) -> Any:
-    """The entry of an accelerate device map that covers module ``name`` (longest prefix)."""
-    if not device_map:
-        return None
-    best = None
-    for prefix, where in device_map.items():
-        covers = prefix == "" or name == prefix or name.startswith(prefix + ".")
-        if covers and (best is None or len(prefix) > len(best[0])):
-            best = (prefix, where)
-    return best[1] if best is not None else None
 
 
 def check_safetensors(folder: Path, spec: str, config: Any) -> None:

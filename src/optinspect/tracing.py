@@ -10,7 +10,8 @@ import torch
 
 from .capture import BatchLayout, TensorSink, capture
 from .errors import UsageError
-from .loading import LoadedModel, input_device
+from .loading import LoadedModel
+from .placement import input_device
 from .records import Token, TraceResult
 from .selection import parse_layers, select_modules
 from .sparsity import FfnSparsity

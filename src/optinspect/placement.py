@@ -1,0 +1,88 @@
+"""Where a model runs: devices, accelerate device maps, memory caps and offloaded weights."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UsageError
+
+__all__ = [
+    "DEVICE_MAPS",
+    "input_device",
+    "mapped_device",
+    "parse_max_memory",
+    "placement_of",
+    "resolve_device",
+]
+
+DEVICE_MAPS = ("auto", "balanced", "sequential")
+_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means CUDA when present, else the CPU; explicit devices are checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not match:
+        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise UsageError(f"device {device} was asked for, but CUDA is not available here")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise UsageError(
+            f"device {device} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+        )
+    return device
+
+
+def mapped_device() -> str:
+    """The compute device a device map starts from, for picking the dtype."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def parse_max_memory(spec: str) -> dict[int | str, str]:
+    """``"cuda:0=10GiB,cpu=30GiB"`` -> accelerate's ``{0: "10GiB", "cpu": "30GiB"}``."""
+    usage = (
+        f"cannot read --max-memory {spec!r}: use DEVICE=SIZE pairs like 'cuda:0=10GiB,cpu=30GiB'"
+    )
+    memory: dict[int | str, str] = {}
+    for item in spec.split(","):
+        key, sep, size = (part.strip() for part in item.partition("="))
+        if not sep or not _SIZE.fullmatch(size):
+            raise UsageError(usage)
+        if key in ("cpu", "disk"):
+            memory[key] = size
+        elif (match := re.fullmatch(r"(?:cuda:)?(\d+)", key)) is not None:
+            memory[int(match.group(1))] = size
+        else:
+            raise UsageError(usage)
+    return memory
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where the token ids must go: the execution device of the token embedding."""
+    weight = model.get_input_embeddings().weight
+    if weight.device.type != "meta":
+        return weight.device
+    where = placement_of(getattr(model, "hf_device_map", None), "model.decoder.embed_tokens")
+    if isinstance(where, int) or (isinstance(where, str) and where.startswith("cuda")):
+        return torch.device(where if isinstance(where, str) else f"cuda:{where}")
+    return torch.device("cpu")
+
+
+def placement_of(device_map: dict[str, Any] | None, name: str) -> Any:
+    """The entry of an accelerate device map that covers module ``name`` (longest prefix)."""
+    if not device_map:
+        return None
+    best = None
+    for prefix, where in device_map.items():
+        covers = prefix == "" or name == prefix or name.startswith(prefix + ".")
+        if covers and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, where)
+    return best[1] if best is not None else None
