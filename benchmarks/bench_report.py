@@ -1,0 +1,389 @@
+"""Results of run.py -> the markdown of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any
+
+from bench_inproc import BARE, HOOKS_ONLY, NAIVE, NNSIGHT, OPTINSPECT, TL
+from bench_util import (
+    DASH,
+    TIMES,
+    cpu_model,
+    fmt_rate,
+    fmt_ratio,
+    fmt_seconds,
+    fmt_times,
+    python_version,
+    ram_gib,
+    table,
+    verdict,
+    version_of,
+)
+
+OVERHEAD_GOAL = 1.10
+STARTUP_GOAL_S = 0.3
+STARTUP_GOAL_RATIO = 0.2
+BATCH_GOAL = 0.87
+SHAPE_NAMES = {"125m": "opt-125m", "small": "a small OPT (hidden size 64, 2 layers)"}
+
+
+def _error(value: Any) -> str | None:
+    if isinstance(value, dict) and "error" in value:
+        return f"This section failed: `{value['error']}`."
+    return None
+
+
+def header(results: dict[str, Any], argv: list[str]) -> list[str]:
+    command = " ".join(["python benchmarks/run.py", *argv]).strip()
+    out = [
+        "# Benchmarks",
+        "",
+        f"Written by `{command}` on {results['started']}; the run took "
+        f"{fmt_seconds(results['total_s'])}. Run it again to refresh this file; do not edit it.",
+    ]
+    if results["quick"]:
+        out += ["", "**Quick mode**: few repeats and small sizes; these figures mean little."]
+    out += [
+        "",
+        "Every figure is a median over repeated runs after a warm-up, with the minimum and "
+        "maximum in brackets. The machine is shared and noisy, so the variants of one "
+        "measurement run round-robin in one process, and each ratio pairs a run with the bare "
+        "forward of the same round before taking the median of those ratios.",
+        "",
+        "## Machine",
+        "",
+        table(
+            ["CPU", "logical cores", "RAM", "torch threads", "load average: start", "end"],
+            [
+                [
+                    cpu_model(),
+                    os.cpu_count(),
+                    f"{ram_gib():.1f} GiB" if ram_gib() else "n/a",
+                    results["threads"],
+                    results["load_start"],
+                    results["load_end"],
+                ]
+            ],
+        ),
+        "",
+        "## Versions",
+        "",
+        table(
+            ["python", "torch", "transformers", "optinspect", "bitsandbytes", "nnsight", "TL"],
+            [
+                [
+                    python_version(),
+                    version_of("torch"),
+                    version_of("transformers"),
+                    version_of("optinspect"),
+                    version_of("bitsandbytes"),
+                    version_of("nnsight"),
+                    version_of("transformer_lens"),
+                ]
+            ],
+        ),
+        "",
+        "TL is TransformerLens.",
+    ]
+    return out
+
+
+def goals(results: dict[str, Any]) -> list[str]:
+    rows = []
+    overhead = results.get("overhead")
+    if isinstance(overhead, dict) and "error" not in overhead and overhead:
+        tokens = max(overhead)
+        ratio = overhead[tokens][OPTINSPECT].ratio
+        rows.append(
+            [
+                f"hook overhead, {tokens} tokens, every module, statistics on",
+                f"\u2264 {OVERHEAD_GOAL:.2f}{TIMES} the bare forward",
+                f"{ratio:.2f}{TIMES}",
+                verdict(ratio <= OVERHEAD_GOAL),
+            ]
+        )
+    startup = results.get("startup")
+    if isinstance(startup, dict) and "error" not in startup:
+        help_run = startup["optinspect --help"]
+        if help_run.runs:
+            seconds = statistics.median(help_run.times)
+            ratio = statistics.median(help_run.ratios)
+            rows.append(
+                [
+                    "start-up, `optinspect --help`",
+                    f"< {STARTUP_GOAL_S} s and < 1/5 of `import torch`",
+                    f"{fmt_seconds(seconds)}, {ratio:.2f}{TIMES} `import torch`",
+                    verdict(seconds < STARTUP_GOAL_S and ratio < STARTUP_GOAL_RATIO),
+                ]
+            )
+    batch = results.get("batch")
+    if isinstance(batch, tuple):
+        series, _ = batch
+        relative = 1 / series[OPTINSPECT].ratio
+        rows.append(
+            [
+                "batch throughput, every module, statistics on",
+                f"\u2265 {BATCH_GOAL:.2f} of the bare forward's sentences/s",
+                f"{relative:.2f}",
+                verdict(relative >= BATCH_GOAL),
+            ]
+        )
+    if not rows:
+        return []
+    return ["", "## Goals", "", table(["measure", "goal", "this run", "result"], rows)]
+
+
+def overhead_section(results: dict[str, Any]) -> list[str]:
+    out = ["", "## 1. Hook overhead", ""]
+    value = results.get("overhead")
+    if (message := _error(value)) is not None:
+        return [*out, message]
+    model = results["model"]
+    out += [
+        f"A random-weight model shaped like {SHAPE_NAMES.get(model['shape'], model['shape'])} "
+        f"({model['params'] / 1e6:.1f} M parameters, float32, CPU); one sentence of random "
+        f"token ids. optinspect hooks all {results['modules']} named submodules "
+        "(`--filter '*'`) with `optinspect.capture.capture`, runs one forward under "
+        "`torch.inference_mode()` and collects the records (statistics come to the host in "
+        "one transfer). The naive baseline registers a forward hook per module that computes "
+        "the same nine statistics with one `.item()` each. The bare forward is the same call "
+        "with no hooks.",
+        "",
+    ]
+    rows = []
+    for tokens, series in value.items():
+        for label in (BARE, OPTINSPECT, HOOKS_ONLY, NAIVE):
+            s = series[label]
+            rows.append([tokens, label, fmt_times(s.times), fmt_ratio(s.ratios)])
+    out.append(table(["tokens", "run", "wall time", "ratio to bare"], rows))
+    split = []
+    for tokens, series in value.items():
+        hooks = series[HOOKS_ONLY].ratio - 1
+        stats = series[OPTINSPECT].ratio - series[HOOKS_ONLY].ratio
+        split.append(
+            f"at {tokens} tokens the hooks and records add {hooks:+.0%} of a bare forward "
+            f"and the statistics {stats:+.0%}"
+        )
+    out += ["", "Where the overhead goes (statistics on minus statistics off): " + "; ".join(split)]
+    return out
+
+
+def peers_section(results: dict[str, Any]) -> list[str]:
+    out = ["", "## 2. Peers", ""]
+    if "peers" not in results:
+        return [*out, "Not measured in this run (`--quick` or `--skip-peers`)."]
+    value = results["peers"]
+    if (message := _error(value)) is not None:
+        return [*out, message]
+    series_by_tokens, setup = value
+    out += [
+        "Same model, same input, same process, round-robin with the bare forward. Each peer "
+        "saves every output it can see and the same statistics are then computed over them "
+        "with `optinspect.stats.summarize_tensor` (one host transfer), so the difference is "
+        "the capture mechanism; the rows without statistics show the capture alone. Each "
+        "peer wraps its own deep copy of the model (nnsight and TransformerLens both modify "
+        "what they wrap).",
+        "",
+    ]
+    for tool in ("nnsight", "transformer_lens"):
+        note = setup.notes.get(tool, "not installed")
+        out.append(f"- **{tool}**: {note}")
+    out.append("")
+    rows = []
+    for tokens, series in series_by_tokens.items():
+        for label, s in series.items():
+            count = setup.counts.get(label, "")
+            rows.append([tokens, label, count, fmt_times(s.times), fmt_ratio(s.ratios)])
+    out.append(table(["tokens", "run", "tensors summarised", "wall time", "ratio to bare"], rows))
+    memory = results.get("memory")
+    if memory is not None:
+        out += ["", "### Peak memory of one call", ""]
+        if (message := _error(memory)) is not None:
+            out.append(message)
+        else:
+            out += [
+                f"{results['plan']['memory']} tokens. Each tool runs in a fresh process with "
+                "glibc's mmap threshold fixed at 64 KiB (so freed tensors go back to the OS); "
+                "after one untimed call, the peak RSS (VmHWM, reset through "
+                "`/proc/self/clear_refs`) of a second call is compared with the RSS just "
+                "before it. The baseline holds the interpreter, the libraries and the model.",
+                "",
+            ]
+            labels = {"bare": BARE, "optinspect": OPTINSPECT, "naive": NAIVE}
+            labels |= {"nnsight": NNSIGHT, "transformer_lens": TL}
+            rows = []
+            for row in memory:
+                label = labels.get(row["tool"], row["tool"])
+                if "error" in row:
+                    rows.append([label, f"did not run: `{row['error']}`", ""])
+                else:
+                    rows.append(
+                        [label, f"{row['extra_mib']:.0f} MiB", f"{row['baseline_mib']:.0f} MiB"]
+                    )
+            out.append(table(["run", "peak RSS above baseline", "baseline RSS"], rows))
+    return out
+
+
+def command_rows(results: dict[str, Any], with_ratio: bool) -> list[list[str]]:
+    rows = []
+    for label, result in results.items():
+        if result.error is not None and not result.runs:
+            failed = [f"`{label}`", f"failed: `{result.error}`", ""]
+            rows.append([*failed, ""] if with_ratio else failed)
+            continue
+        row = [f"`{label}`", fmt_times(result.times)]
+        if with_ratio:
+            row.append(fmt_ratio(result.ratios))
+        row.append(f"{statistics.median(result.rss):.0f} MiB")
+        rows.append(row)
+    return rows
+
+
+def startup_section(results: dict[str, Any]) -> list[str]:
+    out = ["", "## 3. Start-up", ""]
+    value = results.get("startup")
+    if (message := _error(value)) is not None:
+        return [*out, message]
+    out += [
+        "Wall time of a fresh process, from spawn to exit, and its peak RSS (from `wait4`). "
+        "`optinspect` is the venv's console script; the other is the same interpreter.",
+        "",
+        table(
+            ["command", "wall time", "ratio to `import torch`", "peak RSS"],
+            command_rows(value, True),
+        ),
+    ]
+    return out
+
+
+def config_section(results: dict[str, Any]) -> list[str]:
+    out = ["", "## 4. Configuration-only work", ""]
+    value = results.get("config")
+    if (message := _error(value)) is not None:
+        return [*out, message]
+    commands, missing = value
+    out += [
+        "Commands that need only the model's config (built in for the OPT family, so no "
+        "network): no weights are read or allocated. Wall time and peak RSS of the process.",
+        "",
+    ]
+    if missing is not None:
+        out += [f"`optinspect params`: not available in this build ({missing}).", ""]
+    out.append(table(["command", "wall time", "peak RSS"], command_rows(commands, False)))
+    return out
+
+
+def batch_section(results: dict[str, Any]) -> list[str]:
+    out = ["", "## 5. Batch throughput", ""]
+    value = results.get("batch")
+    if (message := _error(value)) is not None:
+        return [*out, message]
+    series, facts = value
+    count = facts["sentences"]
+    out += [
+        f"{count} sentences of {facts['tokens_min']}{DASH}{facts['tokens_max']} tokens (mean "
+        f"{facts['tokens_mean']:.1f}), batch size {facts['batch']}, on the model of section 1. "
+        f"optinspect: `iter_trace(..., filters=('*',), batch_size={facts['batch']})`, all "
+        f"{facts['modules']} modules hooked, statistics only (per sentence, padding excluded), "
+        "including tokenizing and building the records. Bare: the same right-padded batches, "
+        "already tokenized, through `model(...)`.",
+        "",
+    ]
+    rows = []
+    for label in (BARE, OPTINSPECT):
+        s = series[label]
+        relative = "1.00" if label == BARE else f"{1 / s.ratio:.2f}"
+        rows.append(
+            [label, fmt_times(s.times), fmt_rate(s.times, count), fmt_ratio(s.ratios), relative]
+        )
+    header_row = ["run", f"wall time, {count} sentences", "sentences/s", "time ratio", "throughput"]
+    out.append(table(header_row, rows))
+    return out
+
+
+def e2e_section(results: dict[str, Any]) -> list[str]:
+    out = ["", "## 6. End to end", ""]
+    value = results.get("e2e")
+    if (message := _error(value)) is not None:
+        return [*out, message]
+    result, parts = value
+    if result.error is not None and not parts:
+        return [*out, f"`{result.argv}` failed: `{result.error}`"]
+    out += [
+        f"`{result.label}`: wall time from spawning the process to its exit (measured outside), "
+        "and the split the program prints on stderr (`import` counts from when optinspect's "
+        "own code starts, so the interpreter's start-up is only in the outside figure).",
+        "",
+        table(
+            ["wall time (outside)", "peak RSS", "import", "load", "forward", "render", "total"],
+            [
+                [
+                    fmt_times(result.times),
+                    f"{statistics.median(result.rss):.0f} MiB",
+                    *(fmt_times(parts.get(k, [])) for k in ("import", "load", "forward")),
+                    *(fmt_times(parts.get(k, [])) for k in ("render", "total")),
+                ]
+            ],
+        ),
+    ]
+    return out
+
+
+def cuda_section(results: dict[str, Any]) -> list[str]:
+    out = ["", "## 7. CUDA", ""]
+    value = results.get("cuda")
+    if value is None:
+        return [
+            *out,
+            "Not measured yet: this machine has no CUDA device (`torch.cuda.is_available()` is "
+            "False). Where it is, `run.py` measures a random-weight model shaped like opt-1.3b, "
+            "in 8-bit and in float16: load time, forward, the trace overhead ratio, peak GPU "
+            "memory and nnsight on the same model. That code (`benchmarks/bench_cuda.py`) has "
+            "never run: it was written on a machine without a GPU.",
+        ]
+    if (message := _error(value)) is not None:
+        return [*out, message]
+    out += [
+        f"{value['device']}; random-weight model, {value['model']}; {value['tokens']} tokens. "
+        "Written without a GPU to test on: check these figures before trusting them.",
+        "",
+    ]
+    rows = []
+    for row in value["rows"]:
+        series = row["series"]
+        nn = row.get("nnsight")
+        rows.append(
+            [
+                row["quant"],
+                fmt_seconds(row["load_s"]),
+                fmt_times(series[BARE].times),
+                fmt_ratio(series[OPTINSPECT].ratios),
+                f"{row[f'peak_gib {BARE}']:.2f} / {row[f'peak_gib {OPTINSPECT}']:.2f} GiB",
+                fmt_ratio(nn.ratios) if nn is not None else row.get("nnsight_error", ""),
+            ]
+        )
+    header_row = ["quant", "load", "bare forward", "optinspect ratio", "peak GPU bare / traced"]
+    out.append(table([*header_row, "nnsight + statistics ratio"], rows))
+    return out
+
+
+def render(results: dict[str, Any], argv: list[str]) -> str:
+    lines = header(results, argv)
+    lines += goals(results)
+    for part in (
+        overhead_section,
+        peers_section,
+        startup_section,
+        config_section,
+        batch_section,
+        e2e_section,
+        cuda_section,
+    ):
+        lines += part(results)
+    durations = results.get("durations", {})
+    if durations:
+        spent = ", ".join(f"{key} {fmt_seconds(s)}" for key, s in durations.items())
+        lines += ["", f"Time per section: {spent}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,202 @@
+"""optinspect against a bare forward and its peers, written to BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/run.py                 # the full run, about 10-15 minutes
+    .venv/bin/python benchmarks/run.py --quick --output /tmp/B.md   # a smoke test, < 1 minute
+
+Peers (nnsight, TransformerLens) come from benchmarks/requirements.txt; a peer
+that is not installed or fails is reported with its error, never fatal. Nothing
+is downloaded: every model has random weights, built from a config in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_util
+
+SHAPES = {"125m": "OPT_125M", "small": "OPT_SMALL"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats, small sizes, no peers")
+    parser.add_argument(
+        "--output", type=Path, default=bench_util.REPO / "BENCHMARKS.md", help="markdown file"
+    )
+    parser.add_argument("--repeats", type=int, help="timed repeats per measurement")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--skip-peers", action="store_true", help="leave nnsight and TL out")
+    parser.add_argument("--worker-memory", help=argparse.SUPPRESS)
+    parser.add_argument("--tokens", type=int, default=256, help=argparse.SUPPRESS)
+    parser.add_argument("--shape", default="125m", choices=SHAPES, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def plan(args: argparse.Namespace) -> dict[str, Any]:
+    """Sizes and repeat counts; the full run is sized to finish in about 15 minutes on 2 cores."""
+    if args.quick:
+        r = args.repeats or 2
+        return {
+            "shape": "small",
+            "tokens": [10, 32],
+            "overhead": (r, 1),
+            "peers": None,
+            "memory": None,
+            "startup": (1, 0),
+            "config": (1, 0),
+            "batch": {"count": 8, "tokens": 20, "batch": 4, "repeats": 1, "warmup": 0},
+            "e2e": (1, 0),
+            "cuda": (2, 1),
+        }
+    r = args.repeats or 9
+    return {
+        "shape": "125m",
+        "tokens": [10, 256],
+        "overhead": (r, 1),
+        "peers": None if args.skip_peers else (max(3, r - 4), 1),
+        "memory": 256,
+        "startup": (r, 1),
+        "config": (max(3, r - 4), 1),
+        "batch": {"count": 64, "tokens": 20, "batch": 8, "repeats": max(3, r - 5), "warmup": 1},
+        "e2e": (max(3, r - 4), 1),
+        "cuda": (max(3, r - 2), 1),
+    }
+
+
+def shape_of(name: str) -> dict[str, int]:
+    import bench_models
+
+    return getattr(bench_models, SHAPES[name])
+
+
+def section(results: dict[str, Any], key: str, fn: Any, *fn_args: Any) -> None:
+    """Run one section; an unexpected failure becomes that section's text, not a crash."""
+    start = time.perf_counter()
+    print(f"[benchmarks] {key} ...", file=sys.stderr, flush=True)
+    try:
+        results[key] = fn(*fn_args)
+    except Exception as e:
+        traceback.print_exc()
+        results[key] = {"error": f"{type(e).__name__}: {bench_util.last_line(str(e))}"}
+    spent = time.perf_counter() - start
+    results.setdefault("durations", {})[key] = spent
+    print(f"[benchmarks] {key} done in {spent:.0f} s", file=sys.stderr, flush=True)
+
+
+def memory_children(shape: str, tokens: int, threads: int | None, tools: list[str]) -> list[dict]:
+    """Each tool's peak memory for one call, each in a fresh process."""
+    env = dict(os.environ)
+    # Fixed (not adaptive) mmap threshold: freed tensors return to the OS, so RSS
+    # tracks live memory and the peak of one call is not hidden by reused heap.
+    env.update({"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"})
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    rows = []
+    for tool in tools:
+        argv = [sys.executable, __file__, "--worker-memory", tool, "--shape", shape]
+        argv += ["--tokens", str(tokens)]
+        if threads:
+            argv += ["--threads", str(threads)]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            message = bench_util.last_line(proc.stderr)
+            rows.append({"tool": tool, "error": f"exit {proc.returncode}: {message}"})
+        else:
+            rows.append(json.loads(lines[-1]))
+    return rows
+
+
+def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
+    import bench_cli
+    import bench_inproc
+    import bench_models
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    p = plan(args)
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "plan": p,
+        "threads": torch.get_num_threads(),
+        "load_start": bench_util.load_average(),
+        "started": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+    shape = shape_of(p["shape"])
+    model = bench_models.build_model(shape)
+    tokenizer = bench_models.tiny_tokenizer()
+    results["model"] = {"shape": p["shape"], "params": sum(t.numel() for t in model.parameters())}
+    results["modules"] = len(bench_inproc.every_module(model))
+
+    section(results, "overhead", bench_inproc.hook_overhead, model, p["tokens"], *p["overhead"])
+    if p["peers"] is not None:
+        section(results, "peers", bench_inproc.peers, model, tokenizer, p["tokens"], *p["peers"])
+    if p["memory"] is not None:
+        tools = list(bench_inproc.MEMORY_TOOLS)
+        if args.skip_peers:
+            tools = [t for t in tools if t not in ("nnsight", "transformer_lens")]
+        section(results, "memory", memory_children, p["shape"], p["memory"], args.threads, tools)
+    b = p["batch"]
+    section(
+        results,
+        "batch",
+        bench_inproc.batch_throughput,
+        model,
+        tokenizer,
+        b["count"],
+        b["tokens"],
+        b["batch"],
+        b["repeats"],
+        b["warmup"],
+    )
+    del model
+    section(results, "startup", bench_cli.startup, *p["startup"])
+    section(results, "config", bench_cli.config_only, *p["config"])
+    section(results, "e2e", bench_cli.end_to_end, *p["e2e"])
+    if torch.cuda.is_available():
+        import bench_cuda
+
+        section(results, "cuda", bench_cuda.cuda_section, *p["cuda"], args.quick)
+    else:
+        results["cuda"] = None
+    results["load_end"] = bench_util.load_average()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if args.worker_memory:
+        import bench_inproc
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = bench_inproc.memory_worker(args.worker_memory, shape_of(args.shape), args.tokens)
+        bench_inproc.print_worker_result(result)
+        return 0
+    import bench_report
+
+    start = time.perf_counter()
+    results = run_benchmarks(args)
+    results["total_s"] = time.perf_counter() - start
+    text = bench_report.render(results, argv if argv is not None else sys.argv[1:])
+    args.output.write_text(text, encoding="utf-8")
+    print(text)
+    print(f"[benchmarks] wrote {args.output} in {results['total_s']:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
