@@ -57,17 +57,11 @@ def assert_matches(stats: TensorStats, ref: dict[str, float | int | None]) -> No
 
 def test_known_tensor_exact_values() -> None:
     stats = stats_of(torch.tensor([[-2.0, 0.0], [1.0, 5.0]]))
-    assert stats == TensorStats(
-        mean=1.0,
-        std=math.sqrt(6.5),
-        min=-2.0,
-        max=5.0,
-        absmax=5.0,
-        rms=math.sqrt(7.5),
-        zeros=0.25,
-        nan=0,
-        inf=0,
-    )
+    assert (stats.mean, stats.min, stats.max, stats.absmax) == (1.0, -2.0, 5.0, 5.0)
+    assert (stats.zeros, stats.nan, stats.inf) == (0.25, 0, 0)
+    # Norms are reduced in float32, so these carry float32 rounding.
+    assert stats.std == pytest.approx(math.sqrt(6.5), rel=1e-6)
+    assert stats.rms == pytest.approx(math.sqrt(7.5), rel=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -136,9 +130,8 @@ def test_statistics_equal_a_float64_reference_on_any_tensor(values: np.ndarray) 
             assert got[key] is None, key
         elif key in ("nan", "inf"):
             assert got[key] == ref[key], key
-        elif key == "std":
-            # float64 sums of squares: exact to ~1e-12 of the largest magnitude present.
-            scale = max(abs(ref["absmax"] or 0.0), 1e-30)
-            assert got[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-6 * scale), key
         else:
-            assert got[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-30), key
+            # float32 reductions: errors scale with the largest magnitude present, and
+            # squares of values below ~1e-19 underflow to zero.
+            scale = abs(ref["absmax"] or 0.0)
+            assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6 * scale + 1e-18), key

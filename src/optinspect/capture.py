@@ -11,7 +11,8 @@ output, so the model computes exactly what it would without them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -20,9 +21,9 @@ import torch
 from torch import nn
 
 from .placement import placement_of
-from .records import ModuleRecord
+from .records import ModuleRecord, TensorStats
 from .selection import layer_of
-from .stats import finalize_stats, summarize_batch
+from .stats import Scratch, combine_partials, finalize_stats, token_partials
 
 __all__ = ["BatchLayout", "Capture", "TensorSink", "capture", "main_tensor"]
 
@@ -83,7 +84,8 @@ class _Call:
     dtype: str | None = None
     device: str | None = None
     shapes: list[tuple[int, ...]] | None = None  # per sentence, as if run alone
-    stats: torch.Tensor | None = None  # [batch, n_stats] on the output's device
+    partials: torch.Tensor | None = None  # [batch, tokens, len(PARTIALS)] on the output's device
+    valid: torch.Tensor | None = None  # [batch, tokens] real tokens, None when none is padding
     finished: int = -1
 
 
@@ -102,6 +104,7 @@ class Capture:
         self._targets = [(name, modules[name]) for name in names]
         self._stats = stats
         self._sink = sink
+        self._scratch = Scratch()
         self._device_map = getattr(model, "hf_device_map", None)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._layout: BatchLayout | None = None
@@ -112,6 +115,7 @@ class Capture:
         self._calls: list[_Call] = []
         self._open: dict[str, list[_Call]] = {}
         self._counts: dict[str, int] = {}
+        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self._depth = 0
         self._finished = 0
 
@@ -173,37 +177,57 @@ class Capture:
             call.output = "tensor"
             call.dtype = str(tensor.dtype).removeprefix("torch.")
             call.device = str(tensor.device)
-            view, lengths = self._per_sentence(tensor)
-            call.shapes = _shapes_alone(tensor, self._layout, view is not None)
-            if self._stats and tensor.device.type != "meta":
-                if view is not None:
-                    valid = self._layout.valid if self._layout is not None else None
-                    call.stats = summarize_batch(view, valid)
-                else:
-                    call.stats = summarize_batch(tensor.reshape(1, 1, -1))
-            if self._sink is not None:
+            view, split = self._per_sentence(tensor)
+            call.shapes = _shapes_alone(tensor, self._layout, split)
+            if self._stats and tensor.device.type != "meta" and view is not None:
+                call.partials = self._partials_of(tensor, view)
+                call.valid = self._layout.valid if split and self._layout is not None else None
+            batched = self._layout is not None and self._layout.batch > 1
+            if self._sink is not None and (split or not batched):
+                lengths = self._layout.lengths if split and self._layout is not None else (0,)
                 for b, n in enumerate(lengths):
-                    alone = view[b : b + 1, :n] if view is not None else tensor
+                    alone = view[b : b + 1, :n] if split and view is not None else tensor
                     self._sink(
                         self._first_index + b, name, call.call, alone.reshape(call.shapes[b])
                     )
 
         return post_hook
 
-    def _per_sentence(self, tensor: torch.Tensor) -> tuple[torch.Tensor | None, Sequence[int]]:
-        """A [batch, tokens, features] view of ``tensor`` when its leading dims are the batch."""
+    def _per_sentence(self, tensor: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
+        """A [batch, tokens, features] view of ``tensor``, and whether it splits the batch.
+
+        When the leading dims are the batch's [batch, tokens] (or flattened to
+        batch*tokens), each sentence is a slice. A single sentence is viewed as
+        rows of its last dim. A padded batch whose output has another layout has
+        no per-sentence view (None).
+        """
         layout = self._layout
-        if layout is None:
-            return tensor.reshape(1, 1, -1), (1,)
-        b, t = layout.batch, layout.tokens
         shape = tuple(tensor.shape)
-        if len(shape) >= 2 and shape[:2] == (b, t):
-            return tensor.reshape(b, t, -1), layout.lengths
-        if len(shape) >= 1 and shape[0] == b * t:
-            return tensor.reshape(b, t, -1), layout.lengths
-        if b == 1:
-            return tensor.reshape(1, 1, -1), (1,)
-        return None, ()
+        if layout is not None:
+            b, t = layout.batch, layout.tokens
+            if len(shape) >= 2 and shape[:2] == (b, t):
+                return tensor.reshape(b, t, -1), True
+            if len(shape) >= 1 and shape[0] == b * t:
+                return tensor.reshape(b, t, -1), True
+            if b > 1:
+                return None, False
+        if tensor.numel() == 0 or tensor.dim() == 0:
+            return tensor.reshape(1, -1, 1), False
+        return tensor.reshape(1, -1, shape[-1]), False
+
+    def _partials_of(self, tensor: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """Per-token partials, reused when a parent returns its child's very tensor.
+
+        (``self_attn`` returns ``out_proj``'s output, the decoder its final norm's, the
+        model its head's logits.) A weak reference proves the tensor is the same
+        object, not a new one at a reused address, and keeps nothing alive.
+        """
+        seen = self._seen.get(id(tensor))
+        if seen is not None and seen[0]() is tensor and seen[1].shape[:2] == view.shape[:2]:
+            return seen[1]
+        partials = token_partials(view, self._scratch)
+        self._seen[id(tensor)] = (weakref.ref(tensor), partials)
+        return partials
 
     def _weight_device(self, name: str, weight: torch.Tensor) -> str:
         """The weight's device; for accelerate-offloaded weights (on meta), their home."""
@@ -214,22 +238,46 @@ class Capture:
         return str(weight.device)
 
     # -- results ---------------------------------------------------------
+    def _combine_all(self, batch: int) -> dict[int, list[TensorStats]]:
+        """Every call's statistics, combined a group of same-shaped calls at a time.
+
+        One host transfer per device at the end; calls whose output does not
+        split into this batch's sentences get none.
+        """
+        groups: dict[tuple[Any, ...], list[_Call]] = {}
+        for c in self._calls:
+            if c.partials is not None:
+                key = (tuple(c.partials.shape), c.partials.device, id(c.valid))
+                groups.setdefault(key, []).append(c)
+        matrices: list[torch.Tensor] = []
+        owners: list[_Call] = []
+        for calls in groups.values():
+            stacked = torch.stack([c.partials for c in calls])
+            matrices.append(combine_partials(stacked, calls[0].valid).reshape(-1, 9))
+            owners.extend(calls)
+        rows = finalize_stats(matrices)
+        width = {id(c): c.partials.shape[0] for c in owners}
+        out: dict[int, list[TensorStats]] = {}
+        position = 0
+        for c in owners:
+            n = width[id(c)]
+            stats = rows[position : position + n]
+            position += n
+            out[id(c)] = stats if n == batch else []
+        return out
+
     def collect(self) -> list[list[ModuleRecord]]:
         """Records of the last forward pass, one list per sentence, in execution order.
 
         Statistics of every module come to the host in one transfer.
         """
         batch = self._layout.batch if self._layout is not None else 1
-        with_stats = [c for c in self._calls if c.stats is not None]
-        flat = finalize_stats([row for c in with_stats for row in c.stats]) if with_stats else []
-        per_call: dict[int, list[Any]] = {}
-        for i, c in enumerate(with_stats):
-            per_call[id(c)] = flat[i * batch : (i + 1) * batch]
+        per_call = self._combine_all(batch)
         sentences: list[list[ModuleRecord]] = [[] for _ in range(batch)]
         for index, c in enumerate(self._calls):
             weight = getattr(c.module, "weight", None)
             has_weight = isinstance(weight, torch.Tensor)
-            stats = per_call.get(id(c))
+            stats = per_call.get(id(c)) or None
             for b in range(batch):
                 sentences[b].append(
                     ModuleRecord(

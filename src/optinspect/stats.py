@@ -1,4 +1,19 @@
-"""Tensor -> summary statistics, reduced on the tensor's own device with no host sync."""
+"""Tensor -> summary statistics, reduced on the tensor's own device with no host sync.
+
+Work is split in two steps so that the hook of each module stays cheap:
+
+1. ``token_partials`` reduces a [batch, tokens, features] output over its
+   features only, giving a small [batch, tokens, 8] float64 tensor of partial
+   results per token (see PARTIALS). This is the only full pass over the data.
+2. ``combine_partials`` merges the partials of many modules at once over each
+   sentence's real tokens (padding excluded), giving the statistics in
+   STAT_NAMES order. It runs once per batch, not once per module.
+
+mean, std (population), min, max, absmax and rms are over the finite elements
+and are NaN (undefined) when there are none; zeros is the fraction of elements
+exactly zero; nan and inf are counts. Elements are read in float32; partials
+are combined in float64.
+"""
 
 from __future__ import annotations
 
@@ -6,81 +21,212 @@ import torch
 
 from .records import STAT_NAMES, TensorStats
 
-__all__ = ["STAT_NAMES", "finalize_stats", "summarize_batch", "summarize_tensor"]
+__all__ = [
+    "PARTIALS",
+    "STAT_NAMES",
+    "Scratch",
+    "combine_partials",
+    "finalize_stats",
+    "summarize_batch",
+    "summarize_tensor",
+    "token_partials",
+]
+
+#: Channels of a token's partial results, all float64. m2 is the sum of squared
+#: deviations from the token's own mean, so variances combine without cancellation.
+PARTIALS = ("sum", "m2", "min", "max", "zeros", "elements", "finite", "nan")
+
+
+#: Below this share of the sum of squares, a token's variance is measured from centred values.
+_CANCELLATION = 1e-3
+
+
+class Scratch:
+    """A reusable float32 buffer, so the per-token passes allocate nothing per module."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[torch.device, torch.Tensor] = {}
+
+    def like(self, x: torch.Tensor) -> torch.Tensor:
+        buffer = self._buffers.get(x.device)
+        if buffer is None or buffer.numel() < x.numel():
+            buffer = torch.empty(x.numel(), dtype=torch.float32, device=x.device)
+            self._buffers[x.device] = buffer
+        return buffer[: x.numel()].view(x.shape)
+
+
+def token_partials(values: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
+    """Reduce ``values`` [B, T, F] over F to float64 partials [B, T, len(PARTIALS)].
+
+    On the CPU a fast path uses float32 reductions over a reused buffer (sum,
+    min, max, squared deviations from the token mean, a nonzero count) and
+    checks on the host, at no cost there, that every token came out finite; a
+    token holding NaN or Inf sends the tensor down the exact path, which masks
+    non-finite elements. CUDA tensors always take the exact path, which needs
+    no host synchronisation.
+    """
+    x = values.detach()
+    if x.dtype != torch.float32:
+        x = x.to(torch.float32)
+    batch, tokens, features = x.shape
+    if x.numel() == 0:
+        return _empty_partials(batch, tokens, features, x.device)
+    if x.device.type == "cpu":
+        fast = _fast_partials(x, scratch or Scratch())
+        if fast is not None:
+            return fast
+    return _exact_partials(x)
+
+
+def _fast_partials(x: torch.Tensor, scratch: Scratch) -> torch.Tensor | None:
+    features = x.shape[2]
+    sign = torch.sign(x, out=scratch.like(x))
+    head = torch.stack(
+        [
+            x.sum(dim=2),
+            torch.linalg.vector_norm(x, dim=2),
+            x.amin(dim=2),
+            x.amax(dim=2),
+            torch.linalg.vector_norm(sign, dim=2),  # sqrt of the count of nonzeros
+        ],
+        dim=2,
+    )
+    # Finite sums, norms and extremes for every token mean no NaN or Inf anywhere
+    # and no float32 overflow; a tensor that fails this goes to the exact path.
+    if not bool(torch.isfinite(head).all()):
+        return None
+    head = head.to(torch.float64)
+    total, norm, lo, hi, root_nonzero = head.unbind(2)
+    m2 = norm.square() - total.square() / features
+    # The float32 sum of squares is good to ~1e-6; when the deviations from the
+    # token mean are a small part of it, measure them directly instead.
+    if bool((m2 < _CANCELLATION * norm.square()).any()):
+        centred = torch.sub(x, (total / features).to(x.dtype)[:, :, None], out=scratch.like(x))
+        m2 = torch.linalg.vector_norm(centred, dim=2).to(torch.float64).square()
+    count = torch.full_like(total, float(features))
+    return torch.stack(
+        [
+            total,
+            m2.clamp(min=0.0),
+            lo,
+            hi,
+            count - root_nonzero.square().round(),
+            count,
+            count,
+            torch.zeros_like(count),
+        ],
+        dim=2,
+    )
+
+
+def _exact_partials(x: torch.Tensor) -> torch.Tensor:
+    features = x.shape[2]
+    finite = torch.isfinite(x)
+    n_finite = finite.sum(dim=2).to(torch.float64)
+    clean = torch.where(finite, x, 0.0)
+    total = clean.sum(dim=2, dtype=torch.float64)
+    token_mean = torch.where(n_finite > 0, total / n_finite.clamp(min=1), 0.0)
+    deviation = torch.where(finite, x.to(torch.float64) - token_mean[:, :, None], 0.0)
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    count = torch.full(x.shape[:2], float(features), dtype=torch.float64, device=x.device)
+    return torch.stack(
+        [
+            total,
+            torch.linalg.vector_norm(deviation, dim=2).square(),
+            torch.where(finite, x, inf).amin(dim=2).to(torch.float64),
+            torch.where(finite, x, -inf).amax(dim=2).to(torch.float64),
+            (x == 0).sum(dim=2).to(torch.float64),
+            count,
+            n_finite,
+            torch.isnan(x).sum(dim=2).to(torch.float64),
+        ],
+        dim=2,
+    )
+
+
+def _empty_partials(batch: int, tokens: int, features: int, device: torch.device) -> torch.Tensor:
+    # A zero-token tensor still gets one (empty) row, so every reduction has something to reduce.
+    rows = max(tokens, 1)
+    partials = torch.zeros(batch, rows, len(PARTIALS), dtype=torch.float64, device=device)
+    partials[..., 2] = float("inf")
+    partials[..., 3] = float("-inf")
+    return partials
+
+
+def combine_partials(partials: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Merge [..., B, T, len(PARTIALS)] partials over T into [..., B, len(STAT_NAMES)].
+
+    ``valid`` [B, T] marks real tokens; padding positions are left out.
+    """
+    p = partials
+    if valid is not None:
+        keep = valid.to(device=p.device, dtype=torch.bool)
+        fill = torch.tensor(
+            [0.0, 0.0, float("inf"), float("-inf"), 0.0, 0.0, 0.0, 0.0],
+            dtype=p.dtype,
+            device=p.device,
+        )
+        p = torch.where(keep[..., None], p, fill)
+    total, _, _, _, zeros, elements, finite, nan = p.sum(dim=-2).unbind(-1)
+    lo = p[..., 2].amin(dim=-1)
+    hi = p[..., 3].amax(dim=-1)
+    mean = total / finite
+    # Chan et al.'s parallel variance: within-token deviations plus the spread of
+    # the token means around the overall mean.
+    token_finite = p[..., 6]
+    token_mean = torch.where(token_finite > 0, p[..., 0] / token_finite.clamp(min=1), 0.0)
+    spread = token_finite * (token_mean - mean[..., None]).square()
+    variance = (p[..., 1].sum(dim=-1) + spread.sum(dim=-1)) / finite
+    std = torch.sqrt(variance)
+    rms = torch.sqrt(variance + mean * mean)
+    none_finite = finite == 0
+    lo = torch.where(none_finite, torch.nan, lo)
+    hi = torch.where(none_finite, torch.nan, hi)
+    return torch.stack(
+        [
+            mean,
+            std,
+            lo,
+            hi,
+            torch.maximum(lo.abs(), hi.abs()),
+            rms,
+            zeros / elements,
+            nan,
+            elements - finite - nan,
+        ],
+        dim=-1,
+    )
 
 
 def summarize_batch(values: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Reduce ``values`` of shape [B, T, F] to a float64 [B, len(STAT_NAMES)] matrix.
-
-    Row b summarizes ``values[b]`` over the token positions where ``valid[b]``
-    (shape [B, T], bool) is true, so padding never enters a sentence's
-    statistics. The work stays on the tensor's device and never calls
-    ``.item()``: callers collect many results and move them to the host at once.
-    Elements are read in float32; sums accumulate in float64. mean, std
-    (population), min, max, absmax and rms are over finite elements and are
-    NaN when there is none; zeros is a fraction, nan and inf are counts.
-    """
-    x = values.detach().to(torch.float32)
-    batch, tokens, features = x.shape
-    dims = (1, 2)
-    if x.numel() == 0:
-        undefined = torch.full((batch, 7), float("nan"), dtype=torch.float64, device=x.device)
-        return torch.cat(
-            [undefined, torch.zeros(batch, 2, dtype=torch.float64, device=x.device)], 1
-        )
-
-    finite = torch.isfinite(x)
-    is_nan = torch.isnan(x)
-    is_zero = x == 0
-    if valid is None:
-        count = torch.full((batch,), float(tokens * features), dtype=torch.float64, device=x.device)
-    else:
-        keep = valid.to(device=x.device, dtype=torch.bool)[:, :, None]
-        finite = finite & keep
-        is_nan = is_nan & keep
-        is_zero = is_zero & keep
-        count = keep.sum(dim=(1, 2), dtype=torch.float64) * features
-
-    n_finite = finite.sum(dim=dims, dtype=torch.float64)
-    n_nan = is_nan.sum(dim=dims, dtype=torch.float64)
-    n_inf = count - n_finite - n_nan
-    zeros = is_zero.sum(dim=dims, dtype=torch.float64) / count
-
-    clean = torch.where(finite, x, 0.0)
-    # Both sums read float32 and accumulate in float64, so neither overflows nor
-    # loses the small terms; the variance comes from them without a centred pass.
-    mean = clean.sum(dim=dims, dtype=torch.float64) / n_finite
-    sum_sq = torch.linalg.vector_norm(clean, ord=2, dim=dims, dtype=torch.float64).square()
-    mean_sq = sum_sq / n_finite
-    std = torch.sqrt(torch.clamp(mean_sq - mean * mean, min=0.0))
-    rms = torch.sqrt(mean_sq)
-
-    inf = torch.tensor(float("inf"), dtype=torch.float32, device=x.device)
-    lo = torch.where(finite, x, inf).amin(dim=dims).to(torch.float64)
-    hi = torch.where(finite, x, -inf).amax(dim=dims).to(torch.float64)
-    # With no finite value lo/hi stay at +/-inf; mark them undefined like the rest.
-    none_finite = n_finite == 0
-    lo = torch.where(none_finite, torch.nan, lo)
-    hi = torch.where(none_finite, torch.nan, hi)
-    absmax = torch.maximum(lo.abs(), hi.abs())
-    return torch.stack([mean, std, lo, hi, absmax, rms, zeros, n_nan, n_inf], dim=1)
+    """Statistics of ``values`` [B, T, F] per sentence b, over its ``valid`` tokens: [B, 9]."""
+    return combine_partials(token_partials(values), valid)
 
 
 def summarize_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """Reduce a whole tensor of any shape to a float64 vector in STAT_NAMES order."""
-    return summarize_batch(tensor.reshape(1, 1, -1))[0]
+    if tensor.numel() == 0:
+        rows = tensor.reshape(1, 0, 1)
+    elif tensor.dim() == 0:
+        rows = tensor.reshape(1, 1, 1)
+    else:
+        rows = tensor.reshape(1, -1, tensor.shape[-1])
+    return summarize_batch(rows)[0]
 
 
-def finalize_stats(vectors: list[torch.Tensor]) -> list[TensorStats]:
-    """Move many statistic vectors to the host in one transfer per device."""
-    if not vectors:
+def finalize_stats(matrices: list[torch.Tensor]) -> list[TensorStats]:
+    """Rows of many [k, 9] (or [9]) statistic tensors; one host transfer per device."""
+    if not matrices:
         return []
+    flat = [m.reshape(-1, len(STAT_NAMES)) for m in matrices]
     by_device: dict[torch.device, list[int]] = {}
-    for i, v in enumerate(vectors):
-        by_device.setdefault(v.device, []).append(i)
-    rows: list[list[float]] = [[] for _ in vectors]
+    for i, m in enumerate(flat):
+        by_device.setdefault(m.device, []).append(i)
+    host: list[list[list[float]]] = [[] for _ in flat]
     for indices in by_device.values():
-        host = torch.stack([vectors[i] for i in indices]).cpu().tolist()
-        for i, values in zip(indices, host, strict=True):
-            rows[i] = values
-    return [TensorStats.from_values(r) for r in rows]
+        rows = torch.cat([flat[i] for i in indices]).cpu().tolist()
+        start = 0
+        for i in indices:
+            host[i] = rows[start : start + flat[i].shape[0]]
+            start += flat[i].shape[0]
+    return [TensorStats.from_values(row) for rows in host for row in rows]
