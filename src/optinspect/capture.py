@@ -14,12 +14,12 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import torch
 from torch import nn
 
+from .hooks import HookGroup
 from .placement import placement_of
 from .records import ModuleRecord, TensorStats
 from .selection import layer_of
@@ -89,7 +89,7 @@ class _Call:
     finished: int = -1
 
 
-class Capture:
+class Capture(HookGroup):
     """Records every call of the named modules during the forward passes in its block."""
 
     def __init__(
@@ -100,13 +100,13 @@ class Capture:
         stats: bool = True,
         sink: TensorSink | None = None,
     ) -> None:
+        super().__init__()
         modules = dict(model.named_modules())
         self._targets = [(name, modules[name]) for name in names]
         self._stats = stats
         self._sink = sink
         self._scratch = Scratch()
         self._device_map = getattr(model, "hf_device_map", None)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._layout: BatchLayout | None = None
         self._first_index = 0
         self._reset()
@@ -119,29 +119,11 @@ class Capture:
         self._depth = 0
         self._finished = 0
 
-    # -- context manager -------------------------------------------------
-    def __enter__(self) -> Capture:
-        try:
-            for name, module in self._targets:
-                self._handles.append(module.register_forward_pre_hook(self._make_pre(name)))
-                self._handles.append(module.register_forward_hook(self._make_post(name)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this capture registered; safe to call twice."""
-        while self._handles:
-            self._handles.pop().remove()
+    # -- hooks -----------------------------------------------------------
+    def _register(self) -> None:
+        for name, module in self._targets:
+            self._keep(module.register_forward_pre_hook(self._make_pre(name)))
+            self._keep(module.register_forward_hook(self._make_post(name)))
 
     def begin(self, layout: BatchLayout | None, first_index: int = 0) -> None:
         """Start a new forward pass; ``layout`` None means one unpadded input.

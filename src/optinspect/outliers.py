@@ -38,7 +38,6 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
-from types import TracebackType
 from typing import Any
 
 import torch
@@ -46,6 +45,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from .errors import UsageError
+from .hooks import HookGroup
 from .loading import LoadedModel
 from .selection import layer_of
 from .tracing import encode
@@ -193,7 +193,7 @@ class _Tally:
     counts: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
-class OutlierCounter:
+class OutlierCounter(HookGroup):
     """Counts, per module, where its input reaches the threshold, in one ``with`` block.
 
     Pre-hooks exist only inside the block and are removed on every path.
@@ -201,37 +201,18 @@ class OutlierCounter:
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], default: float) -> None:
+        super().__init__()
         modules = dict(model.named_modules())
         self._tallies = [
             _Tally(name, modules[name], *module_threshold(modules[name], default)) for name in names
         ]
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._valid: torch.Tensor | None = None
         self._real_tokens = 0
         self._started = 0
 
-    def __enter__(self) -> OutlierCounter:
-        try:
-            for tally in self._tallies:
-                hook = self._make_hook(tally)
-                self._handles.append(tally.module.register_forward_pre_hook(hook))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this counter registered; safe to call twice."""
-        while self._handles:
-            self._handles.pop().remove()
+    def _register(self) -> None:
+        for tally in self._tallies:
+            self._keep(tally.module.register_forward_pre_hook(self._make_hook(tally)))
 
     def begin(self, valid: torch.Tensor | None, real_tokens: int) -> None:
         """Start a forward pass with ``real_tokens`` real tokens.

@@ -9,53 +9,36 @@ Nothing comes to the host until ``summary()``.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import torch
 from torch import nn
 
 from .capture import BatchLayout
+from .hooks import HookGroup
 from .records import LayerSparsity
 
 __all__ = ["FfnSparsity", "LayerSparsity"]
 
 
-class FfnSparsity:
+class FfnSparsity(HookGroup):
     """Hooks every ``model.decoder.layers.N.activation_fn`` inside its ``with`` block."""
 
     def __init__(self, model: nn.Module) -> None:
+        super().__init__()
         self._targets = [
             (int(name.split(".")[3]), module)
             for name, module in model.named_modules()
             if name.startswith("model.decoder.layers.") and name.endswith(".activation_fn")
         ]
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._layout: BatchLayout | None = None
         self._nonzero: dict[int, torch.Tensor] = {}
         self._alive: dict[int, torch.Tensor] = {}
         self._tokens = 0
 
-    def __enter__(self) -> FfnSparsity:
-        try:
-            for layer, module in self._targets:
-                self._handles.append(module.register_forward_hook(self._make_hook(layer)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
+    def _register(self) -> None:
+        for layer, module in self._targets:
+            self._keep(module.register_forward_hook(self._make_hook(layer)))
 
     def begin(self, layout: BatchLayout | None, tokens: int) -> None:
         """Start a batch of ``tokens`` real (unpadded) tokens laid out as ``layout``."""
