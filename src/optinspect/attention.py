@@ -164,11 +164,7 @@ def compute_attention(
         sink = sink_mass(weights).tolist()
         matrix = tuple(tuple(_finite(v) for v in row) for row in shown.tolist())
     return AttentionResult(
-        model=loaded.name,
-        quant=loaded.quant,
-        device=loaded.device,
-        dtype=loaded.dtype_name,
-        random_weights=loaded.random_weights,
+        **loaded.describe(),
         text=text,
         tokens=tuple(tokens),
         layer=index,

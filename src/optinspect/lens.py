@@ -207,11 +207,7 @@ def compute_lens(
         )
         final = _predictions(output.logits[0], top_k, loaded.tokenizer)
     return LensResult(
-        model=loaded.name,
-        quant=loaded.quant,
-        device=loaded.device,
-        dtype=loaded.dtype_name,
-        random_weights=loaded.random_weights,
+        **loaded.describe(),
         text=text,
         tokens=tuple(tokens),
         top_k=top_k,

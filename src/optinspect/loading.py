@@ -82,6 +82,16 @@ class LoadedModel:
     def dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
 
+    def describe(self) -> dict[str, Any]:
+        """The fields every result record carries about its model, as keyword arguments."""
+        return {
+            "model": self.name,
+            "quant": self.quant,
+            "device": self.device,
+            "dtype": self.dtype_name,
+            "random_weights": self.random_weights,
+        }
+
     @property
     def max_positions(self) -> int:
         return int(self.model.config.max_position_embeddings)

@@ -328,11 +328,7 @@ def find_outliers(
     if sentences == 0:
         raise UsageError("the input holds no sentences: give at least one line of text")
     return OutlierResult(
-        model=loaded.name,
-        quant=loaded.quant,
-        device=loaded.device,
-        dtype=loaded.dtype_name,
-        random_weights=loaded.random_weights,
+        **loaded.describe(),
         threshold=threshold,
         num_layers=loaded.num_layers,
         sentences=sentences,

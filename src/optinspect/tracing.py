@@ -111,11 +111,7 @@ def iter_trace(
             sentences = zip(batch, encoded, cap.collect(), strict=True)
             for position, (text, tokens, records) in enumerate(sentences):
                 yield TraceResult(
-                    model=loaded.name,
-                    quant=loaded.quant,
-                    device=loaded.device,
-                    dtype=loaded.dtype_name,
-                    random_weights=loaded.random_weights,
+                    **loaded.describe(),
                     text=text,
                     tokens=tuple(tokens),
                     modules=tuple(records),
