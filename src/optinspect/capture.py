@@ -23,7 +23,7 @@ from .hooks import HookGroup
 from .placement import placement_of
 from .records import ModuleRecord, TensorStats
 from .selection import layer_of
-from .stats import Scratch, combine_partials, finalize_stats, token_partials
+from .stats import Scratch, TokenPartials, finalize_stats, merge_partials, token_partials
 
 __all__ = ["BatchLayout", "Capture", "TensorSink", "capture", "main_tensor"]
 
@@ -84,7 +84,7 @@ class _Call:
     dtype: str | None = None
     device: str | None = None
     shapes: list[tuple[int, ...]] | None = None  # per sentence, as if run alone
-    partials: torch.Tensor | None = None  # [batch, tokens, len(PARTIALS)] on the output's device
+    partials: TokenPartials | None = None  # per token, on the output's device
     valid: torch.Tensor | None = None  # [batch, tokens] real tokens, None when none is padding
     finished: int = -1
 
@@ -115,7 +115,7 @@ class Capture(HookGroup):
         self._calls: list[_Call] = []
         self._open: dict[str, list[_Call]] = {}
         self._counts: dict[str, int] = {}
-        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
+        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], TokenPartials]] = {}
         self._depth = 0
         self._finished = 0
 
@@ -197,7 +197,7 @@ class Capture(HookGroup):
             return tensor.reshape(1, -1, 1), False
         return tensor.reshape(1, -1, shape[-1]), False
 
-    def _partials_of(self, tensor: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+    def _partials_of(self, tensor: torch.Tensor, view: torch.Tensor) -> TokenPartials:
         """Per-token partials, reused when a parent returns its child's very tensor.
 
         (``self_attn`` returns ``out_proj``'s output, the decoder its final norm's, the
@@ -205,7 +205,7 @@ class Capture(HookGroup):
         object, not a new one at a reused address, and keeps nothing alive.
         """
         seen = self._seen.get(id(tensor))
-        if seen is not None and seen[0]() is tensor and seen[1].shape[:2] == view.shape[:2]:
+        if seen is not None and seen[0]() is tensor and seen[1].values.shape[:2] == view.shape[:2]:
             return seen[1]
         partials = token_partials(view, self._scratch)
         self._seen[id(tensor)] = (weakref.ref(tensor), partials)
@@ -229,16 +229,17 @@ class Capture(HookGroup):
         groups: dict[tuple[Any, ...], list[_Call]] = {}
         for c in self._calls:
             if c.partials is not None:
-                key = (tuple(c.partials.shape), c.partials.device, id(c.valid))
+                values = c.partials.values
+                key = (tuple(values.shape[:2]), values.device, id(c.valid))
                 groups.setdefault(key, []).append(c)
         matrices: list[torch.Tensor] = []
         owners: list[_Call] = []
         for calls in groups.values():
-            stacked = torch.stack([c.partials for c in calls])
-            matrices.append(combine_partials(stacked, calls[0].valid).reshape(-1, 9))
+            merged = merge_partials([c.partials for c in calls], calls[0].valid)
+            matrices.append(merged.reshape(-1, 9))
             owners.extend(calls)
         rows = finalize_stats(matrices)
-        width = {id(c): c.partials.shape[0] for c in owners}
+        width = {id(c): c.partials.values.shape[0] for c in owners}
         out: dict[int, list[TensorStats]] = {}
         position = 0
         for c in owners:

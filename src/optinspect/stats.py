@@ -17,6 +17,9 @@ are combined in float64.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from .records import STAT_NAMES, TensorStats
@@ -25,8 +28,11 @@ __all__ = [
     "PARTIALS",
     "STAT_NAMES",
     "Scratch",
+    "TokenPartials",
     "combine_partials",
+    "expand_partials",
     "finalize_stats",
+    "merge_partials",
     "summarize_batch",
     "summarize_tensor",
     "token_partials",
@@ -37,12 +43,8 @@ __all__ = [
 PARTIALS = ("sum", "m2", "min", "max", "zeros", "elements", "finite", "nan")
 
 
-#: Below this share of the sum of squares, a token's variance is measured from centred values.
-_CANCELLATION = 1e-3
-
-
 class Scratch:
-    """A reusable float32 buffer, so the per-token passes allocate nothing per module."""
+    """Reusable buffers, so the per-token passes allocate little per module."""
 
     def __init__(self) -> None:
         self._buffers: dict[torch.device, torch.Tensor] = {}
@@ -55,68 +57,85 @@ class Scratch:
         return buffer[: x.numel()].view(x.shape)
 
 
-def token_partials(values: torch.Tensor, scratch: Scratch | None = None) -> torch.Tensor:
-    """Reduce ``values`` [B, T, F] over F to float64 partials [B, T, len(PARTIALS)].
+@dataclass(frozen=True)
+class TokenPartials:
+    """One output's per-token partial results, before they are merged over tokens.
 
-    On the CPU a fast path uses float32 reductions over a reused buffer (sum,
-    min, max, squared deviations from the token mean, a nonzero count) and
+    ``values`` is either the fast form, float32 [B, T, 5] (sum, root of the
+    squared deviations from the token mean, min, max, root of the nonzero
+    count), or the exact form, float64 [B, T, len(PARTIALS)].
+    """
+
+    values: torch.Tensor
+    features: int
+    exact: bool
+
+
+def token_partials(values: torch.Tensor, scratch: Scratch | None = None) -> TokenPartials:
+    """Reduce ``values`` [B, T, F] over F, one pass per statistic.
+
+    On the CPU a fast path uses float32 reductions over a reused buffer and
     checks on the host, at no cost there, that every token came out finite; a
-    token holding NaN or Inf sends the tensor down the exact path, which masks
-    non-finite elements. CUDA tensors always take the exact path, which needs
-    no host synchronisation.
+    token holding NaN or Inf (or a float32 overflow) sends the tensor down the
+    exact path, which masks non-finite elements and works in float64. CUDA
+    tensors always take the exact path, which needs no host synchronisation.
     """
     x = values.detach()
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
     batch, tokens, features = x.shape
     if x.numel() == 0:
-        return _empty_partials(batch, tokens, features, x.device)
+        return TokenPartials(_empty_partials(batch, tokens, x.device), features, exact=True)
     if x.device.type == "cpu":
         fast = _fast_partials(x, scratch or Scratch())
         if fast is not None:
-            return fast
-    return _exact_partials(x)
+            return TokenPartials(fast, features, exact=False)
+    return TokenPartials(_exact_partials(x), features, exact=True)
 
 
-def _fast_partials(x: torch.Tensor, scratch: Scratch) -> torch.Tensor | None:
-    features = x.shape[2]
-    sign = torch.sign(x, out=scratch.like(x))
-    head = torch.stack(
-        [
-            x.sum(dim=2),
-            torch.linalg.vector_norm(x, dim=2),
-            x.amin(dim=2),
-            x.amax(dim=2),
-            torch.linalg.vector_norm(sign, dim=2),  # sqrt of the count of nonzeros
-        ],
-        dim=2,
-    )
-    # Finite sums, norms and extremes for every token mean no NaN or Inf anywhere
-    # and no float32 overflow; a tensor that fails this goes to the exact path.
-    if not bool(torch.isfinite(head).all()):
-        return None
-    head = head.to(torch.float64)
-    total, norm, lo, hi, root_nonzero = head.unbind(2)
-    m2 = norm.square() - total.square() / features
-    # The float32 sum of squares is good to ~1e-6; when the deviations from the
-    # token mean are a small part of it, measure them directly instead.
-    if bool((m2 < _CANCELLATION * norm.square()).any()):
-        centred = torch.sub(x, (total / features).to(x.dtype)[:, :, None], out=scratch.like(x))
-        m2 = torch.linalg.vector_norm(centred, dim=2).to(torch.float64).square()
-    count = torch.full_like(total, float(features))
+def expand_partials(heads: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Fast-form partials [..., B, T, 5] (float32) -> exact form [..., B, T, 8] (float64).
+
+    ``features`` holds each output's F, broadcastable to [..., B, T]. Done once
+    for many modules, so the hooks stay at a few reductions each.
+    """
+    h = heads.to(torch.float64)
+    count = features.to(torch.float64).expand(h.shape[:-1])
     return torch.stack(
         [
-            total,
-            m2.clamp(min=0.0),
-            lo,
-            hi,
-            count - root_nonzero.square().round(),
+            h[..., 0],
+            h[..., 1].square(),
+            h[..., 2],
+            h[..., 3],
+            count - h[..., 4].square().round(),  # a sign's norm is sqrt(nonzero count)
             count,
             count,
             torch.zeros_like(count),
         ],
+        dim=-1,
+    )
+
+
+def _fast_partials(x: torch.Tensor, scratch: Scratch) -> torch.Tensor | None:
+    features = x.shape[2]
+    total = x.sum(dim=2)
+    buffer = scratch.like(x)
+    centred = torch.sub(x, (total / features)[:, :, None], out=buffer)
+    head = torch.stack(
+        [
+            total,
+            torch.linalg.vector_norm(centred, dim=2),
+            x.amin(dim=2),
+            x.amax(dim=2),
+            torch.linalg.vector_norm(torch.sign(x, out=buffer), dim=2),
+        ],
         dim=2,
     )
+    # A finite total of every token's sums, norms and extremes means no NaN or
+    # Inf anywhere and no float32 overflow; otherwise the exact path decides.
+    if not math.isfinite(float(head.sum())):
+        return None
+    return head
 
 
 def _exact_partials(x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +163,7 @@ def _exact_partials(x: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _empty_partials(batch: int, tokens: int, features: int, device: torch.device) -> torch.Tensor:
+def _empty_partials(batch: int, tokens: int, device: torch.device) -> torch.Tensor:
     # A zero-token tensor still gets one (empty) row, so every reduction has something to reduce.
     rows = max(tokens, 1)
     partials = torch.zeros(batch, rows, len(PARTIALS), dtype=torch.float64, device=device)
@@ -198,9 +217,26 @@ def combine_partials(partials: torch.Tensor, valid: torch.Tensor | None = None) 
     )
 
 
+def merge_partials(
+    partials: list[TokenPartials], valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Statistics [len(partials), B, 9] of same-shaped [B, T] partials, over ``valid`` tokens."""
+    fast = [i for i, p in enumerate(partials) if not p.exact]
+    exact = [i for i, p in enumerate(partials) if p.exact]
+    full: list[torch.Tensor | None] = [None] * len(partials)
+    if fast:
+        heads = torch.stack([partials[i].values for i in fast])
+        features = torch.tensor([partials[i].features for i in fast], device=heads.device)
+        for i, expanded in zip(fast, expand_partials(heads, features[:, None, None]), strict=True):
+            full[i] = expanded
+    for i in exact:
+        full[i] = partials[i].values
+    return combine_partials(torch.stack(full), valid)  # type: ignore[arg-type]
+
+
 def summarize_batch(values: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Statistics of ``values`` [B, T, F] per sentence b, over its ``valid`` tokens: [B, 9]."""
-    return combine_partials(token_partials(values), valid)
+    return merge_partials([token_partials(values)], valid)[0]
 
 
 def summarize_tensor(tensor: torch.Tensor) -> torch.Tensor:
