@@ -135,3 +135,29 @@ def test_statistics_equal_a_float64_reference_on_any_tensor(values: np.ndarray) 
             # squares of values below ~1e-19 underflow to zero.
             scale = abs(ref["absmax"] or 0.0)
             assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6 * scale + 1e-18), key
+
+
+def test_large_outputs_with_near_constant_tokens_keep_their_precision() -> None:
+    # Above the direct-centring size, variances come from sums of squares unless
+    # float32 could not resolve them; a near-constant token must still be exact.
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 64, 4096, generator=g)
+    x[0, 3] = 1000.0 + 1e-3 * torch.randn(4096, generator=g)
+    x[0, 5] = 7.0
+    assert x.numel() > 1 << 17
+    rows = finalize_stats(list(summarize_batch(x)))
+    assert_matches(rows[0], reference(x))
+    offset = 1000.0 + 1e-3 * torch.randn(1, 64, 4096, generator=g)
+    stats = finalize_stats(list(summarize_batch(offset)))[0]
+    assert stats.std == pytest.approx(float(offset.double().std(correction=0)), rel=1e-3)
+    constant = finalize_stats(list(summarize_batch(torch.full((1, 64, 4096), 7.0))))[0]
+    assert constant.std == 0.0 and constant.mean == 7.0
+
+
+def test_large_output_with_nan_takes_the_exact_path() -> None:
+    x = torch.randn(1, 64, 4096)
+    x[0, 10, 7] = float("nan")
+    x[0, 11, 8] = float("-inf")
+    stats = finalize_stats(list(summarize_batch(x)))[0]
+    assert (stats.nan, stats.inf) == (1, 1)
+    assert_matches(stats, reference(x))

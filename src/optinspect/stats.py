@@ -43,6 +43,12 @@ __all__ = [
 PARTIALS = ("sum", "m2", "min", "max", "zeros", "elements", "finite", "nan")
 
 
+#: Outputs up to this many elements are centred directly: cheaper than the checks.
+_CENTRE_BELOW = 1 << 17
+#: Below this share of the sum of squares, float32 cannot resolve the deviations.
+_CANCELLATION = 1e-3
+
+
 class Scratch:
     """Reusable buffers, so the per-token passes allocate little per module."""
 
@@ -120,11 +126,25 @@ def _fast_partials(x: torch.Tensor, scratch: Scratch) -> torch.Tensor | None:
     features = x.shape[2]
     total = x.sum(dim=2)
     buffer = scratch.like(x)
-    centred = torch.sub(x, (total / features)[:, :, None], out=buffer)
+    if x.numel() <= _CENTRE_BELOW:
+        m2_root = torch.linalg.vector_norm(
+            torch.sub(x, (total / features)[:, :, None], out=buffer), dim=2
+        )
+    else:
+        # Large outputs skip the centring pass: the squared deviations come from
+        # the sum of squares, unless they are too small a part of it to survive
+        # float32 rounding (a near-constant token), which is then centred.
+        square = torch.linalg.vector_norm(x, dim=2).square()
+        m2 = square - total.square() / features
+        if bool((m2 < _CANCELLATION * square).any()):
+            centred = torch.sub(x, (total / features)[:, :, None], out=buffer)
+            m2_root = torch.linalg.vector_norm(centred, dim=2)
+        else:
+            m2_root = m2.sqrt()
     head = torch.stack(
         [
             total,
-            torch.linalg.vector_norm(centred, dim=2),
+            m2_root,
             x.amin(dim=2),
             x.amax(dim=2),
             torch.linalg.vector_norm(torch.sign(x, out=buffer), dim=2),
