@@ -53,3 +53,17 @@ def test_dry_run_table_has_no_statistics_columns(cli) -> None:
     assert result.code == 0, result.err
     assert "dry run: meta device, no weights, no statistics" in result.out
     assert "absmax" not in result.out and "model.decoder.layers.0.fc1" in result.out
+
+
+def test_dry_run_of_the_largest_family_member(cli) -> None:
+    # Stops after layer 0: the other 95 layers cannot change its shapes.
+    result = cli(
+        "trace", "--model", "facebook/opt-175b", "--dry-run", "--tokens", "4", "--layer", "0",
+        "-f", "json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    shapes = {m["name"].removeprefix("model.decoder.layers.0"): m["shape"] for m in doc["modules"]}
+    assert shapes[""] == [1, 4, 12288]
+    assert shapes[".fc1"] == [4, 49152]
+    assert len(doc["modules"]) == 11

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 
 from .capture import capture
 from .errors import ModelError, UsageError
+from .hooks import HookGroup
 from .loading import quiet, read_config, resolve_dtype, resolve_source
 from .records import Token, TraceResult
 from .tracing import LayerSpec, resolve_modules
@@ -17,6 +19,33 @@ __all__ = ["dry_run"]
 
 #: OPT checkpoints share one tokenizer; any of these found in the cache will do.
 _SHARED_TOKENIZERS = ("facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b")
+
+
+class _Done(Exception):
+    """Raised inside the forward once every selected module has run."""
+
+
+class _StopAfter(HookGroup):
+    """Ends a meta forward as soon as all of ``names`` have run once.
+
+    Later layers cannot change the shapes of earlier ones, so ``--layer 0`` of
+    opt-175b need not run the other 95 layers.
+    """
+
+    def __init__(self, model: torch.nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        modules = dict(model.named_modules())
+        self._targets = [modules[name] for name in names]
+        self._waiting = {id(m) for m in self._targets}
+
+    def _register(self) -> None:
+        for module in self._targets:
+            self._keep(module.register_forward_hook(self._finished))
+
+    def _finished(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self._waiting.discard(id(module))
+        if not self._waiting:
+            raise _Done
 
 
 def build_meta_model(config: Any, dtype: torch.dtype) -> torch.nn.Module:
@@ -86,8 +115,13 @@ def dry_run(
         model = build_meta_model(config, torch_dtype)
     names = resolve_modules(model, int(config.num_hidden_layers), layers, filters)
     ids = torch.tensor([[t.id for t in token_list] or [2] * count], device="meta")
-    with capture(model, names, stats=False) as cap, torch.inference_mode():
-        model(input_ids=ids, use_cache=False)
+    with (
+        capture(model, names, stats=False) as cap,
+        _StopAfter(model, names),
+        torch.inference_mode(),
+    ):
+        with contextlib.suppress(_Done):
+            model(input_ids=ids, use_cache=False)
     return TraceResult(
         model=spec,
         quant=quant,
