@@ -119,9 +119,9 @@ def dry_run(
         capture(model, names, stats=False) as cap,
         _StopAfter(model, names),
         torch.inference_mode(),
+        contextlib.suppress(_Done),
     ):
-        with contextlib.suppress(_Done):
-            model(input_ids=ids, use_cache=False)
+        model(input_ids=ids, use_cache=False)
     return TraceResult(
         model=spec,
         quant=quant,
