@@ -92,7 +92,7 @@ class AttentionResult:
             "dtype": self.dtype,
             "random_weights": self.random_weights,
             "text": self.text,
-            "tokens": [{"id": t.id, "text": t.text} for t in self.tokens],
+            "tokens": [t.as_dict() for t in self.tokens],
             "layer": self.layer,
             "head": self.head,
             "num_heads": self.num_heads,

@@ -155,7 +155,7 @@ class CompareResult:
             "device": self.device,
             "random_weights": self.random_weights,
             "text": self.text,
-            "tokens": [{"id": t.id, "text": t.text} for t in self.tokens],
+            "tokens": [t.as_dict() for t in self.tokens],
             "setting": self.setting.as_dict(),
             "reference": self.reference.as_dict(),
             "tolerance": self.tolerance,

@@ -98,7 +98,7 @@ class LensResult:
             "dtype": self.dtype,
             "random_weights": self.random_weights,
             "text": self.text,
-            "tokens": [{"id": t.id, "text": t.text} for t in self.tokens],
+            "tokens": [t.as_dict() for t in self.tokens],
             "top_k": self.top_k,
             "layers": [layer.as_dict() for layer in self.layers],
             "output": [[p.as_dict() for p in ranked] for ranked in self.output],

@@ -37,18 +37,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from itertools import islice
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
 from .errors import UsageError
 from .hooks import HookGroup
 from .loading import LoadedModel
+from .placement import input_device
 from .selection import layer_of
-from .tracing import encode
+from .tracing import batched, encode, pad_batch
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -301,16 +300,13 @@ def find_outliers(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     model = loaded.model
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
     pad_id = loaded.tokenizer.pad_token_id or 1
     sentences = tokens = 0
-    texts = iter(texts)
     with OutlierCounter(model, linear_inputs(model), threshold) as counter:
-        while batch := list(islice(texts, batch_size)):
+        for batch in batched(texts, batch_size):
             # Right-padded, as optinspect trace batches; the mask marks real tokens.
-            ids = [torch.tensor([t.id for t in encode(loaded, text)]) for text in batch]
-            input_ids = pad_sequence(ids, batch_first=True, padding_value=pad_id)
-            mask = pad_sequence([torch.ones_like(i) for i in ids], batch_first=True)
+            input_ids, mask = pad_batch([encode(loaded, text) for text in batch], pad_id)
             real = int(mask.sum())
             padded = real != mask.numel()
             counter.begin(mask.bool().to(device) if padded else None, real)

@@ -110,6 +110,9 @@ class Token:
     id: int
     text: str
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text}
+
 
 @dataclass(frozen=True)
 class TraceResult:
@@ -146,7 +149,7 @@ class TraceResult:
             "random_weights": self.random_weights,
             "dry_run": self.dry_run,
             "text": self.text,
-            "tokens": [{"id": t.id, "text": t.text} for t in self.tokens],
+            "tokens": [t.as_dict() for t in self.tokens],
             "modules": [m.as_dict(stats) for m in self.modules],
         }
 

@@ -16,7 +16,7 @@ from .records import Token, TraceResult
 from .selection import parse_layers, select_modules
 from .sparsity import FfnSparsity
 
-__all__ = ["encode", "iter_trace", "resolve_modules"]
+__all__ = ["batched", "encode", "iter_trace", "pad_batch", "resolve_modules"]
 
 LayerSpec = str | Sequence[int] | None
 
@@ -94,9 +94,9 @@ def iter_trace(
         capture(model, names, stats=stats, sink=sink) as cap,
         sparsity if sparsity is not None else contextlib.nullcontext(),
     ):
-        for batch in _batches(texts, batch_size):
+        for batch in batched(texts, batch_size):
             encoded = [encode(loaded, text, truncate) for text in batch]
-            input_ids, mask = _pad(encoded, loaded.tokenizer.pad_token_id or 1)
+            input_ids, mask = pad_batch(encoded, loaded.tokenizer.pad_token_id or 1)
             layout = BatchLayout.from_mask(mask)
             cap.begin(layout if layout.batch > 1 else None, offset)
             if sparsity is not None:
@@ -120,7 +120,8 @@ def iter_trace(
             offset += len(batch)
 
 
-def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+def batched(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of up to ``size`` texts, read lazily."""
     batch: list[str] = []
     for text in texts:
         batch.append(text)
@@ -131,7 +132,7 @@ def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def _pad(encoded: list[list[Token]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(encoded: list[list[Token]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token ids; the mask marks real tokens."""
     width = max(len(tokens) for tokens in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
