@@ -12,6 +12,7 @@ from .capture import capture
 from .errors import ModelError, UsageError
 from .hooks import HookGroup
 from .loading import quiet, read_config, resolve_dtype, resolve_source
+from .placement import resolve_device
 from .records import Token, TraceResult
 from .tracing import LayerSpec, resolve_modules
 
@@ -90,7 +91,7 @@ def dry_run(
     """
     source = resolve_source(spec)
     config = read_config(source)
-    torch_dtype = resolve_dtype(dtype, quant, "cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = resolve_dtype(dtype, quant, resolve_device("auto"))
     limit = int(config.max_position_embeddings)
     token_list: list[Token] = []
     if tokens is not None:

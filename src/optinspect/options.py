@@ -58,6 +58,13 @@ VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show third-party warnings and progress bars.")
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+FilterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        help="Glob on dotted module names, e.g. '*.fc1'; repeatable; narrows --layer.",
+    ),
+]
 DeviceMapOpt = Annotated[
     str | None,
     typer.Option(

@@ -26,7 +26,7 @@ _SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)
 def resolve_device(device: str) -> str:
     """``auto`` means CUDA when present, else the CPU; explicit devices are checked."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return mapped_device()
     if device == "cpu":
         return device
     match = re.fullmatch(r"cuda(?::(\d+))?", device)

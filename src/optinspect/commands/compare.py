@@ -13,6 +13,7 @@ from ..options import (
     DeviceOpt,
     Dtype,
     DtypeOpt,
+    FilterOpt,
     ModelOpt,
     Quant,
     QuantOpt,
@@ -54,13 +55,7 @@ def compare_command(
             "Without it, an overview: embeddings, each layer's output, final norm, head.",
         ),
     ] = None,
-    filters: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--filter",
-            help="Glob on dotted module names, e.g. '*.fc1'; repeatable; narrows --layer.",
-        ),
-    ] = None,
+    filters: FilterOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     quant: QuantOpt = Quant.int8,
     dtype: DtypeOpt = Dtype.auto,

@@ -15,6 +15,7 @@ from ..options import (
     DeviceOpt,
     Dtype,
     DtypeOpt,
+    FilterOpt,
     MaxMemoryOpt,
     ModelOpt,
     OffloadDirOpt,
@@ -43,13 +44,7 @@ def trace_command(
             "Without it, an overview: embeddings, each layer's output, final norm, head.",
         ),
     ] = None,
-    filters: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--filter",
-            help="Glob on dotted module names, e.g. '*.fc1'; repeatable; narrows --layer.",
-        ),
-    ] = None,
+    filters: FilterOpt = None,
     stats: Annotated[
         str | None,
         typer.Option(
