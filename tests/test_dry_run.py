@@ -44,7 +44,7 @@ def test_dry_run_refuses_save(cli, tmp_path) -> None:
     result = cli("trace", "x", "--model", "tiny", "--dry-run", "--save", str(tmp_path / "a"))
     assert result.code == 2
     assert result.err == (
-        "Error: --dry-run computes no values: it cannot --save or --fail-on-nonfinite\n"
+        "Error: --dry-run computes no values: it cannot --save, --plot or --fail-on-nonfinite\n"
     )
 
 

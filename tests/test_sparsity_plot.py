@@ -102,3 +102,16 @@ def test_plot_needs_layer_outputs(cli, tmp_path: Path) -> None:
         "Error: --plot needs the decoder layers' outputs: use it without --filter, "
         "or with --layer all\n"
     )
+
+
+def test_plot_path_is_checked_before_the_model_loads(cli, monkeypatch, tmp_path: Path) -> None:
+    import optinspect.commands.common as common
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(common, "load_with_status", never)
+    target = tmp_path / "missing" / "p.png"
+    result = cli("trace", "Hi", "--model", "tiny", "--plot", str(target))
+    assert result.code == 2
+    assert result.err == f"Error: cannot write {target}: folder {target.parent} does not exist\n"

@@ -129,10 +129,15 @@ def trace_command(
         from ..saving import check_writable
 
         check_writable(save, force)
+    if plot is not None:
+        from ..plot import check_output_path, require_matplotlib
+
+        require_matplotlib("--plot")
+        check_output_path(plot)
     if dry_run:
-        if save is not None or fail_on_nonfinite:
+        if save is not None or fail_on_nonfinite or plot is not None:
             raise UsageError(
-                "--dry-run computes no values: it cannot --save or --fail-on-nonfinite"
+                "--dry-run computes no values: it cannot --save, --plot or --fail-on-nonfinite"
             )
         from ..dryrun import dry_run as run_dry
 
