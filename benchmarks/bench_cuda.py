@@ -24,7 +24,7 @@ def make_checkpoint(shape: dict[str, int]) -> Path:
     import torch
     from transformers import OPTForCausalLM
 
-    from optinspect.loading import RANDOM_WEIGHTS_KEY, tiny_path
+    from optinspect.model.loading import RANDOM_WEIGHTS_KEY, tiny_path
 
     config = opt_config(shape)
     setattr(config, RANDOM_WEIGHTS_KEY, True)
@@ -44,7 +44,7 @@ def cuda_section(repeats: int, warmup: int, quick: bool, tokens: int = 256) -> d
     """Load time, forward, trace ratio, peak GPU memory and nnsight, per quantization."""
     import torch
 
-    from optinspect.loading import load_model
+    from optinspect.model.loading import load_model
 
     shape = OPT_SMALL if quick else OPT_1_3B
     folder = make_checkpoint(shape)

@@ -64,8 +64,8 @@ def every_module(model: Any) -> list[str]:
 
 def reduce_outputs(outputs: list[Any]) -> list[Any]:
     """The statistics optinspect computes, over tensors another tool saved; one host transfer."""
-    from optinspect.capture import main_tensor
-    from optinspect.stats import finalize_stats, summarize_tensor
+    from optinspect.engine.capture import main_tensor
+    from optinspect.engine.stats import finalize_stats, summarize_tensor
 
     vectors = []
     for output in outputs:
@@ -90,7 +90,7 @@ def optinspect_runner(model: Any, ids: Any, names: list[str], stats: bool = True
     """optinspect's capture as ``iter_trace`` drives it: hook, one forward, collect records."""
     import torch
 
-    from optinspect.capture import capture
+    from optinspect.engine.capture import capture
 
     def run() -> object:
         with capture(model, names, stats=stats) as cap:
@@ -106,7 +106,7 @@ def naive_runner(model: Any, ids: Any, names: list[str]) -> Runner:
     """What a first attempt looks like: a forward hook per module, nine ``.item()`` each."""
     import torch
 
-    from optinspect.capture import main_tensor
+    from optinspect.engine.capture import main_tensor
 
     modules = dict(model.named_modules())
 

@@ -65,14 +65,14 @@ def tiny_tokenizer() -> Any:
     """The tokenizer shipped with optinspect's tiny model; its ids are < 512."""
     from transformers import AutoTokenizer
 
-    from optinspect.loading import tiny_path
+    from optinspect.model.loading import tiny_path
 
     return AutoTokenizer.from_pretrained(str(tiny_path()))
 
 
 def wrap_loaded(model: Any, tokenizer: Any, label: str) -> Any:
     """Present an in-memory model to optinspect's library as if ``load_model`` made it."""
-    from optinspect.loading import LoadedModel, ModelSource
+    from optinspect.model.loading import LoadedModel, ModelSource
 
     weight = next(model.parameters())
     return LoadedModel(

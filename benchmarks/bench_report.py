@@ -145,7 +145,7 @@ def overhead_section(results: dict[str, Any]) -> list[str]:
         f"A random-weight model shaped like {SHAPE_NAMES.get(model['shape'], model['shape'])} "
         f"({model['params'] / 1e6:.1f} M parameters, float32, CPU); one sentence of random "
         f"token ids. optinspect hooks all {results['modules']} named submodules "
-        "(`--filter '*'`) with `optinspect.capture.capture`, runs one forward under "
+        "(`--filter '*'`) with `optinspect.engine.capture.capture`, runs one forward under "
         "`torch.inference_mode()` and collects the records (statistics come to the host in "
         "one transfer). The naive baseline registers a forward hook per module that computes "
         "the same nine statistics with one `.item()` each. The bare forward is the same call "
@@ -181,7 +181,7 @@ def peers_section(results: dict[str, Any]) -> list[str]:
     out += [
         "Same model, same input, same process, round-robin with the bare forward. Each peer "
         "saves every output it can see and the same statistics are then computed over them "
-        "with `optinspect.stats.summarize_tensor` (one host transfer), so the difference is "
+        "with `optinspect.engine.stats.summarize_tensor` (one host transfer), so the difference is "
         "the capture mechanism; the rows without statistics show the capture alone. Each "
         "peer wraps its own deep copy of the model (nnsight and TransformerLens both modify "
         "what they wrap).",

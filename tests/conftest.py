@@ -55,7 +55,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
-    from optinspect.loading import tiny_path
+    from optinspect.model.loading import tiny_path
 
     return tiny_path()
 
@@ -63,7 +63,7 @@ def tiny_dir() -> Path:
 @pytest.fixture(scope="session")
 def load_tiny() -> Callable[..., object]:
     """Load the built-in tiny model once per quantization for the whole session."""
-    from optinspect.loading import load_model
+    from optinspect.model.loading import load_model
 
     cache: dict[str, object] = {}
 

@@ -19,9 +19,9 @@ from optinspect.attention import (
     uniform_entropy,
 )
 from optinspect.errors import ModelError
-from optinspect.loading import load_model
-from optinspect.plot import DPI, heatmap_inches
-from optinspect.render_attention import heatmap_blocks, render_attention
+from optinspect.model.loading import load_model
+from optinspect.render.attention import heatmap_blocks, render_attention
+from optinspect.render.images import DPI, heatmap_inches
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 TOKENS = 10  # </s> and nine words in the tiny tokenizer

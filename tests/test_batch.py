@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from optinspect import trace
-from optinspect.records import STAT_NAMES
+from optinspect.engine.records import STAT_NAMES
 
 SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
 

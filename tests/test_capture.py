@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from optinspect.capture import capture, main_tensor
+from optinspect.engine.capture import capture, main_tensor
 
 PRE_LN_LAYER_ORDER = [
     "model.decoder.layers.0",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from optinspect.compare import Setting, compare_settings, compare_tensors
-from optinspect.loading import load_model
+from optinspect.model.loading import load_model
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
@@ -184,7 +184,7 @@ def test_compare_tensors_definitions() -> None:
 
 def test_undefined_error_exceeds_the_tolerance() -> None:
     from optinspect.compare import _diff_rows
-    from optinspect.records import ModuleRecord
+    from optinspect.engine.records import ModuleRecord
 
     record = ModuleRecord(0, "lm_head", "Linear", None, 0, 0, "tensor", (1,), "float32", "cpu",
                           None, None, None)  # fmt: skip

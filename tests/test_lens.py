@@ -14,8 +14,8 @@ import torch
 from rich.console import Console
 
 from optinspect.lens import compute_lens, project_hidden, rank_top_k
-from optinspect.loading import load_model
-from optinspect.render_lens import render_lens
+from optinspect.model.loading import load_model
+from optinspect.render.lens import render_lens
 
 SENTENCE = "The capital of France is"
 

@@ -11,7 +11,7 @@ import pytest
 from torch import nn
 
 from optinspect.errors import UsageError
-from optinspect.loading import load_model
+from optinspect.model.loading import load_model
 from optinspect.outliers import (
     DimCount,
     ModuleOutliers,

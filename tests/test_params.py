@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from optinspect.family import FAMILY, ParamEntry, list_config_params
+from optinspect.model.family import FAMILY, ParamEntry, list_config_params
 from optinspect.params import (
     LoadedCount,
     ParamInventory,
@@ -20,11 +20,11 @@ from optinspect.params import (
     estimate_bytes,
     inventory_params,
 )
-from optinspect.render_model import format_bytes, render_params
+from optinspect.render.model import format_bytes, render_params
 
 GOLDEN = Path(__file__).parent / "golden"
 
-#: Published shapes, written out here independently of optinspect.family:
+#: Published shapes, written out here independently of optinspect.model.family:
 #: size -> (layers, heads, d_model, ffn, word_embed_proj_dim, pre-LayerNorm).
 PUBLISHED = {
     "125m": (12, 12, 768, 3072, 768, True),
@@ -89,7 +89,7 @@ def test_family_totals_are_exact(cli, size: str) -> None:
 
 @pytest.mark.parametrize("size", list(PUBLISHED))
 def test_family_resolves_offline(size: str) -> None:
-    from optinspect.loading import read_config, resolve_source
+    from optinspect.model.loading import read_config, resolve_source
 
     layers, heads, d, ffn, word, pre_ln = PUBLISHED[size]
     config = read_config(resolve_source(f"facebook/opt-{size}"))

@@ -220,7 +220,7 @@ def test_a_failing_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> 
     import safetensors.torch
     import torch
 
-    from optinspect.saving import ActivationStore
+    from optinspect.engine.saving import ActivationStore
 
     store = ActivationStore()
     store.add(0, "m", 0, torch.ones(3))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from optinspect.records import ModuleRecord, TensorStats, Token, TraceResult
-from optinspect.render import format_number, render_trace, write_json
+from optinspect.engine.records import ModuleRecord, TensorStats, Token, TraceResult
+from optinspect.render.trace import format_number, render_trace, write_json
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from optinspect.engine.selection import layer_of, parse_layers, select_modules
 from optinspect.errors import UsageError
-from optinspect.selection import layer_of, parse_layers, select_modules
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from optinspect.records import STAT_NAMES, TensorStats
-from optinspect.stats import finalize_stats, summarize_batch, summarize_tensor
+from optinspect.engine.records import STAT_NAMES, TensorStats
+from optinspect.engine.stats import finalize_stats, summarize_batch, summarize_tensor
 
 
 def reference(x: torch.Tensor) -> dict[str, float | int | None]:

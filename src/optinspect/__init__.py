@@ -24,11 +24,11 @@ _LAZY = {
     "load": "optinspect.api",
     "trace": "optinspect.api",
     "iter_trace": "optinspect.tracing",
-    "LoadedModel": "optinspect.loading",
-    "TraceResult": "optinspect.records",
-    "ModuleRecord": "optinspect.records",
-    "TensorStats": "optinspect.records",
-    "Token": "optinspect.records",
+    "LoadedModel": "optinspect.model.loading",
+    "TraceResult": "optinspect.engine.records",
+    "ModuleRecord": "optinspect.engine.records",
+    "TensorStats": "optinspect.engine.records",
+    "Token": "optinspect.engine.records",
 }
 
 __all__ = [
@@ -44,8 +44,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .api import load, trace
-    from .loading import LoadedModel
-    from .records import ModuleRecord, TensorStats, Token, TraceResult
+    from .engine.records import ModuleRecord, TensorStats, Token, TraceResult
+    from .model.loading import LoadedModel
     from .tracing import iter_trace
 
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
+from .engine.records import Token
+from .engine.selection import parse_layers
 from .errors import ModelError, UsageError
-from .loading import LoadedModel
-from .records import Token
-from .selection import parse_layers
+from .model.loading import LoadedModel
 from .tracing import encode
 
 __all__ = [

@@ -47,10 +47,10 @@ from typing import Any
 
 import torch
 
-from .capture import capture
+from .engine.capture import capture
+from .engine.records import ModuleRecord, Token
 from .errors import UsageError
-from .loading import LoadedModel, resolve_dtype
-from .records import ModuleRecord, Token
+from .model.loading import LoadedModel, resolve_dtype
 from .tracing import encode, resolve_modules
 
 __all__ = [

@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from .capture import capture
+from .engine.capture import capture
+from .engine.hooks import HookGroup
+from .engine.records import Token, TraceResult
 from .errors import ModelError, UsageError
-from .hooks import HookGroup
-from .loading import quiet, read_config, resolve_dtype, resolve_source
-from .placement import resolve_device
-from .records import Token, TraceResult
+from .model.loading import quiet, read_config, resolve_dtype, resolve_source
+from .model.placement import resolve_device
 from .tracing import LayerSpec, resolve_modules
 
 __all__ = ["dry_run"]

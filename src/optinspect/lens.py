@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import capture
+from .engine.capture import capture
+from .engine.records import Token
+from .engine.selection import LAYERS_PREFIX, parse_layers
 from .errors import UsageError
-from .loading import LoadedModel
-from .records import Token
-from .selection import LAYERS_PREFIX, parse_layers
+from .model.loading import LoadedModel
 from .tracing import encode
 
 __all__ = [

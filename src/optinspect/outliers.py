@@ -42,11 +42,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .engine.hooks import HookGroup
+from .engine.selection import layer_of
 from .errors import UsageError
-from .hooks import HookGroup
-from .loading import LoadedModel
-from .placement import input_device
-from .selection import layer_of
+from .model.loading import LoadedModel
+from .model.placement import input_device
 from .tracing import batched, encode, pad_batch
 
 __all__ = [

@@ -5,7 +5,7 @@
     report.total, [(row.name, row.params) for row in report.rows]
 
 No weights are read or downloaded. A member of the OPT family
-(``optinspect.family``) is counted from its built-in config by
+(``optinspect.model.family``) is counted from its built-in config by
 ``list_config_params``, in pure Python, so it answers in well under a second
 without importing torch; any other model is built on the meta device and its
 parameters listed with ``list_module_params``. Both give the same entries for the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .family import HEAD, TOKEN_EMBEDDINGS, ParamEntry, family_config, list_config_params
+from .model.family import HEAD, TOKEN_EMBEDDINGS, ParamEntry, family_config, list_config_params
 
 if TYPE_CHECKING:
     from torch import nn
@@ -91,7 +91,7 @@ class ParamInventory:
 
     tied_to names the parameter ``lm_head.weight`` shares, when it is tied; the
     shared tensor is listed (and counted) once, under the token embeddings.
-    builtin says the config came from ``optinspect.family``, not from a file.
+    builtin says the config came from ``optinspect.model.family``, not from a file.
     """
 
     model: str
@@ -168,7 +168,7 @@ def build_meta_model(config: Any) -> nn.Module:
     import torch
     from transformers import OPTForCausalLM
 
-    from .loading import quiet
+    from .model.loading import quiet
 
     with quiet(verbose=False), torch.device("meta"):
         return OPTForCausalLM(config).eval()
@@ -187,7 +187,7 @@ def inventory_params(spec: str) -> ParamInventory:
         entries, tied_to = list_config_params(raw)
         return ParamInventory(model=spec, entries=entries, tied_to=tied_to, builtin=True)
 
-    from .loading import read_config, resolve_source
+    from .model.loading import read_config, resolve_source
 
     config = read_config(resolve_source(spec))
     entries, tied_to = list_module_params(build_meta_model(config))

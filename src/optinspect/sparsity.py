@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import BatchLayout
-from .hooks import HookGroup
-from .records import LayerSparsity
+from .engine.capture import BatchLayout
+from .engine.hooks import HookGroup
+from .engine.records import LayerSparsity
 
 __all__ = ["FfnSparsity", "LayerSparsity"]
 

@@ -8,12 +8,12 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
-from .capture import BatchLayout, TensorSink, capture
+from .engine.capture import BatchLayout, TensorSink, capture
+from .engine.records import Token, TraceResult
+from .engine.selection import parse_layers, select_modules
 from .errors import UsageError
-from .loading import LoadedModel
-from .placement import input_device
-from .records import Token, TraceResult
-from .selection import parse_layers, select_modules
+from .model.loading import LoadedModel
+from .model.placement import input_device
 from .sparsity import FfnSparsity
 
 __all__ = ["batched", "encode", "iter_trace", "pad_batch", "resolve_modules"]

@@ -157,7 +157,7 @@ def build_tree(model: nn.Module, *, collapse: bool = True) -> TreeNode:
 
 def tree_model(spec: str, *, collapse: bool = True) -> TreeNode:
     """Build the model ``spec`` names on the meta device and return its hierarchy."""
-    from .loading import read_config, resolve_source
+    from .model.loading import read_config, resolve_source
     from .params import build_meta_model
 
     config = read_config(resolve_source(spec))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import (
+from .options import (
     DEFAULT_MODEL,
     DebugOpt,
     DeviceOpt,
@@ -67,10 +67,10 @@ def attention_command(
     """
     from ..attention import compute_attention, resolve_head, resolve_layer
     from ..errors import UsageError
-    from ..loading import read_config, resolve_source
-    from ..plot import check_output_path, require_matplotlib, save_heatmap
-    from ..render import write_json
-    from ..render_attention import attention_title, heatmap_labels, render_attention
+    from ..model.loading import read_config, resolve_source
+    from ..render.attention import attention_title, heatmap_labels, render_attention
+    from ..render.images import check_output_path, require_matplotlib, save_heatmap
+    from ..render.trace import write_json
     from .common import load_with_status, stderr_console, stdout_console
 
     if not text.strip():

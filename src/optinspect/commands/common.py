@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from ..loading import LoadedModel
+    from ..model.loading import LoadedModel
 
 #: Width used when stdout is not a terminal and COLUMNS is unset, so piped tables do not wrap.
 PIPE_WIDTH = 200
@@ -46,7 +46,7 @@ def load_with_status(
 
     ``attn_implementation`` is passed to ``load_model`` (``"eager"`` for attention weights).
     """
-    from ..loading import load_model
+    from ..model.loading import load_model
 
     err = stderr_console()
     with err.status(f"loading {model} ({quant})", spinner="dots"):

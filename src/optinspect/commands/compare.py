@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..options import (
+from .options import (
     DEFAULT_MODEL,
     DebugOpt,
     DeviceOpt,
@@ -23,7 +23,7 @@ from ..options import (
 )
 
 if TYPE_CHECKING:
-    from ..loading import LoadedModel
+    from ..model.loading import LoadedModel
 
 
 def compare_command(
@@ -79,11 +79,11 @@ def compare_command(
       optinspect compare "Hello" --model tiny --format json | jq -r .first_exceeding
     """
     from ..compare import Setting, check_tolerance, compare_settings
+    from ..engine.selection import parse_layers
     from ..errors import UsageError
-    from ..loading import read_config, resolve_source
-    from ..render import write_json
-    from ..render_quant import render_compare
-    from ..selection import parse_layers
+    from ..model.loading import read_config, resolve_source
+    from ..render.quant import render_compare
+    from ..render.trace import write_json
     from .common import load_with_status, stdout_console
 
     if not text.strip():

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import (
+from .options import (
     DEFAULT_MODEL,
     DebugOpt,
     DeviceOpt,
@@ -60,12 +60,12 @@ def lens_command(
 
       optinspect lens "Hello" --model tiny --format json | jq '.layers[-1].predictions'
     """
+    from ..engine.selection import parse_layers
     from ..errors import UsageError
     from ..lens import check_top_k, compute_lens
-    from ..loading import read_config, resolve_source
-    from ..render import write_json
-    from ..render_lens import render_lens
-    from ..selection import parse_layers
+    from ..model.loading import read_config, resolve_source
+    from ..render.lens import render_lens
+    from ..render.trace import write_json
     from .common import load_with_status, stdout_console
 
     if not text.strip():

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import (
+from .options import (
     DEFAULT_MODEL,
     DebugOpt,
     DeviceOpt,
@@ -64,11 +64,11 @@ def outliers_command(
 
       optinspect outliers "Hello world" --model tiny --format json | jq '.recurring[].dim'
     """
+    from ..engine.inputs import read_texts
     from ..errors import UsageError
-    from ..inputs import read_texts
     from ..outliers import check_threshold, find_outliers
-    from ..render import write_json
-    from ..render_quant import render_outliers
+    from ..render.quant import render_outliers
+    from ..render.trace import write_json
     from .common import load_with_status, progress, stdout_console
 
     check_threshold(threshold)

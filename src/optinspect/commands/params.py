@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import (
+from .options import (
     DEFAULT_MODEL,
     DebugOpt,
     DeviceOpt,
@@ -73,8 +73,8 @@ def params_command(
     """
     from ..errors import UsageError
     from ..params import count_params, inventory_params, measure_loaded
-    from ..render import write_json
-    from ..render_model import params_payload, render_params, write_params_csv
+    from ..render.model import params_payload, render_params, write_params_csv
+    from ..render.trace import write_json
     from .common import stdout_console
 
     if loaded and fmt is TableFormat.csv:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import (
+from .options import (
     DEFAULT_MODEL,
     DebugOpt,
     DeviceMapOpt,
@@ -117,20 +117,20 @@ def trace_command(
       optinspect trace --file sentences.txt --layer all --plot layers.png
     """
     from .. import STARTED
+    from ..engine.inputs import read_texts
+    from ..engine.records import TraceResult
     from ..errors import NonFiniteError, UsageError
-    from ..inputs import read_texts
-    from ..records import TraceResult
-    from ..render import parse_stats
+    from ..render.trace import parse_stats
     from .trace_output import EMITTERS
 
     stat_names = parse_stats(stats)
     globs = tuple(filters or ())
     if save is not None:
-        from ..saving import check_writable
+        from ..engine.saving import check_writable
 
         check_writable(save, force)
     if plot is not None:
-        from ..plot import check_output_path, require_matplotlib
+        from ..render.images import check_output_path, require_matplotlib
 
         require_matplotlib("--plot")
         check_output_path(plot)
@@ -175,7 +175,7 @@ def trace_command(
     loaded_at = time.perf_counter()
     store = None
     if save is not None:
-        from ..saving import ActivationStore
+        from ..engine.saving import ActivationStore
 
         store = ActivationStore()
     emitter = EMITTERS[fmt.value](stat_names, many)
@@ -219,7 +219,7 @@ def trace_command(
     summary = sparsity.summary() if sparsity is not None else None
     emitter.close(summary if emitter.wants_sparsity else None)
     if plot is not None and kept:
-        from ..layer_plot import save_layer_plot
+        from ..render.layer_plot import save_layer_plot
 
         save_layer_plot(kept, summary or [], plot)
     render += time.perf_counter() - start

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import SCHEMA_VERSION, LayerSparsity, TraceResult
-from ..render import CsvWriter, render_trace, sparsity_table, write_json
+from ..engine.records import SCHEMA_VERSION, LayerSparsity, TraceResult
+from ..render.trace import CsvWriter, render_trace, sparsity_table, write_json
 from .common import stdout_console
 
 

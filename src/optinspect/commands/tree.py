@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import DEFAULT_MODEL, DebugOpt, ModelOpt, TableFormat, TableFormatOpt
+from .options import DEFAULT_MODEL, DebugOpt, ModelOpt, TableFormat, TableFormatOpt
 
 
 def tree_command(
@@ -47,8 +47,8 @@ def tree_command(
       optinspect tree --model facebook/opt-175b --format csv
     """
     from ..errors import UsageError
-    from ..render import write_json
-    from ..render_model import render_tree, tree_payload, write_tree_csv
+    from ..render.model import render_tree, tree_payload, write_tree_csv
+    from ..render.trace import write_json
     from ..tree import tree_model
     from .common import stdout_console
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: Dotted prefix of the decoder layers inside an OPTForCausalLM.
 LAYERS_PREFIX = "model.decoder.layers."

@@ -1,6 +1,6 @@
 """The OPT family in pure Python: its published configs and the parameters a config gives.
 
-    from optinspect.family import family_config
+    from optinspect.model.family import family_config
     raw = family_config("facebook/opt-1.3b")   # a fresh dict, or None for any other name
     raw["hidden_size"]                          # 2048
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..model.placement import placement_of
 from .hooks import HookGroup
-from .placement import placement_of
 from .records import ModuleRecord, TensorStats
 from .selection import layer_of
 from .stats import Scratch, TokenPartials, finalize_stats, merge_partials, token_partials

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from .attention import AttentionResult
-    from .lens import LensResult, Ranked
+    from ..attention import AttentionResult
+    from ..lens import LensResult, Ranked
 
 __all__ = ["has_colour", "lens_tables", "render_lens", "token_label"]
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["iter_lines", "read_texts"]
 

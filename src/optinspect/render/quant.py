@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .render import format_number
+from .trace import format_number
 
 if TYPE_CHECKING:
-    from .compare import CompareResult, ModuleDiff
-    from .outliers import DimCount, ModuleOutliers, OutlierResult
+    from ..compare import CompareResult, ModuleDiff
+    from ..outliers import DimCount, ModuleOutliers, OutlierResult
 
 __all__ = [
     "compare_table",

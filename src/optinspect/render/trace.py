@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .records import STAT_NAMES, LayerSparsity, ModuleRecord, TraceResult
+from ..engine.records import STAT_NAMES, LayerSparsity, ModuleRecord, TraceResult
 
 __all__ = ["CsvWriter", "format_number", "parse_stats", "render_trace", "write_json"]
 
@@ -135,7 +135,7 @@ def sparsity_table(rows: Sequence[LayerSparsity], many: bool) -> Table:
 
 def parse_stats(spec: str | None) -> tuple[str, ...]:
     """``mean,absmax,zeros`` -> the chosen statistics in their usual order; None is all."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if spec is None:
         return STAT_NAMES

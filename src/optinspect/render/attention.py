@@ -18,10 +18,10 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from .render_lens import has_colour, header_text, token_label
+from .lens import has_colour, header_text, token_label
 
 if TYPE_CHECKING:
-    from .attention import AttentionResult
+    from ..attention import AttentionResult
 
 __all__ = [
     "attention_title",

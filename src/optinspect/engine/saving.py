@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
 from .records import TraceResult
 
 __all__ = ["ActivationStore", "check_writable"]

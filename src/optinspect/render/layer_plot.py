@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import UsageError
-from .plot import new_figure, save_figure
-from .records import LayerSparsity, TraceResult
-from .selection import layer_of
+from ..engine.records import LayerSparsity, TraceResult
+from ..engine.selection import layer_of
+from ..errors import UsageError
+from .images import new_figure, save_figure
 
 __all__ = ["layer_series", "save_layer_plot"]
 

@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from .params import LoadedCount, ParamReport, WeightBytes
-from .tree import TreeNode
+from ..params import LoadedCount, ParamReport, WeightBytes
+from ..tree import TreeNode
 
 __all__ = [
     "PARAMS_SCHEMA",

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ModelError, UsageError
+from ..errors import CheckpointError, ModelError, UsageError
 from .placement import (
     DEVICE_MAPS,
     mapped_device,
@@ -126,7 +126,7 @@ def read_config(source: ModelSource) -> Any:
 
     A folder's ``config.json`` is read as it is. A hub id that names a member of
     the OPT family (``facebook/opt-125m`` ... ``facebook/opt-175b``) gets the
-    built-in published config from ``optinspect.family`` directly, without asking
+    built-in published config from ``optinspect.model.family`` directly, without asking
     the cache or the hub, so it resolves offline; any other hub id comes from the
     Hugging Face cache or the hub.
     """

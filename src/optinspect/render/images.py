@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import OptinspectError, UsageError
+from ..errors import OptinspectError, UsageError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
