@@ -24,7 +24,7 @@ def make_checkpoint(shape: dict[str, int]) -> Path:
     import torch
     from transformers import OPTForCausalLM
 
-    from optinspect.model.loading import RANDOM_WEIGHTS_KEY, tiny_path
+    from optinspect.model.spec import RANDOM_WEIGHTS_KEY, tiny_path
 
     config = opt_config(shape)
     setattr(config, RANDOM_WEIGHTS_KEY, True)

@@ -57,9 +57,10 @@ class PeerSetup:
 
 def every_module(model: Any) -> list[str]:
     """The names optinspect hooks for ``--filter '*'``: every named submodule."""
-    from optinspect.tracing import resolve_modules
+    from optinspect.engine.selection import select_names
 
-    return resolve_modules(model, int(model.config.num_hidden_layers), None, ("*",))
+    names = (n for n, _ in model.named_modules())
+    return select_names(names, int(model.config.num_hidden_layers), None, ("*",))
 
 
 def reduce_outputs(outputs: list[Any]) -> list[Any]:
@@ -91,12 +92,15 @@ def optinspect_runner(model: Any, ids: Any, names: list[str], stats: bool = True
     import torch
 
     from optinspect.engine.capture import capture
+    from optinspect.engine.runner import Batch, BatchLayout, forward
+
+    mask = torch.ones_like(ids)
+    texts = ("",) * ids.shape[0]
+    batch = Batch(texts, ((),) * ids.shape[0], ids, mask, BatchLayout.from_mask(mask.cpu()))
 
     def run() -> object:
         with capture(model, names, stats=stats) as cap:
-            cap.begin(None)
-            with torch.inference_mode():
-                model(input_ids=ids, use_cache=False)
+            forward(model, batch, [cap])
             return cap.collect()
 
     return run

@@ -65,7 +65,7 @@ def tiny_tokenizer() -> Any:
     """The tokenizer shipped with optinspect's tiny model; its ids are < 512."""
     from transformers import AutoTokenizer
 
-    from optinspect.model.loading import tiny_path
+    from optinspect.model.spec import tiny_path
 
     return AutoTokenizer.from_pretrained(str(tiny_path()))
 

@@ -55,7 +55,7 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
-    from optinspect.model.loading import tiny_path
+    from optinspect.model.spec import tiny_path
 
     return tiny_path()
 

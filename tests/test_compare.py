@@ -17,6 +17,7 @@ SENTENCE = "The quick brown fox jumps over the lazy dog"
 LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 TOP_KEYS = {
     "schema",
+    "index",  # the sentence's position, as in trace; added for --file and stdin input
     "model",
     "device",
     "random_weights",

@@ -153,7 +153,10 @@ def test_usage_errors(cli, args: list[str], message: str) -> None:
 def test_empty_text(cli) -> None:
     result = cli("lens", "  ", "--model", "tiny")
     assert result.code == 2
-    assert result.err == "Error: the text is empty: give at least one word to trace\n"
+    # The message names the command it belongs to, not trace's verb.
+    assert (
+        result.err == "Error: the text is empty: give at least one word to read through the lens\n"
+    )
 
 
 def test_table_when_piped_has_every_layer_and_no_colour(cli) -> None:

@@ -19,7 +19,7 @@ from optinspect.outliers import (
     module_threshold,
     summarize_recurring,
 )
-from optinspect.tracing import encode
+from optinspect.engine.runner import encode
 
 PLANTED = 5  # the hidden dimension every pre-LN input carries at about 20
 SENTENCES = (

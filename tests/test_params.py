@@ -20,7 +20,8 @@ from optinspect.params import (
     estimate_bytes,
     inventory_params,
 )
-from optinspect.render.model import format_bytes, render_params
+from optinspect.render.common import format_bytes
+from optinspect.render.params import render_params
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -89,7 +90,7 @@ def test_family_totals_are_exact(cli, size: str) -> None:
 
 @pytest.mark.parametrize("size", list(PUBLISHED))
 def test_family_resolves_offline(size: str) -> None:
-    from optinspect.model.loading import read_config, resolve_source
+    from optinspect.model.spec import read_config, resolve_source
 
     layers, heads, d, ffn, word, pre_ln = PUBLISHED[size]
     config = read_config(resolve_source(f"facebook/opt-{size}"))
@@ -111,7 +112,8 @@ def test_unknown_hub_model_offline_is_a_clear_error(cli) -> None:
 def _meta_entries(raw: dict) -> tuple[tuple[ParamEntry, ...], str | None]:
     from transformers import OPTConfig
 
-    from optinspect.params import build_meta_model, list_module_params
+    from optinspect.model.spec import build_meta_model
+    from optinspect.params import list_module_params
 
     return list_module_params(build_meta_model(OPTConfig.from_dict(raw)))
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from optinspect.engine.records import ModuleRecord, TensorStats, Token, TraceResult
-from optinspect.render.trace import format_number, render_trace, write_json
+from optinspect.engine.records import ModelInfo, ModuleRecord, TensorStats, Token
+from optinspect.tracing import TraceResult
+from optinspect.render.common import format_number, write_json
+from optinspect.render.trace import render_trace
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -91,11 +93,7 @@ def sample_result(dry_run: bool = False) -> TraceResult:
         ),
     )
     return TraceResult(
-        model="tiny",
-        quant="8bit",
-        device="cpu",
-        dtype="float16",
-        random_weights=True,
+        info=ModelInfo("tiny", "8bit", "cpu", "float16", random_weights=True),
         text="Hi [bold]x",
         tokens=(Token(2, "</s>"), Token(10, "Hi"), Token(11, " [bold]x")),
         modules=modules,

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optinspect.engine.selection import layer_of, parse_layers, select_modules
+from optinspect.engine.selection import parse_layers, select_modules
+from optinspect.model.names import layer_of
 from optinspect.errors import UsageError
 
 

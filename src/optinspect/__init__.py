@@ -25,7 +25,7 @@ _LAZY = {
     "trace": "optinspect.api",
     "iter_trace": "optinspect.tracing",
     "LoadedModel": "optinspect.model.loading",
-    "TraceResult": "optinspect.engine.records",
+    "TraceResult": "optinspect.tracing",
     "ModuleRecord": "optinspect.engine.records",
     "TensorStats": "optinspect.engine.records",
     "Token": "optinspect.engine.records",
@@ -44,9 +44,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .api import load, trace
-    from .engine.records import ModuleRecord, TensorStats, Token, TraceResult
+    from .engine.records import ModuleRecord, TensorStats, Token
     from .model.loading import LoadedModel
-    from .tracing import iter_trace
+    from .tracing import TraceResult, iter_trace
 
 
 def __getattr__(name: str) -> Any:

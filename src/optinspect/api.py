@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .engine.records import TraceResult
 from .model.loading import DEFAULT_MODEL, LoadedModel, load_model
-from .tracing import LayerSpec, iter_trace
+from .tracing import LayerSpec, TraceResult, iter_trace
 
 __all__ = ["load", "trace"]
 

@@ -25,26 +25,23 @@ from typing import Any
 
 import torch
 
-from .engine.records import Token
-from .engine.selection import parse_layers
-from .errors import ModelError, UsageError
+from .engine.preflight import resolve_head, resolve_single_layer
+from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
+from .engine.runner import Runner
+from .errors import ModelError
 from .model.loading import LoadedModel
-from .tracing import encode
 
 __all__ = [
-    "ATTENTION_SCHEMA",
     "AttentionResult",
     "HeadSummary",
     "compute_attention",
     "head_entropy",
-    "resolve_head",
-    "resolve_layer",
     "sink_mass",
     "uniform_entropy",
 ]
 
-#: Version of the attention JSON layout; bumped only when a key is removed or changes meaning.
-ATTENTION_SCHEMA = 1
+#: What ``the text is empty`` asks for.
+VERB = "show the attention of"
 
 Matrix = tuple[tuple[float | None, ...], ...]
 
@@ -62,18 +59,14 @@ class HeadSummary:
 
 
 @dataclass(frozen=True)
-class AttentionResult:
+class AttentionResult(DescribesModel):
     """One layer's attention for one sentence: the shown matrix and every head's summary.
 
     ``weights[i][j]`` is the weight query position i gives key position j; it
     is one head's (``head``) or the mean over the layer's heads (``head`` None).
     """
 
-    model: str
-    quant: str
-    device: str
-    dtype: str
-    random_weights: bool
+    info: ModelInfo
     text: str
     tokens: tuple[Token, ...]
     layer: int
@@ -85,12 +78,8 @@ class AttentionResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "schema": ATTENTION_SCHEMA,
-            "model": self.model,
-            "quant": self.quant,
-            "device": self.device,
-            "dtype": self.dtype,
-            "random_weights": self.random_weights,
+            "schema": SCHEMA_VERSION,
+            **self.info.as_dict(),
             "text": self.text,
             "tokens": [t.as_dict() for t in self.tokens],
             "layer": self.layer,
@@ -100,23 +89,6 @@ class AttentionResult:
             "heads": [h.as_dict() for h in self.heads],
             "uniform_entropy": self.uniform_entropy,
         }
-
-
-def resolve_layer(spec: str, num_layers: int) -> int:
-    """The one decoder layer ``spec`` names (``5``, ``-1``), checked against the model."""
-    chosen = parse_layers(spec, num_layers)
-    if len(chosen) != 1:
-        raise UsageError(f"--layer {spec} names {len(chosen)} layers: give exactly one")
-    return chosen[0]
-
-
-def resolve_head(head: int, num_heads: int) -> int:
-    """``head`` as an index 0..num_heads-1; negative counts from the end like -1 for the last."""
-    index = head + num_heads if head < 0 else head
-    if not 0 <= index < num_heads:
-        valid = f"heads 0-{num_heads - 1}" if num_heads > 1 else "head 0"
-        raise UsageError(f"head {head} does not exist: the model has {valid}")
-    return index
 
 
 def head_entropy(weights: torch.Tensor) -> torch.Tensor:
@@ -140,18 +112,22 @@ def _finite(value: float) -> float | None:
 
 
 def compute_attention(
-    loaded: LoadedModel, text: str, *, layer: str | int = -1, head: int | None = None
+    loaded: LoadedModel,
+    text: str,
+    *,
+    layer: str | int = -1,
+    head: int | None = None,
+    truncate: bool = False,
 ) -> AttentionResult:
     """Run ``text`` once and return layer ``layer``'s attention: ``head``'s, or the heads' mean."""
     model = loaded.model
     num_heads = int(model.config.num_attention_heads)
-    index = resolve_layer(str(layer), loaded.num_layers)
+    index = resolve_single_layer(layer, loaded.num_layers)
     head_index = resolve_head(head, num_heads) if head is not None else None
-    tokens = encode(loaded, text)
-    device = model.get_input_embeddings().weight.device
-    input_ids = torch.tensor([[t.id for t in tokens]], dtype=torch.long, device=device)
+    runner = Runner(loaded, batch_size=1, truncate=truncate, verb=VERB)
+    batch, output = next(runner.run([text], output_attentions=True))
+    tokens = batch.tokens[0]
     with torch.inference_mode():
-        output = model(input_ids=input_ids, use_cache=False, output_attentions=True)
         attentions = getattr(output, "attentions", None)
         if not attentions or len(attentions) != loaded.num_layers:
             raise ModelError(
@@ -164,7 +140,7 @@ def compute_attention(
         sink = sink_mass(weights).tolist()
         matrix = tuple(tuple(_finite(v) for v in row) for row in shown.tolist())
     return AttentionResult(
-        **loaded.describe(),
+        info=loaded.info,
         text=text,
         tokens=tuple(tokens),
         layer=index,

@@ -19,7 +19,14 @@ from .commands.outliers import outliers_command
 from .commands.params import params_command
 from .commands.trace import trace_command
 from .commands.tree import tree_command
-from .errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, OptinspectError
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    OptinspectError,
+    first_line,
+    translate,
+)
 
 app = typer.Typer(
     name="optinspect",
@@ -42,9 +49,6 @@ app.command("outliers")(outliers_command)
 @app.callback()
 def _root() -> None:
     """Look inside OPT language models: every module's output, in execution order."""
-
-
-_OOM_HINT = "out of memory; try --quant 4bit, a smaller --model, or a CPU run with --device cpu"
 
 
 def _error(message: str) -> None:
@@ -84,15 +88,12 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug:
             traceback.print_exc()
-        if type(e).__name__ == "OutOfMemoryError":
-            _error(_OOM_HINT)
-        else:
-            _error(
-                f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            )
+        known = translate(e)
+        detail = first_line(e) if str(e).strip() else ""
+        _error(str(known) if known is not None else f"{type(e).__name__}: {detail}")
         if not debug:
             sys.stderr.write("Run again with --debug for the traceback.\n")
-        return EXIT_RUNTIME
+        return known.exit_code if known is not None else EXIT_RUNTIME
     if result == EXIT_INTERRUPTED:
         # Typer turns Ctrl-C inside a command into a silent exit code 130.
         _error("interrupted")

@@ -4,22 +4,23 @@
     result = compare_settings(load, "The quick brown fox", setting=Setting("8bit", "auto"),
                               reference=Setting("none", "auto"), layers="0")
     result.first_exceeding            # the first module whose error passes the tolerance
+    results = compare_many(load, sentences, setting=..., reference=..., batch_size=8)
 
 ``load(quant, dtype)`` returns a ``LoadedModel``; the comparison owns the
 models' lifetimes so that two full models never sit on one device together:
 
-1. the reference setting is loaded and run once; the full output of every
-   selected module call is copied to the CPU as it is produced (in its own
-   dtype) and nothing else is kept;
+1. the reference setting is loaded and runs every sentence once; the full
+   output of every selected module call is copied to the CPU as it is
+   produced (in its own dtype) and nothing else is kept;
 2. the reference model is dropped (``del``, ``gc.collect()``,
    ``torch.cuda.empty_cache()`` on CUDA) before the other setting loads;
-3. the other setting runs the same token ids; as each selected module call
+3. the other setting runs the same batches of token ids; as each selected module call
    finishes, its output is compared with the stored reference output on the
    device, and that reference tensor is dropped at once. Only three numbers
    per module call survive the pass; they reach the host in one transfer.
 
-Peak memory is one model on the device plus the selected reference outputs on
-the host. When both settings are the same, the model is loaded once and run
+Peak memory is one model on the device plus the selected reference outputs of
+every sentence on the host. When both settings are the same, the model is loaded once and run
 twice.
 
 Metrics, on the outputs flattened and read in float32, with a the output
@@ -41,30 +42,31 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .engine.capture import capture
-from .engine.records import ModuleRecord, Token
-from .errors import UsageError
+from .engine.preflight import check_tolerance
+from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, ModuleRecord, Token
+from .engine.runner import Progress, Runner
+from .engine.selection import LayerSpec, select_names
 from .model.loading import LoadedModel, resolve_dtype
-from .tracing import encode, resolve_modules
+from .model.names import module_names
 
 __all__ = [
-    "COMPARE_SCHEMA",
     "CompareResult",
     "ModuleDiff",
     "Setting",
-    "check_tolerance",
+    "compare_many",
     "compare_settings",
     "compare_tensors",
 ]
 
-#: Version of the compare JSON layout; bumped only when a key is removed or changes meaning.
-COMPARE_SCHEMA = 1
+#: What ``the text is empty`` asks for.
+VERB = "compare"
 
 #: Loads the model under (quant, dtype); the comparison decides when.
 Loader = Callable[[str, str], LoadedModel]
@@ -125,18 +127,21 @@ class ModuleDiff:
 
 
 @dataclass(frozen=True)
-class CompareResult:
-    """Every selected module call of one sentence, compared across two settings."""
+class CompareResult(DescribesModel):
+    """Every selected module call of one sentence, compared across two settings.
 
-    model: str
-    device: str
-    random_weights: bool
+    ``info`` describes the compared setting's model; ``setting`` and
+    ``reference`` say how each run was loaded.
+    """
+
+    info: ModelInfo
     text: str
     tokens: tuple[Token, ...]
     setting: Setting  # resolved: dtype is never auto
     reference: Setting
     tolerance: float
     modules: tuple[ModuleDiff, ...]
+    index: int = 0  # the sentence's position in the input
 
     @property
     def first_exceeding(self) -> ModuleDiff | None:
@@ -150,7 +155,8 @@ class CompareResult:
     def as_dict(self) -> dict[str, Any]:
         first = self.first_exceeding
         return {
-            "schema": COMPARE_SCHEMA,
+            "schema": SCHEMA_VERSION,
+            "index": self.index,
             "model": self.model,
             "device": self.device,
             "random_weights": self.random_weights,
@@ -162,13 +168,6 @@ class CompareResult:
             "first_exceeding": first.name if first is not None else None,
             "modules": [m.as_dict() for m in self.modules],
         }
-
-
-def check_tolerance(tolerance: float) -> float:
-    """Refuse a tolerance that is negative, NaN or infinite."""
-    if not math.isfinite(tolerance) or tolerance < 0:
-        raise UsageError(f"--tolerance must be a finite number of at least 0, not {tolerance}")
-    return tolerance
 
 
 def compare_tensors(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -204,77 +203,124 @@ def compare_settings(
     *,
     setting: Setting,
     reference: Setting,
-    layers: str | Sequence[int] | None = None,
+    layers: LayerSpec = None,
     filters: Sequence[str] = (),
     tolerance: float = 0.05,
+    truncate: bool = False,
 ) -> CompareResult:
     """Run ``text`` under ``reference`` then ``setting`` and compare every selected module call.
 
     ``layers`` and ``filters`` select modules as ``optinspect trace`` does.
     At most one of the two models is alive at any time (see the module docstring).
     """
+    (result,) = compare_many(
+        load,
+        [text],
+        setting=setting,
+        reference=reference,
+        layers=layers,
+        filters=filters,
+        tolerance=tolerance,
+        truncate=truncate,
+    )
+    return result
+
+
+#: A selected module call of one sentence: (sentence index, module name, call).
+_Key = tuple[int, str, int]
+
+
+def compare_many(
+    load: Loader,
+    texts: Iterable[str],
+    *,
+    setting: Setting,
+    reference: Setting,
+    layers: LayerSpec = None,
+    filters: Sequence[str] = (),
+    tolerance: float = 0.05,
+    batch_size: int = 8,
+    truncate: bool = False,
+    advance: Progress | None = None,
+) -> list[CompareResult]:
+    """``compare_settings`` for many sentences, in batches; one result per sentence.
+
+    Both settings run the same batches, so padding is the same on both sides.
+    ``advance`` hears of the compared setting's batches.
+    """
     check_tolerance(tolerance)
+    sentences = list(texts)
     loaded = load(reference.quant, reference.dtype)
-    tokens = encode(loaded, text)
-    names = resolve_modules(loaded.model, loaded.num_layers, layers, filters)
+    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB)
+    names = select_names(module_names(loaded.model), loaded.num_layers, layers, filters)
     resolved_reference = Setting(loaded.quant, loaded.dtype_name)
-    stored: dict[tuple[str, int], torch.Tensor] = {}
+    stored: dict[_Key, torch.Tensor] = {}
 
-    def keep(_index: int, name: str, call: int, tensor: torch.Tensor) -> None:
-        stored[(name, call)] = tensor.detach().to("cpu", copy=True)
+    def keep(index: int, name: str, call: int, tensor: torch.Tensor) -> None:
+        stored[(index, name, call)] = tensor.detach().to("cpu", copy=True)
 
-    reference_records = _run(loaded, tokens, names, keep)
+    reference_records = dict(_run(runner, sentences, names, keep))
     wanted_dtype = resolve_dtype(setting.dtype, setting.quant, loaded.device)
     if setting.quant != loaded.quant or wanted_dtype != loaded.dtype:
         on_cuda = loaded.device.startswith("cuda")
-        del loaded
+        del loaded, runner
         gc.collect()
         if on_cuda:
             torch.cuda.empty_cache()
         loaded = load(setting.quant, setting.dtype)
-    metrics: dict[tuple[str, int], torch.Tensor] = {}
-    mismatched: set[tuple[str, int]] = set()
+    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=advance)
+    metrics: dict[_Key, torch.Tensor] = {}
+    mismatched: set[_Key] = set()
 
-    def measure(_index: int, name: str, call: int, tensor: torch.Tensor) -> None:
-        expected = stored.pop((name, call), None)
+    def measure(index: int, name: str, call: int, tensor: torch.Tensor) -> None:
+        expected = stored.pop((index, name, call), None)
         if expected is None:
             return
         if tuple(expected.shape) != tuple(tensor.shape):
-            mismatched.add((name, call))
+            mismatched.add((index, name, call))
             return
-        metrics[(name, call)] = compare_tensors(tensor, expected)
+        metrics[(index, name, call)] = compare_tensors(tensor, expected)
 
-    records = _run(loaded, tokens, names, measure)
+    results: list[CompareResult] = []
+    for index, (tokens, records) in _run(runner, sentences, names, measure):
+        _, ref_records = reference_records[index]
+        rows = _diff_rows(
+            records,
+            ref_records,
+            {k[1:]: v for k, v in metrics.items() if k[0] == index},
+            {k[1:] for k in mismatched if k[0] == index},
+            tolerance,
+        )
+        results.append(
+            CompareResult(
+                info=loaded.info,
+                text=sentences[index],
+                tokens=tokens,
+                setting=Setting(loaded.quant, loaded.dtype_name),
+                reference=resolved_reference,
+                tolerance=tolerance,
+                modules=tuple(rows),
+                index=index,
+            )
+        )
     stored.clear()
-    rows = _diff_rows(records, reference_records, metrics, mismatched, tolerance)
-    return CompareResult(
-        model=loaded.name,
-        device=loaded.device,
-        random_weights=loaded.random_weights,
-        text=text,
-        tokens=tuple(tokens),
-        setting=Setting(loaded.quant, loaded.dtype_name),
-        reference=resolved_reference,
-        tolerance=tolerance,
-        modules=tuple(rows),
-    )
+    return results
 
 
 def _run(
-    loaded: LoadedModel,
-    tokens: Sequence[Token],
+    runner: Runner,
+    texts: Sequence[str],
     names: Sequence[str],
     sink: Callable[[int, str, int, torch.Tensor], None],
-) -> list[ModuleRecord]:
-    """One forward pass over ``tokens``; the sink sees every selected module's full output."""
-    model = loaded.model
-    input_ids = torch.tensor([[t.id for t in tokens]], dtype=torch.long)
-    device = model.get_input_embeddings().weight.device
-    with capture(model, names, stats=False, sink=sink) as cap:
-        cap.begin(None)
-        with torch.inference_mode():
-            model(input_ids=input_ids.to(device), use_cache=False)
-        return cap.collect()[0]
+) -> list[tuple[int, tuple[tuple[Token, ...], list[ModuleRecord]]]]:
+    """Every sentence through ``runner``; the sink sees every selected module's full output."""
+    out: list[tuple[int, tuple[tuple[Token, ...], list[ModuleRecord]]]] = []
+    with capture(runner.loaded.model, names, stats=False, sink=sink) as cap:
+        for batch, output in runner.run(texts, [cap]):
+            del output
+            for b, records in enumerate(cap.collect()):
+                out.append((batch.first + b, (batch.tokens[b], records)))
+    return out
 
 
 def _diff_rows(

@@ -10,11 +10,17 @@ import torch
 
 from .engine.capture import capture
 from .engine.hooks import HookGroup
-from .engine.records import Token, TraceResult
+from .engine.preflight import check_text
+from .engine.records import ModelInfo, Token
+from .engine.runner import Batch, forward
+from .engine.selection import LayerSpec, select_names
 from .errors import ModelError, UsageError
-from .model.loading import quiet, read_config, resolve_dtype, resolve_source
+from .model.loading import resolve_dtype
+from .model.names import module_names
 from .model.placement import resolve_device
-from .tracing import LayerSpec, resolve_modules
+from .model.quiet import quiet
+from .model.spec import build_meta_model, read_config, resolve_source
+from .tracing import TraceResult
 
 __all__ = ["dry_run"]
 
@@ -47,15 +53,6 @@ class _StopAfter(HookGroup):
         self._waiting.discard(id(module))
         if not self._waiting:
             raise _Done
-
-
-def build_meta_model(config: Any, dtype: torch.dtype) -> torch.nn.Module:
-    """An OPTForCausalLM whose parameters live on the meta device (no memory, no init)."""
-    from transformers import OPTForCausalLM
-
-    with torch.device("meta"):
-        model = OPTForCausalLM(config)
-    return model.to(dtype).eval()
 
 
 def _load_tokenizer(location: str, is_local: bool) -> Any | None:
@@ -99,8 +96,7 @@ def dry_run(
             raise UsageError(f"--tokens must be at least 1, not {tokens}")
         count = tokens
     else:
-        if text is None or not text.strip():
-            raise UsageError("the text is empty: give at least one word to trace")
+        check_text(text or "", "trace")
         tokenizer = _load_tokenizer(source.location, source.is_local)
         if tokenizer is None:
             raise ModelError(
@@ -112,23 +108,20 @@ def dry_run(
     if count > limit:
         raise UsageError(f"the text has {count} tokens; {spec} accepts at most {limit}")
 
-    with quiet(verbose=False):
-        model = build_meta_model(config, torch_dtype)
-    names = resolve_modules(model, int(config.num_hidden_layers), layers, filters)
-    ids = torch.tensor([[t.id for t in token_list] or [2] * count], device="meta")
+    model = build_meta_model(config, torch_dtype)
+    names = select_names(module_names(model), int(config.num_hidden_layers), layers, filters)
+    # Any ids do for shapes when only a length was given: 2 is </s>.
+    ids = token_list or [Token(2, "</s>")] * count
+    batch = Batch.of([text or ""], [ids], pad_id=1)
     with (
         capture(model, names, stats=False) as cap,
-        _StopAfter(model, names),
-        torch.inference_mode(),
+        _StopAfter(model, names) as stop,
         contextlib.suppress(_Done),
     ):
-        model(input_ids=ids, use_cache=False)
+        forward(model, batch, [cap, stop])
+    dtype_name = str(torch_dtype).removeprefix("torch.")
     return TraceResult(
-        model=spec,
-        quant=quant,
-        device="meta",
-        dtype=str(torch_dtype).removeprefix("torch."),
-        random_weights=False,
+        info=ModelInfo(spec, quant, "meta", dtype_name, random_weights=False),
         text=text if tokens is None else None,
         tokens=tuple(token_list),
         modules=tuple(cap.collect()[0]),

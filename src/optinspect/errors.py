@@ -1,6 +1,21 @@
-"""The exceptions a user can see, each carrying its one-line message and exit code."""
+"""The exceptions a user can see, each carrying its one-line message and exit code, and the
+one table that turns library exceptions into them.
+
+    try:
+        ...
+    except Exception as e:
+        raise translate(e) or e
+
+Library exceptions are recognised by class, through ``LIBRARY_ERRORS``. The
+classes are looked up in ``sys.modules`` only, so this module imports no
+library: an exception of a class whose module was never imported cannot occur.
+"""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 #: Exit codes, documented in the README.
 EXIT_OK = 0
@@ -30,7 +45,56 @@ class CheckpointError(OptinspectError):
     """The checkpoint files are unreadable, unsafe or do not match their config."""
 
 
+class ResourceError(OptinspectError):
+    """The machine ran out of something the run needs (device memory)."""
+
+
 class NonFiniteError(OptinspectError):
     """A recorded tensor holds NaN or Inf and the user asked to fail on that."""
 
     exit_code = EXIT_NONFINITE
+
+
+OOM_HINT = "out of memory; try --quant 4bit, a smaller --model, or a CPU run with --device cpu"
+PICKLE_REFUSED = "its pickle checkpoint holds more than tensors, so it was refused unread"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+@dataclass(frozen=True)
+class LibraryError:
+    """One row of the map: a library exception class and what the user is told instead."""
+
+    module: str
+    name: str
+    kind: type[OptinspectError]
+    message: Callable[[BaseException], str]
+
+    def matches(self, error: BaseException) -> bool:
+        owner = sys.modules.get(self.module)
+        cls = getattr(owner, self.name, None) if owner is not None else None
+        return isinstance(cls, type) and isinstance(error, cls)
+
+
+#: Library exceptions, by class, and what each means to the user. Checkpoint errors
+#: are worded as the cause; ``load_model`` prefixes which model they belong to.
+LIBRARY_ERRORS: tuple[LibraryError, ...] = (
+    LibraryError("torch", "OutOfMemoryError", ResourceError, lambda e: OOM_HINT),
+    LibraryError("torch.cuda", "OutOfMemoryError", ResourceError, lambda e: OOM_HINT),
+    LibraryError("safetensors", "SafetensorError", CheckpointError, first_line),
+    LibraryError("pickle", "UnpicklingError", CheckpointError, lambda e: PICKLE_REFUSED),
+)
+
+
+def translate(error: BaseException) -> OptinspectError | None:
+    """The user-facing error for a library exception the map knows, else None."""
+    if isinstance(error, OptinspectError):
+        return error
+    for row in LIBRARY_ERRORS:
+        if row.matches(error):
+            return row.kind(row.message(error))
+    return None

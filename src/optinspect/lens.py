@@ -3,6 +3,7 @@
     loaded = load_model("tiny", quant="none", device="cpu")
     result = compute_lens(loaded, "The capital of France is", top_k=3)
     result.layers[-1].predictions[-1][0].text   # what the last layer predicts last
+    for result in iter_lens(loaded, sentences, batch_size=8): ...
 
 Each layer's output goes through the modules the decoder applies after its
 last layer (``final_layer_norm`` where the model has one, ``project_out``
@@ -14,7 +15,7 @@ prediction.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,26 +23,25 @@ import torch
 from torch import nn
 
 from .engine.capture import capture
-from .engine.records import Token
-from .engine.selection import LAYERS_PREFIX, parse_layers
-from .errors import UsageError
+from .engine.preflight import check_top_k
+from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
+from .engine.runner import Progress, Runner
+from .engine.selection import LayerSpec, resolve_layers
 from .model.loading import LoadedModel
-from .tracing import encode
+from .model.names import layer_of, layer_root
 
 __all__ = [
-    "LENS_SCHEMA",
     "LensLayer",
     "LensResult",
     "Prediction",
-    "check_top_k",
     "compute_lens",
+    "iter_lens",
     "project_hidden",
     "rank_top_k",
 ]
 
-
-#: Version of the lens JSON layout; bumped only when a key is removed or changes meaning.
-LENS_SCHEMA = 1
+#: What ``the text is empty`` asks for.
+VERB = "read through the lens"
 
 
 @dataclass(frozen=True)
@@ -75,43 +75,28 @@ class LensLayer:
 
 
 @dataclass(frozen=True)
-class LensResult:
+class LensResult(DescribesModel):
     """The logit lens of one sentence: selected layers, plus the model's own output."""
 
-    model: str
-    quant: str
-    device: str
-    dtype: str
-    random_weights: bool
+    info: ModelInfo
     text: str
     tokens: tuple[Token, ...]
     top_k: int
     layers: tuple[LensLayer, ...]
     output: tuple[Ranked, ...]  # from the model's real logits, one entry per position
+    index: int = 0  # the sentence's position in the input
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "schema": LENS_SCHEMA,
-            "model": self.model,
-            "quant": self.quant,
-            "device": self.device,
-            "dtype": self.dtype,
-            "random_weights": self.random_weights,
+            "schema": SCHEMA_VERSION,
+            "index": self.index,
+            **self.info.as_dict(),
             "text": self.text,
             "tokens": [t.as_dict() for t in self.tokens],
             "top_k": self.top_k,
             "layers": [layer.as_dict() for layer in self.layers],
             "output": [[p.as_dict() for p in ranked] for ranked in self.output],
         }
-
-
-def check_top_k(top_k: int, vocab_size: int) -> int:
-    """``top_k`` when it is between 1 and the vocabulary size, else a usage error."""
-    if top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, not {top_k}")
-    if top_k > vocab_size:
-        raise UsageError(f"--top-k {top_k} is more than the vocabulary of {vocab_size} tokens")
-    return top_k
 
 
 def project_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -166,51 +151,84 @@ def compute_lens(
     loaded: LoadedModel,
     text: str,
     *,
-    layers: str | Sequence[int] | None = None,
+    layers: LayerSpec = None,
     top_k: int = 1,
+    truncate: bool = False,
 ) -> LensResult:
     """Run ``text`` once and read every selected layer's output through the model's head.
 
     ``layers`` is a layer spec (``0``, ``3-7``, ``-1``, ``all``) or indices; None is all.
     """
+    return next(iter_lens(loaded, [text], layers=layers, top_k=top_k, truncate=truncate))
+
+
+def iter_lens(
+    loaded: LoadedModel,
+    texts: Iterable[str],
+    *,
+    layers: LayerSpec = None,
+    top_k: int = 1,
+    batch_size: int = 8,
+    truncate: bool = False,
+    advance: Progress | None = None,
+) -> Iterator[LensResult]:
+    """The lens of every sentence, in input order, as each batch finishes.
+
+    Each selected layer's output is kept only until its batch is projected.
+    """
     model = loaded.model
-    vocab_size = int(model.config.vocab_size)
-    check_top_k(top_k, vocab_size)
-    if layers is None:
-        chosen = list(range(loaded.num_layers))
-    elif isinstance(layers, str):
-        chosen = parse_layers(layers, loaded.num_layers)
-    else:
-        chosen = parse_layers(",".join(str(i) for i in layers), loaded.num_layers)
-    tokens = encode(loaded, text)
-    device = model.get_input_embeddings().weight.device
-    input_ids = torch.tensor([[t.id for t in tokens]], dtype=torch.long, device=device)
+    check_top_k(top_k, int(model.config.vocab_size))
+    chosen = resolve_layers(layers, loaded.num_layers, default="all") or []
+    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=advance)
+    hidden: dict[tuple[int, int], torch.Tensor] = {}
 
-    hidden: dict[int, torch.Tensor] = {}
+    def keep(sentence: int, name: str, _call: int, tensor: torch.Tensor) -> None:
+        hidden[(sentence, layer_of(name) or 0)] = tensor
 
-    def keep(_sentence: int, name: str, _call: int, tensor: torch.Tensor) -> None:
-        hidden[int(name[len(LAYERS_PREFIX) :])] = tensor
+    names = [layer_root(i) for i in chosen]
+    with capture(model, names, stats=False, sink=keep) as cap:
+        for batch, output in runner.run(texts, [cap]):
+            with torch.inference_mode():
+                results = [
+                    _lens_of(loaded, batch.first + b, text, tokens, chosen, hidden, top_k, row)
+                    for b, (text, tokens, row) in enumerate(
+                        zip(batch.texts, batch.tokens, output.logits, strict=True)
+                    )
+                ]
+            del output
+            hidden.clear()
+            yield from results
 
-    names = [f"{LAYERS_PREFIX}{i}" for i in chosen]
-    with torch.inference_mode():
-        with capture(model, names, stats=False, sink=keep) as cap:
-            cap.begin(None)
-            output = model(input_ids=input_ids, use_cache=False)
-        lens_layers = tuple(
-            LensLayer(
-                layer=i,
-                predictions=_predictions(
-                    project_hidden(model, hidden[i])[0], top_k, loaded.tokenizer
-                ),
-            )
-            for i in chosen
+
+def _lens_of(
+    loaded: LoadedModel,
+    index: int,
+    text: str,
+    tokens: tuple[Token, ...],
+    chosen: list[int],
+    hidden: dict[tuple[int, int], torch.Tensor],
+    top_k: int,
+    logits: torch.Tensor,
+) -> LensResult:
+    """One sentence's result; ``logits`` is its row of the batch's output, padding included."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    lens_layers = tuple(
+        LensLayer(
+            layer=i,
+            predictions=_predictions(
+                project_hidden(model, hidden[(index, i)]).reshape(-1, logits.shape[-1]),
+                top_k,
+                tokenizer,
+            ),
         )
-        final = _predictions(output.logits[0], top_k, loaded.tokenizer)
+        for i in chosen
+    )
     return LensResult(
-        **loaded.describe(),
+        info=loaded.info,
         text=text,
-        tokens=tuple(tokens),
+        tokens=tokens,
         top_k=top_k,
         layers=lens_layers,
-        output=final,
+        output=_predictions(logits[: len(tokens)], top_k, tokenizer),
+        index=index,
     )

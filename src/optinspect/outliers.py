@@ -43,35 +43,34 @@ import torch
 from torch import nn
 
 from .engine.hooks import HookGroup
-from .engine.selection import layer_of
+from .engine.preflight import check_threshold
+from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo
+from .engine.runner import Batch, Progress, Runner
 from .errors import UsageError
 from .model.loading import LoadedModel
-from .model.placement import input_device
-from .tracing import batched, encode, pad_batch
+from .model.names import layer_of, role_of
 
 __all__ = [
     "DEFAULT_THRESHOLD",
     "MIN_LAYER_FRACTION",
     "MIN_TOKEN_FRACTION",
-    "OUTLIERS_SCHEMA",
     "DimCount",
     "ModuleOutliers",
     "OutlierCounter",
     "OutlierResult",
     "RecurringDim",
-    "check_threshold",
     "find_outliers",
     "linear_inputs",
     "module_threshold",
     "summarize_recurring",
 ]
 
-#: Version of the outliers JSON layout; bumped only when a key is removed or changes meaning.
-OUTLIERS_SCHEMA = 1
+#: What ``the text is empty`` asks for.
+VERB = "inspect"
 DEFAULT_THRESHOLD = 6.0
 MIN_LAYER_FRACTION = 0.25
 MIN_TOKEN_FRACTION = 0.06
-#: Module names, after ``model.decoder.layers.N.``, whose inputs count toward the summary.
+#: Module roles (names inside a decoder layer) whose inputs count toward the summary.
 SUMMARY_ROLES = (
     "self_attn.q_proj",
     "self_attn.k_proj",
@@ -133,14 +132,10 @@ class RecurringDim:
 
 
 @dataclass(frozen=True)
-class OutlierResult:
+class OutlierResult(DescribesModel):
     """Outlier features of every decoder linear layer over many sentences."""
 
-    model: str
-    quant: str
-    device: str
-    dtype: str
-    random_weights: bool
+    info: ModelInfo
     threshold: float  # --threshold, for modules without their own
     num_layers: int
     sentences: int
@@ -152,21 +147,16 @@ class OutlierResult:
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
+        values.pop("info")
         criteria = {key: values.pop(key) for key in ("min_layer_fraction", "min_token_fraction")}
         return {
-            "schema": OUTLIERS_SCHEMA,
+            "schema": SCHEMA_VERSION,
+            **self.info.as_dict(),
             **values,
             "criteria": criteria,
             "modules": [m.as_dict() for m in self.modules],
             "recurring": [r.as_dict() for r in self.recurring],
         }
-
-
-def check_threshold(threshold: float) -> float:
-    """Refuse a threshold that is not a finite number above 0."""
-    if not math.isfinite(threshold) or threshold <= 0:
-        raise UsageError(f"--threshold must be a finite number above 0, not {threshold}")
-    return threshold
 
 
 def module_threshold(module: nn.Module, default: float) -> tuple[float, str]:
@@ -195,8 +185,8 @@ class _Tally:
 class OutlierCounter(HookGroup):
     """Counts, per module, where its input reaches the threshold, in one ``with`` block.
 
-    Pre-hooks exist only inside the block and are removed on every path.
-    Call ``begin(valid, real_tokens)`` before each forward pass.
+    Pre-hooks exist only inside the block and are removed on every path; the
+    runner calls ``begin(batch)`` before each forward pass.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], default: float) -> None:
@@ -206,6 +196,7 @@ class OutlierCounter(HookGroup):
             _Tally(name, modules[name], *module_threshold(modules[name], default)) for name in names
         ]
         self._valid: torch.Tensor | None = None
+        self._valid_on: dict[torch.device, torch.Tensor] = {}
         self._real_tokens = 0
         self._started = 0
 
@@ -213,14 +204,12 @@ class OutlierCounter(HookGroup):
         for tally in self._tallies:
             self._keep(tally.module.register_forward_pre_hook(self._make_hook(tally)))
 
-    def begin(self, valid: torch.Tensor | None, real_tokens: int) -> None:
-        """Start a forward pass with ``real_tokens`` real tokens.
-
-        ``valid`` [batch, tokens] bool marks them, on the model's device; None
-        when nothing is padded.
-        """
+    def begin(self, batch: Batch) -> None:
+        """Start a forward pass; only the batch's real (unpadded) tokens count."""
+        valid = batch.layout.valid
         self._valid = valid.reshape(-1) if valid is not None else None
-        self._real_tokens = real_tokens
+        self._valid_on: dict[torch.device, torch.Tensor] = {}
+        self._real_tokens = batch.real_tokens
 
     def _make_hook(self, tally: _Tally) -> Callable[..., None]:
         def pre_hook(module: nn.Module, args: Any) -> None:
@@ -234,7 +223,10 @@ class OutlierCounter(HookGroup):
             valid = self._valid
             if valid is not None and valid.numel() == magnitude.shape[0]:
                 # Padding rows become 0: below any threshold and any real maximum.
-                magnitude = magnitude.masked_fill(~valid.to(magnitude.device)[:, None], 0)
+                on = self._valid_on.get(magnitude.device)
+                if on is None:  # one copy per device and batch, not one per module
+                    on = self._valid_on[magnitude.device] = valid.to(magnitude.device)
+                magnitude = magnitude.masked_fill(~on[:, None], 0)
                 tally.tokens += self._real_tokens
             else:
                 tally.tokens += magnitude.shape[0]
@@ -290,44 +282,29 @@ def find_outliers(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = 8,
-    advance: Callable[[], None] | None = None,
+    truncate: bool = False,
+    advance: Progress | None = None,
 ) -> OutlierResult:
     """Run ``texts`` in right-padded batches and count outlier features per linear layer.
 
-    ``advance`` is called once per sentence, after its batch ran.
+    ``advance`` hears of every finished batch.
     """
     check_threshold(threshold)
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     model = loaded.model
-    device = input_device(model)
-    pad_id = loaded.tokenizer.pad_token_id or 1
-    sentences = tokens = 0
+    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=advance)
+    tokens = 0
     with OutlierCounter(model, linear_inputs(model), threshold) as counter:
-        for batch in batched(texts, batch_size):
-            # Right-padded, as optinspect trace batches; the mask marks real tokens.
-            input_ids, mask = pad_batch([encode(loaded, text) for text in batch], pad_id)
-            real = int(mask.sum())
-            padded = real != mask.numel()
-            counter.begin(mask.bool().to(device) if padded else None, real)
-            with torch.inference_mode():
-                model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=mask.to(device) if padded else None,
-                    use_cache=False,
-                )
-            sentences += len(batch)
-            tokens += real
-            for _ in batch if advance is not None else ():
-                advance()
+        for batch, output in runner.run(texts, [counter]):
+            del output
+            tokens += batch.real_tokens
         modules = tuple(counter.collect())
-    if sentences == 0:
+    if runner.sentences == 0:
         raise UsageError("the input holds no sentences: give at least one line of text")
     return OutlierResult(
-        **loaded.describe(),
+        info=loaded.info,
         threshold=threshold,
         num_layers=loaded.num_layers,
-        sentences=sentences,
+        sentences=runner.sentences,
         tokens=tokens,
         modules=modules,
         recurring=tuple(summarize_recurring(modules, loaded.num_layers)),
@@ -378,7 +355,7 @@ def _module_row(tally: _Tally, hits: list[int], peaks: list[float], rows: int) -
         in_features=int(getattr(tally.module, "in_features", len(hits))),
         threshold=tally.threshold,
         threshold_source=tally.source,
-        summary=tally.name.split(".", 4)[-1] in SUMMARY_ROLES,
+        summary=role_of(tally.name) in SUMMARY_ROLES,
         tokens=tokens,
         tokens_affected=rows,
         absmax=_finite(max(numbers)) if numbers else None,

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .model.family import HEAD, TOKEN_EMBEDDINGS, ParamEntry, family_config, list_config_params
+from .engine.records import SCHEMA_VERSION
+from .model.family import ParamEntry, family_config, list_config_params
+from .model.names import HEAD, TOKEN_EMBEDDINGS, layer_group, role_of
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,8 +35,8 @@ __all__ = [
     "ParamInventory",
     "ParamReport",
     "ParamRow",
+    "ParamsResult",
     "WeightBytes",
-    "build_meta_model",
     "count_params",
     "estimate_bytes",
     "inventory_params",
@@ -163,17 +165,6 @@ def list_module_params(model: nn.Module) -> tuple[tuple[ParamEntry, ...], str | 
     return tuple(entries), tied_to
 
 
-def build_meta_model(config: Any) -> nn.Module:
-    """An ``OPTForCausalLM`` for ``config`` whose parameters live on the meta device."""
-    import torch
-    from transformers import OPTForCausalLM
-
-    from .model.loading import quiet
-
-    with quiet(verbose=False), torch.device("meta"):
-        return OPTForCausalLM(config).eval()
-
-
 def inventory_params(spec: str) -> ParamInventory:
     """List the parameters of the model ``spec`` names, reading no weights.
 
@@ -187,7 +178,7 @@ def inventory_params(spec: str) -> ParamInventory:
         entries, tied_to = list_config_params(raw)
         return ParamInventory(model=spec, entries=entries, tied_to=tied_to, builtin=True)
 
-    from .model.loading import read_config, resolve_source
+    from .model.spec import build_meta_model, read_config, resolve_source
 
     config = read_config(resolve_source(spec))
     entries, tied_to = list_module_params(build_meta_model(config))
@@ -228,9 +219,10 @@ def group_of(entry: ParamEntry) -> str:
         return "position embeddings"
     if leaf in ("project_in", "project_out"):
         return "projections"
-    if ".self_attn." in f"{entry.module}.":
+    role = role_of(entry.module) or ""
+    if role.startswith("self_attn."):
         return "attention projections"
-    if leaf in ("fc1", "fc2"):
+    if role in ("fc1", "fc2"):
         return "feed-forward layers"
     if entry.module_type == "LayerNorm":
         return "layer norms"
@@ -239,19 +231,11 @@ def group_of(entry: ParamEntry) -> str:
     return "other"
 
 
-def layer_of(entry: ParamEntry) -> str:
-    """``model.decoder.layers.N`` for a parameter inside a decoder layer, else its module."""
-    parts = entry.module.split(".")
-    if len(parts) >= 4 and parts[:3] == ["model", "decoder", "layers"]:
-        return ".".join(parts[:4])
-    return entry.module
-
-
 def _key(entry: ParamEntry, by: str) -> str:
     if by == "group":
         return group_of(entry)
     if by == "layer":
-        return layer_of(entry)
+        return layer_group(entry.module)
     if by == "module":
         return entry.module
     return entry.module_type
@@ -317,6 +301,22 @@ class LoadedCount:
             "stored": self.stored,
             "bytes": self.bytes,
         }
+
+
+@dataclass(frozen=True)
+class ParamsResult:
+    """What ``optinspect params`` reports: the config-only count, and what a load holds."""
+
+    report: ParamReport
+    loaded: LoadedCount | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--format json`` document."""
+        payload: dict[str, Any] = {"schema": SCHEMA_VERSION, **self.report.as_dict()}
+        if self.loaded is not None:
+            matches = self.loaded.params == self.report.total
+            payload["loaded"] = {**self.loaded.as_dict(), "matches_config": matches}
+        return payload
 
 
 def _quant_tensors(param: Any) -> list[Any]:

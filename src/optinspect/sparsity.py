@@ -9,16 +9,41 @@ Nothing comes to the host until ``summary()``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .engine.capture import BatchLayout
 from .engine.hooks import HookGroup
-from .engine.records import LayerSparsity
+from .engine.runner import Batch, BatchLayout
+from .model.names import ACTIVATION, layer_of, role_of
 
 __all__ = ["FfnSparsity", "LayerSparsity"]
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """One layer's feed-forward sparsity over everything traced so far.
+
+    zeros: fraction of ReLU outputs exactly zero; dead: units that were zero for
+    every token seen (meaningful over many sentences); units: the FFN width.
+    """
+
+    layer: int
+    zeros: float
+    dead: int
+    units: int
+    tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "zeros": self.zeros,
+            "dead": self.dead,
+            "units": self.units,
+            "tokens": self.tokens,
+        }
 
 
 class FfnSparsity(HookGroup):
@@ -27,9 +52,9 @@ class FfnSparsity(HookGroup):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self._targets = [
-            (int(name.split(".")[3]), module)
+            (layer, module)
             for name, module in model.named_modules()
-            if name.startswith("model.decoder.layers.") and name.endswith(".activation_fn")
+            if role_of(name) == ACTIVATION and (layer := layer_of(name)) is not None
         ]
         self._layout: BatchLayout | None = None
         self._nonzero: dict[int, torch.Tensor] = {}
@@ -40,10 +65,10 @@ class FfnSparsity(HookGroup):
         for layer, module in self._targets:
             self._keep(module.register_forward_hook(self._make_hook(layer)))
 
-    def begin(self, layout: BatchLayout | None, tokens: int) -> None:
-        """Start a batch of ``tokens`` real (unpadded) tokens laid out as ``layout``."""
-        self._layout = layout
-        self._tokens += tokens
+    def begin(self, batch: Batch) -> None:
+        """Start a batch; only its real (unpadded) tokens count."""
+        self._layout = batch.layout if batch.size > 1 else None
+        self._tokens += batch.real_tokens
 
     def _make_hook(self, layer: int) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:

@@ -1,70 +1,68 @@
-"""One real forward pass per batch of sentences, recorded module by module."""
+"""The trace analysis: every selected module's output, per sentence, in execution order.
+
+    loaded = load_model("tiny", quant="none")
+    for result in iter_trace(loaded, ["first sentence", "second"], layers="0"):
+        result.modules[0].stats.absmax
+
+Hook groups (the capture, optionally the FFN sparsity) around the shared
+runner; one ``TraceResult`` per sentence as its batch finishes.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-import torch
-
-from .engine.capture import BatchLayout, TensorSink, capture
-from .engine.records import Token, TraceResult
-from .engine.selection import parse_layers, select_modules
-from .errors import UsageError
+from .engine.capture import TensorSink, capture
+from .engine.records import (
+    SCHEMA_VERSION,
+    STAT_NAMES,
+    DescribesModel,
+    ModelInfo,
+    ModuleRecord,
+    Token,
+)
+from .engine.runner import Progress, Runner
+from .engine.selection import LayerSpec, select_names
 from .model.loading import LoadedModel
-from .model.placement import input_device
+from .model.names import module_names
 from .sparsity import FfnSparsity
 
-__all__ = ["batched", "encode", "iter_trace", "pad_batch", "resolve_modules"]
-
-LayerSpec = str | Sequence[int] | None
+__all__ = ["LayerSpec", "TraceResult", "iter_trace"]
 
 
-def resolve_modules(
-    model: torch.nn.Module,
-    num_layers: int,
-    layers: LayerSpec = None,
-    filters: Sequence[str] = (),
-) -> list[str]:
-    """The dotted names to hook: a layer spec (or the overview), narrowed by globs.
+@dataclass(frozen=True)
+class TraceResult(DescribesModel):
+    """Everything one traced sentence produced, ready to render."""
 
-    Filters alone search every named module; with ``layers`` they narrow it.
-    """
-    names = [n for n, _ in model.named_modules()]
-    if isinstance(layers, str):
-        chosen: list[int] | None = parse_layers(layers, num_layers)
-    elif layers is not None:
-        chosen = parse_layers(",".join(str(i) for i in layers), num_layers)
-    else:
-        chosen = None
-    if filters and chosen is None:
-        selected = [n for n in names if n]
-    else:
-        selected = select_modules(names, chosen)
-    if filters:
-        selected = [n for n in selected if any(fnmatch.fnmatchcase(n, g) for g in filters)]
-        if not selected:
-            raise UsageError(f"no module matches --filter {' '.join(filters)}")
-    return selected
+    info: ModelInfo
+    text: str | None
+    tokens: tuple[Token, ...]
+    modules: tuple[ModuleRecord, ...]
+    index: int = 0
+    dry_run: bool = False
 
+    def first_nonfinite(self) -> ModuleRecord | None:
+        """The module that first produced NaN or Inf: the earliest to finish with them.
 
-def encode(loaded: LoadedModel, text: str, truncate: bool = False) -> list[Token]:
-    """Token ids and texts for one sentence, checked against the model's positions.
+        Finishing order, not start order, so a layer whose fc2 overflowed names
+        fc2 rather than the layer that contains it.
+        """
+        bad = [m for m in self.modules if m.stats is not None and m.stats.nonfinite]
+        return min(bad, key=lambda m: m.finished, default=None)
 
-    With ``truncate`` a text that is too long keeps its first tokens instead of failing.
-    """
-    if not text.strip():
-        raise UsageError("the text is empty: give at least one word to trace")
-    ids = loaded.tokenizer(text)["input_ids"]
-    if truncate:
-        ids = ids[: loaded.max_positions]
-    if len(ids) > loaded.max_positions:
-        raise UsageError(
-            f"the text has {len(ids)} tokens; {loaded.name} accepts at most "
-            f"{loaded.max_positions} (or use --truncate)"
-        )
-    return [Token(id=int(i), text=loaded.tokenizer.decode([i])) for i in ids]
+    def as_dict(self, stats: Sequence[str] = STAT_NAMES) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "index": self.index,
+            **self.info.as_dict(),
+            "dry_run": self.dry_run,
+            "text": self.text,
+            "tokens": [t.as_dict() for t in self.tokens],
+            "modules": [m.as_dict(stats) for m in self.modules],
+        }
 
 
 def iter_trace(
@@ -78,6 +76,7 @@ def iter_trace(
     sink: TensorSink | None = None,
     truncate: bool = False,
     sparsity: FfnSparsity | None = None,
+    advance: Progress | None = None,
 ) -> Iterator[TraceResult]:
     """Trace sentences in padded batches, yielding one result per sentence as batches finish.
 
@@ -85,59 +84,23 @@ def iter_trace(
     ``sparsity``, when given, also counts ReLU zeros and dead units over every
     token; read it with ``sparsity.summary()`` after the iteration.
     """
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, advance=advance)
     model = loaded.model
-    names = resolve_modules(model, loaded.num_layers, layers, filters)
-    offset = 0
+    names = select_names(module_names(model), loaded.num_layers, layers, filters)
+    info = loaded.info
     with (
         capture(model, names, stats=stats, sink=sink) as cap,
         sparsity if sparsity is not None else contextlib.nullcontext(),
     ):
-        for batch in batched(texts, batch_size):
-            encoded = [encode(loaded, text, truncate) for text in batch]
-            input_ids, mask = pad_batch(encoded, loaded.tokenizer.pad_token_id or 1)
-            layout = BatchLayout.from_mask(mask)
-            cap.begin(layout if layout.batch > 1 else None, offset)
-            if sparsity is not None:
-                sparsity.begin(layout if layout.batch > 1 else None, sum(layout.lengths))
-            device = input_device(model)
-            with torch.inference_mode():
-                model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=mask.to(device) if layout.valid is not None else None,
-                    use_cache=False,
-                )
-            sentences = zip(batch, encoded, cap.collect(), strict=True)
+        groups = [cap] if sparsity is None else [cap, sparsity]
+        for batch, _output in runner.run(texts, groups):
+            del _output  # the logits are not needed; free them before the next batch
+            sentences = zip(batch.texts, batch.tokens, cap.collect(), strict=True)
             for position, (text, tokens, records) in enumerate(sentences):
                 yield TraceResult(
-                    **loaded.describe(),
+                    info=info,
                     text=text,
-                    tokens=tuple(tokens),
+                    tokens=tokens,
                     modules=tuple(records),
-                    index=offset + position,
+                    index=batch.first + position,
                 )
-            offset += len(batch)
-
-
-def batched(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Lists of up to ``size`` texts, read lazily."""
-    batch: list[str] = []
-    for text in texts:
-        batch.append(text)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def pad_batch(encoded: list[list[Token]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token ids; the mask marks real tokens."""
-    width = max(len(tokens) for tokens in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, tokens in enumerate(encoded):
-        ids[row, : len(tokens)] = torch.tensor([t.id for t in tokens])
-        mask[row, : len(tokens)] = 1
-    return ids, mask

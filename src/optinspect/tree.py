@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .engine.records import SCHEMA_VERSION
+
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["TreeNode", "build_tree", "tree_model"]
+__all__ = ["TreeNode", "TreeResult", "build_tree", "tree_model"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,27 @@ class TreeNode:
             "own_params": self.own_params,
             "weight_shape": list(self.weight_shape) if self.weight_shape is not None else None,
             "tied_to": self.tied_to,
+        }
+
+
+@dataclass(frozen=True)
+class TreeResult:
+    """What ``optinspect tree`` shows: the hierarchy of ``model`` down to ``max_depth``."""
+
+    model: str
+    root: TreeNode
+    max_depth: int | None = None
+    collapsed: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--format json`` document: a flat, parents-first list."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "model": self.model,
+            "total": self.root.params,
+            "collapsed": self.collapsed,
+            "max_depth": self.max_depth,
+            "modules": [node.as_dict() for node in self.root.walk(self.max_depth)],
         }
 
 
@@ -157,8 +180,7 @@ def build_tree(model: nn.Module, *, collapse: bool = True) -> TreeNode:
 
 def tree_model(spec: str, *, collapse: bool = True) -> TreeNode:
     """Build the model ``spec`` names on the meta device and return its hierarchy."""
-    from .model.loading import read_config, resolve_source
-    from .params import build_meta_model
+    from .model.spec import build_meta_model, read_config, resolve_source
 
     config = read_config(resolve_source(spec))
     return build_tree(build_meta_model(config), collapse=collapse)

@@ -8,23 +8,13 @@ from typing import Annotated
 
 import typer
 
-from .options import (
-    DEFAULT_MODEL,
-    DebugOpt,
-    DeviceOpt,
-    Dtype,
-    DtypeOpt,
-    ModelOpt,
-    Quant,
-    QuantOpt,
-    VerboseOpt,
-    ViewFormat,
-    ViewFormatOpt,
-)
+from .options import InputOptions, LoadOptions, ViewFormat, ViewFormatOpt, model_command
+
+VERB = "show the attention of"
 
 
+@model_command(reads="one", verb=VERB)
 def attention_command(
-    text: Annotated[str, typer.Argument(help="The text to run through the model.")],
     layer: Annotated[
         str, typer.Option("--layer", "-l", help="The decoder layer: N, or -1 for the last.")
     ] = "-1",
@@ -42,13 +32,10 @@ def attention_command(
             "from pip install 'optinspect\\[plot]'.",
         ),
     ] = None,
-    model: ModelOpt = DEFAULT_MODEL,
-    quant: QuantOpt = Quant.int8,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = Dtype.auto,
     fmt: ViewFormatOpt = ViewFormat.table,
-    verbose: VerboseOpt = False,
-    debug: DebugOpt = False,
+    *,
+    load: LoadOptions,
+    inputs: InputOptions,
 ) -> None:
     """Show one layer's attention as a heatmap, with every head's entropy and sink mass.
 
@@ -65,48 +52,26 @@ def attention_command(
 
       optinspect attention "Hello world" --model tiny --layer 0 --format json | jq '.heads'
     """
-    from ..attention import compute_attention, resolve_head, resolve_layer
-    from ..errors import UsageError
-    from ..model.loading import read_config, resolve_source
-    from ..render.attention import attention_title, heatmap_labels, render_attention
-    from ..render.images import check_output_path, require_matplotlib, save_heatmap
-    from ..render.trace import write_json
-    from .common import load_with_status, stderr_console, stdout_console
+    from ..attention import compute_attention
+    from ..engine.preflight import check_output_path, check_text, preflight
+    from ..render.attention import render_attention, save_attention_png
+    from ..render.common import write_json
+    from .common import stderr_console, stdout_console
 
-    if not text.strip():
-        raise UsageError("the text is empty: give at least one word to trace")
+    check_text(inputs.text or "", VERB)
     if png is not None:
+        from ..render.images import require_matplotlib
+
         check_output_path(png)
         require_matplotlib("--png")
-    # Refuse impossible layers and heads from the config, before loading any weights.
-    config = read_config(resolve_source(model))
-    layer_index = resolve_layer(layer, int(config.num_hidden_layers))
-    if head is not None:
-        resolve_head(head, int(config.num_attention_heads))
-    loaded = load_with_status(
-        model,
-        quant=quant.value,
-        device=device,
-        dtype=dtype.value,
-        verbose=verbose,
-        attn_implementation="eager",
+    plan = preflight(load.model, single_layer=layer, head=head)
+    loaded = load.load(attn_implementation="eager")
+    chosen = plan.layers[0] if plan.layers else layer
+    result = compute_attention(
+        loaded, inputs.text or "", layer=chosen, head=head, truncate=inputs.truncate
     )
-    result = compute_attention(loaded, text, layer=layer_index, head=head)
     if png is not None:
-        labels = heatmap_labels(result)
-        save_heatmap(
-            png,
-            [
-                [value if key <= query else None for key, value in enumerate(row)]
-                for query, row in enumerate(result.weights)
-            ],
-            row_labels=labels,
-            column_labels=labels,
-            title=f"{result.model}: {attention_title(result)}",
-            xlabel="key",
-            ylabel="query",
-            colorbar_label="attention weight",
-        )
+        save_attention_png(result, png)
         stderr_console().print(f"wrote {png}", highlight=False, markup=False)
     if fmt is ViewFormat.json:
         write_json(sys.stdout, result.as_dict())

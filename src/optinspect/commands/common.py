@@ -12,6 +12,7 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from ..model.loading import LoadedModel
+    from .options import LoadOptions
 
 #: Width used when stdout is not a terminal and COLUMNS is unset, so piped tables do not wrap.
 PIPE_WIDTH = 200
@@ -31,48 +32,45 @@ def stderr_console() -> Console:
 
 
 def load_with_status(
-    model: str,
-    *,
-    quant: str,
-    device: str,
-    dtype: str,
-    verbose: bool,
-    attn_implementation: str | None = None,
-    device_map: str | None = None,
-    max_memory: str | None = None,
-    offload_dir: str | None = None,
+    options: LoadOptions, *, attn_implementation: str | None = None
 ) -> LoadedModel:
-    """Load a model, showing a spinner on stderr while it loads.
+    """Load a model as ``options`` say, showing a spinner on stderr while it loads.
 
     ``attn_implementation`` is passed to ``load_model`` (``"eager"`` for attention weights).
     """
     from ..model.loading import load_model
 
     err = stderr_console()
-    with err.status(f"loading {model} ({quant})", spinner="dots"):
+    with err.status(f"loading {options.model} ({options.quant})", spinner="dots"):
         return load_model(
-            model,
-            quant=quant,
-            device=device,
-            dtype=dtype,
-            verbose=verbose,
+            options.model,
+            quant=options.quant,
+            device=options.device,
+            dtype=options.dtype,
+            verbose=options.verbose,
             attn_implementation=attn_implementation,
-            device_map=device_map,
-            max_memory=max_memory,
-            offload_dir=offload_dir,
+            device_map=options.device_map,
+            max_memory=options.max_memory,
+            offload_dir=options.offload_dir,
         )
 
 
 @contextlib.contextmanager
-def progress(enabled: bool) -> Iterator[Callable[[], None]]:
-    """A sentence counter on stderr when it is a terminal; yields a function to advance it."""
+def progress(enabled: bool, label: str = "tracing") -> Iterator[Callable[[int], None]]:
+    """A sentence counter on stderr when it is a terminal; yields ``advance(sentences)``.
+
+    The display never captures stdout: data written while it is live goes where
+    stdout goes (a file, a pipe), not into the terminal.
+    """
     err = stderr_console()
     if not enabled or not err.is_terminal:
-        yield lambda: None
+        yield lambda n=1: None
         return
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-    columns = (SpinnerColumn(), TextColumn("tracing"), MofNCompleteColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("tracing", total=None)
-        yield lambda: bar.advance(task)
+    columns = (SpinnerColumn(), TextColumn(label), MofNCompleteColumn())
+    with Progress(
+        *columns, console=err, transient=True, redirect_stdout=False, redirect_stderr=False
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda n=1: bar.advance(task, n)

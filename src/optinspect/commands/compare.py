@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from .options import (
-    DEFAULT_MODEL,
-    DebugOpt,
-    DeviceOpt,
     Dtype,
-    DtypeOpt,
     FilterOpt,
-    ModelOpt,
+    InputOptions,
+    LayerOpt,
+    LoadOptions,
     Quant,
-    QuantOpt,
-    VerboseOpt,
-    ViewFormat,
-    ViewFormatOpt,
+    ResultFormat,
+    ResultFormatOpt,
+    model_command,
 )
 
-if TYPE_CHECKING:
-    from ..model.loading import LoadedModel
+VERB = "compare"
 
 
+@model_command(reads="batches", verb=VERB)
 def compare_command(
-    text: Annotated[str, typer.Argument(help="The text to run under both settings.")],
     against: Annotated[
         Quant,
         typer.Option("--against", "-a", help="Quantization of the reference run."),
@@ -46,23 +41,12 @@ def compare_command(
             help="Mark modules whose relative error ||a-b||/||b|| is above this.",
         ),
     ] = 0.05,
-    layer: Annotated[
-        str | None,
-        typer.Option(
-            "--layer",
-            "-l",
-            help="Decoder layers to compare in full: 0, 0,5, 3-7, -1 (the last) or all. "
-            "Without it, an overview: embeddings, each layer's output, final norm, head.",
-        ),
-    ] = None,
+    layer: LayerOpt = None,
     filters: FilterOpt = None,
-    model: ModelOpt = DEFAULT_MODEL,
-    quant: QuantOpt = Quant.int8,
-    dtype: DtypeOpt = Dtype.auto,
-    device: DeviceOpt = "auto",
-    fmt: ViewFormatOpt = ViewFormat.table,
-    verbose: VerboseOpt = False,
-    debug: DebugOpt = False,
+    fmt: ResultFormatOpt = ResultFormat.table,
+    *,
+    load: LoadOptions,
+    inputs: InputOptions,
 ) -> None:
     """Run TEXT under two settings (--quant/--dtype against --against/--against-dtype) and
     show how far apart every module's output is: cosine similarity, relative error and max
@@ -77,38 +61,39 @@ def compare_command(
       optinspect compare "Hello" --quant 4bit --against 8bit --layer all --filter '*.fc2'
 
       optinspect compare "Hello" --model tiny --format json | jq -r .first_exceeding
+
+      optinspect compare --file prompts.txt --model tiny --format jsonl > compare.jsonl
     """
-    from ..compare import Setting, check_tolerance, compare_settings
-    from ..engine.selection import parse_layers
-    from ..errors import UsageError
-    from ..model.loading import read_config, resolve_source
-    from ..render.quant import render_compare
-    from ..render.trace import write_json
-    from .common import load_with_status, stdout_console
+    from ..compare import Setting, compare_many
+    from ..engine.preflight import preflight
+    from ..model.loading import LoadedModel
+    from ..render.compare import render_compare
+    from .common import progress
+    from .output import make_emitter
 
-    if not text.strip():
-        raise UsageError("the text is empty: give at least one word to compare")
-    check_tolerance(tolerance)
-    # Refuse impossible layers from the config, before loading any weights.
-    config = read_config(resolve_source(model))
-    if layer is not None:
-        parse_layers(layer, int(config.num_hidden_layers))
-
-    def load(quant_name: str, dtype_name: str) -> LoadedModel:
-        return load_with_status(
-            model, quant=quant_name, device=device, dtype=dtype_name, verbose=verbose
-        )
-
-    result = compare_settings(
-        load,
-        text,
-        setting=Setting(quant.value, dtype.value),
-        reference=Setting(against.value, against_dtype.value),
-        layers=layer,
-        filters=tuple(filters or ()),
-        tolerance=tolerance,
+    texts, many = inputs.read()
+    globs = tuple(filters or ())
+    preflight(
+        load.model, layers=layer, filters=globs, tolerance=tolerance, batch_size=inputs.batch_size
     )
-    if fmt is ViewFormat.json:
-        write_json(sys.stdout, result.as_dict())
-    else:
-        render_compare(stdout_console(), result)
+
+    def load_setting(quant_name: str, dtype_name: str) -> LoadedModel:
+        return load.load(quant=quant_name, dtype=dtype_name)
+
+    with progress(enabled=many, label="comparing") as advance:
+        results = compare_many(
+            load_setting,
+            texts,
+            setting=Setting(load.quant, load.dtype),
+            reference=Setting(against.value, against_dtype.value),
+            layers=layer,
+            filters=globs,
+            tolerance=tolerance,
+            batch_size=inputs.batch_size,
+            truncate=inputs.truncate,
+            advance=advance,
+        )
+    emitter = make_emitter(fmt.value, many, render_compare)
+    for result in results:
+        emitter.emit(result)
+    emitter.close()

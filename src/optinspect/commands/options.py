@@ -1,11 +1,31 @@
-"""Option types shared by the commands, declared once so every command spells them alike."""
+"""Options shared by the commands, declared once so every command spells them alike.
+
+    @model_command(reads="batches", verb="trace")
+    def trace_command(layer: LayerOpt = None, *, load: LoadOptions, inputs: InputOptions): ...
+
+``model_command`` adds the loading options (``--model``, ``--quant``,
+``--device``, ``--dtype``, ``--device-map``, ``--max-memory``,
+``--offload-dir``, ``--verbose``), the input options (TEXT, ``-``,
+``--file``, ``--truncate``, and ``--batch-size`` where the command batches)
+and ``--debug`` to a command's own options, and hands them to it as two
+records. No torch here: ``--help`` stays instant.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from ..model.loading import LoadedModel
 
 DEFAULT_MODEL = (
     "facebook/opt-1.3b"  # mirrored in loading.DEFAULT_MODEL; kept here so --help needs no torch
@@ -106,3 +126,158 @@ TableFormatOpt = Annotated[
     TableFormat,
     typer.Option("--format", "-f", help="table for people, json or csv for scripts."),
 ]
+
+
+class ResultFormat(str, Enum):
+    """Output of the commands that give one result per sentence (lens, compare)."""
+
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+ResultFormatOpt = Annotated[
+    ResultFormat,
+    typer.Option("--format", "-f", help="table for people; json or jsonl for scripts."),
+]
+LayerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layer",
+        "-l",
+        help="Decoder layers to show in full: 0, 0,5, 3-7, -1 (the last) or all. "
+        "Without it, an overview: embeddings, each layer's output, final norm, head.",
+    ),
+]
+FileOpt = Annotated[
+    Path | None, typer.Option("--file", "-F", help="Read sentences from a file, one per line.")
+]
+TruncateOpt = Annotated[
+    bool, typer.Option("--truncate", help="Cut text longer than the model's positions.")
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", help="Sentences per forward pass.")
+]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load the model: the loading options every model command takes."""
+
+    model: str = DEFAULT_MODEL
+    quant: str = "8bit"
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None
+    max_memory: str | None = None
+    offload_dir: str | None = None
+    verbose: bool = False
+
+    def load(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
+        """Load the model as these options say (``changes`` override some), behind a
+        spinner on stderr."""
+        from .common import load_with_status
+
+        options = dataclasses.replace(self, **changes)
+        return load_with_status(options, attn_implementation=attn_implementation)
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """Where the sentences come from: TEXT, ``-`` (stdin) or ``--file``."""
+
+    text: str | None = None
+    file: Path | None = None
+    truncate: bool = False
+    batch_size: int = 1
+    verb: str = "trace"
+
+    def read(self) -> tuple[Iterator[str], bool]:
+        """The sentences, read lazily, and whether there may be many (a file or stdin)."""
+        from ..engine.inputs import read_texts
+
+        return read_texts(self.text, self.file, verb=self.verb)
+
+
+def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+_LOAD_PARAMETERS = (
+    _keyword("model", ModelOpt, DEFAULT_MODEL),
+    _keyword("quant", QuantOpt, Quant.int8),
+    _keyword("device", DeviceOpt, "auto"),
+    _keyword("dtype", DtypeOpt, Dtype.auto),
+    _keyword("device_map", DeviceMapOpt, None),
+    _keyword("max_memory", MaxMemoryOpt, None),
+    _keyword("offload_dir", OffloadDirOpt, None),
+    _keyword("verbose", VerboseOpt, False),
+)
+_DEBUG = _keyword("debug", DebugOpt, False)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _text_parameter(verb: str, many: bool) -> inspect.Parameter:
+    if many:
+        help_text = f"The text to {verb}; - reads one sentence per line from stdin."
+        annotation: Any = Annotated[str | None, typer.Argument(help=help_text)]
+        return _keyword("text", annotation, None)
+    annotation = Annotated[str, typer.Argument(help=f"The text to {verb}.")]
+    return _keyword("text", annotation, inspect.Parameter.empty)
+
+
+def _value(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def model_command(
+    *, reads: Literal["batches", "one"] | None = None, verb: str = "trace", loads: bool = True
+) -> Callable[[_F], _F]:
+    """Give a command the shared options: loading (``loads``) and input (``reads``).
+
+    ``reads="batches"`` adds TEXT (``-`` for stdin), ``--file``, ``--truncate``
+    and ``--batch-size``; ``reads="one"`` adds a required TEXT and
+    ``--truncate``. The command receives ``load: LoadOptions`` and
+    ``inputs: InputOptions`` instead of the separate values; ``verb`` names it
+    in the help and in input errors.
+    """
+
+    def wrap(command: _F) -> _F:
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(command, eval_str=True).parameters.values()
+            if p.name not in ("load", "inputs")
+        ]
+        extra: list[inspect.Parameter] = []
+        if reads is not None:
+            extra.append(_keyword("truncate", TruncateOpt, False))
+        if reads == "batches":
+            extra[:0] = [_keyword("file", FileOpt, None)]
+            extra.append(_keyword("batch_size", BatchSizeOpt, 8))
+        text = [_text_parameter(verb, reads == "batches")] if reads is not None else []
+        shared = list(_LOAD_PARAMETERS) if loads else []
+
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            values.pop("debug", None)  # read by cli.run before parsing
+            if loads:
+                fields = {p.name: _value(values.pop(p.name)) for p in _LOAD_PARAMETERS}
+                values["load"] = LoadOptions(**fields)
+            if reads is not None:
+                values["inputs"] = InputOptions(
+                    text=values.pop("text"),
+                    file=values.pop("file", None),
+                    truncate=values.pop("truncate"),
+                    batch_size=values.pop("batch_size", 1),
+                    verb=verb,
+                )
+            return command(**values)
+
+        run.__signature__ = inspect.Signature([*text, *own, *extra, *shared, _DEBUG])  # type: ignore[attr-defined]
+        run.__annotations__ = {}  # Typer reads the signature; the hints live there
+        return run  # type: ignore[return-value]
+
+    return wrap

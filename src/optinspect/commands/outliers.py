@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .options import (
-    DEFAULT_MODEL,
-    DebugOpt,
-    DeviceOpt,
-    Dtype,
-    DtypeOpt,
-    ModelOpt,
-    Quant,
-    QuantOpt,
-    VerboseOpt,
-    ViewFormat,
-    ViewFormatOpt,
-)
+from .options import InputOptions, LoadOptions, ViewFormat, ViewFormatOpt, model_command
+
+VERB = "inspect"
 
 
+@model_command(reads="batches", verb=VERB)
 def outliers_command(
-    text: Annotated[
-        str | None,
-        typer.Argument(help="The text to look at; - reads one sentence per line from stdin."),
-    ] = None,
-    file: Annotated[
-        Path | None,
-        typer.Option("--file", "-F", help="Read sentences from a file, one per line."),
-    ] = None,
     threshold: Annotated[
         float,
         typer.Option(
@@ -39,16 +21,10 @@ def outliers_command(
             help="|x| that makes an outlier, for layers without their own LLM.int8 threshold.",
         ),
     ] = 6.0,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Sentences per forward pass.")
-    ] = 8,
-    model: ModelOpt = DEFAULT_MODEL,
-    quant: QuantOpt = Quant.int8,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = Dtype.auto,
     fmt: ViewFormatOpt = ViewFormat.table,
-    verbose: VerboseOpt = False,
-    debug: DebugOpt = False,
+    *,
+    load: LoadOptions,
+    inputs: InputOptions,
 ) -> None:
     """Find LLM.int8 outlier features: the input dimensions of every linear layer in the
     decoder layers (q/k/v/out_proj, fc1, fc2) where |x| reaches the threshold, and the
@@ -64,23 +40,24 @@ def outliers_command(
 
       optinspect outliers "Hello world" --model tiny --format json | jq '.recurring[].dim'
     """
-    from ..engine.inputs import read_texts
-    from ..errors import UsageError
-    from ..outliers import check_threshold, find_outliers
-    from ..render.quant import render_outliers
-    from ..render.trace import write_json
-    from .common import load_with_status, progress, stdout_console
+    from ..engine.preflight import preflight
+    from ..outliers import find_outliers
+    from ..render.common import write_json
+    from ..render.outliers import render_outliers
+    from .common import progress, stdout_console
 
-    check_threshold(threshold)
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
-    texts, many = read_texts(text, file, verb="inspect")
-    loaded = load_with_status(
-        model, quant=quant.value, device=device, dtype=dtype.value, verbose=verbose
-    )
-    with progress(enabled=many) as advance:
+    preflight_values = {"threshold": threshold, "batch_size": inputs.batch_size}
+    texts, many = inputs.read()
+    preflight(load.model, **preflight_values)
+    loaded = load.load()
+    with progress(enabled=many, label="inspecting") as advance:
         result = find_outliers(
-            loaded, texts, threshold=threshold, batch_size=batch_size, advance=advance
+            loaded,
+            texts,
+            threshold=threshold,
+            batch_size=inputs.batch_size,
+            truncate=inputs.truncate,
+            advance=advance,
         )
     if fmt is ViewFormat.json:
         write_json(sys.stdout, result.as_dict())

@@ -8,19 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (
-    DEFAULT_MODEL,
-    DebugOpt,
-    DeviceOpt,
-    Dtype,
-    DtypeOpt,
-    ModelOpt,
-    Quant,
-    QuantOpt,
-    TableFormat,
-    TableFormatOpt,
-    VerboseOpt,
-)
+from .options import LoadOptions, TableFormat, TableFormatOpt, model_command
 
 
 class ParamsBy(str, Enum):
@@ -30,8 +18,8 @@ class ParamsBy(str, Enum):
     type = "type"
 
 
+@model_command()
 def params_command(
-    model: ModelOpt = DEFAULT_MODEL,
     by: Annotated[
         ParamsBy,
         typer.Option(
@@ -49,12 +37,9 @@ def params_command(
             "its logical and stored parameters and its real memory.",
         ),
     ] = False,
-    quant: QuantOpt = Quant.int8,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = Dtype.auto,
     fmt: TableFormatOpt = TableFormat.table,
-    verbose: VerboseOpt = False,
-    debug: DebugOpt = False,
+    *,
+    load: LoadOptions,
 ) -> None:
     """Count the parameters of an OPT model exactly, and the bytes its weights take.
 
@@ -72,30 +57,23 @@ def params_command(
       optinspect params --model tiny --loaded --quant 4bit --format json | jq .loaded
     """
     from ..errors import UsageError
-    from ..params import count_params, inventory_params, measure_loaded
-    from ..render.model import params_payload, render_params, write_params_csv
-    from ..render.trace import write_json
+    from ..params import ParamsResult, count_params, inventory_params, measure_loaded
+    from ..render.common import write_json
+    from ..render.params import render_params, write_params_csv
     from .common import stdout_console
 
     if loaded and fmt is TableFormat.csv:
         raise UsageError("--loaded has no CSV form: use --format table or --format json")
-    report = count_params(inventory_params(model), by=by.value)
-    measured = None
+    result = ParamsResult(count_params(inventory_params(load.model), by=by.value))
     if loaded:
-        from .common import load_with_status
-
-        model_loaded = load_with_status(
-            model, quant=quant.value, device=device, dtype=dtype.value, verbose=verbose
-        )
+        model = load.load()
         measured = measure_loaded(
-            model_loaded.model,
-            quant=model_loaded.quant,
-            device=model_loaded.device,
-            dtype=model_loaded.dtype_name,
+            model.model, quant=model.quant, device=model.device, dtype=model.dtype_name
         )
+        result = ParamsResult(result.report, measured)
     if fmt is TableFormat.json:
-        write_json(sys.stdout, params_payload(report, measured))
+        write_json(sys.stdout, result.as_dict())
     elif fmt is TableFormat.csv:
-        write_params_csv(sys.stdout, report)
+        write_params_csv(sys.stdout, result.report)
     else:
-        render_params(stdout_console(), report, measured)
+        render_params(stdout_console(), result.report, result.loaded)

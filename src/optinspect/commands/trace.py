@@ -3,47 +3,31 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .options import (
-    DEFAULT_MODEL,
-    DebugOpt,
-    DeviceMapOpt,
-    DeviceOpt,
-    Dtype,
-    DtypeOpt,
     FilterOpt,
-    MaxMemoryOpt,
-    ModelOpt,
-    OffloadDirOpt,
-    Quant,
-    QuantOpt,
+    InputOptions,
+    LayerOpt,
+    LoadOptions,
     TraceFormat,
-    VerboseOpt,
+    model_command,
 )
 
+if TYPE_CHECKING:
+    from ..engine.saving import ActivationStore
+    from ..model.loading import LoadedModel
+    from ..tracing import TraceResult
+    from .output import Emitter
 
+
+@model_command(reads="batches", verb="trace")
 def trace_command(
-    text: Annotated[
-        str | None,
-        typer.Argument(help="The text to trace; - reads one sentence per line from stdin."),
-    ] = None,
-    file: Annotated[
-        Path | None,
-        typer.Option("--file", "-F", help="Read sentences from a file, one per line."),
-    ] = None,
-    layer: Annotated[
-        str | None,
-        typer.Option(
-            "--layer",
-            "-l",
-            help="Decoder layers to show in full: 0, 0,5, 3-7, -1 (the last) or all. "
-            "Without it, an overview: embeddings, each layer's output, final norm, head.",
-        ),
-    ] = None,
+    layer: LayerOpt = None,
     filters: FilterOpt = None,
     stats: Annotated[
         str | None,
@@ -51,23 +35,10 @@ def trace_command(
             "--stats", help="Statistics to show, e.g. mean,absmax,zeros (all by default)."
         ),
     ] = None,
-    model: ModelOpt = DEFAULT_MODEL,
-    quant: QuantOpt = Quant.int8,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = Dtype.auto,
-    device_map: DeviceMapOpt = None,
-    max_memory: MaxMemoryOpt = None,
-    offload_dir: OffloadDirOpt = None,
-    truncate: Annotated[
-        bool, typer.Option("--truncate", help="Cut text longer than the model's positions.")
-    ] = False,
     fmt: Annotated[
         TraceFormat,
         typer.Option("--format", "-f", help="table for people; json, jsonl or csv for scripts."),
     ] = TraceFormat.table,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Sentences per forward pass.")
-    ] = 8,
     save: Annotated[
         Path | None,
         typer.Option(
@@ -95,8 +66,9 @@ def trace_command(
         bool,
         typer.Option("--timings", help="Print import, load, forward and render times to stderr."),
     ] = False,
-    verbose: VerboseOpt = False,
-    debug: DebugOpt = False,
+    *,
+    load: LoadOptions,
+    inputs: InputOptions,
 ) -> None:
     """Trace TEXT through an OPT model and show every module's output in execution order.
 
@@ -116,21 +88,15 @@ def trace_command(
 
       optinspect trace --file sentences.txt --layer all --plot layers.png
     """
-    from .. import STARTED
-    from ..engine.inputs import read_texts
-    from ..engine.records import TraceResult
-    from ..errors import NonFiniteError, UsageError
-    from ..render.trace import parse_stats
-    from .trace_output import EMITTERS
+    from ..engine.preflight import check_output_path, parse_stats, preflight
+    from ..errors import UsageError
 
     stat_names = parse_stats(stats)
     globs = tuple(filters or ())
     if save is not None:
-        from ..engine.saving import check_writable
-
-        check_writable(save, force)
+        check_output_path(save, force=force)
     if plot is not None:
-        from ..render.images import check_output_path, require_matplotlib
+        from ..render.images import require_matplotlib
 
         require_matplotlib("--plot")
         check_output_path(plot)
@@ -139,104 +105,160 @@ def trace_command(
             raise UsageError(
                 "--dry-run computes no values: it cannot --save, --plot or --fail-on-nonfinite"
             )
-        from ..dryrun import dry_run as run_dry
-
-        result = run_dry(
-            model,
-            text,
-            tokens=tokens,
-            quant=quant.value,
-            dtype=dtype.value,
-            layers=layer,
-            filters=globs,
-        )
-        emitter = EMITTERS[fmt.value](stat_names, many=False)
-        emitter.emit(result)
-        emitter.close()
+        _dry_run(load, inputs.text, tokens, layer, globs, fmt.value, stat_names)
         return
     if tokens is not None:
         raise UsageError("--tokens only applies with --dry-run")
-    texts, many = read_texts(text, file)
-
-    from ..tracing import iter_trace
-    from .common import load_with_status, progress, stderr_console
-
-    imported = time.perf_counter()
-    loaded = load_with_status(
-        model,
-        quant=quant.value,
-        device=device,
-        dtype=dtype.value,
-        verbose=verbose,
-        device_map=device_map,
-        max_memory=max_memory,
-        offload_dir=offload_dir,
-    )
-    loaded_at = time.perf_counter()
-    store = None
-    if save is not None:
-        from ..engine.saving import ActivationStore
-
-        store = ActivationStore()
-    emitter = EMITTERS[fmt.value](stat_names, many)
-    sparsity = None
-    if emitter.wants_sparsity or plot is not None:
-        from ..sparsity import FfnSparsity
-
-        sparsity = FfnSparsity(loaded.model)
-    kept: list[TraceResult] = []
-    first_bad: tuple[int, str] | None = None
-    forward = render = 0.0
-    results = iter_trace(
-        loaded,
-        texts,
-        layers=layer,
-        filters=globs,
-        batch_size=batch_size,
-        sink=store.add if store is not None else None,
-        truncate=truncate,
-        sparsity=sparsity,
-    )
-    with progress(enabled=many) as advance:
-        while True:
-            start = time.perf_counter()
-            result = next(results, None)
-            forward += time.perf_counter() - start
-            if result is None:
-                break
-            start = time.perf_counter()
-            emitter.emit(result)
-            render += time.perf_counter() - start
-            advance()
-            if store is not None:
-                store.describe(result.index, result)
-            if plot is not None:
-                kept.append(result)
-            bad = result.first_nonfinite() if first_bad is None else None
-            if bad is not None:
-                first_bad = (result.index, bad.name)
-    start = time.perf_counter()
-    summary = sparsity.summary() if sparsity is not None else None
-    emitter.close(summary if emitter.wants_sparsity else None)
-    if plot is not None and kept:
-        from ..render.layer_plot import save_layer_plot
-
-        save_layer_plot(kept, summary or [], plot)
-    render += time.perf_counter() - start
-    if emitter.count == 0:
-        stderr_console().print(
-            "note: the input holds no sentences; nothing was traced", soft_wrap=True
-        )
-    if store is not None and save is not None:
-        store.write(save, model=loaded.name, quant=loaded.quant)
+    texts, many = inputs.read()
+    preflight(load.model, layers=layer, filters=globs, batch_size=inputs.batch_size)
+    clock = _Clock()
+    loaded = load.load()
+    clock.loaded = time.perf_counter()
+    run = _TraceRun(loaded, fmt.value, stat_names, many, save=save, plot=plot)
+    run.stream(texts, inputs, layer, globs, clock)
+    run.finish(save, plot, clock)
     if timings:
+        clock.report()
+    if fail_on_nonfinite and run.first_bad is not None:
+        from ..errors import NonFiniteError
+
+        index, name = run.first_bad
+        raise NonFiniteError(f"{name} produced NaN or Inf (sentence {index})")
+
+
+def _dry_run(
+    load: LoadOptions,
+    text: str | None,
+    tokens: int | None,
+    layer: str | None,
+    globs: tuple[str, ...],
+    fmt: str,
+    stat_names: tuple[str, ...],
+) -> None:
+    from ..dryrun import dry_run
+    from .trace_output import close_trace_output, trace_emitter
+
+    result = dry_run(
+        load.model, text, tokens=tokens, quant=load.quant, dtype=load.dtype, layers=layer,
+        filters=globs,
+    )  # fmt: skip
+    emitter = trace_emitter(fmt, stat_names, many=False)
+    emitter.emit(result)
+    close_trace_output(emitter, None)
+
+
+@dataclass
+class _Clock:
+    """Where the time of one trace went, for ``--timings``."""
+
+    imported: float = field(default_factory=time.perf_counter)
+    loaded: float = 0.0
+    forward: float = 0.0
+    render: float = 0.0
+
+    def report(self) -> None:
+        from .. import STARTED
+        from .common import stderr_console
+
         total = time.perf_counter() - STARTED
         stderr_console().print(
-            f"timings: import {imported - STARTED:.3f}s · load {loaded_at - imported:.3f}s · "
-            f"forward {forward:.3f}s · render {render:.3f}s · total {total:.3f}s",
+            f"timings: import {self.imported - STARTED:.3f}s · "
+            f"load {self.loaded - self.imported:.3f}s · forward {self.forward:.3f}s · "
+            f"render {self.render:.3f}s · total {total:.3f}s",
             highlight=False,
             soft_wrap=True,
         )
-    if fail_on_nonfinite and first_bad is not None:
-        index, name = first_bad
-        raise NonFiniteError(f"{name} produced NaN or Inf (sentence {index})")
+
+
+class _TraceRun:
+    """One trace of loaded weights: results stream to the emitter as batches finish."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        fmt: str,
+        stat_names: tuple[str, ...],
+        many: bool,
+        *,
+        save: Path | None,
+        plot: Path | None,
+    ) -> None:
+        from .trace_output import trace_emitter
+
+        self.loaded = loaded
+        self.emitter: Emitter = trace_emitter(fmt, stat_names, many)
+        self.store: ActivationStore | None = None
+        if save is not None:
+            from ..engine.saving import ActivationStore
+
+            self.store = ActivationStore()
+        self.sparsity = None
+        if self.emitter.wants_summary or plot is not None:
+            from ..sparsity import FfnSparsity
+
+            self.sparsity = FfnSparsity(loaded.model)
+        self.kept: list[TraceResult] = [] if plot is not None else None  # type: ignore[assignment]
+        self.first_bad: tuple[int, str] | None = None
+        self.many = many
+
+    def stream(
+        self,
+        texts: object,
+        inputs: InputOptions,
+        layer: str | None,
+        globs: tuple[str, ...],
+        clock: _Clock,
+    ) -> None:
+        from ..tracing import iter_trace
+        from .common import progress
+
+        with progress(enabled=self.many) as advance:
+            results = iter_trace(
+                self.loaded,
+                texts,  # type: ignore[arg-type]
+                layers=layer,
+                filters=globs,
+                batch_size=inputs.batch_size,
+                sink=self.store.add if self.store is not None else None,
+                truncate=inputs.truncate,
+                sparsity=self.sparsity,
+                advance=advance,
+            )
+            while True:
+                start = time.perf_counter()
+                result = next(results, None)
+                clock.forward += time.perf_counter() - start
+                if result is None:
+                    break
+                start = time.perf_counter()
+                self.emitter.emit(result)
+                clock.render += time.perf_counter() - start
+                self._keep(result)
+
+    def _keep(self, result: TraceResult) -> None:
+        if self.store is not None:
+            self.store.describe(result.index, result)
+        if self.kept is not None:
+            self.kept.append(result)
+        bad = result.first_nonfinite() if self.first_bad is None else None
+        if bad is not None:
+            self.first_bad = (result.index, bad.name)
+
+    def finish(self, save: Path | None, plot: Path | None, clock: _Clock) -> None:
+        from .common import stderr_console
+        from .trace_output import close_trace_output
+
+        start = time.perf_counter()
+        summary = self.sparsity.summary() if self.sparsity is not None else None
+        close_trace_output(self.emitter, summary)
+        if plot is not None and self.kept:
+            from ..render.layer_plot import save_layer_plot
+
+            save_layer_plot(self.kept, summary or [], plot)
+        clock.render += time.perf_counter() - start
+        if self.emitter.count == 0:
+            stderr_console().print(
+                "note: the input holds no sentences; nothing was traced", soft_wrap=True
+            )
+        if self.store is not None and save is not None:
+            self.store.write(save, model=self.loaded.name, quant=self.loaded.quant)

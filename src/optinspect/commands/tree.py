@@ -47,16 +47,18 @@ def tree_command(
       optinspect tree --model facebook/opt-175b --format csv
     """
     from ..errors import UsageError
-    from ..render.model import render_tree, tree_payload, write_tree_csv
-    from ..render.trace import write_json
-    from ..tree import tree_model
+    from ..render.common import write_json
+    from ..render.tree import render_tree, write_tree_csv
+    from ..tree import TreeResult, tree_model
     from .common import stdout_console
 
     if depth is not None and depth < 0:
         raise UsageError(f"--depth must be 0 or more, not {depth}")
     root = tree_model(model, collapse=collapse)
     if fmt is TableFormat.json:
-        write_json(sys.stdout, tree_payload(model, root, max_depth=depth, collapsed=collapse))
+        write_json(
+            sys.stdout, TreeResult(model, root, max_depth=depth, collapsed=collapse).as_dict()
+        )
     elif fmt is TableFormat.csv:
         write_tree_csv(sys.stdout, root, depth)
     else:

@@ -19,13 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..model.placement import placement_of
+from ..model.names import layer_of
+from ..model.placement import placement_name, placement_of
 from .hooks import HookGroup
 from .records import ModuleRecord, TensorStats
-from .selection import layer_of
+from .runner import Batch, BatchLayout
 from .stats import Scratch, TokenPartials, finalize_stats, merge_partials, token_partials
 
-__all__ = ["BatchLayout", "Capture", "TensorSink", "capture", "main_tensor"]
+__all__ = ["Capture", "TensorSink", "capture", "main_tensor"]
 
 #: Receives (sentence index, module name, call, output as if the sentence ran alone).
 TensorSink = Callable[[int, str, int, torch.Tensor], None]
@@ -49,27 +50,6 @@ def main_tensor(output: Any) -> torch.Tensor | None:
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     return None
-
-
-@dataclass(frozen=True)
-class BatchLayout:
-    """How the sentences of one forward pass sit in its [batch, tokens] input."""
-
-    lengths: tuple[int, ...]
-    tokens: int
-    valid: torch.Tensor | None = None  # [batch, tokens] bool; None when nothing is padded
-
-    @classmethod
-    def from_mask(cls, attention_mask: torch.Tensor) -> BatchLayout:
-        """Layout of a right-padded batch from its mask (read on the host before the run)."""
-        lengths = tuple(int(n) for n in attention_mask.sum(dim=1).tolist())
-        tokens = int(attention_mask.shape[1])
-        padded = any(n != tokens for n in lengths)
-        return cls(lengths, tokens, attention_mask.bool() if padded else None)
-
-    @property
-    def batch(self) -> int:
-        return len(self.lengths)
 
 
 @dataclass
@@ -125,13 +105,11 @@ class Capture(HookGroup):
             self._keep(module.register_forward_pre_hook(self._make_pre(name)))
             self._keep(module.register_forward_hook(self._make_post(name)))
 
-    def begin(self, layout: BatchLayout | None, first_index: int = 0) -> None:
-        """Start a new forward pass; ``layout`` None means one unpadded input.
-
-        ``first_index`` numbers the batch's sentences for the sink.
-        """
-        self._layout = layout
-        self._first_index = first_index
+    def begin(self, batch: Batch) -> None:
+        """Start a new forward pass over ``batch``; its sentences are numbered from
+        ``batch.first`` for the sink, and a batch of one is read as unpadded input."""
+        self._layout = batch.layout if batch.size > 1 else None
+        self._first_index = batch.first
         self._reset()
 
     # -- hooks -----------------------------------------------------------
@@ -216,7 +194,7 @@ class Capture(HookGroup):
         if weight.device.type == "meta" and self._device_map:
             where = placement_of(self._device_map, name)
             if where is not None:
-                return _placement_name(where)
+                return placement_name(where)
         return str(weight.device)
 
     # -- results ---------------------------------------------------------
@@ -282,10 +260,6 @@ class Capture(HookGroup):
                     )
                 )
         return sentences
-
-
-def _placement_name(where: object) -> str:
-    return f"cuda:{where}" if isinstance(where, int) else str(where)
 
 
 def _shapes_alone(

@@ -1,4 +1,9 @@
-"""Plain records of what a trace saw; no torch, so renderers and the CLI stay light."""
+"""The records every analysis shares: the model description, tokens, module calls and
+their statistics, and the JSON schema version. No torch, so renderers and the CLI stay light.
+
+Each result record serialises itself with ``as_dict()``; every JSON document
+carries ``schema``: SCHEMA_VERSION, defined here once for all commands.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+#: Version of every JSON layout; bumped only when a key is removed or changes meaning.
+SCHEMA_VERSION = 1
 
 #: Statistic names in the order they are computed and shown.
 STAT_NAMES: tuple[str, ...] = ("mean", "std", "min", "max", "absmax", "rms", "zeros", "nan", "inf")
@@ -115,68 +123,50 @@ class Token:
 
 
 @dataclass(frozen=True)
-class TraceResult:
-    """Everything one traced sentence produced, ready to render."""
+class ModelInfo:
+    """What was loaded and how: the fields every result carries about its model.
+
+    ``device`` is a device name or ``map:<strategy>`` for an accelerate device
+    map; ``dtype`` the compute dtype's name (``float16``).
+    """
 
     model: str
     quant: str
     device: str
     dtype: str
     random_weights: bool
-    text: str | None
-    tokens: tuple[Token, ...]
-    modules: tuple[ModuleRecord, ...]
-    index: int = 0
-    dry_run: bool = False
 
-    def first_nonfinite(self) -> ModuleRecord | None:
-        """The module that first produced NaN or Inf: the earliest to finish with them.
-
-        Finishing order, not start order, so a layer whose fc2 overflowed names
-        fc2 rather than the layer that contains it.
-        """
-        bad = [m for m in self.modules if m.stats is not None and m.stats.nonfinite]
-        return min(bad, key=lambda m: m.finished, default=None)
-
-    def as_dict(self, stats: Sequence[str] = STAT_NAMES) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA_VERSION,
-            "index": self.index,
             "model": self.model,
             "quant": self.quant,
             "device": self.device,
             "dtype": self.dtype,
             "random_weights": self.random_weights,
-            "dry_run": self.dry_run,
-            "text": self.text,
-            "tokens": [t.as_dict() for t in self.tokens],
-            "modules": [m.as_dict(stats) for m in self.modules],
         }
 
 
-#: Version of the JSON layout; bumped only when a key is removed or changes meaning.
-SCHEMA_VERSION = 1
+class DescribesModel:
+    """Mixin for result records holding ``info``: its fields read as attributes."""
 
+    info: ModelInfo
 
-@dataclass(frozen=True)
-class LayerSparsity:
-    """One layer's feed-forward sparsity over everything traced so far.
+    @property
+    def model(self) -> str:
+        return self.info.model
 
-    zeros: fraction of ReLU outputs exactly zero; dead: units that were zero for
-    every token seen (meaningful over many sentences); units: the FFN width.
-    """
+    @property
+    def quant(self) -> str:
+        return self.info.quant
 
-    layer: int
-    zeros: float
-    dead: int
-    units: int
-    tokens: int
+    @property
+    def device(self) -> str:
+        return self.info.device
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "zeros": self.zeros,
-            "dead": self.dead,
-            "units": self.units,
-            "tokens": self.tokens,
-        }
+    @property
+    def dtype(self) -> str:
+        return self.info.dtype
+
+    @property
+    def random_weights(self) -> bool:
+        return self.info.random_weights

@@ -1,4 +1,10 @@
-"""Saving full output tensors to safetensors, atomically: a temporary file, then a rename."""
+"""Files written atomically (a temporary file beside the target, then a rename), and the
+store of full output tensors that ``trace --save`` writes as safetensors.
+
+    write_atomic(Path("out.json"), lambda tmp: tmp.write_text("{}"))
+
+A failed or interrupted write leaves no partial file and no temporary behind.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,30 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import UsageError
-from .records import TraceResult
+if TYPE_CHECKING:
+    from ..tracing import TraceResult
 
-__all__ = ["ActivationStore", "check_writable"]
+__all__ = ["ActivationStore", "write_atomic"]
 
 
-def check_writable(path: Path, force: bool) -> None:
-    """Refuse to overwrite without ``force``; checked before any model is loaded."""
-    if path.exists() and not force:
-        raise UsageError(f"{path} exists: use --force to overwrite it")
-    if not path.parent.exists():
-        raise UsageError(f"folder {path.parent} does not exist")
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 class ActivationStore:
@@ -41,20 +55,12 @@ class ActivationStore:
 
     def describe(self, index: int, result: TraceResult) -> None:
         """Record a sentence's text and tokens in the file's metadata."""
-        self.metadata[f"{index}/text"] = result.text
+        self.metadata[f"{index}/text"] = result.text or ""
         self.metadata[f"{index}/tokens"] = json.dumps([t.id for t in result.tokens])
 
     def write(self, path: Path, *, model: str, quant: str) -> None:
-        """Write to a temporary file beside ``path``, then rename it into place."""
+        """Write every tensor and the metadata to ``path``, atomically."""
         from safetensors.torch import save_file
 
         metadata = {"format": "pt", "model": model, "quant": quant, **self.metadata}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(self.tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, lambda tmp: save_file(self.tensors, str(tmp), metadata=metadata))

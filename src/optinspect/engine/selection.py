@@ -1,31 +1,29 @@
-"""Which modules a trace records: layer specs and module-name selection, normalised once."""
+"""Which modules an analysis hooks: layer specs and module-name selection, normalised once.
+
+    resolve_layers("0,3-4,-1", 12)                     # [0, 3, 4, 11]
+    select_names(names, 12, layers="0", filters=["*.fc1"])
+
+Every command parses ``--layer`` through ``resolve_layers`` and picks module
+names through ``select_names``; both work on plain names, so the same checks
+run before loading (on the config, or a model built on the meta device) and
+after. No torch here.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 
 from ..errors import UsageError
+from ..model.names import OVERVIEW_AFTER, OVERVIEW_BEFORE, is_layer_root, layer_of
 
-#: Dotted prefix of the decoder layers inside an OPTForCausalLM.
-LAYERS_PREFIX = "model.decoder.layers."
+__all__ = ["LayerSpec", "parse_layers", "resolve_layers", "select_modules", "select_names"]
 
-#: Modules shown in the overview besides each layer's output, in forward order.
-OVERVIEW_BEFORE = (
-    "model.decoder.embed_tokens",
-    "model.decoder.embed_positions",
-    "model.decoder.project_in",
-)
-OVERVIEW_AFTER = ("model.decoder.final_layer_norm", "model.decoder.project_out", "lm_head")
+#: A layer spec as the API takes it: ``"0,3-5"``, ``"all"``, a list of indices, or None.
+LayerSpec = str | Sequence[int] | None
 
-_LAYER_IN_NAME = re.compile(r"^model\.decoder\.layers\.([0-9]+)(?:\.|$)")
 _ITEM = re.compile(r"^(-?[0-9]+)(?:-([0-9]+))?$")
-
-
-def layer_of(name: str) -> int | None:
-    """The decoder layer a dotted module name belongs to, or None outside the layers."""
-    match = _LAYER_IN_NAME.match(name)
-    return int(match.group(1)) if match else None
 
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
@@ -62,6 +60,23 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
     return sorted(chosen)
 
 
+def resolve_layers(
+    layers: LayerSpec, num_layers: int, *, default: str | None = None
+) -> list[int] | None:
+    """The layer indices a spec names, checked against the model; the one parser every
+    command and the API use.
+
+    ``layers`` is a spec string or a list of indices (negative counts from the
+    end). None gives ``default`` parsed the same way, or None when there is no
+    default (the caller's own meaning, such as the overview).
+    """
+    if layers is None:
+        return None if default is None else parse_layers(default, num_layers)
+    if isinstance(layers, str):
+        return parse_layers(layers, num_layers)
+    return parse_layers(",".join(str(int(i)) for i in layers), num_layers)
+
+
 def select_modules(names: Iterable[str], layers: Sequence[int] | None) -> list[str]:
     """Names to record, from all named modules.
 
@@ -72,10 +87,26 @@ def select_modules(names: Iterable[str], layers: Sequence[int] | None) -> list[s
     all_names = [n for n in names if n]
     if layers is None:
         wanted = set(OVERVIEW_BEFORE) | set(OVERVIEW_AFTER)
-        return [n for n in all_names if n in wanted or _is_layer_root(n)]
+        return [n for n in all_names if n in wanted or is_layer_root(n)]
     layer_set = set(layers)
     return [n for n in all_names if layer_of(n) in layer_set]
 
 
-def _is_layer_root(name: str) -> bool:
-    return name.startswith(LAYERS_PREFIX) and name[len(LAYERS_PREFIX) :].isdigit()
+def select_names(
+    names: Iterable[str],
+    num_layers: int,
+    layers: LayerSpec = None,
+    filters: Sequence[str] = (),
+) -> list[str]:
+    """The dotted names to hook: a layer spec (or the overview), narrowed by globs.
+
+    Filters alone search every named module; with ``layers`` they narrow it.
+    """
+    all_names = [n for n in names if n]
+    chosen = resolve_layers(layers, num_layers)
+    selected = all_names if filters and chosen is None else select_modules(all_names, chosen)
+    if filters:
+        selected = [n for n in selected if any(fnmatch.fnmatchcase(n, g) for g in filters)]
+        if not selected:
+            raise UsageError(f"no module matches --filter {' '.join(filters)}")
+    return selected

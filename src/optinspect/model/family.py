@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .names import DECODER, HEAD, TOKEN_EMBEDDINGS, layer_root
+
 __all__ = [
     "FAMILY",
     "FAMILY_NAMES",
-    "HEAD",
-    "TOKEN_EMBEDDINGS",
     "ParamEntry",
     "family_config",
     "family_size",
@@ -46,9 +46,6 @@ _SHAPES: dict[str, tuple[int, int, int, int]] = {
 }
 
 _ORG = "facebook/opt-"
-#: The output head (tied to the token embeddings unless tie_word_embeddings is false).
-HEAD = "lm_head"
-TOKEN_EMBEDDINGS = "model.decoder.embed_tokens"
 
 
 def _published(size: str) -> dict[str, Any]:
@@ -158,7 +155,7 @@ def list_config_params(raw: Mapping[str, Any]) -> tuple[tuple[ParamEntry, ...], 
             for kind in ("weight", "bias"):
                 entries.append(ParamEntry(f"{module}.{kind}", module, "LayerNorm", (hidden,)))
 
-    decoder = "model.decoder"
+    decoder = DECODER
     entries.append(
         ParamEntry(f"{TOKEN_EMBEDDINGS}.weight", TOKEN_EMBEDDINGS, "Embedding", (vocab, word_dim))
     )
@@ -177,7 +174,7 @@ def list_config_params(raw: Mapping[str, Any]) -> tuple[tuple[ParamEntry, ...], 
     if final_norm:
         norm(f"{decoder}.final_layer_norm")
     for index in range(layers):
-        layer = f"{decoder}.layers.{index}"
+        layer = layer_root(index)
         for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
             linear(f"{layer}.self_attn.{proj}", hidden, hidden, bias)
         norm(f"{layer}.self_attn_layer_norm")

@@ -1,70 +1,54 @@
-"""Resolving a model spec (hub id, folder, ``tiny``), quantization and placement.
+"""Loading an OPT checkpoint: quantization, placement, tokenizer and weights.
 
-Every transformers, bitsandbytes and accelerate choice lives here.
+    loaded = load_model("tiny", quant="none", device="cpu")
+    loaded.info                 # ModelInfo(model="tiny", quant="none", ...)
+
+Every transformers, bitsandbytes and accelerate choice lives here. What
+``--model`` names is resolved in ``spec``; where the model runs in ``placement``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import pickle
-import re
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ModelError, UsageError
-from .placement import (
-    DEVICE_MAPS,
-    mapped_device,
-    parse_max_memory,
-    resolve_device,
+from ..engine.records import ModelInfo
+from ..errors import (
+    PICKLE_REFUSED,
+    CheckpointError,
+    ModelError,
+    UsageError,
+    first_line,
+    translate,
 )
+from .placement import DEVICE_MAPS, mapped_device, parse_max_memory, resolve_device
+from .quiet import quiet
+from .spec import RANDOM_WEIGHTS_KEY, ModelSource, build_meta_model, read_config, resolve_source
 
 __all__ = [
     "DEFAULT_MODEL",
     "QUANTS",
     "LoadedModel",
-    "ModelSource",
+    "Placement",
     "load_model",
-    "quiet",
-    "read_config",
-    "resolve_device",
-    "resolve_source",
+    "quantization_config",
+    "resolve_dtype",
+    "resolve_placement",
 ]
 
 DEFAULT_MODEL = "facebook/opt-1.3b"
 QUANTS = ("8bit", "4bit", "none")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-#: Config key our own generated checkpoints carry so the output can say the weights are random.
-RANDOM_WEIGHTS_KEY = "optinspect_random_weights"
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from: ``location`` is a folder path or a hub id."""
-
-    spec: str
-    location: str
-    is_local: bool
-
-    @property
-    def display(self) -> str:
-        return self.spec
 
 
 @dataclass
 class LoadedModel:
-    """A model ready to trace, with the choices that produced it."""
+    """A model ready to run, with the choices that produced it."""
 
     model: nn.Module
     tokenizer: Any
@@ -82,15 +66,16 @@ class LoadedModel:
     def dtype_name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
 
-    def describe(self) -> dict[str, Any]:
-        """The fields every result record carries about its model, as keyword arguments."""
-        return {
-            "model": self.name,
-            "quant": self.quant,
-            "device": self.device,
-            "dtype": self.dtype_name,
-            "random_weights": self.random_weights,
-        }
+    @property
+    def info(self) -> ModelInfo:
+        """What every result record says about its model."""
+        return ModelInfo(
+            model=self.name,
+            quant=self.quant,
+            device=self.device,
+            dtype=self.dtype_name,
+            random_weights=self.random_weights,
+        )
 
     @property
     def max_positions(self) -> int:
@@ -101,68 +86,49 @@ class LoadedModel:
         return int(self.model.config.num_hidden_layers)
 
 
-def tiny_path() -> Path:
-    """The folder of the built-in tiny checkpoint inside the installed package."""
-    return Path(str(resources.files("optinspect") / "data" / "tiny"))
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights go: one device, or an accelerate device map with its caps."""
+
+    device: str  # the compute device; for a map, the one it starts from
+    device_map: str | None = None
+    max_memory: dict[int | str, str] | None = None
+    offload_dir: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The ``device`` a result reports: the device, or ``map:<strategy>``."""
+        return self.device if self.device_map is None else f"map:{self.device_map}"
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"device_map": self.device_map or {"": self.device}}
+        if self.max_memory is not None:
+            kwargs["max_memory"] = self.max_memory
+        if self.offload_dir is not None:
+            kwargs["offload_folder"] = self.offload_dir
+        return kwargs
 
 
-def resolve_source(spec: str) -> ModelSource:
-    """Turn ``--model`` into a folder or a hub id, refusing paths that do not exist."""
-    if spec == "tiny":
-        return ModelSource(spec="tiny", location=str(tiny_path()), is_local=True)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return ModelSource(spec=spec, location=str(path), is_local=True)
-    if path.exists():
-        raise UsageError(f"model path {spec} is a file: give the folder that holds config.json")
-    # A hub id is "name" or "org/name"; anything else was meant as a folder.
-    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
-        raise UsageError(f"model folder {spec} does not exist")
-    return ModelSource(spec=spec, location=spec, is_local=False)
-
-
-def read_config(source: ModelSource) -> Any:
-    """Read and check the OPT config of ``source`` without touching any weights.
-
-    A folder's ``config.json`` is read as it is. A hub id that names a member of
-    the OPT family (``facebook/opt-125m`` ... ``facebook/opt-175b``) gets the
-    built-in published config from ``optinspect.model.family`` directly, without asking
-    the cache or the hub, so it resolves offline; any other hub id comes from the
-    Hugging Face cache or the hub.
-    """
-    from transformers import OPTConfig
-
-    from .family import family_config
-
-    if source.is_local:
-        config_file = Path(source.location) / "config.json"
-        if not config_file.is_file():
-            raise ModelError(f"model folder {source.spec} has no config.json")
-        try:
-            raw = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ModelError(f"cannot read {config_file}: {e}") from e
-        if not isinstance(raw, dict):
-            raise ModelError(f"{config_file} does not hold a JSON object")
-    elif (builtin := family_config(source.location)) is not None:
-        raw = builtin
-    else:
-        from transformers import PretrainedConfig
-
-        try:
-            with quiet(verbose=False):
-                raw, _ = PretrainedConfig.get_config_dict(source.location)
-        except (OSError, ValueError) as e:
-            raise ModelError(
-                f"cannot get the config of {source.spec}: it is not in the Hugging Face "
-                "cache and the hub could not be reached or has no such model"
-            ) from e
-    model_type = raw.get("model_type")
-    if model_type != "opt":
-        raise ModelError(
-            f"{source.spec} is not an OPT model: its config has model_type {model_type!r}"
-        )
-    return OPTConfig.from_dict(raw)
+def resolve_placement(
+    device: str = "auto",
+    device_map: str | None = None,
+    max_memory: str | None = None,
+    offload_dir: str | Path | None = None,
+) -> Placement:
+    """Check the placement options; ``--max-memory`` or ``--offload-dir`` imply a map."""
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
+    memory = parse_max_memory(max_memory) if max_memory is not None else None
+    if (memory is not None or offload_dir is not None) and device_map is None:
+        device_map = "auto"
+    if device_map is None:
+        return Placement(resolve_device(device))
+    return Placement(
+        mapped_device(),
+        device_map,
+        memory,
+        str(offload_dir) if offload_dir is not None else None,
+    )
 
 
 def resolve_dtype(dtype: str, quant: str, device: str) -> torch.dtype:
@@ -199,34 +165,6 @@ def quantization_config(quant: str, dtype: torch.dtype, *, offload: bool = False
     )
 
 
-@contextlib.contextmanager
-def quiet(verbose: bool) -> Iterator[None]:
-    """Keep third-party warnings, log lines and progress bars out of the output."""
-    if verbose:
-        yield
-        return
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    progress_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
-    previous_disable = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous_disable)
-        hf_logging.set_verbosity(level)
-        if progress_was_on:
-            hf_logging.enable_progress_bar()
-            enable_progress_bars()
-
-
 def load_model(
     spec: str = DEFAULT_MODEL,
     *,
@@ -252,70 +190,64 @@ def load_model(
     ``from_pretrained`` only when given; None keeps transformers' default.
     """
     source = resolve_source(spec)
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
-    memory = parse_max_memory(max_memory) if max_memory is not None else None
-    if (memory is not None or offload_dir is not None) and device_map is None:
-        device_map = "auto"
-    device = resolve_device(device) if device_map is None else mapped_device()
-    torch_dtype = resolve_dtype(dtype, quant, device)
-    quant_config = quantization_config(quant, torch_dtype, offload=device_map is not None)
+    placement = resolve_placement(device, device_map, max_memory, offload_dir)
+    torch_dtype = resolve_dtype(dtype, quant, placement.device)
+    quant_config = quantization_config(quant, torch_dtype, offload=placement.device_map is not None)
     config = read_config(source)
     if source.is_local:
         check_safetensors(Path(source.location), source.spec, config)
-    placement: dict[str, Any] = {"device_map": device_map or {"": device}}
-    if memory is not None:
-        placement["max_memory"] = memory
-    if offload_dir is not None:
-        placement["offload_folder"] = str(offload_dir)
-
-    from transformers import AutoTokenizer, OPTForCausalLM
-
-    attn_kwargs: dict[str, Any] = {}
-    if attn_implementation is not None:
-        attn_kwargs["attn_implementation"] = attn_implementation
     with quiet(verbose):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=False)
-        except (OSError, ValueError) as e:
-            if not source.is_local:
-                raise ModelError(
-                    f"cannot load the tokenizer of {source.spec}: it is not in the Hugging Face "
-                    "cache and the hub could not be reached"
-                ) from e
-            raise ModelError(f"cannot load the tokenizer of {source.spec}: {_first_line(e)}") from e
-        try:
-            model = OPTForCausalLM.from_pretrained(
-                source.location,
-                config=config,
-                dtype=torch_dtype,
-                quantization_config=quant_config,
-                **placement,
-                trust_remote_code=False,
-                **attn_kwargs,
-            )
-        except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:
-            if isinstance(e, torch.cuda.OutOfMemoryError):
-                raise
-            raise CheckpointError(
-                f"cannot load the weights of {source.spec}: {_describe_load_error(e)}"
-            ) from e
-        except Exception as e:
-            if type(e).__name__ != "SafetensorError":
-                raise
-            raise CheckpointError(
-                f"cannot load the weights of {source.spec}: {_first_line(e)}"
-            ) from e
+        tokenizer = _load_tokenizer(source)
+        model = _load_weights(
+            source,
+            config,
+            torch_dtype=torch_dtype,
+            quantization_config=quant_config,
+            **placement.from_pretrained_kwargs(),
+            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+        )
     model.eval()
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         source=source,
         quant=quant,
-        device=device if device_map is None else f"map:{device_map}",
+        device=placement.label,
         dtype=torch_dtype,
         random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
     )
+
+
+def _load_tokenizer(source: ModelSource) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source.location, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        if not source.is_local:
+            raise ModelError(
+                f"cannot load the tokenizer of {source.spec}: it is not in the Hugging Face "
+                "cache and the hub could not be reached"
+            ) from e
+        raise ModelError(f"cannot load the tokenizer of {source.spec}: {first_line(e)}") from e
+
+
+def _load_weights(source: ModelSource, config: Any, *, torch_dtype: Any, **kwargs: Any) -> Any:
+    """``from_pretrained`` with remote code off; checkpoint failures become one line."""
+    from transformers import OPTForCausalLM
+
+    try:
+        return OPTForCausalLM.from_pretrained(
+            source.location, config=config, dtype=torch_dtype, trust_remote_code=False, **kwargs
+        )
+    except Exception as e:
+        known = translate(e)
+        if known is not None and not isinstance(known, CheckpointError):
+            raise known from e
+        if known is None and not isinstance(e, (OSError, ValueError, RuntimeError)):
+            raise
+        detail = str(known) if known is not None else _describe_load_error(e)
+        raise CheckpointError(f"cannot load the weights of {source.spec}: {detail}") from e
 
 
 def check_safetensors(folder: Path, spec: str, config: Any) -> None:
@@ -328,10 +260,8 @@ def check_safetensors(folder: Path, spec: str, config: Any) -> None:
     if not files:
         return
     from safetensors import safe_open
-    from transformers import OPTForCausalLM
 
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in OPTForCausalLM(config).state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in build_meta_model(config).state_dict().items()}
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as handle:
@@ -341,7 +271,7 @@ def check_safetensors(folder: Path, spec: str, config: Any) -> None:
                 }
         except Exception as e:
             raise CheckpointError(
-                f"{path.name} in {spec} is truncated or corrupt: {_first_line(e)}"
+                f"{path.name} in {spec} is truncated or corrupt: {first_line(e)}"
             ) from e
         for key, (shape, dtype) in shapes.items():
             want = expected.get(key)
@@ -353,12 +283,7 @@ def check_safetensors(folder: Path, spec: str, config: Any) -> None:
 
 
 def _describe_load_error(error: BaseException) -> str:
-    text = str(error)
-    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text.lower():
-        return "its pickle checkpoint holds more than tensors, so it was refused unread"
-    return _first_line(error)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    # torch's weights_only refusal arrives as a plain error whose text names it.
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error).lower():
+        return PICKLE_REFUSED
+    return first_line(error)

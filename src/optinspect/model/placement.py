@@ -9,12 +9,14 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from .names import TOKEN_EMBEDDINGS
 
 __all__ = [
     "DEVICE_MAPS",
     "input_device",
     "mapped_device",
     "parse_max_memory",
+    "placement_name",
     "placement_of",
     "resolve_device",
 ]
@@ -66,14 +68,27 @@ def parse_max_memory(spec: str) -> dict[int | str, str]:
 
 
 def input_device(model: nn.Module) -> torch.device:
-    """Where the token ids must go: the execution device of the token embedding."""
+    """Where the token ids must go: the execution device of the token embedding.
+
+    An embedding that accelerate offloaded (to the CPU or disk) has its weight
+    on the meta device and runs on the CPU; a model built on the meta device
+    with no device map runs there.
+    """
     weight = model.get_input_embeddings().weight
     if weight.device.type != "meta":
         return weight.device
-    where = placement_of(getattr(model, "hf_device_map", None), "model.decoder.embed_tokens")
+    device_map = getattr(model, "hf_device_map", None)
+    if not device_map:
+        return weight.device
+    where = placement_of(device_map, TOKEN_EMBEDDINGS)
     if isinstance(where, int) or (isinstance(where, str) and where.startswith("cuda")):
-        return torch.device(where if isinstance(where, str) else f"cuda:{where}")
+        return torch.device(placement_name(where))
     return torch.device("cpu")
+
+
+def placement_name(where: object) -> str:
+    """A device map entry as a device name: ``0`` -> ``cuda:0``; ``cpu``, ``disk`` as they are."""
+    return f"cuda:{where}" if isinstance(where, int) else str(where)
 
 
 def placement_of(device_map: dict[str, Any] | None, name: str) -> Any:

@@ -8,6 +8,7 @@ so a console without colour (a pipe, ``NO_COLOR``) still shows every number.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.cells import cell_len, set_cell_size
@@ -18,7 +19,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from .lens import has_colour, header_text, token_label
+from .common import has_colour, header_line, print_header, token_label
 
 if TYPE_CHECKING:
     from ..attention import AttentionResult
@@ -30,6 +31,7 @@ __all__ = [
     "heatmap_blocks",
     "heatmap_labels",
     "render_attention",
+    "save_attention_png",
     "shade",
 ]
 
@@ -148,12 +150,7 @@ def heads_notes(result: AttentionResult, colour: bool) -> list[str]:
 def render_attention(console: Console, result: AttentionResult) -> None:
     """Print the header, the random-weights note when it applies, the heatmap and the heads."""
     colour = has_colour(console)
-    console.print(escape(header_text(result)), highlight=False)
-    if result.random_weights:
-        console.print(
-            "note: this checkpoint has random weights; its attention means nothing",
-            highlight=False,
-        )
+    print_header(console, header_line(result.info), result.random_weights)
     console.print(
         escape(f"{attention_title(result)}: weights in percent, rows query, columns key"),
         highlight=False,
@@ -170,3 +167,23 @@ def render_attention(console: Console, result: AttentionResult) -> None:
 def heatmap_labels(result: AttentionResult) -> Sequence[str]:
     """Axis labels for an image of the heatmap: position and token text."""
     return [_row_label(pos, token.text) for pos, token in enumerate(result.tokens)]
+
+
+def save_attention_png(result: AttentionResult, path: Path) -> Path:
+    """The heatmap as an image: causal cells only, labelled with position and token."""
+    from .images import save_heatmap
+
+    labels = heatmap_labels(result)
+    return save_heatmap(
+        path,
+        [
+            [value if key <= query else None for key, value in enumerate(row)]
+            for query, row in enumerate(result.weights)
+        ],
+        row_labels=labels,
+        column_labels=labels,
+        title=f"{result.model}: {attention_title(result)}",
+        xlabel="key",
+        ylabel="query",
+        colorbar_label="attention weight",
+    )

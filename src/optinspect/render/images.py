@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OptinspectError, UsageError
+from ..errors import OptinspectError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DPI",
     "INSTALL_HINT",
-    "check_output_path",
     "heatmap_inches",
     "new_figure",
     "plain_labels",
@@ -53,16 +52,6 @@ def require_matplotlib(purpose: str) -> Any:
             f"{purpose} needs matplotlib, which is not installed: run {INSTALL_HINT}"
         ) from e
     return matplotlib
-
-
-def check_output_path(path: str | Path) -> Path:
-    """The image path, refused early when its folder does not exist or it is a folder."""
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise UsageError(f"cannot write {path}: it is a folder")
-    if not target.parent.is_dir():
-        raise UsageError(f"cannot write {path}: folder {target.parent} does not exist")
-    return target
 
 
 def new_figure(width: float, height: float) -> Figure:

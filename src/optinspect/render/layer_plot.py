@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..engine.records import LayerSparsity, TraceResult
-from ..engine.selection import layer_of
 from ..errors import UsageError
+from ..model.names import is_layer_root, layer_of
 from .images import new_figure, save_figure
+
+if TYPE_CHECKING:
+    from ..sparsity import LayerSparsity
+    from ..tracing import TraceResult
 
 __all__ = ["layer_series", "save_layer_plot"]
 
@@ -20,7 +24,7 @@ def layer_series(results: Sequence[TraceResult]) -> dict[str, list[float]]:
     for result in results:
         for m in result.modules:
             layer = layer_of(m.name)
-            if layer is None or m.name != f"model.decoder.layers.{layer}" or m.stats is None:
+            if layer is None or not is_layer_root(m.name) or m.stats is None:
                 continue
             values = [m.stats.std, m.stats.absmax, m.stats.zeros]
             if any(v is None for v in values):

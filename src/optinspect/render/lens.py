@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .common import has_colour, header_line, print_header, token_label
+
 if TYPE_CHECKING:
-    from ..attention import AttentionResult
     from ..lens import LensResult, Ranked
 
-__all__ = ["has_colour", "lens_tables", "render_lens", "token_label"]
+__all__ = ["lens_tables", "render_lens"]
 
 #: Style of a cell whose top-1 token is already the model's final prediction there.
 MATCH_STYLE = "bold green"
 #: Without colour, such a cell is marked with this after the token instead.
 MATCH_MARK = "*"
-
-
-def token_label(text: str) -> str:
-    """A token's text as a JSON string, so spaces and newlines stay visible."""
-    return json.dumps(text, ensure_ascii=False)
-
-
-def header_text(result: LensResult | AttentionResult) -> str:
-    """What was loaded and how, on one line."""
-    return " · ".join(
-        [
-            f"model {result.model}",
-            f"quant {result.quant}",
-            f"device {result.device}",
-            f"dtype {result.dtype}",
-        ]
-    )
 
 
 def _cell(ranked: Ranked, top_k: int, final_id: int, colour: bool) -> Text:
@@ -107,19 +89,9 @@ def _table(
     return table
 
 
-def has_colour(console: Console) -> bool:
-    """Whether ``console`` shows colours: a terminal with colours, and NO_COLOR unset."""
-    return console.color_system is not None and not console.no_color
-
-
 def render_lens(console: Console, result: LensResult) -> None:
     """Print the header, the random-weights note when it applies, and the lens table."""
-    console.print(escape(header_text(result)), highlight=False)
-    if result.random_weights:
-        console.print(
-            "note: this checkpoint has random weights; its predictions mean nothing",
-            highlight=False,
-        )
+    print_header(console, header_line(result.info), result.random_weights)
     colour = has_colour(console)
     what = "top-1 next token" if result.top_k == 1 else f"top-{result.top_k} next tokens"
     if result.top_k > 1:

@@ -1,35 +1,33 @@
-"""Records -> rich tables and JSON. Renderers take a Console; they never create one."""
+"""Trace results -> the tokens and modules tables, the FFN sparsity table, and CSV.
+
+Renderers take a Console; they never create one.
+"""
 
 from __future__ import annotations
 
 import csv
-import json
-import math
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..engine.records import STAT_NAMES, LayerSparsity, ModuleRecord, TraceResult
+from ..engine.records import STAT_NAMES, ModuleRecord
+from .common import (
+    format_number,
+    format_percent,
+    format_shape,
+    header_line,
+    print_header,
+    token_label,
+)
 
-__all__ = ["CsvWriter", "format_number", "parse_stats", "render_trace", "write_json"]
+if TYPE_CHECKING:
+    from ..sparsity import LayerSparsity
+    from ..tracing import TraceResult
 
-
-def format_number(value: float | int | None) -> str:
-    """Four significant digits, '-' for undefined."""
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    if math.isinf(value) or math.isnan(value):
-        return str(value)
-    return f"{value:.4g}"
-
-
-def _shape(shape: Sequence[int] | None) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]" if shape is not None else "-"
+__all__ = ["CsvWriter", "modules_table", "render_trace", "sparsity_table", "tokens_table"]
 
 
 def tokens_table(result: TraceResult) -> Table:
@@ -38,7 +36,7 @@ def tokens_table(result: TraceResult) -> Table:
     table.add_column("id", justify="right")
     table.add_column("text", no_wrap=True)
     for pos, token in enumerate(result.tokens):
-        table.add_row(str(pos), str(token.id), escape(json.dumps(token.text, ensure_ascii=False)))
+        table.add_row(str(pos), str(token.id), escape(token_label(token.text)))
     return table
 
 
@@ -64,7 +62,7 @@ def _module_cells(record: ModuleRecord, stats: Sequence[str]) -> list[str]:
     name = ("  " * record.depth) + record.name
     if record.call:
         name += f" (call {record.call})"
-    shape = _shape(record.shape) if record.output == "tensor" else record.output
+    shape = format_shape(record.shape) if record.output == "tensor" else record.output
     cells = [
         str(record.index),
         escape(name),
@@ -77,7 +75,7 @@ def _module_cells(record: ModuleRecord, stats: Sequence[str]) -> list[str]:
     for stat in stats:
         value = values.get(stat)
         if stat == "zeros" and value is not None:
-            cells.append(f"{value:.1%}")
+            cells.append(format_percent(value))
         else:
             cells.append(format_number(value))
     return cells
@@ -92,26 +90,10 @@ def _weight_cell(record: ModuleRecord) -> str:
     return record.weight_dtype
 
 
-def header_line(result: TraceResult) -> str:
-    parts = [
-        f"model {result.model}",
-        f"quant {result.quant}",
-        f"device {result.device}",
-        f"dtype {result.dtype}",
-    ]
-    if result.dry_run:
-        parts.append("dry run: meta device, no weights, no statistics")
-    return " · ".join(parts)
-
-
 def render_trace(console: Console, result: TraceResult, stats: Sequence[str] = STAT_NAMES) -> None:
     """Print the header, the tokens and the module table of one traced sentence."""
-    console.print(escape(header_line(result)), highlight=False)
-    if result.random_weights:
-        console.print(
-            "note: this checkpoint has random weights; its statistics describe no trained model",
-            highlight=False,
-        )
+    extra = ("dry run: meta device, no weights, no statistics",) if result.dry_run else ()
+    print_header(console, header_line(result.info, *extra), result.random_weights)
     console.print(tokens_table(result))
     console.print(modules_table(result, stats))
 
@@ -126,26 +108,11 @@ def sparsity_table(rows: Sequence[LayerSparsity], many: bool) -> Table:
     if many:
         table.add_column("dead units", justify="right")
     for row in rows:
-        cells = [str(row.layer), f"{row.zeros:.1%}"]
+        cells = [str(row.layer), format_percent(row.zeros)]
         if many:
             cells.append(f"{row.dead}/{row.units}")
         table.add_row(*cells)
     return table
-
-
-def parse_stats(spec: str | None) -> tuple[str, ...]:
-    """``mean,absmax,zeros`` -> the chosen statistics in their usual order; None is all."""
-    from ..errors import UsageError
-
-    if spec is None:
-        return STAT_NAMES
-    chosen = [s.strip() for s in spec.split(",") if s.strip()]
-    for name in chosen:
-        if name not in STAT_NAMES:
-            raise UsageError(f"unknown statistic {name!r}: choose from {', '.join(STAT_NAMES)}")
-    if not chosen:
-        raise UsageError(f"--stats is empty: choose from {', '.join(STAT_NAMES)}")
-    return tuple(n for n in STAT_NAMES if n in chosen)
 
 
 class CsvWriter:
@@ -196,9 +163,3 @@ class CsvWriter:
 
 def _csv_value(value: float | int | None) -> str:
     return "" if value is None else repr(value)
-
-
-def write_json(stream: IO[str], payload: Any, *, indent: int | None = 2) -> None:
-    """Write one JSON document; NaN and Inf never appear (records already hold None)."""
-    json.dump(payload, stream, indent=indent, ensure_ascii=False, allow_nan=False)
-    stream.write("\n")

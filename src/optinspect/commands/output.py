@@ -1,0 +1,137 @@
+"""How the commands that give one result per sentence write them: one emitter per --format,
+streaming where the format allows.
+
+    emitter = make_emitter("jsonl", many=True, render=render_lens)
+    for result in results:
+        emitter.emit(result)
+    emitter.close()
+
+Every result serialises itself (``as_dict``). One TEXT gives one JSON object;
+a file or stdin gives ``{"schema", "model", "quant", "device", "dtype", ...,
+"results": [...]}`` in ``json`` and one object per line in ``jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+from ..engine.records import SCHEMA_VERSION
+from ..render.common import write_json
+from .common import stdout_console
+
+__all__ = ["Emitter", "make_emitter"]
+
+#: Draws one result on a console.
+Render = Callable[[Console, Any], None]
+
+
+class Emitter:
+    """Receives results as batches finish; ``close`` ends the document.
+
+    ``close(extra)`` adds keys to the JSON document (before ``results``);
+    ``close(tail=...)`` draws what follows the last table.
+    """
+
+    #: Whether this format shows summaries that cost something to track (FFN sparsity).
+    wants_summary = False
+
+    def __init__(self, many: bool, render: Render, as_dict: Callable[[Any], dict[str, Any]]):
+        self.many = many
+        self.render = render
+        self.as_dict = as_dict
+        self.count = 0
+
+    def emit(self, result: Any) -> None:
+        self.count += 1
+        self._emit(result)
+
+    def _emit(self, result: Any) -> None:
+        raise NotImplementedError
+
+    def close(
+        self,
+        extra: dict[str, Any] | None = None,
+        tail: Callable[[Console], None] | None = None,
+    ) -> None:
+        """Finish the output; nothing to do for streaming formats."""
+
+
+class TableEmitter(Emitter):
+    wants_summary = True
+
+    def __init__(self, many: bool, render: Render, as_dict: Callable[[Any], dict[str, Any]]):
+        super().__init__(many, render, as_dict)
+        self.console = stdout_console()
+
+    def _emit(self, result: Any) -> None:
+        if self.many:
+            if self.count > 1:
+                self.console.print()
+            self.console.rule(f"sentence {result.index}", align="left")
+        self.render(self.console, result)
+
+    def close(
+        self,
+        extra: dict[str, Any] | None = None,
+        tail: Callable[[Console], None] | None = None,
+    ) -> None:
+        if tail is not None:
+            tail(self.console)
+
+
+class JsonEmitter(Emitter):
+    """One object for one TEXT; a ``results`` document for a file or stdin."""
+
+    wants_summary = True
+
+    def __init__(self, many: bool, render: Render, as_dict: Callable[[Any], dict[str, Any]]):
+        super().__init__(many, render, as_dict)
+        self.results: list[dict[str, Any]] = []
+        self.head: dict[str, Any] = {"model": None, "quant": None, "device": None, "dtype": None}
+
+    def _emit(self, result: Any) -> None:
+        if not self.results:
+            info = result.info.as_dict()
+            self.head = {key: info[key] for key in self.head}
+        self.results.append(self.as_dict(result))
+
+    def close(
+        self,
+        extra: dict[str, Any] | None = None,
+        tail: Callable[[Console], None] | None = None,
+    ) -> None:
+        if not self.many:
+            if self.results:
+                write_json(sys.stdout, {**self.results[0], **(extra or {})})
+            return
+        document = {"schema": SCHEMA_VERSION, **self.head, **(extra or {})}
+        write_json(sys.stdout, {**document, "results": self.results})
+
+
+class JsonlEmitter(Emitter):
+    def _emit(self, result: Any) -> None:
+        line = json.dumps(self.as_dict(result), ensure_ascii=False, allow_nan=False)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+EMITTERS: dict[str, type[Emitter]] = {
+    "table": TableEmitter,
+    "json": JsonEmitter,
+    "jsonl": JsonlEmitter,
+}
+
+
+def make_emitter(
+    fmt: str,
+    many: bool,
+    render: Render,
+    as_dict: Callable[[Any], dict[str, Any]] | None = None,
+) -> Emitter:
+    """The emitter for ``--format fmt``; ``as_dict`` defaults to the result's own."""
+    return EMITTERS[fmt](many, render, as_dict or (lambda result: result.as_dict()))

@@ -1,0 +1,173 @@
+"""Every check that needs no weights, each in one place, run before any model is loaded.
+
+    plan = preflight("facebook/opt-1.3b", layers="0-3", top_k=5)
+    plan.layers            # [0, 1, 2, 3], checked against the config's 24 layers
+
+Each check is one function; the library functions call the same ones, so a
+value is judged the same way from the CLI, before loading, and from Python.
+``preflight`` reads the model's config (never a weight) and runs the checks
+a command asked for. Messages name the bad input and exit 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..model.names import module_names
+from .records import STAT_NAMES
+from .selection import LayerSpec, resolve_layers, select_names
+
+__all__ = [
+    "Plan",
+    "check_batch_size",
+    "check_output_path",
+    "check_text",
+    "check_threshold",
+    "check_tolerance",
+    "check_top_k",
+    "parse_stats",
+    "preflight",
+    "resolve_head",
+    "resolve_single_layer",
+]
+
+
+def check_text(text: str, verb: str) -> str:
+    """``text`` when it holds a word; ``verb`` names the command in the message."""
+    if not text.strip():
+        raise UsageError(f"the text is empty: give at least one word to {verb}")
+    return text
+
+
+def check_batch_size(batch_size: int) -> int:
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    return batch_size
+
+
+def check_top_k(top_k: int, vocab_size: int) -> int:
+    """``top_k`` when it is between 1 and the vocabulary size, else a usage error."""
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, not {top_k}")
+    if top_k > vocab_size:
+        raise UsageError(f"--top-k {top_k} is more than the vocabulary of {vocab_size} tokens")
+    return top_k
+
+
+def check_threshold(threshold: float) -> float:
+    """Refuse a threshold that is not a finite number above 0."""
+    if not math.isfinite(threshold) or threshold <= 0:
+        raise UsageError(f"--threshold must be a finite number above 0, not {threshold}")
+    return threshold
+
+
+def check_tolerance(tolerance: float) -> float:
+    """Refuse a tolerance that is negative, NaN or infinite."""
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise UsageError(f"--tolerance must be a finite number of at least 0, not {tolerance}")
+    return tolerance
+
+
+def resolve_single_layer(spec: str | int, num_layers: int) -> int:
+    """The one decoder layer ``spec`` names (``5``, ``-1``), checked against the model."""
+    chosen = resolve_layers(str(spec), num_layers) or []
+    if len(chosen) != 1:
+        raise UsageError(f"--layer {spec} names {len(chosen)} layers: give exactly one")
+    return chosen[0]
+
+
+def resolve_head(head: int, num_heads: int) -> int:
+    """``head`` as an index 0..num_heads-1; negative counts from the end like -1 for the last."""
+    index = head + num_heads if head < 0 else head
+    if not 0 <= index < num_heads:
+        valid = f"heads 0-{num_heads - 1}" if num_heads > 1 else "head 0"
+        raise UsageError(f"head {head} does not exist: the model has {valid}")
+    return index
+
+
+def parse_stats(spec: str | None) -> tuple[str, ...]:
+    """``mean,absmax,zeros`` -> the chosen statistics in their usual order; None is all."""
+    if spec is None:
+        return STAT_NAMES
+    chosen = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in chosen:
+        if name not in STAT_NAMES:
+            raise UsageError(f"unknown statistic {name!r}: choose from {', '.join(STAT_NAMES)}")
+    if not chosen:
+        raise UsageError(f"--stats is empty: choose from {', '.join(STAT_NAMES)}")
+    return tuple(n for n in STAT_NAMES if n in chosen)
+
+
+def check_output_path(path: str | Path, *, force: bool | None = None) -> Path:
+    """An output file's path, refused early: a folder, a missing folder, or (when ``force``
+    is given and False) a file that exists."""
+    target = Path(path).expanduser()
+    if force is not None and target.exists() and not target.is_dir() and not force:
+        raise UsageError(f"{path} exists: use --force to overwrite it")
+    if target.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder")
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {path}: folder {target.parent} does not exist")
+    return target
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What preflight learned from the config: the model's sizes and the checked choices."""
+
+    config: Any
+    layers: list[int] | None  # the indices --layer names; None when it was not given
+    head: int | None = None
+    names: tuple[str, ...] | None = None  # the modules --filter selects, when filters were given
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+
+def preflight(
+    model: str,
+    *,
+    layers: LayerSpec = None,
+    single_layer: str | None = None,
+    filters: Sequence[str] = (),
+    head: int | None = None,
+    top_k: int | None = None,
+    batch_size: int | None = None,
+    threshold: float | None = None,
+    tolerance: float | None = None,
+) -> Plan:
+    """Check every value a command was given, then read ``model``'s config (no weights)
+    and check what depends on it.
+
+    ``layers`` is a layer spec; ``single_layer`` one layer (attention);
+    ``filters`` are matched against the module names of the model built on
+    the meta device; ``head`` and ``top_k`` against the config's sizes.
+    """
+    from ..model.spec import build_meta_model, read_config, resolve_source
+
+    if batch_size is not None:
+        check_batch_size(batch_size)
+    if threshold is not None:
+        check_threshold(threshold)
+    if tolerance is not None:
+        check_tolerance(tolerance)
+
+    config = read_config(resolve_source(model))
+    num_layers = int(config.num_hidden_layers)
+    chosen = resolve_layers(layers, num_layers)
+    if single_layer is not None:
+        chosen = [resolve_single_layer(single_layer, num_layers)]
+    head_index = resolve_head(head, int(config.num_attention_heads)) if head is not None else None
+    if top_k is not None:
+        check_top_k(top_k, int(config.vocab_size))
+    names = None
+    if filters:
+        meta = build_meta_model(config)
+        names = tuple(select_names(module_names(meta), num_layers, layers, filters))
+    return Plan(config=config, layers=chosen, head=head_index, names=names)

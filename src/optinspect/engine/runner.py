@@ -1,0 +1,204 @@
+"""The one forward pass under every analysis: texts -> padded batches -> the model.
+
+    runner = Runner(loaded, batch_size=8, truncate=True)
+    with capture(loaded.model, names) as cap:
+        for batch, _output in runner.run(texts, [cap]):
+            records = cap.collect()
+
+An analysis is hook groups plus a reducer around ``Runner.run``, in the way
+baukit's ``TraceDict`` is used: the runner tokenizes, right-pads, places the
+token ids where the input embedding runs (offloaded embeddings included),
+tells every hook group which batch comes (``HookGroup.begin``), runs one
+forward under ``inference_mode`` and reports progress, one way for every
+command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..errors import UsageError
+from ..model.placement import input_device
+from .records import Token
+
+if TYPE_CHECKING:
+    from ..model.loading import LoadedModel
+    from .hooks import HookGroup
+
+__all__ = ["Batch", "BatchLayout", "Progress", "Runner", "batched", "encode", "forward"]
+
+#: Called with the number of sentences each finished batch held.
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How the sentences of one forward pass sit in its [batch, tokens] input."""
+
+    lengths: tuple[int, ...]
+    tokens: int
+    valid: torch.Tensor | None = None  # [batch, tokens] bool; None when nothing is padded
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> BatchLayout:
+        """Layout of a right-padded batch from its mask (read on the host before the run)."""
+        lengths = tuple(int(n) for n in attention_mask.sum(dim=1).tolist())
+        tokens = int(attention_mask.shape[1])
+        padded = any(n != tokens for n in lengths)
+        return cls(lengths, tokens, attention_mask.bool() if padded else None)
+
+    @property
+    def batch(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Sentences that run in one forward pass, right-padded with the pad id.
+
+    ``first`` is the index of the batch's first sentence in the whole input;
+    ``input_ids`` and ``attention_mask`` are [batch, tokens] on the CPU.
+    """
+
+    texts: tuple[str, ...]
+    tokens: tuple[tuple[Token, ...], ...]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    layout: BatchLayout
+    first: int = 0
+
+    @classmethod
+    def of(
+        cls, texts: Sequence[str], tokens: Sequence[Sequence[Token]], pad_id: int, first: int = 0
+    ) -> Batch:
+        """Right-pad the token ids of ``texts``; the mask marks real tokens."""
+        width = max(len(t) for t in tokens)
+        ids = torch.full((len(tokens), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(tokens), width), dtype=torch.long)
+        for row, sentence in enumerate(tokens):
+            ids[row, : len(sentence)] = torch.tensor([t.id for t in sentence], dtype=torch.long)
+            mask[row, : len(sentence)] = 1
+        return cls(
+            texts=tuple(texts),
+            tokens=tuple(tuple(t) for t in tokens),
+            input_ids=ids,
+            attention_mask=mask,
+            layout=BatchLayout.from_mask(mask),
+            first=first,
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+    @property
+    def padded(self) -> bool:
+        return self.layout.valid is not None
+
+    @property
+    def real_tokens(self) -> int:
+        return sum(self.layout.lengths)
+
+
+def encode(loaded: LoadedModel, text: str, *, truncate: bool = False) -> list[Token]:
+    """Token ids and texts for one sentence, checked against the model's positions.
+
+    With ``truncate`` a text that is too long keeps its first tokens instead of failing.
+    """
+    ids = loaded.tokenizer(text)["input_ids"]
+    if truncate:
+        ids = ids[: loaded.max_positions]
+    if len(ids) > loaded.max_positions:
+        raise UsageError(
+            f"the text has {len(ids)} tokens; {loaded.name} accepts at most "
+            f"{loaded.max_positions} (or use --truncate)"
+        )
+    return [Token(id=int(i), text=loaded.tokenizer.decode([i])) for i in ids]
+
+
+def batched(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of up to ``size`` texts, read lazily."""
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def forward(model: nn.Module, batch: Batch, groups: Sequence[HookGroup] = (), **kwargs: Any) -> Any:
+    """Tell ``groups`` which batch comes, then run it once under ``inference_mode``.
+
+    The ids go to the device the token embedding runs on (see
+    ``placement.input_device``); the mask only when the batch is padded, so an
+    unpadded run computes exactly what a plain call would. ``kwargs`` go to
+    the model (``output_attentions=True``).
+    """
+    for group in groups:
+        group.begin(batch)
+    device = input_device(model)
+    mask = batch.attention_mask.to(device) if batch.padded else None
+    with torch.inference_mode():
+        return model(
+            input_ids=batch.input_ids.to(device), attention_mask=mask, use_cache=False, **kwargs
+        )
+
+
+class Runner:
+    """Texts -> batches -> forward passes through one loaded model.
+
+    ``verb`` names the command in input errors ("the text is empty: give at
+    least one word to {verb}"); ``advance`` hears of every finished batch.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        batch_size: int = 8,
+        truncate: bool = False,
+        verb: str = "trace",
+        advance: Progress | None = None,
+    ) -> None:
+        from .preflight import check_batch_size
+
+        self.loaded = loaded
+        self.batch_size = check_batch_size(batch_size)
+        self.truncate = truncate
+        self.verb = verb
+        self._advance = advance
+        self.sentences = 0
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.loaded.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 1
+
+    def batches(self, texts: Iterable[str]) -> Iterator[Batch]:
+        """Tokenized, right-padded batches of ``batch_size`` texts, read lazily."""
+        from .preflight import check_text
+
+        for chunk in batched(texts, self.batch_size):
+            tokens = [
+                encode(self.loaded, check_text(text, self.verb), truncate=self.truncate)
+                for text in chunk
+            ]
+            yield Batch.of(chunk, tokens, self.pad_id, first=self.sentences)
+            self.sentences += len(chunk)
+
+    def run(
+        self, texts: Iterable[str], groups: Sequence[HookGroup] = (), **kwargs: Any
+    ) -> Iterator[tuple[Batch, Any]]:
+        """One forward per batch; yields each batch with the model's output."""
+        for batch in self.batches(texts):
+            output = forward(self.loaded.model, batch, groups, **kwargs)
+            if self._advance is not None:
+                self._advance(batch.size)
+            yield batch, output

@@ -1,0 +1,124 @@
+"""What ``--model`` names, resolved without reading a weight: a folder, a hub id or ``tiny``,
+and its checked OPT config.
+
+    source = resolve_source("facebook/opt-1.3b")
+    config = read_config(source)          # the built-in family config, offline
+
+Also the model built on the meta device from a config: module names and
+shapes with no memory and no weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError, UsageError
+from .quiet import quiet
+
+__all__ = [
+    "RANDOM_WEIGHTS_KEY",
+    "ModelSource",
+    "build_meta_model",
+    "read_config",
+    "resolve_source",
+    "tiny_path",
+]
+
+#: Config key our own generated checkpoints carry so the output can say the weights are random.
+RANDOM_WEIGHTS_KEY = "optinspect_random_weights"
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: ``location`` is a folder path or a hub id."""
+
+    spec: str
+    location: str
+    is_local: bool
+
+    @property
+    def display(self) -> str:
+        return self.spec
+
+
+def tiny_path() -> Path:
+    """The folder of the built-in tiny checkpoint inside the installed package."""
+    return Path(str(resources.files("optinspect") / "data" / "tiny"))
+
+
+def resolve_source(spec: str) -> ModelSource:
+    """Turn ``--model`` into a folder or a hub id, refusing paths that do not exist."""
+    if spec == "tiny":
+        return ModelSource(spec="tiny", location=str(tiny_path()), is_local=True)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelSource(spec=spec, location=str(path), is_local=True)
+    if path.exists():
+        raise UsageError(f"model path {spec} is a file: give the folder that holds config.json")
+    # A hub id is "name" or "org/name"; anything else was meant as a folder.
+    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
+        raise UsageError(f"model folder {spec} does not exist")
+    return ModelSource(spec=spec, location=spec, is_local=False)
+
+
+def read_config(source: ModelSource) -> Any:
+    """Read and check the OPT config of ``source`` without touching any weights.
+
+    A folder's ``config.json`` is read as it is. A hub id that names a member of
+    the OPT family (``facebook/opt-125m`` ... ``facebook/opt-175b``) gets the
+    built-in published config from ``optinspect.model.family`` directly, without asking
+    the cache or the hub, so it resolves offline; any other hub id comes from the
+    Hugging Face cache or the hub.
+    """
+    from transformers import OPTConfig
+
+    from .family import family_config
+
+    if source.is_local:
+        config_file = Path(source.location) / "config.json"
+        if not config_file.is_file():
+            raise ModelError(f"model folder {source.spec} has no config.json")
+        try:
+            raw = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot read {config_file}: {e}") from e
+        if not isinstance(raw, dict):
+            raise ModelError(f"{config_file} does not hold a JSON object")
+    elif (builtin := family_config(source.location)) is not None:
+        raw = builtin
+    else:
+        from transformers import PretrainedConfig
+
+        try:
+            with quiet(verbose=False):
+                raw, _ = PretrainedConfig.get_config_dict(source.location)
+        except (OSError, ValueError) as e:
+            raise ModelError(
+                f"cannot get the config of {source.spec}: it is not in the Hugging Face "
+                "cache and the hub could not be reached or has no such model"
+            ) from e
+    model_type = raw.get("model_type")
+    if model_type != "opt":
+        raise ModelError(
+            f"{source.spec} is not an OPT model: its config has model_type {model_type!r}"
+        )
+    return OPTConfig.from_dict(raw)
+
+
+def build_meta_model(config: Any, dtype: Any = None) -> Any:
+    """An OPTForCausalLM whose parameters live on the meta device (no memory, no init)."""
+    import torch
+    from transformers import OPTForCausalLM
+
+    with torch.device("meta"), quiet(verbose=False):
+        model = OPTForCausalLM(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()

@@ -1,0 +1,98 @@
+"""Parameter reports -> the breakdown table, the notes under it, and CSV.
+
+Renderers take a Console; they never create one. No torch here.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import IO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..params import LoadedCount, ParamReport, WeightBytes
+from .common import format_bytes, format_count
+
+__all__ = ["params_table", "render_params", "write_params_csv"]
+
+
+_PRECISIONS = (
+    ("float32", "float32"),
+    ("float16", "float16/bf16"),
+    ("int8", "int8"),
+    ("nf4", "nf4"),
+)
+_BYTES_NOTE = (
+    "bytes: weights only; int8 = LLM.int8, nf4 = 4-bit NF4, as bitsandbytes stores them "
+    "(lm_head, embeddings, norms and biases in float16)"
+)
+
+
+def _byte_cells(weights: WeightBytes) -> list[str]:
+    values = weights.as_dict()
+    return [format_bytes(values[key]) for key, _ in _PRECISIONS]
+
+
+def params_table(report: ParamReport) -> Table:
+    """The breakdown as a table, with a total row that the rows add up to."""
+    table = Table(title=f"parameters by {report.by}", title_justify="left")
+    table.add_column(report.by, no_wrap=True)
+    table.add_column("params", justify="right")
+    table.add_column("share", justify="right")
+    for _, header in _PRECISIONS:
+        table.add_column(header, justify="right")
+    for row in report.rows:
+        share = row.params / report.total if report.total else 0.0
+        share_text = "<0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
+        table.add_row(
+            escape(row.name), format_count(row.params), share_text, *_byte_cells(row.bytes)
+        )
+    table.add_section()
+    table.add_row("total", format_count(report.total), "100.0%", *_byte_cells(report.bytes))
+    return table
+
+
+def loaded_lines(report: ParamReport, loaded: LoadedCount) -> list[str]:
+    """Two lines comparing what a loaded model holds with the config-only count."""
+    same = (
+        "the same as the config"
+        if loaded.params == report.total
+        else f"the config says {format_count(report.total)}"
+    )
+    packed = " (4-bit weights pack two values a byte)" if loaded.stored != loaded.params else ""
+    return [
+        f"loaded with quant {loaded.quant} · device {loaded.device} · dtype {loaded.dtype}: "
+        f"{format_count(loaded.params)} parameters, {same}",
+        f"  stored as {format_count(loaded.stored)} elements{packed}; "
+        f"{format_bytes(loaded.bytes)} in memory with quantization statistics",
+    ]
+
+
+def render_params(console: Console, report: ParamReport, loaded: LoadedCount | None = None) -> None:
+    """Print the header line, the breakdown table and the notes of one parameter report."""
+    source = "built-in config" if report.builtin else "config on the meta device"
+    header = (
+        f"model {report.model} · {format_count(report.total)} parameters · "
+        f"{source}, no weights read"
+    )
+    console.print(escape(header), highlight=False)
+    console.print(params_table(report))
+    if report.tied_to is not None:
+        console.print(
+            escape(f"lm_head.weight is tied to {report.tied_to}: counted once"), highlight=False
+        )
+    console.print(_BYTES_NOTE, highlight=False)
+    if loaded is not None:
+        for line in loaded_lines(report, loaded):
+            console.print(escape(line), highlight=False)
+
+
+def write_params_csv(stream: IO[str], report: ParamReport) -> None:
+    """One header line, then one line per row: name, params and bytes at each precision."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(["name", "params", *(key for key, _ in _PRECISIONS)])
+    for row in report.rows:
+        values = row.bytes.as_dict()
+        writer.writerow([row.name, row.params, *(values[key] for key, _ in _PRECISIONS)])
