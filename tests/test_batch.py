@@ -258,7 +258,10 @@ def test_save_round_trip_matches_a_direct_forward(cli, tmp_path: Path, load_tiny
                 handle.remove()
             saved = f.get_tensor(f"{index}/model.decoder.layers.3.fc1")
             assert saved.shape == outputs["fc1"].shape
-            torch.testing.assert_close(saved, outputs["fc1"], rtol=1e-4, atol=1e-5)
+            # Saved from a padded batch of two, compared with this sentence run alone:
+            # they differ by float rounding only (OUTPUT_DRIFT says how much and why).
+            drift = float((saved - outputs["fc1"]).abs().max())
+            assert drift <= OUTPUT_DRIFT["none"] * float(outputs["fc1"].abs().max())
             layer = f.get_tensor(f"{index}/model.decoder.layers.3")
             assert layer.shape == (1, ids.shape[1], 64)
             assert logits.shape[1] == ids.shape[1]
