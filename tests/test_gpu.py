@@ -168,7 +168,18 @@ def test_outliers_find_the_planted_dimension_on_cuda(
 
 
 def test_device_map_with_cpu_offload_gives_the_plain_statistics(cli, wide: Path) -> None:
-    base = ["trace", SENTENCES[0], "--model", str(wide), "-q", "none", "--dtype", "float16", "--layer", "all"]
+    base = [
+        "trace",
+        SENTENCES[0],
+        "--model",
+        str(wide),
+        "-q",
+        "none",
+        "--dtype",
+        "float16",
+        "--layer",
+        "all",
+    ]
     plain = run_json(cli, *base, "--device", DEVICE)
     # About 0.6 GB of float16 weights: a 300 MiB cap on the GPU sends part of them to the CPU.
     mapped = run_json(cli, *base, "--device-map", "auto", "--max-memory", "cuda:0=300MiB,cpu=16GiB")
