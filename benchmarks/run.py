@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="timed repeats per measurement")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip-peers", action="store_true", help="leave nnsight and TL out")
+    parser.add_argument(
+        "--only", choices=["cuda"], help="run only this section (cuda: exits 1 without CUDA)"
+    )
     parser.add_argument("--worker-memory", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--shape", default="125m", choices=SHAPES, help=argparse.SUPPRESS)
@@ -173,6 +176,21 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def only_cuda(args: argparse.Namespace) -> int:
+    """The CUDA section alone, printed as JSON; 1 without CUDA or when the section failed."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("[benchmarks] --only cuda: CUDA is not available here", file=sys.stderr)
+        return 1
+    import bench_cuda
+
+    results: dict[str, Any] = {}
+    section(results, "cuda", bench_cuda.cuda_section, *plan(args)["cuda"], args.quick)
+    print(json.dumps(results, indent=2, default=str))
+    return 1 if "error" in results["cuda"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -189,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     import bench_report
 
     start = time.perf_counter()
+    if args.only == "cuda":
+        return only_cuda(args)
     results = run_benchmarks(args)
     results["total_s"] = time.perf_counter() - start
     text = bench_report.render(results, argv if argv is not None else sys.argv[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,34 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.pop("OPTINSPECT_MODEL", None)
 os.environ["COLUMNS"] = "200"
+
+
+def gpu_selected(markexpr: str) -> bool:
+    """Whether ``-m`` asks for the GPU tests: it names gpu, and not as ``not gpu``."""
+    return bool(re.search(r"\bgpu\b", markexpr)) and not re.search(r"\bnot\s+gpu\b", markexpr)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CPU tests assume --device auto means the CPU (compare's float32 reference, disk
+    # offload with cpu=600KB, the dtype in headers), so CUDA is hidden unless the run
+    # selects the GPU tests (pytest -m gpu). This runs before any test module imports
+    # torch, and CUDA_VISIBLE_DEVICES is read when torch first initialises CUDA.
+    if not gpu_selected(config.option.markexpr or ""):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+    reason = "needs CUDA: run with pytest -m gpu" if hidden else "needs CUDA, absent here"
+    for item in gpu_items:
+        item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = (
     "# Benchmarks",
@@ -22,6 +24,7 @@ SECTIONS = (
 )
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     output = tmp_path / "B.md"
     proc = subprocess.run(

@@ -142,11 +142,6 @@ def test_opt350m_shaped_model(cli, opt350m_like: Path) -> None:
         (["hi", "--layer", "3-"], 2, "cannot read layer spec '3-': use N, N-M, N,M, -1 or all"),
         (["hi", "--device", "gpu"], 2, "unknown device 'gpu': use auto, cpu, cuda or cuda:N"),
         (
-            ["hi", "--quant", "3bit"],
-            2,
-            "Invalid value for '--quant' / '-q': '3bit' is not one of '8bit', '4bit', 'none'.",
-        ),
-        (
             [" the" * 150],
             2,
             "the text has 151 tokens; tiny accepts at most 128 (or use --truncate)",
@@ -160,6 +155,17 @@ def test_usage_errors(cli, args: list[str], code: int, message: str) -> None:
     assert result.err.splitlines()[0] == f"Error: {message}"
     assert result.out == ""
     assert "Traceback" not in result.err
+
+
+def test_bad_choice_names_the_option_the_value_and_the_choices(cli) -> None:
+    # The sentence itself is click's and its wording changes between click versions;
+    # what the user needs from it does not.
+    result = cli("trace", "hi", "--model", "tiny", "--quant", "3bit")
+    assert (result.code, result.out) == (2, "")
+    first = result.err.splitlines()[0]
+    assert first.startswith("Error: ") and "Traceback" not in result.err
+    for word in ("--quant", "3bit", "8bit", "4bit", "none"):
+        assert word in first, word
 
 
 def test_folder_without_config(cli, tmp_path: Path) -> None:

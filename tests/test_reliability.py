@@ -26,10 +26,11 @@ def test_truncated_safetensors(cli, tiny_dir: Path, tmp_path: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:100_000])
     result = cli("trace", "hi", "--model", str(folder), "-q", "none")
     assert result.code == 1
-    assert result.err == (
-        f"Error: model.safetensors in {folder} is truncated or corrupt: Error while "
-        "deserializing header: incomplete metadata, file not fully covered\n"
-    )
+    # Our sentence, then safetensors' own reason, whose wording changes between its
+    # versions: check that one is given, on the same single line, not what it says.
+    prefix = f"Error: model.safetensors in {folder} is truncated or corrupt: "
+    assert result.err.startswith(prefix)
+    assert result.err.count("\n") == 1 and result.err.removeprefix(prefix).strip()
 
 
 def test_corrupt_safetensors(cli, tiny_dir: Path, tmp_path: Path) -> None:
@@ -160,9 +161,10 @@ def test_any_text_through_the_cli_never_shows_a_traceback(cli, text: str) -> Non
         assert json.loads(result.out)["text"] == text
     else:
         assert result.code == 2 and result.err.startswith("Error: ")
-        # One line, plus a pointer to --help when the parser refused it (e.g. "-x").
+        # One line, plus a pointer to --help when the parser refused it (e.g. "-x"); that
+        # pointer is click's text, so only its mention of --help is checked.
         lines = result.err.splitlines()
-        assert len(lines) == 1 or lines[1] == "Try 'optinspect trace --help' for help."
+        assert len(lines) == 1 or (len(lines) == 2 and "--help" in lines[1])
 
 
 def test_out_of_memory_gives_hints(cli, monkeypatch) -> None:

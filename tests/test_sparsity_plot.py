@@ -14,25 +14,42 @@ from optinspect.tracing import iter_trace
 SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
 
 
-def manual_sparsity(model, tokenizer, texts: list[str]) -> tuple[list[float], list[int]]:
-    """Zeros fraction and dead units per layer, each sentence run alone, by direct hooks."""
+def manual_sparsity(model, tokenizer, texts: list[str], run) -> tuple[list[float], list[int]]:
+    """Zeros fraction and dead units per layer over the real tokens, by direct hooks.
+
+    The hooks watch the forward passes ``run()`` makes, so they see exactly the
+    tensors the tracker sees: a ReLU output near zero can flip between 0 and a tiny
+    positive value when the batch shape (and so float rounding) changes, which
+    would make a count from separate runs differ by a unit or two on some CPUs.
+    Padding is excluded here independently of the tracker: batches are right-padded,
+    so sentence b of a forward keeps its first len(tokens of b) positions.
+    """
     layers = model.model.decoder.layers
     zeros = [0] * len(layers)
     total = [0] * len(layers)
     alive = [torch.zeros(layer.fc1.out_features, dtype=torch.bool) for layer in layers]
-    handles = []
+    lengths = iter(len(tokenizer(t)["input_ids"]) for t in texts)
+    batch: list[int] = []
+
+    def start(module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        batch[:] = [next(lengths) for _ in range(ids.shape[0])]
+
+    def hook(module, args, output, i: int) -> None:
+        rows = output.reshape(len(batch), -1, output.shape[-1])
+        for b, n in enumerate(batch):
+            real = rows[b, :n]
+            zeros[i] += int((real == 0).sum())
+            total[i] += real.numel()
+            alive[i] |= (real != 0).any(dim=0)
+
+    handles = [model.register_forward_pre_hook(start, with_kwargs=True)]
     for i, layer in enumerate(layers):
-
-        def hook(module, args, output, i=i):
-            zeros[i] += int((output == 0).sum())
-            total[i] += output.numel()
-            alive[i] |= (output != 0).reshape(-1, output.shape[-1]).any(dim=0)
-
-        handles.append(layer.activation_fn.register_forward_hook(hook))
+        handles.append(
+            layer.activation_fn.register_forward_hook(lambda m, a, o, i=i: hook(m, a, o, i))
+        )
     try:
-        with torch.inference_mode():
-            for text in texts:
-                model(**tokenizer(text, return_tensors="pt"))
+        run()
     finally:
         for h in handles:
             h.remove()
@@ -43,10 +60,14 @@ def manual_sparsity(model, tokenizer, texts: list[str]) -> tuple[list[float], li
 def test_sparsity_matches_direct_hooks_and_ignores_padding(load_tiny, batch_size: int) -> None:
     loaded = load_tiny("none")
     tracker = FfnSparsity(loaded.model)
-    list(iter_trace(loaded, SENTENCES, batch_size=batch_size, sparsity=tracker))
+
+    def run() -> None:
+        list(iter_trace(loaded, SENTENCES, batch_size=batch_size, sparsity=tracker))
+
+    zeros, dead = manual_sparsity(loaded.model, loaded.tokenizer, SENTENCES, run)
     summary = tracker.summary()
-    zeros, dead = manual_sparsity(loaded.model, loaded.tokenizer, SENTENCES)
     assert [row.layer for row in summary] == [0, 1, 2, 3]
+    # Same tensors on both sides, so the counts agree exactly on any machine.
     assert [row.zeros for row in summary] == pytest.approx(zeros, abs=1e-12)
     assert [row.dead for row in summary] == dead
     assert summary[0].tokens == sum(len(loaded.tokenizer(t)["input_ids"]) for t in SENTENCES)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from transformers import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ def test_tokenizer_uses_opt_special_tokens(tiny_dir: Path) -> None:
     assert tokenizer.decode(ids[1:]) == "The quick brown fox"
 
 
+@pytest.mark.slow
 def test_script_regenerates_identical_bytes(tmp_path: Path, tiny_dir: Path) -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_tiny.py"), "--out", str(tmp_path)],

@@ -1,0 +1,201 @@
+"""On CUDA: trace, compare, outliers and --device-map on a model as wide as opt-1.3b.
+
+Run with ``pytest -m gpu`` (plain ``pytest`` hides CUDA, see conftest.py); every test
+here skips itself where CUDA is absent. Nothing is downloaded: the checkpoint has
+random weights, built from an OPTConfig with the tiny tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from optinspect import load
+from optinspect.tracing import iter_trace
+
+pytestmark = pytest.mark.gpu
+
+DEVICE = "cuda"
+#: opt-1.3b's widths; 4 of its 24 layers keep the run short (each layer is the same code).
+OPT_1_3B_WIDTHS = {
+    "vocab_size": 50272,
+    "hidden_size": 2048,
+    "word_embed_proj_dim": 2048,
+    "ffn_dim": 8192,
+    "num_attention_heads": 32,
+    "max_position_embeddings": 2048,
+    "num_hidden_layers": 4,
+}
+PLANTED = 5  # every pre-LN input carries this hidden dimension at about 20
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog",
+    "Hello",
+    "A longer sentence, with some punctuation; it pads the others in its batch.",
+]
+STATS = ("mean", "std", "min", "max", "absmax", "rms")
+
+
+def plant_outlier(model) -> None:
+    """A LayerNorm bias of 20 at one dimension, as in test_outliers.py, to find on CUDA."""
+    for layer in model.model.decoder.layers:
+        layer.self_attn_layer_norm.bias[PLANTED] = 20.0
+        layer.final_layer_norm.bias[PLANTED] = 20.0
+
+
+@pytest.fixture(scope="module")
+def wide(make_fixture_model) -> Path:
+    return make_fixture_model("opt1.3b-wide", mutate=plant_outlier, **OPT_1_3B_WIDTHS)
+
+
+def reference(x: torch.Tensor) -> dict[str, float]:
+    """The statistics the obvious way, in float64 (all outputs here are finite)."""
+    flat = x.detach().reshape(-1).to(torch.float64)
+    return {
+        "mean": float(flat.mean()),
+        "std": float(flat.std(correction=0)),
+        "min": float(flat.min()),
+        "max": float(flat.max()),
+        "absmax": float(flat.abs().max()),
+        "rms": float(flat.square().mean().sqrt()),
+        "zeros": float((flat == 0).sum()) / flat.numel(),
+    }
+
+
+@pytest.mark.parametrize("quant", ["8bit", "4bit", "none"])
+def test_statistics_equal_a_float64_reference_of_the_outputs(wide: Path, quant: str) -> None:
+    loaded = load(str(wide), quant=quant, device=DEVICE)
+    kept: dict[tuple[int, str, int], torch.Tensor] = {}
+
+    def sink(index: int, name: str, call: int, tensor: torch.Tensor) -> None:
+        kept[index, name, call] = tensor.detach().clone()
+
+    results = list(iter_trace(loaded, SENTENCES, layers="0,-1", batch_size=3, sink=sink))
+    assert len(results) == 3
+    for result in results:
+        assert result.device.startswith("cuda")
+        assert len(result.modules) == 2 * 11
+        for record in result.modules:
+            assert record.device is not None and record.device.startswith("cuda"), record.name
+            if quant == "none":
+                assert record.dtype == "float16", record.name
+            ref = reference(kept[result.index, record.name, record.call])
+            got = record.stats.as_dict()
+            assert (got["nan"], got["inf"]) == (0, 0), record.name
+            # Exact counts over the same tensor: the fraction is one division in float64.
+            assert got["zeros"] == pytest.approx(ref["zeros"], abs=1e-12), record.name
+            # On CUDA the statistics are reduced in float64 from float32 reads of the
+            # float16 outputs (exact), so they match the float64 reference to float64
+            # rounding; the tolerance is test_stats.py's (rel 1e-5, 1e-6 of the absmax).
+            for key in STATS:
+                assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6 * ref["absmax"]), (
+                    record.name,
+                    key,
+                )
+
+
+@pytest.mark.parametrize("quant", ["8bit", "4bit", "none"])
+def test_logits_are_identical_with_and_without_tracing(wide: Path, quant: str) -> None:
+    from optinspect.engine.capture import capture
+
+    loaded = load(str(wide), quant=quant, device=DEVICE)
+    model = loaded.model
+    names = [n for n, _ in model.named_modules() if n]
+    ids = loaded.tokenizer(SENTENCES[0], return_tensors="pt")["input_ids"].to(DEVICE)
+    with torch.inference_mode():
+        bare = model(ids).logits.clone()
+        with capture(model, names) as cap:
+            traced = model(ids).logits.clone()
+        again = model(ids).logits
+    assert len(cap.collect()[0]) > 0
+    # Same kernels, same shapes: hooks must not change a single bit.
+    assert torch.equal(bare, traced)
+    assert torch.equal(bare, again)
+
+
+def run_json(cli: Callable, *args: str) -> dict:
+    result = cli(*args, "--format", "json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def test_compare_8bit_against_float16_on_cuda(cli, wide: Path) -> None:
+    doc = run_json(
+        cli, "compare", SENTENCES[0], "--model", str(wide), "--device", DEVICE,
+        "--quant", "8bit", "--against", "none", "--layer", "0",
+    )  # fmt: skip
+    assert doc["device"].startswith("cuda")
+    assert doc["setting"]["quant"] == "8bit" and doc["reference"]["quant"] == "none"
+    assert len(doc["modules"]) == 11
+    for module in doc["modules"]:
+        assert module["status"] == "compared", module["name"]
+        # LLM.int8 rounds to 1/127 of a row's absmax (0.8%); 5% is compare's own default.
+        assert module["rel_error"] is not None and module["rel_error"] < 0.05, module["name"]
+        assert module["cosine"] > 0.99, module["name"]
+    fc1 = next(m for m in doc["modules"] if m["name"].endswith(".fc1"))
+    assert fc1["type"] == "Linear8bitLt" and fc1["rel_error"] > 0.0
+
+
+def test_compare_a_setting_against_itself_on_cuda(cli, wide: Path) -> None:
+    doc = run_json(
+        cli, "compare", SENTENCES[0], "--model", str(wide), "--device", DEVICE,
+        "--quant", "none", "--against", "none", "--layer", "-1",
+    )  # fmt: skip
+    # The same weights, kernels and shapes twice: identical outputs.
+    assert all(m["rel_error"] == 0.0 and m["max_abs_diff"] == 0.0 for m in doc["modules"])
+
+
+@pytest.mark.parametrize("quant", ["8bit", "none"])
+def test_outliers_find_the_planted_dimension_on_cuda(
+    cli, wide: Path, tmp_path: Path, quant: str
+) -> None:
+    path = tmp_path / "s.txt"
+    path.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    doc = run_json(
+        cli, "outliers", "--file", str(path), "--model", str(wide), "--device", DEVICE,
+        "--quant", quant, "-b", "2",
+    )  # fmt: skip
+    assert doc["device"].startswith("cuda") and doc["sentences"] == 3
+    for module in doc["modules"]:
+        role = module["name"].split(".", 4)[-1]
+        if role in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "fc1"):
+            assert [d["dim"] for d in module["dims"]] == [PLANTED], module["name"]
+            assert module["tokens_affected"] == module["tokens"] == doc["tokens"]
+    assert [r["dim"] for r in doc["recurring"]] == [PLANTED]
+
+
+def test_device_map_with_cpu_offload_gives_the_plain_statistics(cli, wide: Path) -> None:
+    base = [
+        "trace",
+        SENTENCES[0],
+        "--model",
+        str(wide),
+        "-q",
+        "none",
+        "--dtype",
+        "float16",
+        "--layer",
+        "all",
+    ]
+    plain = run_json(cli, *base, "--device", DEVICE)
+    # About 0.6 GB of float16 weights: a 300 MiB cap on the GPU sends part of them to the CPU.
+    mapped = run_json(cli, *base, "--device-map", "auto", "--max-memory", "cuda:0=300MiB,cpu=16GiB")
+    homes = {m["weight_device"] for m in mapped["modules"] if m["weight_dtype"]}
+    assert "cpu" in homes and any(h and h.startswith("cuda") for h in homes), homes
+    assert [m["name"] for m in mapped["modules"]] == [m["name"] for m in plain["modules"]]
+    for a, b in zip(plain["modules"], mapped["modules"], strict=True):
+        assert a["shape"] == b["shape"], a["name"]
+        scale = a["stats"]["absmax"]
+        # Offloaded weights are streamed to the GPU and run there, usually bit for bit
+        # the same. Should a module run on the CPU instead, both sides still accumulate
+        # in float32 and round to float16 once per matmul (2^-11 relative), over 4
+        # layers: 1e-2 of the output's absmax bounds that.
+        for key in STATS:
+            assert b["stats"][key] == pytest.approx(a["stats"][key], abs=1e-2 * scale), (
+                a["name"],
+                key,
+            )
+        assert (b["stats"]["nan"], b["stats"]["inf"]) == (0, 0)
