@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -56,9 +57,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
 @pytest.fixture
-def update_golden(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getoption("--update-golden"))
+def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
+    """``golden(name, text)``: ``text`` must equal tests/golden/<name> exactly.
+
+    With ``--update-golden`` the file is rewritten from ``text`` instead. Bytes,
+    not text mode, so no platform's newline translation changes what is compared.
+    """
+    update = bool(request.config.getoption("--update-golden"))
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN_DIR / name
+        if update:
+            path.write_bytes(text.encode("utf-8"))
+            return
+        if not path.exists():
+            pytest.fail(
+                f"tests/golden/{name} does not exist: run pytest --update-golden", pytrace=False
+            )
+        expected = path.read_bytes().decode("utf-8")
+        if text == expected:
+            return
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                fromfile=f"tests/golden/{name}",
+                tofile="rendered now",
+            )
+        )
+        if expected.split() == text.split():
+            diff = "(only whitespace differs: trailing spaces or line ends)\n" + diff
+        pytest.fail(
+            f"output differs from tests/golden/{name}; if the change is intended, "
+            f"rerun with --update-golden and review the diff in git\n{diff}",
+            pytrace=False,
+        )
+
+    return check
 
 
 @dataclass

@@ -23,8 +23,6 @@ from optinspect.params import (
 from optinspect.render.common import format_bytes
 from optinspect.render.params import render_params
 
-GOLDEN = Path(__file__).parent / "golden"
-
 #: Published shapes, written out here independently of optinspect.model.family:
 #: size -> (layers, heads, d_model, ffn, word_embed_proj_dim, pre-LayerNorm).
 PUBLISHED = {
@@ -300,7 +298,7 @@ def _render(inventory: ParamInventory, by: str, loaded: LoadedCount | None = Non
 
 
 @pytest.mark.parametrize(
-    ("golden", "model", "by", "loaded"),
+    ("name", "model", "by", "loaded"),
     [
         ("params_opt350m_group.txt", "facebook/opt-350m", "group", None),
         ("params_opt125m_type.txt", "facebook/opt-125m", "type", None),
@@ -312,9 +310,5 @@ def _render(inventory: ParamInventory, by: str, loaded: LoadedCount | None = Non
         ),
     ],
 )
-def test_golden_tables(update_golden: bool, golden: str, model: str, by: str, loaded) -> None:
-    text = _render(inventory_params(model), by, loaded)
-    path = GOLDEN / golden
-    if update_golden:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8")
+def test_golden_tables(golden, name: str, model: str, by: str, loaded) -> None:
+    golden(name, _render(inventory_params(model), by, loaded))

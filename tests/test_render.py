@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 from rich.console import Console
 
@@ -12,8 +11,6 @@ from optinspect.engine.records import ModelInfo, ModuleRecord, TensorStats, Toke
 from optinspect.tracing import TraceResult
 from optinspect.render.common import format_number, write_json
 from optinspect.render.trace import render_trace
-
-GOLDEN = Path(__file__).parent / "golden"
 
 
 def sample_result(dry_run: bool = False) -> TraceResult:
@@ -108,19 +105,12 @@ def render(result: TraceResult) -> str:
     return buffer.getvalue()
 
 
-def check_golden(name: str, text: str, update: bool) -> None:
-    path = GOLDEN / name
-    if update:
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8")
+def test_trace_table_golden(golden) -> None:
+    golden("trace_table.txt", render(sample_result()))
 
 
-def test_trace_table_golden(update_golden: bool) -> None:
-    check_golden("trace_table.txt", render(sample_result()), update_golden)
-
-
-def test_dry_run_table_golden(update_golden: bool) -> None:
-    check_golden("trace_dry_run.txt", render(sample_result(dry_run=True)), update_golden)
+def test_dry_run_table_golden(golden) -> None:
+    golden("trace_dry_run.txt", render(sample_result(dry_run=True)))
 
 
 def test_json_turns_undefined_statistics_into_null() -> None:
