@@ -22,19 +22,16 @@ from rich.console import Console
 
 from optinspect.attention import AttentionResult, HeadSummary
 from optinspect.compare import CompareResult, ModuleDiff, Setting
-from optinspect.engine.records import (
-    LayerSparsity,
-    ModuleRecord,
-    TensorStats,
-    Token,
-    TraceResult,
-)
+from optinspect.engine.records import ModelInfo, ModuleRecord, TensorStats, Token
 from optinspect.lens import LensLayer, LensResult, Prediction
 from optinspect.outliers import DimCount, ModuleOutliers, OutlierResult, RecurringDim
 from optinspect.render.attention import render_attention
+from optinspect.render.compare import render_compare
 from optinspect.render.lens import render_lens
-from optinspect.render.quant import render_compare, render_outliers
+from optinspect.render.outliers import render_outliers
 from optinspect.render.trace import render_trace, sparsity_table
+from optinspect.sparsity import LayerSparsity
+from optinspect.tracing import TraceResult
 
 #: A narrow terminal and the width piped output gets.
 WIDTHS = (80, 200)
@@ -144,11 +141,7 @@ def trace_result(rows: list, toks: tuple[Token, ...]) -> TraceResult:
             )
         )
     return TraceResult(
-        model="tiny",
-        quant="none",
-        device="cpu",
-        dtype="float32",
-        random_weights=True,
+        info=ModelInfo("tiny", "none", "cpu", "float32", random_weights=True),
         text="".join(t.text for t in toks[1:]),
         tokens=toks,
         modules=tuple(modules),
@@ -195,11 +188,7 @@ def ranked(*cells: tuple[int, str, float]) -> tuple[Prediction, ...]:
 
 def lens_result(toks: tuple[Token, ...], top_k: int, layers: list, output: list) -> LensResult:
     return LensResult(
-        model="tiny",
-        quant="none",
-        device="cpu",
-        dtype="float32",
-        random_weights=True,
+        info=ModelInfo("tiny", "none", "cpu", "float32", random_weights=True),
         text="".join(t.text for t in toks[1:]),
         tokens=toks,
         top_k=top_k,
@@ -291,11 +280,7 @@ def causal_weights(size: int) -> tuple[tuple[float, ...], ...]:
 @width_param
 def test_attention(golden, width: int) -> None:
     result = AttentionResult(
-        model="tiny",
-        quant="none",
-        device="cpu",
-        dtype="float32",
-        random_weights=True,
+        info=ModelInfo("tiny", "none", "cpu", "float32", random_weights=True),
         text="The quick brown fox jumps over the lazy dog while the cat sleeps",
         tokens=FOX,
         layer=3,
@@ -354,9 +339,7 @@ def test_compare(golden, width: int) -> None:
         for index, (suffix, type_, depth, shape, finished, cosine, rel, diff) in enumerate(rows)
     )
     result = CompareResult(
-        model="tiny",
-        device="cuda:0",
-        random_weights=True,
+        info=ModelInfo("tiny", "8bit", "cuda:0", "float16", random_weights=True),
         text="Hello world",
         tokens=HELLO[:4],
         setting=Setting("4bit", "float16"),
@@ -422,11 +405,7 @@ def test_outliers(golden, width: int) -> None:
                 )
             )
     result = OutlierResult(
-        model="tiny",
-        quant="8bit",
-        device="cuda:0",
-        dtype="float16",
-        random_weights=True,
+        info=ModelInfo("tiny", "8bit", "cuda:0", "float16", random_weights=True),
         threshold=6.0,
         num_layers=4,
         sentences=1,

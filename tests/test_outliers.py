@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
+from optinspect.engine.runner import encode
 from optinspect.errors import UsageError
 from optinspect.model.loading import load_model
 from optinspect.outliers import (
@@ -19,7 +20,6 @@ from optinspect.outliers import (
     module_threshold,
     summarize_recurring,
 )
-from optinspect.engine.runner import encode
 
 PLANTED = 5  # the hidden dimension every pre-LN input carries at about 20
 SENTENCES = (

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optinspect.engine.selection import parse_layers, select_modules
-from optinspect.model.names import layer_of
 from optinspect.errors import UsageError
+from optinspect.model.names import layer_of
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,7 @@ __all__ = [
 ]
 
 #: Said under the header of every result from a checkpoint with random weights.
-RANDOM_NOTE = (
-    "note: this checkpoint has random weights; what it computes describes no trained model"
-)
+RANDOM_NOTE = "note: this checkpoint has random weights; its numbers mean nothing"
 
 
 def format_number(value: float | int | None) -> str:
