@@ -9,22 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .model.loading import DEFAULT_MODEL, LoadedModel, load_model
+from .model.loading import LoadedModel
+from .model.loading import load_model as load
 from .tracing import LayerSpec, TraceResult, iter_trace
 
 __all__ = ["load", "trace"]
-
-
-def load(
-    model: str = DEFAULT_MODEL,
-    *,
-    quant: str = "8bit",
-    device: str = "auto",
-    dtype: str = "auto",
-    verbose: bool = False,
-) -> LoadedModel:
-    """Load an OPT checkpoint as ``optinspect trace`` would (see ``loading.load_model``)."""
-    return load_model(model, quant=quant, device=device, dtype=dtype, verbose=verbose)
 
 
 def trace(
