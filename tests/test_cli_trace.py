@@ -81,9 +81,10 @@ def test_table_lists_tokens_then_modules(cli) -> None:
     out = result.out
     assert out.startswith("model tiny · quant none · device cpu · dtype float32\n")
     assert "random weights" in out
-    assert out.index('" quick"') < out.index("model.decoder.layers.0.fc1")
-    assert out.index("self_attn_layer_norm") < out.index("self_attn.q_proj")
-    assert out.index(".fc1 ") < out.index(".activation_fn") < out.index(".fc2 ")
+    # The layer's modules are a tree under the layer, names relative to their parent.
+    assert out.index('" quick"') < out.index("│ model.decoder.layers.0 ")
+    assert out.index("self_attn_layer_norm") < out.index("│     q_proj ")
+    assert out.index("│   fc1 ") < out.index("│   activation_fn ") < out.index("│   fc2 ")
     assert result.err == ""
 
 

@@ -29,7 +29,7 @@ from optinspect.render.attention import render_attention
 from optinspect.render.compare import render_compare
 from optinspect.render.lens import render_lens
 from optinspect.render.outliers import render_outliers
-from optinspect.render.trace import render_trace, sparsity_table
+from optinspect.render.trace import render_trace, sparsity_tables
 from optinspect.sparsity import LayerSparsity
 from optinspect.tracing import TraceResult
 
@@ -170,7 +170,7 @@ def test_trace_sparsity(golden, width: int, many: bool) -> None:
         LayerSparsity(layer=2, zeros=0.5139, dead=12, units=256, tokens=9),
         LayerSparsity(layer=3, zeros=0.4935, dead=1, units=256, tokens=9),
     ]
-    text = rendered(width, lambda c: c.print(sparsity_table(rows, many=many)))
+    text = rendered(width, lambda c: c.print(*sparsity_tables(rows, many, width)))
     golden(f"trace_sparsity_{'many' if many else 'one'}_{width}.txt", text)
 
 

@@ -204,7 +204,9 @@ def test_table_shows_modules_and_the_recurring_dimension(cli, planted: Path) -> 
     lines = result.out.splitlines()
     assert lines[0].startswith(f"model {planted} · quant none · device cpu · dtype float32 · ")
     assert lines[0].endswith(" · 1 sentence · 3 tokens")  # </s>, then "Hello" in two pieces
-    q_proj = next(line for line in lines if "layers.0.self_attn.q_proj" in line)
+    # Names sit under a heading row per layer, relative to it.
+    heading = next(i for i, line in enumerate(lines) if "model.decoder.layers.0 " in line)
+    q_proj = next(line for line in lines[heading:] if " self_attn.q_proj " in line)
     assert "6 (option)" in q_proj and f"{PLANTED} (100%)" in q_proj
     assert any(line.startswith("recurring dimensions (1)") for line in lines)
     row = next(line for line in lines if "0-3" in line)

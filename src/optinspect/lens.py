@@ -25,7 +25,7 @@ from torch import nn
 from .engine.capture import capture
 from .engine.preflight import check_top_k
 from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
-from .engine.runner import Progress, Runner
+from .engine.runner import Progress, Runner, describe_token
 from .engine.selection import LayerSpec, resolve_layers
 from .model.loading import LoadedModel
 from .model.names import layer_of, layer_root
@@ -46,14 +46,18 @@ VERB = "read through the lens"
 
 @dataclass(frozen=True)
 class Prediction:
-    """One candidate next token; ``prob`` is None when the logits were not finite."""
+    """One candidate next token; ``bytes`` as in ``Token`` (a piece of a character)."""
 
     id: int
     text: str
     prob: float | None
+    bytes: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "prob": self.prob}
+        values: dict[str, Any] = {"id": self.id, "text": self.text, "prob": self.prob}
+        if self.bytes is not None:
+            values["bytes"] = self.bytes
+        return values
 
 
 #: The k most likely next tokens at one position, most likely first.
@@ -133,18 +137,33 @@ def rank_top_k(logits: torch.Tensor, k: int) -> list[list[int]]:
 
 
 def _predictions(logits: torch.Tensor, k: int, tokenizer: Any) -> tuple[Ranked, ...]:
-    """Top-k predictions for each row of ``logits`` [positions, vocab]."""
+    """Top-k predictions for each row of ``logits`` [positions, vocab].
+
+    A row holding NaN or Inf has no ranking worth showing (NaN would rank
+    first, naming token 0): it gets no predictions, an empty tuple.
+    """
     ranked = rank_top_k(logits, k)
     probs = torch.softmax(logits.float(), dim=-1)
     index = torch.tensor(ranked, dtype=torch.long, device=logits.device)
     chosen = probs.gather(-1, index).tolist()
-    return tuple(
-        tuple(
-            Prediction(id=i, text=tokenizer.decode([i]), prob=p if math.isfinite(p) else None)
-            for i, p in zip(ids, row_probs, strict=True)
+    finite = torch.isfinite(logits).all(dim=-1).tolist()
+    rows: list[Ranked] = []
+    for ids, row_probs, ok in zip(ranked, chosen, finite, strict=True):
+        if not ok:
+            rows.append(())
+            continue
+        rows.append(
+            tuple(
+                _prediction(tokenizer, i, p if math.isfinite(p) else None)
+                for i, p in zip(ids, row_probs, strict=True)
+            )
         )
-        for ids, row_probs in zip(ranked, chosen, strict=True)
-    )
+    return tuple(rows)
+
+
+def _prediction(tokenizer: Any, token_id: int, prob: float | None) -> Prediction:
+    token = describe_token(tokenizer, token_id)
+    return Prediction(id=token.id, text=token.text, prob=prob, bytes=token.bytes)
 
 
 def compute_lens(

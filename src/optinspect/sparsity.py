@@ -9,6 +9,7 @@ Nothing comes to the host until ``summary()``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +50,16 @@ class LayerSparsity:
 class FfnSparsity(HookGroup):
     """Hooks every ``model.decoder.layers.N.activation_fn`` inside its ``with`` block."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[int] | None = None) -> None:
+        """Track ``layers`` (indices), or every decoder layer when None."""
         super().__init__()
+        wanted = set(layers) if layers is not None else None
         self._targets = [
             (layer, module)
             for name, module in model.named_modules()
-            if role_of(name) == ACTIVATION and (layer := layer_of(name)) is not None
+            if role_of(name) == ACTIVATION
+            and (layer := layer_of(name)) is not None
+            and (wanted is None or layer in wanted)
         ]
         self._layout: BatchLayout | None = None
         self._nonzero: dict[int, torch.Tensor] = {}

@@ -67,7 +67,7 @@ def compare_command(
     from ..compare import Setting, compare_many
     from ..engine.preflight import preflight
     from ..model.loading import LoadedModel
-    from ..render.compare import render_compare
+    from ..render.compare import render_compare, render_compare_header
     from .common import progress
     from .output import make_emitter
 
@@ -93,7 +93,7 @@ def compare_command(
             truncate=inputs.truncate,
             advance=advance,
         )
-    emitter = make_emitter(fmt.value, many, render_compare)
+    emitter = make_emitter(fmt.value, many, render_compare, header=render_compare_header)
     for result in results:
         emitter.emit(result)
     emitter.close()

@@ -50,14 +50,14 @@ def lens_command(
     """
     from ..engine.preflight import preflight
     from ..lens import iter_lens
-    from ..render.lens import render_lens
+    from ..render.lens import render_lens, render_lens_header
     from .common import progress
     from .output import make_emitter
 
     texts, many = inputs.read()
     preflight(load.model, layers=layer, top_k=top_k, batch_size=inputs.batch_size)
     loaded = load.load()
-    emitter = make_emitter(fmt.value, many, render_lens)
+    emitter = make_emitter(fmt.value, many, render_lens, header=render_lens_header)
     with progress(enabled=many, label="lens") as advance:
         for result in iter_lens(
             loaded,

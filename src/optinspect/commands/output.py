@@ -26,8 +26,10 @@ from .common import stdout_console
 
 __all__ = ["Emitter", "make_emitter"]
 
-#: Draws one result on a console.
-Render = Callable[[Console, Any], None]
+#: Draws one result on a console; ``header=False`` leaves out the model line.
+Render = Callable[..., None]
+#: Draws the model line (and the random-weights note) of a result.
+Header = Callable[[Console, Any], None]
 
 
 class Emitter:
@@ -40,10 +42,17 @@ class Emitter:
     #: Whether this format shows summaries that cost something to track (FFN sparsity).
     wants_summary = False
 
-    def __init__(self, many: bool, render: Render, as_dict: Callable[[Any], dict[str, Any]]):
+    def __init__(
+        self,
+        many: bool,
+        render: Render,
+        as_dict: Callable[[Any], dict[str, Any]],
+        header: Header | None = None,
+    ):
         self.many = many
         self.render = render
         self.as_dict = as_dict
+        self.header = header
         self.count = 0
 
     def emit(self, result: Any) -> None:
@@ -64,16 +73,32 @@ class Emitter:
 class TableEmitter(Emitter):
     wants_summary = True
 
-    def __init__(self, many: bool, render: Render, as_dict: Callable[[Any], dict[str, Any]]):
-        super().__init__(many, render, as_dict)
+    def __init__(
+        self,
+        many: bool,
+        render: Render,
+        as_dict: Callable[[Any], dict[str, Any]],
+        header: Header | None = None,
+    ):
+        super().__init__(many, render, as_dict, header)
         self.console = stdout_console()
 
     def _emit(self, result: Any) -> None:
-        if self.many:
-            if self.count > 1:
-                self.console.print()
-            self.console.rule(f"sentence {result.index}", align="left")
-        self.render(self.console, result)
+        if not self.many or self.header is None:
+            if self.many:
+                self._rule(result)
+            self.render(self.console, result)
+            return
+        # Many sentences share one model: its line comes once, above the first.
+        if self.count == 1:
+            self.header(self.console, result)
+        self._rule(result)
+        self.render(self.console, result, header=False)
+
+    def _rule(self, result: Any) -> None:
+        if self.count > 1:
+            self.console.print()
+        self.console.rule(f"sentence {result.index}", align="left")
 
     def close(
         self,
@@ -89,8 +114,14 @@ class JsonEmitter(Emitter):
 
     wants_summary = True
 
-    def __init__(self, many: bool, render: Render, as_dict: Callable[[Any], dict[str, Any]]):
-        super().__init__(many, render, as_dict)
+    def __init__(
+        self,
+        many: bool,
+        render: Render,
+        as_dict: Callable[[Any], dict[str, Any]],
+        header: Header | None = None,
+    ):
+        super().__init__(many, render, as_dict, header)
         self.results: list[dict[str, Any]] = []
         self.head: dict[str, Any] = {"model": None, "quant": None, "device": None, "dtype": None}
 
@@ -131,7 +162,12 @@ def make_emitter(
     fmt: str,
     many: bool,
     render: Render,
+    *,
+    header: Header | None = None,
     as_dict: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Emitter:
-    """The emitter for ``--format fmt``; ``as_dict`` defaults to the result's own."""
-    return EMITTERS[fmt](many, render, as_dict or (lambda result: result.as_dict()))
+    """The emitter for ``--format fmt``; ``as_dict`` defaults to the result's own.
+
+    With ``header``, a table of many sentences shows the model line once, at the top.
+    """
+    return EMITTERS[fmt](many, render, as_dict or (lambda result: result.as_dict()), header)

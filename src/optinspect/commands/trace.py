@@ -32,7 +32,9 @@ def trace_command(
     stats: Annotated[
         str | None,
         typer.Option(
-            "--stats", help="Statistics to show, e.g. mean,absmax,zeros (all by default)."
+            "--stats",
+            help="Statistics to show, e.g. mean,absmax,zeros, or all. Default: all in json, "
+            "jsonl and csv; mean, std, absmax, zeros (and nan, inf when present) in the table.",
         ),
     ] = None,
     fmt: Annotated[
@@ -91,7 +93,7 @@ def trace_command(
     from ..engine.preflight import check_output_path, parse_stats, preflight
     from ..errors import UsageError
 
-    stat_names = parse_stats(stats)
+    stat_names = parse_stats(stats) if stats is not None else None
     globs = tuple(filters or ())
     if save is not None:
         check_output_path(save, force=force)
@@ -110,11 +112,11 @@ def trace_command(
     if tokens is not None:
         raise UsageError("--tokens only applies with --dry-run")
     texts, many = inputs.read()
-    preflight(load.model, layers=layer, filters=globs, batch_size=inputs.batch_size)
+    plan = preflight(load.model, layers=layer, filters=globs, batch_size=inputs.batch_size)
     clock = _Clock()
     loaded = load.load()
     clock.loaded = time.perf_counter()
-    run = _TraceRun(loaded, fmt.value, stat_names, many, save=save, plot=plot)
+    run = _TraceRun(loaded, fmt.value, stat_names, many, save=save, plot=plot, layers=plan.layers)
     run.stream(texts, inputs, layer, globs, clock)
     run.finish(save, plot, clock)
     if timings:
@@ -133,7 +135,7 @@ def _dry_run(
     layer: str | None,
     globs: tuple[str, ...],
     fmt: str,
-    stat_names: tuple[str, ...],
+    stat_names: tuple[str, ...] | None,
 ) -> None:
     from ..dryrun import dry_run
     from .trace_output import close_trace_output, trace_emitter
@@ -177,11 +179,12 @@ class _TraceRun:
         self,
         loaded: LoadedModel,
         fmt: str,
-        stat_names: tuple[str, ...],
+        stat_names: tuple[str, ...] | None,
         many: bool,
         *,
         save: Path | None,
         plot: Path | None,
+        layers: list[int] | None = None,
     ) -> None:
         from .trace_output import trace_emitter
 
@@ -196,7 +199,7 @@ class _TraceRun:
         if self.emitter.wants_summary or plot is not None:
             from ..sparsity import FfnSparsity
 
-            self.sparsity = FfnSparsity(loaded.model)
+            self.sparsity = FfnSparsity(loaded.model, layers)
         self.kept: list[TraceResult] = [] if plot is not None else None  # type: ignore[assignment]
         self.first_bad: tuple[int, str] | None = None
         self.many = many

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from ..render.trace import CsvWriter, render_trace, sparsity_table
+from ..engine.records import STAT_NAMES
+from ..render.trace import CsvWriter, render_trace, render_trace_header, sparsity_tables
 from .output import Emitter, make_emitter
 
 if TYPE_CHECKING:
@@ -30,15 +31,23 @@ class CsvEmitter(Emitter):
         sys.stdout.flush()
 
 
-def trace_emitter(fmt: str, stats: Sequence[str], many: bool) -> Emitter:
-    """The emitter of ``trace --format fmt`` showing ``stats``."""
+def trace_emitter(fmt: str, stats: Sequence[str] | None, many: bool) -> Emitter:
+    """The emitter of ``trace --format fmt`` showing ``stats``: None is every statistic
+    in the data formats and the table's own default set in the table."""
+    chosen = tuple(stats) if stats is not None else STAT_NAMES
     if fmt == "csv":
-        return CsvEmitter(stats)
+        return CsvEmitter(chosen)
 
-    def render(console: Console, result: TraceResult) -> None:
-        render_trace(console, result, stats)
+    def render(console: Console, result: TraceResult, *, header: bool = True) -> None:
+        render_trace(console, result, stats, header=header)
 
-    return make_emitter(fmt, many, render, lambda result: result.as_dict(stats))
+    return make_emitter(
+        fmt,
+        many,
+        render,
+        header=render_trace_header,
+        as_dict=lambda result: result.as_dict(chosen),
+    )
 
 
 def close_trace_output(emitter: Emitter, sparsity: list[LayerSparsity] | None) -> None:
@@ -49,7 +58,8 @@ def close_trace_output(emitter: Emitter, sparsity: list[LayerSparsity] | None) -
     ffn = [row.as_dict() for row in sparsity] if sparsity is not None else None
 
     def tail(console: Console) -> None:
-        if sparsity:
-            console.print(sparsity_table(sparsity, many=emitter.many))
+        for table in sparsity_tables(sparsity or [], emitter.many, console.width):
+            if sparsity:
+                console.print(table)
 
     emitter.close({"ffn": ffn}, tail)

@@ -113,13 +113,22 @@ class ModuleRecord:
 
 @dataclass(frozen=True)
 class Token:
-    """One input token: its id and the text it decodes to on its own."""
+    """One token: its id and the text it decodes to on its own.
+
+    ``bytes`` is the hex of the token's bytes when they are not whole UTF-8
+    characters (a byte-level piece of one), where ``text`` is only U+FFFD;
+    None otherwise.
+    """
 
     id: int
     text: str
+    bytes: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text}
+        values: dict[str, Any] = {"id": self.id, "text": self.text}
+        if self.bytes is not None:
+            values["bytes"] = self.bytes
+        return values
 
 
 @dataclass(frozen=True)

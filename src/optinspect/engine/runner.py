@@ -30,7 +30,16 @@ if TYPE_CHECKING:
     from ..model.loading import LoadedModel
     from .hooks import HookGroup
 
-__all__ = ["Batch", "BatchLayout", "Progress", "Runner", "batched", "encode", "forward"]
+__all__ = [
+    "Batch",
+    "BatchLayout",
+    "Progress",
+    "Runner",
+    "batched",
+    "describe_token",
+    "encode",
+    "forward",
+]
 
 #: Called with the number of sentences each finished batch held.
 Progress = Callable[[int], None]
@@ -118,7 +127,37 @@ def encode(loaded: LoadedModel, text: str, *, truncate: bool = False) -> list[To
             f"the text has {len(ids)} tokens; {loaded.name} accepts at most "
             f"{loaded.max_positions} (or use --truncate)"
         )
-    return [Token(id=int(i), text=loaded.tokenizer.decode([i])) for i in ids]
+    return [describe_token(loaded.tokenizer, int(i)) for i in ids]
+
+
+def describe_token(tokenizer: Any, token_id: int) -> Token:
+    """The token ``token_id`` decodes to, with its bytes when they are no whole characters.
+
+    OPT's byte-level BPE splits a character such as "—" over several tokens;
+    each decodes alone to U+FFFD, so the bytes (from the byte-to-unicode map
+    the tokenizer is built on) are what tells them apart.
+    """
+    text = tokenizer.decode([token_id])
+    if "\ufffd" not in text:
+        return Token(token_id, text)
+    raw = _token_bytes(tokenizer, token_id)
+    if raw is None:
+        return Token(token_id, text)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Token(token_id, text, raw.hex(" "))
+    return Token(token_id, text)
+
+
+def _token_bytes(tokenizer: Any, token_id: int) -> bytes | None:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    decoder = {char: byte for byte, char in bytes_to_unicode().items()}
+    if not isinstance(piece, str) or any(char not in decoder for char in piece):
+        return None
+    return bytes(decoder[char] for char in piece)
 
 
 def batched(texts: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -23,6 +23,7 @@ from .common import has_colour, header_line, print_header, token_label
 
 if TYPE_CHECKING:
     from ..attention import AttentionResult
+    from ..engine.records import Token
 
 __all__ = [
     "attention_title",
@@ -66,9 +67,9 @@ def attention_title(result: AttentionResult) -> str:
     return f"attention of layer {result.layer}, {heads}"
 
 
-def _row_label(pos: int, text: str, digits: int = 0) -> str:
+def _row_label(pos: int, token: Token, digits: int = 0) -> str:
     """``pos "text"``, the position right-aligned to ``digits``, long texts shortened."""
-    label = token_label(text)
+    label = token_label(token.text, token.bytes)
     if cell_len(label) > LABEL_WIDTH:
         label = set_cell_size(label, LABEL_WIDTH - 1) + "…"
     return f"{pos:>{digits}} {label}"
@@ -91,7 +92,7 @@ def heatmap_blocks(result: AttentionResult, width: int, *, colour: bool = True) 
     diagonal, which a causal model never attends to, are left out.
     """
     digits = len(str(len(result.tokens) - 1))
-    labels = [_row_label(pos, token.text, digits) for pos, token in enumerate(result.tokens)]
+    labels = [_row_label(pos, token, digits) for pos, token in enumerate(result.tokens)]
     label_width = max(cell_len(label) for label in [*labels, "query"]) + 1
     size = len(labels)
     per_block = max(1, (width - label_width) // CELL_WIDTH)
@@ -166,7 +167,7 @@ def render_attention(console: Console, result: AttentionResult) -> None:
 
 def heatmap_labels(result: AttentionResult) -> Sequence[str]:
     """Axis labels for an image of the heatmap: position and token text."""
-    return [_row_label(pos, token.text) for pos, token in enumerate(result.tokens)]
+    return [_row_label(pos, token) for pos, token in enumerate(result.tokens)]
 
 
 def save_attention_png(result: AttentionResult, path: Path) -> Path:

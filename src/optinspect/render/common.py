@@ -9,16 +9,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from ..engine.records import ModelInfo
 
 __all__ = [
     "RANDOM_NOTE",
+    "Column",
     "count_noun",
+    "fit_tables",
     "format_bytes",
     "format_count",
     "format_number",
@@ -27,6 +33,7 @@ __all__ = [
     "has_colour",
     "header_line",
     "print_header",
+    "relative_names",
     "token_label",
     "write_json",
 ]
@@ -79,8 +86,11 @@ def count_noun(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def token_label(text: str) -> str:
-    """A token's text as a JSON string, so spaces and newlines stay visible."""
+def token_label(text: str, raw: str | None = None) -> str:
+    """A token's text as a JSON string, so spaces and newlines stay visible; a piece of a
+    character (``raw``, its bytes in hex) as ``<0xE2><0x80>``, so different pieces differ."""
+    if raw is not None:
+        return "".join(f"<0x{byte.upper()}>" for byte in raw.split())
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -111,3 +121,129 @@ def write_json(stream: IO[str], payload: Any, *, indent: int | None = 2) -> None
     """Write one JSON document; NaN and Inf never appear (records already hold None)."""
     json.dump(payload, stream, indent=indent, ensure_ascii=False, allow_nan=False)
     stream.write("\n")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table that ``fit_tables`` lays out.
+
+    ``key`` columns (the row number, the name) start every block; a ``wrap``
+    column (a long name) may wrap onto a second line; every other column keeps
+    its whole width, so a number is never cut.
+    """
+
+    header: str
+    justify: JustifyMethod = "right"
+    key: bool = False
+    wrap: bool = False
+
+
+#: What a column costs beside its content in a boxed table: a space each side and a rule.
+_COLUMN_EDGES = 3
+
+
+def _width(cell: str | Text) -> int:
+    plain = cell.plain if isinstance(cell, Text) else cell
+    return max((cell_len(line) for line in plain.split("\n")), default=0)
+
+
+def fit_tables(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str | Text]],
+    width: int,
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    row_styles: Sequence[str] | None = None,
+    show_lines: bool = False,
+    section_before: int | None = None,
+) -> list[RenderableType]:
+    """The rows as one table, or as stacked blocks when the columns do not fit ``width``.
+
+    Columns keep their order; each block repeats the key columns and takes a
+    run of the others, as few blocks as fit and as even as they can be, so no
+    value is ever cut or dropped, only moved to the next block (as ``lens``
+    continues its layers). Cells are plain text: no markup is read from them.
+    ``section_before`` draws a rule above that row (a total). Titles and
+    captions are lines of their own, so they never wrap inside a narrow table.
+    """
+    natural = [
+        max([_width(column.header), *(_width(row[i]) for row in rows)])
+        for i, column in enumerate(columns)
+    ]
+    keys = [i for i, column in enumerate(columns) if column.key]
+    others = [i for i, column in enumerate(columns) if not column.key]
+    room = width - 1 - sum(natural[i] + _COLUMN_EDGES for i in keys)
+    costs = [natural[i] + _COLUMN_EDGES for i in others]
+    blocks = [[others[j] for j in block] for block in _partition(costs, room)]
+    out: list[RenderableType] = []
+    for number, block in enumerate(blocks):
+        table = Table(show_lines=show_lines)
+        for i in [*keys, *block]:
+            column = columns[i]
+            table.add_column(
+                column.header,
+                justify=column.justify,
+                no_wrap=not column.wrap,
+                overflow="fold" if column.wrap else "ellipsis",
+                min_width=None if column.wrap else natural[i],
+            )
+        for r, row in enumerate(rows):
+            if r == section_before:
+                table.add_section()
+            cells = [
+                row[i] if isinstance(row[i], Text) else Text(str(row[i])) for i in [*keys, *block]
+            ]
+            style = row_styles[r] if row_styles is not None else None
+            table.add_row(*cells, style=style or None)
+        parts: list[RenderableType] = []
+        if title:
+            heading = title if number == 0 else f"{title}, continued"
+            parts.append(Text(heading, style="table.title"))
+        parts.append(table)
+        if caption and number == len(blocks) - 1:
+            parts.append(Text(caption, style="table.caption"))
+        out.append(Group(*parts) if len(parts) > 1 else table)
+    return out
+
+
+def _partition(costs: Sequence[int], room: int) -> list[list[int]]:
+    """Split ``costs`` (in order) into the fewest runs that fit ``room`` each, then even
+    them out: the widest run is as narrow as that number of runs allows."""
+
+    def runs(limit: int) -> list[list[int]]:
+        out: list[list[int]] = [[]]
+        used = 0
+        for j, cost in enumerate(costs):
+            if out[-1] and used + cost > limit:
+                out.append([])
+                used = 0
+            out[-1].append(j)
+            used += cost
+        return out
+
+    fewest = runs(room)
+    low, high = max(costs, default=0), max(room, max(costs, default=0))
+    while low < high:  # the narrowest limit that still needs no more runs
+        middle = (low + high) // 2
+        if len(runs(middle)) <= len(fewest):
+            high = middle
+        else:
+            low = middle + 1
+    return runs(low)
+
+
+def relative_names(names: Sequence[str], depths: Sequence[int]) -> list[str]:
+    """Names as a tree: each indented by its depth and, inside a parent shown above it,
+    relative to that parent (``model.decoder.layers.0`` then ``  self_attn``)."""
+    shown: list[str] = []
+    parents: list[str] = []
+    for name, depth in zip(names, depths, strict=True):
+        del parents[depth:]
+        parent = parents[-1] if parents else None
+        if parent is not None and name.startswith(parent + "."):
+            shown.append("  " * depth + name[len(parent) + 1 :])
+        else:
+            shown.append("  " * depth + name)
+        parents.append(name)
+    return shown

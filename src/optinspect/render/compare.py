@@ -9,16 +9,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.console import Console, RenderableType
 
-from .common import count_noun, format_number, format_shape, header_line, print_header
+from .common import (
+    Column,
+    count_noun,
+    fit_tables,
+    format_number,
+    format_shape,
+    header_line,
+    print_header,
+    relative_names,
+)
 
 if TYPE_CHECKING:
     from ..compare import CompareResult, ModuleDiff
 
-__all__ = ["compare_summary", "compare_table", "render_compare"]
+__all__ = ["compare_summary", "compare_tables", "render_compare", "render_compare_header"]
 
 
 def compare_summary(result: CompareResult) -> str:
@@ -36,50 +43,64 @@ def compare_summary(result: CompareResult) -> str:
     return f"first module above the tolerance {result.tolerance:g}: {first.name}{call} ({detail})"
 
 
-def compare_table(result: CompareResult) -> Table:
-    """One row per module call in execution order; rows above the tolerance are marked."""
+def compare_tables(result: CompareResult, width: int = 200) -> list[RenderableType]:
+    """One row per module call in execution order, names as a tree; rows above the
+    tolerance are marked in words (``over``, ``FIRST``) and colour. Blocks fit ``width``."""
     first = result.first_exceeding
-    table = Table(
-        title=f"modules ({len(result.modules)}, execution order)",
-        title_justify="left",
-        caption=escape(compare_summary(result)),
-        caption_justify="left",
-    )
-    table.add_column("#", justify="right")
-    table.add_column("module", no_wrap=True)
-    table.add_column("type", no_wrap=True)
-    table.add_column("shape", no_wrap=True)
-    table.add_column("cosine", justify="right")
-    table.add_column("rel err", justify="right")
-    table.add_column("max abs diff", justify="right")
-    table.add_column("", no_wrap=True)
-    for row in result.modules:
+    columns = [
+        Column("module", justify="left", key=True, wrap=True),
+        Column("#"),
+        Column("type", justify="left"),
+        Column("shape", justify="left"),
+        Column("cosine"),
+        Column("rel err"),
+        Column("max abs diff"),
+        Column("mark", justify="left"),
+    ]
+    names = relative_names([m.name for m in result.modules], [m.depth for m in result.modules])
+    rows = []
+    styles = []
+    for row, name in zip(result.modules, names, strict=True):
         mark = "FIRST" if row is first else ("over" if row.exceeds else "")
-        style = "bold red" if row is first else ("red" if row.exceeds else "")
-        table.add_row(*_diff_cells(row), mark, style=style)
-    return table
+        styles.append("bold red" if row is first else ("red" if row.exceeds else ""))
+        rows.append([*_diff_cells(row, name), mark])
+    return fit_tables(
+        columns,
+        rows,
+        width,
+        title=f"modules ({len(result.modules)}, execution order)",
+        caption=compare_summary(result),
+        row_styles=styles,
+    )
 
 
-def _diff_cells(row: ModuleDiff) -> list[str]:
-    name = ("  " * row.depth) + row.name + (f" (call {row.call})" if row.call else "")
+def _diff_cells(row: ModuleDiff, name: str) -> list[str]:
+    name += f" (call {row.call})" if row.call else ""
     shape = format_shape(row.shape)
     if row.status != "compared":
         metrics = [row.status, "-", "-"]
     else:
         cosine = "-" if row.cosine is None else f"{row.cosine:.6f}"
         metrics = [cosine, format_number(row.rel_error), format_number(row.max_abs_diff)]
-    return [str(row.index), escape(name), row.type, shape, *metrics]
+    return [name, str(row.index), row.type, shape, *metrics]
 
 
-def render_compare(console: Console, result: CompareResult) -> None:
-    """Print what was compared with what, the random-weights note, and the table."""
+def render_compare_header(console: Console, result: CompareResult) -> None:
+    """What was compared with what, and the random-weights note."""
     setting, reference = result.setting, result.reference
     line = header_line(
         result.info,
         f"{setting.quant} {setting.dtype} against {reference.quant} {reference.dtype} (reference)",
-        count_noun(len(result.tokens), "token"),
         quant=False,
         dtype=False,
     )
     print_header(console, line, result.random_weights)
-    console.print(compare_table(result), highlight=False)
+
+
+def render_compare(console: Console, result: CompareResult, *, header: bool = True) -> None:
+    """Print the header (unless ``header`` is False), the token count and the table."""
+    if header:
+        render_compare_header(console, result)
+    console.print(count_noun(len(result.tokens), "token"), highlight=False)
+    for table in compare_tables(result, console.width):
+        console.print(table, highlight=False)

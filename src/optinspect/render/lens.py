@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.cells import cell_len
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
 from rich.text import Text
 
-from .common import has_colour, header_line, print_header, token_label
+from .common import Column, fit_tables, has_colour, header_line, print_header, token_label
 
 if TYPE_CHECKING:
     from ..lens import LensResult, Ranked
 
-__all__ = ["lens_tables", "render_lens"]
+__all__ = ["lens_tables", "render_lens", "render_lens_header"]
 
 #: Style of a cell whose top-1 token is already the model's final prediction there.
 MATCH_STYLE = "bold green"
@@ -22,13 +20,19 @@ MATCH_STYLE = "bold green"
 MATCH_MARK = "*"
 
 
-def _cell(ranked: Ranked, top_k: int, final_id: int, colour: bool) -> Text:
+#: A position whose logits hold NaN or Inf: there is no ranking to show.
+NONFINITE = "(not finite)"
+
+
+def _cell(ranked: Ranked, top_k: int, final_id: int | None, colour: bool) -> Text:
     cell = Text()
+    if not ranked:
+        return Text(NONFINITE)
     for rank, prediction in enumerate(ranked):
         if rank:
             cell.append("\n")
         matched = rank == 0 and prediction.id == final_id
-        label = token_label(prediction.text)
+        label = token_label(prediction.text, prediction.bytes)
         if matched and not colour:
             label += MATCH_MARK
         if top_k > 1:
@@ -37,7 +41,7 @@ def _cell(ranked: Ranked, top_k: int, final_id: int, colour: bool) -> Text:
     return cell
 
 
-def lens_tables(result: LensResult, width: int, *, colour: bool = True) -> list[Table]:
+def lens_tables(result: LensResult, width: int, *, colour: bool = True) -> list[RenderableType]:
     """Rows are input positions, columns the selected layers, cells the predicted next token.
 
     Layers that do not fit in ``width`` beside the position columns go to
@@ -45,53 +49,36 @@ def lens_tables(result: LensResult, width: int, *, colour: bool = True) -> list[
     already the model's own prediction at that position is green
     (``colour``) or marked with ``*``.
     """
-    inputs = [Text(token_label(token.text)) for token in result.tokens]
+    finals = [ranked[0].id if ranked else None for ranked in result.output]
     columns = [
-        [
-            _cell(layer.predictions[pos], result.top_k, result.output[pos][0].id, colour)
-            for pos in range(len(result.tokens))
-        ]
-        for layer in result.layers
+        Column("pos", key=True),
+        Column("input", justify="left", key=True),
+        *(Column(f"L{layer.layer}", justify="left") for layer in result.layers),
     ]
-    fixed = _column_width("pos", [str(len(inputs) - 1)]) + _column_width(
-        "input", [t.plain for t in inputs]
-    )
-    tables: list[Table] = []
-    chunk: list[int] = []
-    used = 1 + fixed
-    for index, layer in enumerate(result.layers):
-        need = _column_width(f"L{layer.layer}", [c.plain for c in columns[index]])
-        if chunk and used + need > width:
-            tables.append(_table(result, inputs, columns, chunk))
-            chunk, used = [], 1 + fixed
-        chunk.append(index)
-        used += need
-    tables.append(_table(result, inputs, columns, chunk))
-    return tables
+    rows = [
+        [
+            str(pos),
+            Text(token_label(token.text, token.bytes)),
+            *(
+                _cell(layer.predictions[pos], result.top_k, finals[pos], colour)
+                for layer in result.layers
+            ),
+        ]
+        for pos, token in enumerate(result.tokens)
+    ]
+    return fit_tables(columns, rows, width, show_lines=result.top_k > 1)
 
 
-def _column_width(header: str, cells: list[str]) -> int:
-    """Cells a rich column takes in a boxed table: content, one space each side, a rule."""
-    lines = [header, *(line for cell in cells for line in cell.split("\n"))]
-    return max(cell_len(line) for line in lines) + 3
-
-
-def _table(
-    result: LensResult, inputs: list[Text], columns: list[list[Text]], chunk: list[int]
-) -> Table:
-    table = Table(show_lines=result.top_k > 1)
-    table.add_column("pos", justify="right")
-    table.add_column("input", no_wrap=True)
-    for index in chunk:
-        table.add_column(f"L{result.layers[index].layer}", no_wrap=True)
-    for pos, label in enumerate(inputs):
-        table.add_row(str(pos), label, *(columns[index][pos] for index in chunk))
-    return table
-
-
-def render_lens(console: Console, result: LensResult) -> None:
-    """Print the header, the random-weights note when it applies, and the lens table."""
+def render_lens_header(console: Console, result: LensResult) -> None:
+    """The model line and, for random weights, the note."""
     print_header(console, header_line(result.info), result.random_weights)
+
+
+def render_lens(console: Console, result: LensResult, *, header: bool = True) -> None:
+    """Print the header (unless ``header`` is False), the random-weights note when it
+    applies, and the lens table."""
+    if header:
+        render_lens_header(console, result)
     colour = has_colour(console)
     what = "top-1 next token" if result.top_k == 1 else f"top-{result.top_k} next tokens"
     if result.top_k > 1:

@@ -9,16 +9,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from rich.console import Console, RenderableType
 
-from .common import count_noun, format_number, format_percent, header_line, print_header
+from ..model.names import layer_group
+from .common import (
+    Column,
+    count_noun,
+    fit_tables,
+    format_number,
+    format_percent,
+    header_line,
+    print_header,
+)
 
 if TYPE_CHECKING:
     from ..outliers import DimCount, ModuleOutliers, OutlierResult
 
-__all__ = ["format_layers", "outlier_table", "recurring_table", "render_outliers"]
+__all__ = ["format_layers", "outlier_tables", "recurring_tables", "render_outliers"]
 
 #: Most dimensions listed in one row of the outlier table; the JSON has them all.
 MAX_DIMS_SHOWN = 5
@@ -42,10 +49,6 @@ def _span(run: list[int]) -> str:
     return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
 
 
-def _span(run: list[int]) -> str:
-    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
-
-
 def _dims_cell(dims: Sequence[DimCount]) -> str:
     top = sorted(dims, key=lambda d: (-d.count, d.dim))[:MAX_DIMS_SHOWN]
     text = " ".join(f"{d.dim} ({d.fraction:.0%})" for d in top)
@@ -54,28 +57,38 @@ def _dims_cell(dims: Sequence[DimCount]) -> str:
     return text or "-"
 
 
-def outlier_table(result: OutlierResult) -> Table:
-    """One row per linear layer: where its input reached the threshold."""
-    table = Table(
-        title=f"linear-layer inputs ({len(result.modules)}, execution order)",
-        title_justify="left",
-    )
-    table.add_column("module", no_wrap=True)
-    table.add_column("type", no_wrap=True)
-    table.add_column("in", justify="right")
-    table.add_column("threshold", justify="right", no_wrap=True)
-    table.add_column("tokens hit", justify="right")
-    table.add_column("fraction", justify="right")
-    table.add_column("absmax", justify="right")
-    table.add_column("dimensions (most tokens first)", no_wrap=True)
+def outlier_tables(result: OutlierResult, width: int = 200) -> list[RenderableType]:
+    """One row per linear layer, under a heading row per decoder layer: where its input
+    reached the threshold. Blocks fit ``width``; the dimensions wrap at spaces."""
+    columns = [
+        Column("module", justify="left", key=True, wrap=True),
+        Column("type", justify="left"),
+        Column("in"),
+        Column("threshold"),
+        Column("tokens hit"),
+        Column("fraction"),
+        Column("absmax"),
+        Column("dimensions (most tokens first)", justify="left", wrap=True),
+    ]
+    rows: list[list[str]] = []
+    styles: list[str] = []
+    heading = None
     for m in result.modules:
-        table.add_row(*_outlier_cells(m), style="bold" if m.dims else "")
-    return table
+        root = layer_group(m.name)
+        if root != heading:
+            heading = root
+            rows.append([root, *([""] * (len(columns) - 1))])
+            styles.append("")
+        rows.append(_outlier_cells(m, root))
+        styles.append("bold" if m.dims else "")
+    title = f"linear-layer inputs ({len(result.modules)}, execution order)"
+    return fit_tables(columns, rows, width, title=title, row_styles=styles)
 
 
-def _outlier_cells(m: ModuleOutliers) -> list[str]:
+def _outlier_cells(m: ModuleOutliers, root: str) -> list[str]:
+    name = "  " + m.name[len(root) + 1 :] if m.name.startswith(root + ".") else m.name
     return [
-        escape(m.name),
+        name,
         m.type,
         str(m.in_features),
         f"{m.threshold:g} ({m.threshold_source})",
@@ -86,23 +99,26 @@ def _outlier_cells(m: ModuleOutliers) -> list[str]:
     ]
 
 
-def recurring_table(result: OutlierResult) -> Table:
+def recurring_tables(result: OutlierResult, width: int = 200) -> list[RenderableType]:
     """One row per recurring hidden dimension."""
-    table = Table(title=f"recurring dimensions ({len(result.recurring)})", title_justify="left")
-    table.add_column("dim", justify="right")
-    table.add_column("layers", no_wrap=True)
-    table.add_column("of layers", justify="right")
-    table.add_column("of tokens", justify="right")
-    table.add_column("absmax", justify="right")
-    for r in result.recurring:
-        table.add_row(
+    columns = [
+        Column("dim", key=True),
+        Column("layers", justify="left", wrap=True),
+        Column("of layers"),
+        Column("of tokens"),
+        Column("absmax"),
+    ]
+    rows = [
+        [
             str(r.dim),
             format_layers(r.layers),
             format_percent(r.layer_fraction),
             format_percent(r.token_fraction),
             format_number(r.absmax),
-        )
-    return table
+        ]
+        for r in result.recurring
+    ]
+    return fit_tables(columns, rows, width, title=f"recurring dimensions ({len(rows)})")
 
 
 def render_outliers(console: Console, result: OutlierResult) -> None:
@@ -116,13 +132,15 @@ def render_outliers(console: Console, result: OutlierResult) -> None:
         f"else --threshold {result.threshold:g} (option)",
         highlight=False,
     )
-    console.print(outlier_table(result), highlight=False)
+    for table in outlier_tables(result, console.width):
+        console.print(table, highlight=False)
     criteria = (
         f"at least {result.min_layer_fraction:.0%} of the {result.num_layers} layers and "
         f"{result.min_token_fraction:.0%} of token positions (q/k/v/out_proj and fc1 inputs)"
     )
     if result.recurring:
-        console.print(recurring_table(result), highlight=False)
+        for table in recurring_tables(result, console.width):
+            console.print(table, highlight=False)
         console.print(f"recurring: reaches the threshold in {criteria}", highlight=False)
     else:
         console.print(f"no dimension reaches the threshold in {criteria}", highlight=False)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import csv
 from typing import IO
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.table import Table
 
 from ..params import LoadedCount, ParamReport, WeightBytes
-from .common import format_bytes, format_count
+from .common import Column, fit_tables, format_bytes, format_count
 
-__all__ = ["params_table", "render_params", "write_params_csv"]
+__all__ = ["params_tables", "render_params", "write_params_csv"]
 
 
 _PRECISIONS = (
@@ -35,23 +34,23 @@ def _byte_cells(weights: WeightBytes) -> list[str]:
     return [format_bytes(values[key]) for key, _ in _PRECISIONS]
 
 
-def params_table(report: ParamReport) -> Table:
-    """The breakdown as a table, with a total row that the rows add up to."""
-    table = Table(title=f"parameters by {report.by}", title_justify="left")
-    table.add_column(report.by, no_wrap=True)
-    table.add_column("params", justify="right")
-    table.add_column("share", justify="right")
-    for _, header in _PRECISIONS:
-        table.add_column(header, justify="right")
+def params_tables(report: ParamReport, width: int = 200) -> list[RenderableType]:
+    """The breakdown with a total row that the rows add up to; blocks that fit ``width``."""
+    columns = [
+        Column(report.by, justify="left", key=True, wrap=True),
+        Column("params"),
+        Column("share"),
+        *(Column(header) for _, header in _PRECISIONS),
+    ]
+    rows = []
     for row in report.rows:
         share = row.params / report.total if report.total else 0.0
         share_text = "<0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
-        table.add_row(
-            escape(row.name), format_count(row.params), share_text, *_byte_cells(row.bytes)
-        )
-    table.add_section()
-    table.add_row("total", format_count(report.total), "100.0%", *_byte_cells(report.bytes))
-    return table
+        rows.append([row.name, format_count(row.params), share_text, *_byte_cells(row.bytes)])
+    rows.append(["total", format_count(report.total), "100.0%", *_byte_cells(report.bytes)])
+    return fit_tables(
+        columns, rows, width, title=f"parameters by {report.by}", section_before=len(rows) - 1
+    )
 
 
 def loaded_lines(report: ParamReport, loaded: LoadedCount) -> list[str]:
@@ -78,7 +77,8 @@ def render_params(console: Console, report: ParamReport, loaded: LoadedCount | N
         f"{source}, no weights read"
     )
     console.print(escape(header), highlight=False)
-    console.print(params_table(report))
+    for table in params_tables(report, console.width):
+        console.print(table)
     if report.tied_to is not None:
         console.print(
             escape(f"lm_head.weight is tied to {report.tied_to}: counted once"), highlight=False

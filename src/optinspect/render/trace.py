@@ -9,17 +9,20 @@ import csv
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
 from ..engine.records import STAT_NAMES, ModuleRecord
 from .common import (
+    Column,
+    fit_tables,
     format_number,
     format_percent,
     format_shape,
     header_line,
     print_header,
+    relative_names,
     token_label,
 )
 
@@ -27,7 +30,20 @@ if TYPE_CHECKING:
     from ..sparsity import LayerSparsity
     from ..tracing import TraceResult
 
-__all__ = ["CsvWriter", "modules_table", "render_trace", "sparsity_table", "tokens_table"]
+__all__ = [
+    "TABLE_STATS",
+    "CsvWriter",
+    "modules_tables",
+    "render_trace",
+    "render_trace_header",
+    "sparsity_tables",
+    "tokens_table",
+]
+
+
+#: The statistics a table shows unless ``--stats`` asks for others: four columns fit beside
+#: the structure in two blocks at 80 columns. nan and inf join them when a value is not finite.
+TABLE_STATS = ("mean", "std", "absmax", "zeros")
 
 
 def tokens_table(result: TraceResult) -> Table:
@@ -36,36 +52,48 @@ def tokens_table(result: TraceResult) -> Table:
     table.add_column("id", justify="right")
     table.add_column("text", no_wrap=True)
     for pos, token in enumerate(result.tokens):
-        table.add_row(str(pos), str(token.id), escape(token_label(token.text)))
+        table.add_row(str(pos), str(token.id), escape(token_label(token.text, token.bytes)))
     return table
 
 
-def modules_table(result: TraceResult, stats: Sequence[str] = STAT_NAMES) -> Table:
+def table_stats(result: TraceResult, stats: Sequence[str] | None) -> tuple[str, ...]:
+    """The statistic columns: those asked for, else TABLE_STATS (+ nan, inf when present)."""
+    if stats is not None:
+        return tuple(stats)
+    nonfinite = any(m.stats is not None and m.stats.nonfinite for m in result.modules)
+    return TABLE_STATS + (("nan", "inf") if nonfinite else ())
+
+
+def modules_tables(
+    result: TraceResult, stats: Sequence[str] | None = None, width: int = 200
+) -> list[RenderableType]:
+    """The module calls in execution order, as a tree of names; blocks that fit ``width``."""
+    shown = table_stats(result, stats) if not result.dry_run else ()
+    columns = [
+        Column("module", justify="left", key=True, wrap=True),
+        Column("#"),
+        Column("type", justify="left"),
+        Column("shape", justify="left"),
+        Column("dtype", justify="left"),
+        Column("weight", justify="left"),
+        *(Column(name) for name in shown),
+    ]
+    names = relative_names([m.name for m in result.modules], [m.depth for m in result.modules])
+    rows = [
+        _module_cells(record, name, shown)
+        for record, name in zip(result.modules, names, strict=True)
+    ]
     title = f"modules ({len(result.modules)}, execution order)"
-    table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("module", no_wrap=True)
-    table.add_column("type", no_wrap=True)
-    table.add_column("shape", no_wrap=True)
-    table.add_column("dtype")
-    table.add_column("weight")
-    show_stats = not result.dry_run
-    if show_stats:
-        for name in stats:
-            table.add_column(name, justify="right")
-    for record in result.modules:
-        table.add_row(*_module_cells(record, stats if show_stats else ()))
-    return table
+    return fit_tables(columns, rows, width, title=title)
 
 
-def _module_cells(record: ModuleRecord, stats: Sequence[str]) -> list[str]:
-    name = ("  " * record.depth) + record.name
+def _module_cells(record: ModuleRecord, name: str, stats: Sequence[str]) -> list[str]:
     if record.call:
         name += f" (call {record.call})"
     shape = format_shape(record.shape) if record.output == "tensor" else record.output
     cells = [
+        name,
         str(record.index),
-        escape(name),
         record.type,
         shape,
         record.dtype or "-",
@@ -90,29 +118,42 @@ def _weight_cell(record: ModuleRecord) -> str:
     return record.weight_dtype
 
 
-def render_trace(console: Console, result: TraceResult, stats: Sequence[str] = STAT_NAMES) -> None:
-    """Print the header, the tokens and the module table of one traced sentence."""
+def render_trace(
+    console: Console,
+    result: TraceResult,
+    stats: Sequence[str] | None = None,
+    *,
+    header: bool = True,
+) -> None:
+    """Print the header (unless ``header`` is False), the tokens and the module table of
+    one traced sentence; ``stats`` None shows the table's default statistics."""
+    if header:
+        render_trace_header(console, result)
+    console.print(tokens_table(result))
+    for table in modules_tables(result, stats, console.width):
+        console.print(table)
+
+
+def render_trace_header(console: Console, result: TraceResult) -> None:
+    """The model line and, for random weights, the note."""
     extra = ("dry run: meta device, no weights, no statistics",) if result.dry_run else ()
     print_header(console, header_line(result.info, *extra), result.random_weights)
-    console.print(tokens_table(result))
-    console.print(modules_table(result, stats))
 
 
-def sparsity_table(rows: Sequence[LayerSparsity], many: bool) -> Table:
+def sparsity_tables(
+    rows: Sequence[LayerSparsity], many: bool, width: int = 200
+) -> list[RenderableType]:
     """Per-layer ReLU zeros; dead units only when several sentences were traced."""
     tokens = rows[0].tokens if rows else 0
-    title = f"FFN sparsity after activation_fn ({tokens} tokens)"
-    table = Table(title=title, title_justify="left", min_width=len(title))
-    table.add_column("layer", justify="right")
-    table.add_column("zeros", justify="right")
+    columns = [Column("layer", key=True), Column("zeros")]
     if many:
-        table.add_column("dead units", justify="right")
-    for row in rows:
-        cells = [str(row.layer), format_percent(row.zeros)]
-        if many:
-            cells.append(f"{row.dead}/{row.units}")
-        table.add_row(*cells)
-    return table
+        columns.append(Column("dead units"))
+    cells = [
+        [str(row.layer), format_percent(row.zeros), *([f"{row.dead}/{row.units}"] if many else [])]
+        for row in rows
+    ]
+    title = f"FFN sparsity after activation_fn ({tokens} tokens)"
+    return fit_tables(columns, cells, width, title=title)
 
 
 class CsvWriter:
