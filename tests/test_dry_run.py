@@ -69,3 +69,56 @@ def test_dry_run_of_the_largest_family_member(cli) -> None:
     assert shapes[""] == [1, 4, 12288]
     assert shapes[".fc1"] == [4, 49152]
     assert len(doc["modules"]) == 11
+
+
+@pytest.fixture
+def layer_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Forward calls of every decoder layer and of lm_head in the dry run's meta model."""
+    import optinspect.dryrun as dryrun
+
+    calls: dict[str, int] = {}
+    build = dryrun.build_meta_model
+
+    def spied(*args, **kwargs):
+        model = build(*args, **kwargs)
+        for name, module in model.named_modules():
+            if name == "lm_head" or name.removeprefix("model.decoder.layers.").isdigit():
+                calls[name] = 0
+                module.register_forward_pre_hook(
+                    lambda *a, name=name: calls.__setitem__(name, calls[name] + 1)
+                )
+        return model
+
+    monkeypatch.setattr(dryrun, "build_meta_model", spied)
+    return calls
+
+
+def test_dry_run_stops_after_the_last_selected_module(layer_calls: dict[str, int]) -> None:
+    from optinspect.dryrun import dry_run
+
+    result = dry_run("tiny", None, tokens=5, quant="none", layers="1")
+    # Layer 1 is the last selected: layers 2 and 3 and the head never run.
+    assert layer_calls == {
+        "model.decoder.layers.0": 1,
+        "model.decoder.layers.1": 1,
+        "model.decoder.layers.2": 0,
+        "model.decoder.layers.3": 0,
+        "lm_head": 0,
+    }
+    # ... and the result still has every selected module (tiny is pre-LayerNorm), in
+    # execution order: the stop comes after the layer's own output, its last module.
+    names = [m.name.removeprefix("model.decoder.layers.1") for m in result.modules]
+    assert names == [
+        "", ".self_attn_layer_norm", ".self_attn", ".self_attn.q_proj", ".self_attn.k_proj",
+        ".self_attn.v_proj", ".self_attn.out_proj", ".final_layer_norm", ".fc1",
+        ".activation_fn", ".fc2",
+    ]  # fmt: skip
+    assert result.modules[0].shape == (1, 5, 64)
+
+
+def test_dry_run_of_the_overview_runs_to_the_head(layer_calls: dict[str, int]) -> None:
+    from optinspect.dryrun import dry_run
+
+    result = dry_run("tiny", None, tokens=3, quant="none")
+    assert set(layer_calls.values()) == {1}
+    assert result.modules[-1].name == "lm_head" and result.modules[-1].shape == (1, 3, 512)

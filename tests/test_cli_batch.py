@@ -1,0 +1,122 @@
+"""Many sentences through one model at the CLI: JSONL streaming, CSV, filters, exit 3, API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from optinspect import trace
+
+SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
+
+
+def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_jsonl_streams_before_the_last_batch_runs(cli, monkeypatch, load_tiny) -> None:
+    import optinspect.commands.common as common
+
+    model = load_tiny("none")
+    monkeypatch.setattr(common, "load_with_status", lambda *a, **k: model)
+    forwards: list[int] = []
+    handle = model.model.register_forward_pre_hook(lambda *a: forwards.append(1))
+    seen_at_first_write: list[int] = []
+
+    class Spy(io.StringIO):
+        def write(self, text: str) -> int:
+            if not seen_at_first_write:
+                seen_at_first_write.append(len(forwards))
+            return super().write(text)
+
+    feed_stdin(monkeypatch, ("\n".join(SENTENCES) + "\n").encode())
+    spy = Spy()
+    monkeypatch.setattr(sys, "stdout", spy)
+    try:
+        from optinspect.cli import run
+
+        code = run(["trace", "-", "--model", "tiny", "-f", "jsonl", "--batch-size", "1"])
+    finally:
+        handle.remove()
+    assert code == 0
+    assert len(forwards) == 3
+    assert seen_at_first_write == [1]
+    assert len(spy.getvalue().splitlines()) == 3
+
+
+def test_csv_columns_and_rows(cli, tmp_path: Path) -> None:
+    path = tmp_path / "s.txt"
+    path.write_text("\n".join(SENTENCES[:2]), encoding="utf-8")
+    result = cli(
+        "trace", "--file", str(path), "--model", "tiny", "-q", "none", "--layer", "all",
+        "--format", "csv", "--stats", "zeros,mean,absmax",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    rows = list(csv.DictReader(io.StringIO(result.out)))
+    assert list(rows[0]) == [
+        "sentence", "text", "index", "module", "type", "layer", "call", "output", "shape",
+        "dtype", "device", "weight_dtype", "mean", "absmax", "zeros",
+    ]  # fmt: skip
+    assert len(rows) == 2 * 4 * 11
+    assert rows[0]["module"] == "model.decoder.layers.0" and rows[0]["sentence"] == "0"
+    assert rows[-1]["sentence"] == "1" and rows[-1]["text"] == SENTENCES[1]
+    fc1 = next(r for r in rows if r["module"].endswith("layers.0.fc1"))
+    assert fc1["shape"] == "4x256" and float(fc1["absmax"]) > 0
+
+
+def test_filter_and_stats_selection(cli) -> None:
+    result = cli(
+        "trace", "Hello world", "--model", "tiny", "-q", "none", "-f", "json",
+        "--filter", "*.fc1", "--filter", "*.fc2", "--layer", "1-2", "--stats", "mean,zeros",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert [m["name"] for m in doc["modules"]] == [
+        "model.decoder.layers.1.fc1",
+        "model.decoder.layers.1.fc2",
+        "model.decoder.layers.2.fc1",
+        "model.decoder.layers.2.fc2",
+    ]
+    assert list(doc["modules"][0]["stats"]) == ["mean", "zeros"]
+
+
+def test_filter_alone_searches_every_module(cli) -> None:
+    doc = json.loads(
+        cli("trace", "Hi", "--model", "tiny", "-q", "none", "-f", "json", "--filter", "lm_*").out
+    )
+    assert [m["name"] for m in doc["modules"]] == ["lm_head"]
+
+
+@pytest.fixture(scope="module")
+def nan_model(make_fixture_model) -> Path:
+    def plant_nan(model) -> None:
+        model.model.decoder.layers[1].fc2.bias[3] = float("nan")
+
+    return make_fixture_model("nan", mutate=plant_nan)
+
+
+def test_fail_on_nonfinite_exits_3_and_names_the_first_module(cli, nan_model: Path) -> None:
+    args = ["trace", "Hello world", "--model", str(nan_model), "-q", "none", "--layer", "all"]
+    clean = cli(*args, "-f", "json")
+    assert clean.code == 0
+    strict = cli(*args, "-f", "json", "--fail-on-nonfinite")
+    assert strict.code == 3
+    assert strict.err == "Error: model.decoder.layers.1.fc2 produced NaN or Inf (sentence 0)\n"
+    doc = json.loads(strict.out)  # the data is still written in full
+    fc2 = next(m for m in doc["modules"] if m["name"] == "model.decoder.layers.1.fc2")
+    assert fc2["stats"]["nan"] > 0 and fc2["stats"]["mean"] is not None
+    assert cli("trace", "Hi", "--model", "tiny", "-q", "none", "--fail-on-nonfinite").code == 0
+
+
+def test_python_api_returns_what_the_cli_prints(cli, load_tiny) -> None:
+    model = load_tiny("none")
+    (result,) = trace(model, "Hello world", layers=[0])
+    doc = json.loads(cli("trace", "Hello world", "--model", "tiny", "-q", "none", "-l", "0",
+                         "-f", "json").out)  # fmt: skip
+    assert doc.pop("ffn")[0]["layer"] == 0  # the CLI adds the FFN sparsity summary
+    assert result.as_dict() == doc

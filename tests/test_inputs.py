@@ -1,0 +1,146 @@
+"""engine/inputs.py: sentences from TEXT, a file or stdin, one per line, read lazily."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from optinspect.engine.inputs import iter_lines, read_texts
+from optinspect.errors import UsageError
+
+SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
+
+
+def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def jsonl(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+# --- the readers themselves -------------------------------------------------------------
+
+
+def test_blank_and_whitespace_lines_are_skipped_and_line_ends_dropped() -> None:
+    raw = [b"one\n", b"\n", b"   \t\n", b"two\r\n", b"three"]
+    assert list(iter_lines(raw, "stdin")) == ["one", "two", "three"]
+
+
+def test_crlf_is_dropped_but_inner_spaces_are_kept() -> None:
+    assert list(iter_lines([b"  a b  \r\n"], "x")) == ["  a b  "]
+
+
+def test_invalid_utf8_names_its_source_line_and_byte() -> None:
+    lines = iter_lines([b"fine\n", b"\n", b"ab\xffc\n"], "notes.txt")
+    assert next(lines) == "fine"  # lazily: good lines come out before the bad one is read
+    with pytest.raises(UsageError) as info:
+        next(lines)
+    assert str(info.value) == "line 3 of notes.txt is not valid UTF-8 (byte 3)"
+    assert info.value.exit_code == 2
+
+
+def test_file_is_read_and_counts_as_many(tmp_path: Path) -> None:
+    path = tmp_path / "s.txt"
+    path.write_bytes(b"first\r\n\nsecond\n")
+    texts, many = read_texts(None, path)
+    assert (list(texts), many) == (["first", "second"], True)
+
+
+def test_invalid_utf8_in_a_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.txt"
+    path.write_bytes(b"\xfe\n")
+    texts, _ = read_texts(None, path)
+    with pytest.raises(UsageError) as info:
+        list(texts)
+    assert str(info.value) == f"line 1 of {path} is not valid UTF-8 (byte 1)"
+
+
+def test_dash_reads_the_given_stdin() -> None:
+    texts, many = read_texts("-", None, io.BytesIO(b"a\n\nb\n"))
+    assert (list(texts), many) == (["a", "b"], True)
+
+
+def test_dash_defaults_to_the_process_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    feed_stdin(monkeypatch, b"from stdin\n")
+    texts, many = read_texts("-", None)
+    assert (list(texts), many) == (["from stdin"], True)
+
+
+def test_one_text_is_one_sentence() -> None:
+    texts, many = read_texts("  Hello  ", None)
+    assert (list(texts), many) == (["  Hello  "], False)
+
+
+@pytest.mark.parametrize(
+    ("text", "file", "message"),
+    [
+        ("hi", Path("x.txt"), "give TEXT or --file, not both"),
+        (None, None, "give the text to lens, - for stdin, or --file PATH"),
+        ("  ", None, "the text is empty: give at least one word to lens"),
+    ],
+)
+def test_usage_errors(text: str | None, file: Path | None, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        read_texts(text, file, verb="lens")
+    assert (str(info.value), info.value.exit_code) == (message, 2)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(UsageError) as info:
+        read_texts(None, missing)
+    assert str(info.value) == f"input file {missing} does not exist"
+
+
+# --- through the CLI --------------------------------------------------------------------
+
+
+def test_stdin_one_sentence_per_line_blank_lines_skipped(cli, monkeypatch) -> None:
+    feed_stdin(monkeypatch, b"Hello world\n\n   \nThe quick brown fox\r\n")
+    result = cli("trace", "-", "--model", "tiny", "-q", "none", "--format", "jsonl")
+    assert result.code == 0, result.err
+    docs = jsonl(result.out)
+    assert [d["text"] for d in docs] == ["Hello world", "The quick brown fox"]
+    assert [d["index"] for d in docs] == [0, 1]
+    assert all(d["schema"] == 1 for d in docs)
+
+
+def test_file_input_and_json_results_document(cli, tmp_path: Path) -> None:
+    path = tmp_path / "s.txt"
+    path.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    result = cli("trace", "--file", str(path), "--model", "tiny", "-q", "none", "-f", "json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert doc["schema"] == 1 and doc["model"] == "tiny"
+    assert [r["text"] for r in doc["results"]] == SENTENCES
+
+
+def test_invalid_utf8_on_stdin(cli, monkeypatch) -> None:
+    feed_stdin(monkeypatch, b"fine\n\xff\xfe bad\n")
+    result = cli("trace", "-", "--model", "tiny", "-q", "none", "-f", "jsonl")
+    assert result.code == 2
+    assert result.err == "Error: line 2 of stdin is not valid UTF-8 (byte 1)\n"
+
+
+def test_text_and_file_together(cli, tmp_path: Path) -> None:
+    result = cli("trace", "hi", "--file", str(tmp_path / "x.txt"), "--model", "tiny")
+    assert (result.code, result.err) == (2, "Error: give TEXT or --file, not both\n")
+
+
+def test_missing_file_through_the_cli(cli, tmp_path: Path) -> None:
+    missing = tmp_path / "x.txt"
+    result = cli("trace", "--file", str(missing), "--model", "tiny")
+    assert (result.code, result.err) == (2, f"Error: input file {missing} does not exist\n")
+
+
+def test_empty_input_traces_nothing(cli, monkeypatch) -> None:
+    feed_stdin(monkeypatch, b"\n\n")
+    result = cli("trace", "-", "--model", "tiny", "-q", "none", "-f", "csv")
+    assert result.code == 0
+    assert result.out.count("\n") == 1  # the header alone
+    assert "no sentences" in result.err

@@ -1,0 +1,172 @@
+"""engine/preflight.py: every check that needs no weights, its exact message and exit 2."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from optinspect.engine import preflight as pf
+from optinspect.errors import EXIT_USAGE, UsageError
+
+
+def usage_message(call, *args, **kwargs) -> str:
+    """The message of the UsageError ``call`` raises, after checking its exit code."""
+    with pytest.raises(UsageError) as info:
+        call(*args, **kwargs)
+    assert info.value.exit_code == EXIT_USAGE == 2
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "args", "message"),
+    [
+        (pf.check_text, ("  \t", "lens"), "the text is empty: give at least one word to lens"),
+        (pf.check_batch_size, (0,), "--batch-size must be at least 1, not 0"),
+        (pf.check_top_k, (0, 512), "--top-k must be at least 1, not 0"),
+        (pf.check_top_k, (513, 512), "--top-k 513 is more than the vocabulary of 512 tokens"),
+        (pf.check_threshold, (0.0,), "--threshold must be a finite number above 0, not 0.0"),
+        (pf.check_threshold, (math.nan,), "--threshold must be a finite number above 0, not nan"),
+        (pf.check_threshold, (math.inf,), "--threshold must be a finite number above 0, not inf"),
+        (
+            pf.check_tolerance,
+            (-0.5,),
+            "--tolerance must be a finite number of at least 0, not -0.5",
+        ),
+        (
+            pf.check_tolerance,
+            (math.nan,),
+            "--tolerance must be a finite number of at least 0, not nan",
+        ),
+        (pf.resolve_single_layer, ("0-1", 4), "--layer 0-1 names 2 layers: give exactly one"),
+        (pf.resolve_single_layer, ("9", 4), "layer 9 does not exist: the model has layers 0-3"),
+        (pf.resolve_head, (4, 4), "head 4 does not exist: the model has heads 0-3"),
+        (pf.resolve_head, (-5, 4), "head -5 does not exist: the model has heads 0-3"),
+        (pf.resolve_head, (1, 1), "head 1 does not exist: the model has head 0"),
+        (
+            pf.parse_stats,
+            ("mean,median",),
+            "unknown statistic 'median': choose from mean, std, min, max, absmax, rms, zeros, "
+            "nan, inf",
+        ),
+        (
+            pf.parse_stats,
+            (" , ",),
+            "--stats is empty: choose from mean, std, min, max, absmax, rms, zeros, nan, inf",
+        ),
+    ],
+)
+def test_each_check_refuses_with_its_message(call, args: tuple, message: str) -> None:
+    assert usage_message(call, *args) == message
+
+
+def test_checks_pass_good_values_through() -> None:
+    assert pf.check_text(" hi ", "trace") == " hi "
+    assert pf.check_batch_size(1) == 1
+    assert pf.check_top_k(512, 512) == 512
+    assert pf.check_threshold(6.0) == 6.0
+    assert pf.check_tolerance(0.0) == 0.0  # exact equality is a valid demand
+    assert pf.resolve_single_layer("-1", 4) == 3
+    assert pf.resolve_head(-1, 4) == 3
+    assert pf.parse_stats(None) == ("mean", "std", "min", "max", "absmax", "rms", "zeros", "nan",
+                                    "inf")  # fmt: skip
+    assert pf.parse_stats("zeros, mean") == ("mean", "zeros")  # the usual order, not the typed one
+
+
+def test_output_path_checks(tmp_path: Path) -> None:
+    existing = tmp_path / "out.json"
+    existing.write_text("{}")
+    assert usage_message(pf.check_output_path, existing, force=False) == (
+        f"{existing} exists: use --force to overwrite it"
+    )
+    assert pf.check_output_path(existing, force=True) == existing
+    assert pf.check_output_path(existing) == existing  # force None: overwriting is not asked
+    folder = usage_message(pf.check_output_path, tmp_path)
+    assert folder == f"cannot write {tmp_path}: it is a folder"
+    orphan = tmp_path / "no" / "out.json"
+    assert usage_message(pf.check_output_path, orphan) == (
+        f"cannot write {orphan}: folder {tmp_path / 'no'} does not exist"
+    )
+
+
+def test_preflight_checks_against_the_config() -> None:
+    plan = pf.preflight("tiny", layers="1-2", head=-1, top_k=5, filters=("*.fc1",))
+    assert plan.num_layers == 4 and plan.layers == [1, 2] and plan.head == 3
+    assert plan.names == ("model.decoder.layers.1.fc1", "model.decoder.layers.2.fc1")
+    assert pf.preflight("tiny", single_layer="-1").layers == [3]
+    assert usage_message(pf.preflight, "tiny", top_k=513) == (
+        "--top-k 513 is more than the vocabulary of 512 tokens"
+    )
+    assert usage_message(pf.preflight, "tiny", filters=("*.nope",)) == (
+        "no module matches --filter *.nope"
+    )
+
+
+def test_preflight_of_a_family_model_is_offline_and_weightless() -> None:
+    # opt-175b's published config is built in: its 96 layers are checked with no download.
+    assert usage_message(pf.preflight, "facebook/opt-175b", layers="96") == (
+        "layer 96 does not exist: the model has layers 0-95"
+    )
+
+
+def test_preflight_reads_no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors
+    import safetensors.torch
+    import torch
+    import transformers
+
+    import optinspect.model.loading as loading
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("preflight read weights")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", forbidden)
+    monkeypatch.setattr(safetensors, "safe_open", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(transformers.OPTForCausalLM, "from_pretrained", forbidden)
+    monkeypatch.setattr(loading, "load_model", forbidden)
+    plan = pf.preflight("tiny", layers="all", filters=("*.fc2",), head=0, top_k=1)
+    assert plan.layers == [0, 1, 2, 3] and len(plan.names or ()) == 4
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("trace", ["--layer", "9"], "layer 9 does not exist: the model has layers 0-3"),
+        ("lens", ["--top-k", "0"], "--top-k must be at least 1, not 0"),
+        ("attention", ["--head", "4"], "head 4 does not exist: the model has heads 0-3"),
+        ("compare", ["-t", "-1"], "--tolerance must be a finite number of at least 0, not -1.0"),
+        ("outliers", ["--threshold", "0"], "--threshold must be a finite number above 0, not 0.0"),
+    ],
+)
+def test_commands_refuse_before_loading_the_model(
+    cli, monkeypatch: pytest.MonkeyPatch, command: str, args: list[str], message: str
+) -> None:
+    import optinspect.commands.common as common
+
+    def forbidden(*a, **k):
+        raise AssertionError("the model was loaded before the values were checked")
+
+    monkeypatch.setattr(common, "load_with_status", forbidden)
+    result = cli(command, "Hello", "--model", "tiny", *args)
+    assert (result.code, result.err) == (2, f"Error: {message}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--filter", "*.nope"], "no module matches --filter *.nope"),
+        (
+            ["--stats", "mean,median"],
+            "unknown statistic 'median': choose from mean, std, min, max, absmax, rms, zeros, "
+            "nan, inf",
+        ),
+        (["--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+        (["--tokens", "3"], "--tokens only applies with --dry-run"),
+    ],
+)
+def test_selection_errors(cli, args: list[str], message: str) -> None:
+    result = cli("trace", "Hi", "--model", "tiny", "-q", "none", *args)
+    assert result.code == 2
+    assert result.err == f"Error: {message}\n"
