@@ -92,7 +92,7 @@ class Placement:
 
     device: str  # the compute device; for a map, the one it starts from
     device_map: str | None = None
-    max_memory: dict[int | str, str] | None = None
+    max_memory: dict[int | str, int] | None = None
     offload_dir: str | None = None
 
     @property

@@ -22,7 +22,12 @@ __all__ = [
 ]
 
 DEVICE_MAPS = ("auto", "balanced", "sequential")
-_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)", re.IGNORECASE)
+#: Bytes per unit. KB is 1000 bytes and KiB 1024, in any case: a size is never read as
+#: bits (accelerate reads a lowercase "kb" as kilobits), and every unit here is one
+#: accelerate cannot misread, because it gets a byte count.
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({f"{u[0]}IB": 1024 ** (i + 1) for i, u in enumerate(("KB", "MB", "GB", "TB"))})
 
 
 def resolve_device(device: str) -> str:
@@ -48,20 +53,25 @@ def mapped_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def parse_max_memory(spec: str) -> dict[int | str, str]:
-    """``"cuda:0=10GiB,cpu=30GiB"`` -> accelerate's ``{0: "10GiB", "cpu": "30GiB"}``."""
+def parse_max_memory(spec: str) -> dict[int | str, int]:
+    """``"cuda:0=10GiB,cpu=30GiB"`` -> accelerate's ``{0: 10737418240, "cpu": 32212254720}``.
+
+    Sizes become byte counts here, so what accelerate receives means what was typed.
+    """
     usage = (
         f"cannot read --max-memory {spec!r}: use DEVICE=SIZE pairs like 'cuda:0=10GiB,cpu=30GiB'"
     )
-    memory: dict[int | str, str] = {}
+    memory: dict[int | str, int] = {}
     for item in spec.split(","):
         key, sep, size = (part.strip() for part in item.partition("="))
-        if not sep or not _SIZE.fullmatch(size):
+        found = _SIZE.fullmatch(size)
+        if not sep or found is None:
             raise UsageError(usage)
+        count = int(float(found.group(1)) * _UNITS[found.group(2).upper()])
         if key in ("cpu", "disk"):
-            memory[key] = size
+            memory[key] = count
         elif (match := re.fullmatch(r"(?:cuda:)?(\d+)", key)) is not None:
-            memory[int(match.group(1))] = size
+            memory[int(match.group(1))] = count
         else:
             raise UsageError(usage)
     return memory
