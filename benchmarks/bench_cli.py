@@ -103,10 +103,9 @@ def config_only(repeats: int, warmup: int) -> tuple[dict[str, CommandResult], st
             "--model",
             "facebook/opt-175b",
         ],
-        'optinspect trace "some text" --model facebook/opt-175b --dry-run --tokens 16 --layer 0': [
+        "optinspect trace --model facebook/opt-175b --dry-run --tokens 16 --layer 0": [
             exe,
             "trace",
-            "some text",
             "--model",
             "facebook/opt-175b",
             "--dry-run",

@@ -81,7 +81,13 @@ def test_output_path_checks(tmp_path: Path) -> None:
         f"{existing} exists: use --force to overwrite it"
     )
     assert pf.check_output_path(existing, force=True) == existing
-    assert pf.check_output_path(existing) == existing  # force None: overwriting is not asked
+    # Every output file (--save, --plot, --png) refuses to overwrite without --force.
+    assert usage_message(pf.check_output_path, existing) == (
+        f"{existing} exists: use --force to overwrite it"
+    )
+    assert usage_message(
+        pf.check_output_path, tmp_path / "a.jpg", suffix=".png", option="--png"
+    ) == ("--png writes PNG: give a file name ending in .png")
     folder = usage_message(pf.check_output_path, tmp_path)
     assert folder == f"cannot write {tmp_path}: it is a folder"
     orphan = tmp_path / "no" / "out.json"

@@ -6,9 +6,11 @@ Heavy imports (torch, transformers) happen inside command bodies, so
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
+from typing import Any
 
 import typer
 
@@ -21,6 +23,7 @@ from .commands.trace import trace_command
 from .commands.tree import tree_command
 from .errors import (
     EXIT_INTERRUPTED,
+    EXIT_PIPE,
     EXIT_RUNTIME,
     EXIT_USAGE,
     OptinspectError,
@@ -56,11 +59,35 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
+class _PlainArgument(typer.core.TyperArgument):
+    """An argument whose help shows its metavar (TEXT) without Typer's ``<str>`` after it."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _plain_arguments(command: Any) -> None:
+    for sub in getattr(command, "commands", {}).values():
+        for param in sub.params:
+            if type(param) is typer.core.TyperArgument:
+                param.__class__ = _PlainArgument
+
+
+def _reader_gone() -> int:
+    """The reader went away (``| head``): stop quietly, as ``cat`` does, with the status a
+    process ended by SIGPIPE has (128 + 13), and send what is still buffered nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_PIPE
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code instead of exiting."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     command = typer.main.get_command(app)
+    _plain_arguments(command)
     try:
         result = command.main(args=args, prog_name="optinspect", standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):
@@ -81,10 +108,12 @@ def run(argv: list[str] | None = None) -> int:
         _error(str(e))
         return e.exit_code
     except BrokenPipeError:
-        # The reader went away (``| head``); stop quietly like other Unix tools.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        return _reader_gone()
+    except SystemExit as e:
+        # Click turns a closed stdout into a silent exit 1; it was a closed pipe.
+        if isinstance(e.__context__, BrokenPipeError):
+            return _reader_gone()
+        raise
     except Exception as e:
         if debug:
             traceback.print_exc()

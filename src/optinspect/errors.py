@@ -23,6 +23,7 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141  # stdout closed by its reader (| head), as a process ended by SIGPIPE
 
 
 class OptinspectError(Exception):

@@ -16,22 +16,31 @@ VERB = "show the attention of"
 @model_command(reads="one", verb=VERB)
 def attention_command(
     layer: Annotated[
-        str, typer.Option("--layer", "-l", help="The decoder layer: N, or -1 for the last.")
+        str,
+        typer.Option(
+            "--layer", "-l", metavar="SPEC", help="The decoder layer: N, or -1 for the last."
+        ),
     ] = "-1",
     head: Annotated[
         int | None,
         typer.Option(
-            "--head", help="The head to show (-1: the last); without it, the mean of all heads."
+            "--head",
+            metavar="N",
+            help="The head to show (-1: the last); without it, the mean of all heads.",
         ),
     ] = None,
     png: Annotated[
         Path | None,
         typer.Option(
             "--png",
+            metavar="PATH",
             help="Also write the heatmap to this PNG file; needs matplotlib, "
-            "from pip install 'optinspect\\[plot]'.",
+            "from pip install 'optinspect[plot]'.",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing --png file.")
+    ] = False,
     fmt: ViewFormatOpt = ViewFormat.table,
     *,
     load: LoadOptions,
@@ -54,17 +63,20 @@ def attention_command(
     """
     from ..attention import compute_attention
     from ..engine.preflight import check_output_path, check_text, preflight
+    from ..errors import UsageError
     from ..render.attention import render_attention, save_attention_png
     from ..render.common import write_json
     from .common import stderr_console, stdout_console
 
     check_text(inputs.text or "", VERB)
+    if force and png is None:
+        raise UsageError("--force only applies with --png")
     if png is not None:
         from ..render.images import require_matplotlib
 
-        check_output_path(png)
+        check_output_path(png, force=force, suffix=".png", option="--png")
         require_matplotlib("--png")
-    plan = preflight(load.model, single_layer=layer, head=head)
+    plan = preflight(load, single_layer=layer, head=head)
     loaded = load.load(attn_implementation="eager")
     chosen = plan.layers[0] if plan.layers else layer
     result = compute_attention(

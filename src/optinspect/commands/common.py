@@ -74,3 +74,10 @@ def progress(enabled: bool, label: str = "tracing") -> Iterator[Callable[[int], 
     ) as bar:
         task = bar.add_task(label, total=None)
         yield lambda n=1: bar.advance(task, n)
+
+
+def say_nothing_read(verb: str) -> None:
+    """The note for a file or stdin that held no sentence: nothing was loaded or run."""
+    stderr_console().print(
+        f"note: the input holds no sentences; nothing to {verb}", soft_wrap=True, highlight=False
+    )

@@ -25,12 +25,16 @@ VERB = "compare"
 def compare_command(
     against: Annotated[
         Quant,
-        typer.Option("--against", "-a", help="Quantization of the reference run."),
+        typer.Option(
+            "--against", "-a", case_sensitive=False, help="Quantization of the reference run."
+        ),
     ] = Quant.none,
     against_dtype: Annotated[
         Dtype,
         typer.Option(
-            "--against-dtype", help="Compute dtype of the reference run (auto as for --dtype)."
+            "--against-dtype",
+            case_sensitive=False,
+            help="Compute dtype of the reference run (auto as for --dtype).",
         ),
     ] = Dtype.auto,
     tolerance: Annotated[
@@ -38,6 +42,7 @@ def compare_command(
         typer.Option(
             "--tolerance",
             "-t",
+            metavar="X",
             help="Mark modules whose relative error ||a-b||/||b|| is above this.",
         ),
     ] = 0.05,
@@ -65,17 +70,21 @@ def compare_command(
       optinspect compare --file prompts.txt --model tiny --format jsonl > compare.jsonl
     """
     from ..compare import Setting, compare_many
-    from ..engine.preflight import preflight
+    from ..engine.preflight import check_quant_dtype, preflight
     from ..model.loading import LoadedModel
     from ..render.compare import render_compare, render_compare_header
-    from .common import progress
+    from .common import progress, say_nothing_read
     from .output import make_emitter
 
     texts, many = inputs.read()
     globs = tuple(filters or ())
-    preflight(
-        load.model, layers=layer, filters=globs, tolerance=tolerance, batch_size=inputs.batch_size
-    )
+    check_quant_dtype(against.value, against_dtype.value)
+    preflight(load, layers=layer, filters=globs, tolerance=tolerance, batch_size=inputs.batch_size)
+    emitter = make_emitter(fmt.value, many, render_compare, header=render_compare_header)
+    if texts is None:
+        emitter.close()
+        say_nothing_read(VERB)
+        return
 
     def load_setting(quant_name: str, dtype_name: str) -> LoadedModel:
         return load.load(quant=quant_name, dtype=dtype_name)
@@ -93,7 +102,6 @@ def compare_command(
             truncate=inputs.truncate,
             advance=advance,
         )
-    emitter = make_emitter(fmt.value, many, render_compare, header=render_compare_header)
     for result in results:
         emitter.emit(result)
     emitter.close()

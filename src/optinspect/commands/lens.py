@@ -18,13 +18,17 @@ def lens_command(
         typer.Option(
             "--layer",
             "-l",
+            metavar="SPEC",
             help="Decoder layers to show: 0, 0,5, 3-7, -1 (the last) or all (the default).",
         ),
     ] = None,
     top_k: Annotated[
         int,
         typer.Option(
-            "--top-k", "-k", help="Show the K most likely next tokens, with probabilities."
+            "--top-k",
+            "-k",
+            metavar="K",
+            help="Show the K most likely next tokens, with probabilities.",
         ),
     ] = 1,
     fmt: ResultFormatOpt = ResultFormat.table,
@@ -51,13 +55,17 @@ def lens_command(
     from ..engine.preflight import preflight
     from ..lens import iter_lens
     from ..render.lens import render_lens, render_lens_header
-    from .common import progress
+    from .common import progress, say_nothing_read
     from .output import make_emitter
 
     texts, many = inputs.read()
-    preflight(load.model, layers=layer, top_k=top_k, batch_size=inputs.batch_size)
-    loaded = load.load()
+    preflight(load, layers=layer, top_k=top_k, batch_size=inputs.batch_size)
     emitter = make_emitter(fmt.value, many, render_lens, header=render_lens_header)
+    if texts is None:
+        emitter.close()
+        say_nothing_read(VERB)
+        return
+    loaded = load.load()
     with progress(enabled=many, label="lens") as advance:
         for result in iter_lens(
             loaded,

@@ -58,20 +58,33 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         envvar="OPTINSPECT_MODEL",
+        metavar="MODEL",
         help="Hub id, local folder, or 'tiny' (the built-in random-weight checkpoint).",
     ),
 ]
 QuantOpt = Annotated[
-    Quant, typer.Option("--quant", "-q", help="bitsandbytes quantization: LLM.int8, NF4 or none.")
+    Quant,
+    typer.Option(
+        "--quant",
+        "-q",
+        case_sensitive=False,
+        help="bitsandbytes quantization: LLM.int8, NF4 or none.",
+    ),
 ]
 DeviceOpt = Annotated[
     str,
-    typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
+    ),
 ]
 DtypeOpt = Annotated[
     Dtype,
     typer.Option(
-        "--dtype", help="Compute dtype; auto is float16 when quantized or on CUDA, else float32."
+        "--dtype",
+        case_sensitive=False,
+        help="Compute dtype; auto is float16 when quantized or on CUDA, else float32.",
     ),
 ]
 VerboseOpt = Annotated[
@@ -82,6 +95,7 @@ FilterOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--filter",
+        metavar="GLOB",
         help="Glob on dotted module names, e.g. '*.fc1'; repeatable; narrows --layer.",
     ),
 ]
@@ -89,18 +103,23 @@ DeviceMapOpt = Annotated[
     str | None,
     typer.Option(
         "--device-map",
+        metavar="STRATEGY",
         help="Spread a large model with accelerate: auto, balanced or sequential.",
     ),
 ]
 MaxMemoryOpt = Annotated[
     str | None,
     typer.Option(
-        "--max-memory", help="Per-device caps for --device-map, e.g. 'cuda:0=10GiB,cpu=30GiB'."
+        "--max-memory",
+        metavar="CAPS",
+        help="Per-device caps for --device-map, e.g. 'cuda:0=10GiB,cpu=30GiB'.",
     ),
 ]
 OffloadDirOpt = Annotated[
     str | None,
-    typer.Option("--offload-dir", help="Folder for weights offloaded to disk by --device-map."),
+    typer.Option(
+        "--offload-dir", metavar="DIR", help="Folder for weights offloaded to disk by --device-map."
+    ),
 ]
 
 
@@ -112,7 +131,10 @@ class ViewFormat(str, Enum):
 
 
 ViewFormatOpt = Annotated[
-    ViewFormat, typer.Option("--format", "-f", help="table for people, json for scripts.")
+    ViewFormat,
+    typer.Option(
+        "--format", "-f", case_sensitive=False, help="table for people, json for scripts."
+    ),
 ]
 
 
@@ -124,7 +146,9 @@ class TableFormat(str, Enum):
 
 TableFormatOpt = Annotated[
     TableFormat,
-    typer.Option("--format", "-f", help="table for people, json or csv for scripts."),
+    typer.Option(
+        "--format", "-f", case_sensitive=False, help="table for people, json or csv for scripts."
+    ),
 ]
 
 
@@ -138,25 +162,29 @@ class ResultFormat(str, Enum):
 
 ResultFormatOpt = Annotated[
     ResultFormat,
-    typer.Option("--format", "-f", help="table for people; json or jsonl for scripts."),
+    typer.Option(
+        "--format", "-f", case_sensitive=False, help="table for people; json or jsonl for scripts."
+    ),
 ]
 LayerOpt = Annotated[
     str | None,
     typer.Option(
         "--layer",
         "-l",
+        metavar="SPEC",
         help="Decoder layers to show in full: 0, 0,5, 3-7, -1 (the last) or all. "
         "Without it, an overview: embeddings, each layer's output, final norm, head.",
     ),
 ]
 FileOpt = Annotated[
-    Path | None, typer.Option("--file", "-F", help="Read sentences from a file, one per line.")
+    Path | None,
+    typer.Option("--file", "-F", metavar="PATH", help="Read sentences from a file, one per line."),
 ]
 TruncateOpt = Annotated[
     bool, typer.Option("--truncate", help="Cut text longer than the model's positions.")
 ]
 BatchSizeOpt = Annotated[
-    int, typer.Option("--batch-size", "-b", help="Sentences per forward pass.")
+    int, typer.Option("--batch-size", "-b", metavar="N", help="Sentences per forward pass.")
 ]
 
 
@@ -192,11 +220,15 @@ class InputOptions:
     batch_size: int = 1
     verb: str = "trace"
 
-    def read(self) -> tuple[Iterator[str], bool]:
-        """The sentences, read lazily, and whether there may be many (a file or stdin)."""
-        from ..engine.inputs import read_texts
+    def read(self) -> tuple[Iterator[str] | None, bool]:
+        """The sentences, read lazily, and whether there may be many (a file or stdin).
 
-        return read_texts(self.text, self.file, verb=self.verb)
+        None when a file or stdin holds no sentence, found before any model loads.
+        """
+        from ..engine.inputs import peek, read_texts
+
+        texts, many = read_texts(self.text, self.file, verb=self.verb)
+        return peek(texts), many
 
 
 def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -223,9 +255,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def _text_parameter(verb: str, many: bool) -> inspect.Parameter:
     if many:
         help_text = f"The text to {verb}; - reads one sentence per line from stdin."
-        annotation: Any = Annotated[str | None, typer.Argument(help=help_text)]
+        annotation: Any = Annotated[str | None, typer.Argument(metavar="TEXT", help=help_text)]
         return _keyword("text", annotation, None)
-    annotation = Annotated[str, typer.Argument(help=f"The text to {verb}.")]
+    annotation = Annotated[str, typer.Argument(metavar="TEXT", help=f"The text to {verb}.")]
     return _keyword("text", annotation, inspect.Parameter.empty)
 
 

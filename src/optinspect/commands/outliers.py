@@ -18,6 +18,7 @@ def outliers_command(
         float,
         typer.Option(
             "--threshold",
+            metavar="X",
             help="|x| that makes an outlier, for layers without their own LLM.int8 threshold.",
         ),
     ] = 6.0,
@@ -48,7 +49,11 @@ def outliers_command(
 
     preflight_values = {"threshold": threshold, "batch_size": inputs.batch_size}
     texts, many = inputs.read()
-    preflight(load.model, **preflight_values)
+    preflight(load, **preflight_values)
+    if texts is None:  # outliers summarise a corpus: an empty one has no answer
+        from ..errors import UsageError
+
+        raise UsageError("the input holds no sentences: give at least one line of text")
     loaded = load.load()
     with progress(enabled=many, label="inspecting") as advance:
         result = find_outliers(

@@ -24,7 +24,7 @@ def params_command(
         ParamsBy,
         typer.Option(
             "--by",
-            "-b",
+            case_sensitive=False,
             help="Rows by group (embeddings, attention, feed-forward, norms, projections), "
             "by decoder layer, by module (full dotted names) or by module type.",
         ),

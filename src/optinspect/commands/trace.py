@@ -33,21 +33,31 @@ def trace_command(
         str | None,
         typer.Option(
             "--stats",
+            metavar="LIST",
             help="Statistics to show, e.g. mean,absmax,zeros, or all. Default: all in json, "
             "jsonl and csv; mean, std, absmax, zeros (and nan, inf when present) in the table.",
         ),
     ] = None,
     fmt: Annotated[
         TraceFormat,
-        typer.Option("--format", "-f", help="table for people; json, jsonl or csv for scripts."),
+        typer.Option(
+            "--format",
+            "-f",
+            case_sensitive=False,
+            help="table for people; json, jsonl or csv for scripts.",
+        ),
     ] = TraceFormat.table,
     save: Annotated[
         Path | None,
         typer.Option(
-            "--save", help="Write the selected modules' full outputs to a .safetensors file."
+            "--save",
+            metavar="PATH",
+            help="Write the selected modules' full outputs to a .safetensors file.",
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the --save file.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing --save or --plot file.")
+    ] = False,
     fail_on_nonfinite: Annotated[
         bool,
         typer.Option("--fail-on-nonfinite", help="Exit 3 if any recorded output holds NaN or Inf."),
@@ -58,11 +68,17 @@ def trace_command(
     ] = False,
     tokens: Annotated[
         int | None,
-        typer.Option("--tokens", help="With --dry-run: this many tokens instead of TEXT."),
+        typer.Option(
+            "--tokens", metavar="N", help="With --dry-run: this many tokens instead of TEXT."
+        ),
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Write per-layer lines of std, absmax and zeros to a PNG."),
+        typer.Option(
+            "--plot",
+            metavar="PATH",
+            help="Write per-layer lines of std, absmax and zeros to a PNG.",
+        ),
     ] = None,
     timings: Annotated[
         bool,
@@ -90,29 +106,23 @@ def trace_command(
 
       optinspect trace --file sentences.txt --layer all --plot layers.png
     """
-    from ..engine.preflight import check_output_path, parse_stats, preflight
-    from ..errors import UsageError
+    from ..engine.preflight import parse_stats, preflight
 
     stat_names = parse_stats(stats) if stats is not None else None
     globs = tuple(filters or ())
-    if save is not None:
-        check_output_path(save, force=force)
-    if plot is not None:
-        from ..render.images import require_matplotlib
-
-        require_matplotlib("--plot")
-        check_output_path(plot)
+    _check_options(inputs, save, plot, force, dry_run, tokens, fail_on_nonfinite)
     if dry_run:
-        if save is not None or fail_on_nonfinite or plot is not None:
-            raise UsageError(
-                "--dry-run computes no values: it cannot --save, --plot or --fail-on-nonfinite"
-            )
         _dry_run(load, inputs.text, tokens, layer, globs, fmt.value, stat_names)
         return
-    if tokens is not None:
-        raise UsageError("--tokens only applies with --dry-run")
     texts, many = inputs.read()
-    plan = preflight(load.model, layers=layer, filters=globs, batch_size=inputs.batch_size)
+    plan = preflight(load, layers=layer, filters=globs, batch_size=inputs.batch_size)
+    if texts is None:
+        from .common import say_nothing_read
+        from .trace_output import close_trace_output, trace_emitter
+
+        close_trace_output(trace_emitter(fmt.value, stat_names, many), None)
+        say_nothing_read("trace")
+        return
     clock = _Clock()
     loaded = load.load()
     clock.loaded = time.perf_counter()
@@ -126,6 +136,42 @@ def trace_command(
 
         index, name = run.first_bad
         raise NonFiniteError(f"{name} produced NaN or Inf (sentence {index})")
+
+
+def _check_options(
+    inputs: InputOptions,
+    save: Path | None,
+    plot: Path | None,
+    force: bool,
+    dry_run: bool,
+    tokens: int | None,
+    fail_on_nonfinite: bool,
+) -> None:
+    """Options that cannot go together, and output files that cannot be written."""
+    from ..engine.preflight import check_output_path
+    from ..errors import UsageError
+
+    if force and save is None and plot is None:
+        raise UsageError("--force only applies with --save or --plot")
+    if save is not None:
+        check_output_path(save, force=force)
+    if plot is not None:
+        from ..render.images import require_matplotlib
+
+        require_matplotlib("--plot")
+        check_output_path(plot, force=force, suffix=".png", option="--plot")
+    if not dry_run:
+        if tokens is not None:
+            raise UsageError("--tokens only applies with --dry-run")
+        return
+    if save is not None or fail_on_nonfinite or plot is not None:
+        raise UsageError(
+            "--dry-run computes no values: it cannot --save, --plot or --fail-on-nonfinite"
+        )
+    if inputs.file is not None or inputs.text == "-":
+        raise UsageError("--dry-run takes one TEXT or --tokens N, not - or --file")
+    if tokens is not None and inputs.text is not None:
+        raise UsageError("give TEXT or --tokens, not both")
 
 
 def _dry_run(
@@ -258,10 +304,7 @@ class _TraceRun:
             from ..render.layer_plot import save_layer_plot
 
             save_layer_plot(self.kept, summary or [], plot)
+            stderr_console().print(f"wrote {plot}", highlight=False, markup=False)
         clock.render += time.perf_counter() - start
-        if self.emitter.count == 0:
-            stderr_console().print(
-                "note: the input holds no sentences; nothing was traced", soft_wrap=True
-            )
         if self.store is not None and save is not None:
             self.store.write(save, model=self.loaded.name, quant=self.loaded.quant)

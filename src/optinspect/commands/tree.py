@@ -17,6 +17,7 @@ def tree_command(
         typer.Option(
             "--depth",
             "-d",
+            metavar="N",
             help="Show modules down to this depth: 0 is the model, 1 model and lm_head, "
             "4 the decoder layers. Counts always cover whole subtrees.",
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -9,11 +10,27 @@ from typing import BinaryIO
 
 from ..errors import UsageError
 
-__all__ = ["iter_lines", "read_texts"]
+__all__ = ["Line", "iter_lines", "peek", "read_texts"]
+
+_BOM = "\ufeff"
+
+
+class Line(str):
+    """A sentence read from a file or stdin, which knows where it came from."""
+
+    where: str
+
+    def __new__(cls, text: str, where: str) -> Line:
+        line = super().__new__(cls, text)
+        line.where = where
+        return line
 
 
 def iter_lines(stream: Iterable[bytes], source: str) -> Iterator[str]:
-    """Decode UTF-8 lines lazily, skipping blank ones; bad bytes name their line."""
+    """Decode UTF-8 lines lazily, skipping blank ones; bad bytes name their line.
+
+    A byte-order mark at the start is dropped, as text editors write one.
+    """
     for number, raw in enumerate(stream, start=1):
         try:
             line = raw.decode("utf-8")
@@ -21,9 +38,11 @@ def iter_lines(stream: Iterable[bytes], source: str) -> Iterator[str]:
             raise UsageError(
                 f"line {number} of {source} is not valid UTF-8 (byte {e.start + 1})"
             ) from e
+        if number == 1:
+            line = line.removeprefix(_BOM)
         line = line.rstrip("\r\n")
         if line.strip():
-            yield line
+            yield Line(line, f"line {number} of {source}")
 
 
 def read_texts(
@@ -35,11 +54,13 @@ def read_texts(
     """
     if text is not None and file is not None:
         raise UsageError("give TEXT or --file, not both")
-    if file is not None:
+    if file is not None and str(file) != "-":
+        if file.is_dir():
+            raise UsageError(f"input file {file} is a folder")
         if not file.is_file():
             raise UsageError(f"input file {file} does not exist")
         return _file_lines(file), True
-    if text == "-":
+    if text == "-" or file is not None:  # --file - reads stdin, as most tools do
         stream = stdin if stdin is not None else sys.stdin.buffer
         return iter_lines(stream, "stdin"), True
     if text is None:
@@ -52,3 +73,9 @@ def read_texts(
 def _file_lines(path: Path) -> Iterator[str]:
     with path.open("rb") as handle:
         yield from iter_lines(handle, str(path))
+
+
+def peek(texts: Iterator[str]) -> Iterator[str] | None:
+    """``texts`` unchanged, or None when it holds nothing: read before any model loads."""
+    first = next(texts, None)
+    return None if first is None else itertools.chain([first], texts)

@@ -12,10 +12,11 @@ a command asked for. Messages name the bad input and exit 2.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..model.names import module_names
@@ -23,9 +24,12 @@ from .records import STAT_NAMES
 from .selection import LayerSpec, resolve_layers, select_names
 
 __all__ = [
+    "LoadSettings",
     "Plan",
     "check_batch_size",
     "check_output_path",
+    "check_placement",
+    "check_quant_dtype",
     "check_text",
     "check_threshold",
     "check_tolerance",
@@ -94,7 +98,9 @@ def parse_stats(spec: str | None) -> tuple[str, ...]:
     """``mean,absmax,zeros`` -> the chosen statistics in their usual order; None is all."""
     if spec is None:
         return STAT_NAMES
-    chosen = [s.strip() for s in spec.split(",") if s.strip()]
+    if spec.strip().lower() == "all":
+        return STAT_NAMES
+    chosen = [s.strip().lower() for s in spec.split(",") if s.strip()]
     for name in chosen:
         if name not in STAT_NAMES:
             raise UsageError(f"unknown statistic {name!r}: choose from {', '.join(STAT_NAMES)}")
@@ -103,17 +109,67 @@ def parse_stats(spec: str | None) -> tuple[str, ...]:
     return tuple(n for n in STAT_NAMES if n in chosen)
 
 
-def check_output_path(path: str | Path, *, force: bool | None = None) -> Path:
-    """An output file's path, refused early: a folder, a missing folder, or (when ``force``
-    is given and False) a file that exists."""
+def check_output_path(
+    path: str | Path, *, force: bool = False, suffix: str | None = None, option: str = ""
+) -> Path:
+    """An output file's path, refused before any work: a folder, a missing folder, a
+    folder that cannot be written, a file that exists (without ``force``), or a name
+    without ``suffix`` (the format written, such as ``.png``)."""
     target = Path(path).expanduser()
-    if force is not None and target.exists() and not target.is_dir() and not force:
-        raise UsageError(f"{path} exists: use --force to overwrite it")
     if target.is_dir():
         raise UsageError(f"cannot write {path}: it is a folder")
     if not target.parent.is_dir():
         raise UsageError(f"cannot write {path}: folder {target.parent} does not exist")
+    if suffix is not None and target.suffix.lower() != suffix:
+        raise UsageError(
+            f"{option} writes {suffix[1:].upper()}: give a file name ending in {suffix}"
+        )
+    if target.exists() and not force:
+        raise UsageError(f"{path} exists: use --force to overwrite it")
+    try:  # the only sure test that the folder takes a new file: make one
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}."):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UsageError(f"cannot write {path}: {reason.lower()}") from e
     return target
+
+
+def check_quant_dtype(quant: str, dtype: str) -> None:
+    """LLM.int8 layers compute in float16 whatever the model's dtype (bitsandbytes casts
+    their inputs), so another explicit dtype would be reported but not used."""
+    if quant == "8bit" and dtype in ("float32", "bfloat16"):
+        raise UsageError(
+            f"--quant 8bit computes in float16, not {dtype}: use --dtype auto or float16, "
+            f"or --quant 4bit or none for {dtype}"
+        )
+
+
+def check_placement(device: str, device_map: str | None) -> None:
+    """A device map places the model itself: a device beside it would be ignored."""
+    if device_map is not None and device != "auto":
+        raise UsageError(
+            f"give --device or --device-map, not both: {device_map!r} places the model"
+        )
+
+
+class LoadSettings(Protocol):
+    """What preflight reads of the loading options (``commands.options.LoadOptions``)."""
+
+    model: str
+    quant: str
+    dtype: str
+    device: str
+    device_map: str | None
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    model: str
+    quant: str = "8bit"
+    dtype: str = "auto"
+    device: str = "auto"
+    device_map: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +187,7 @@ class Plan:
 
 
 def preflight(
-    model: str,
+    load: LoadSettings | str,
     *,
     layers: LayerSpec = None,
     single_layer: str | None = None,
@@ -142,15 +198,20 @@ def preflight(
     threshold: float | None = None,
     tolerance: float | None = None,
 ) -> Plan:
-    """Check every value a command was given, then read ``model``'s config (no weights)
+    """Check every value a command was given, then read the model's config (no weights)
     and check what depends on it.
 
+    ``load`` is the loading options, or just the model (default settings);
     ``layers`` is a layer spec; ``single_layer`` one layer (attention);
     ``filters`` are matched against the module names of the model built on
     the meta device; ``head`` and ``top_k`` against the config's sizes.
     """
     from ..model.spec import build_meta_model, read_config, resolve_source
 
+    if isinstance(load, str):
+        load = _Defaults(load)
+    check_quant_dtype(load.quant, load.dtype)
+    check_placement(load.device, load.device_map)
     if batch_size is not None:
         check_batch_size(batch_size)
     if threshold is not None:
@@ -158,7 +219,7 @@ def preflight(
     if tolerance is not None:
         check_tolerance(tolerance)
 
-    config = read_config(resolve_source(model))
+    config = read_config(resolve_source(load.model))
     num_layers = int(config.num_hidden_layers)
     chosen = resolve_layers(layers, num_layers)
     if single_layer is not None:

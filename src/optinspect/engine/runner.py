@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..model.placement import input_device
+from .preflight import check_batch_size, check_text
 from .records import Token
 
 if TYPE_CHECKING:
@@ -206,8 +207,6 @@ class Runner:
         verb: str = "trace",
         advance: Progress | None = None,
     ) -> None:
-        from .preflight import check_batch_size
-
         self.loaded = loaded
         self.batch_size = check_batch_size(batch_size)
         self.truncate = truncate
@@ -222,15 +221,20 @@ class Runner:
 
     def batches(self, texts: Iterable[str]) -> Iterator[Batch]:
         """Tokenized, right-padded batches of ``batch_size`` texts, read lazily."""
-        from .preflight import check_text
 
         for chunk in batched(texts, self.batch_size):
-            tokens = [
-                encode(self.loaded, check_text(text, self.verb), truncate=self.truncate)
-                for text in chunk
-            ]
+            tokens = [self._encode(text) for text in chunk]
             yield Batch.of(chunk, tokens, self.pad_id, first=self.sentences)
             self.sentences += len(chunk)
+
+    def _encode(self, text: str) -> list[Token]:
+        try:
+            return encode(self.loaded, check_text(text, self.verb), truncate=self.truncate)
+        except UsageError as e:
+            where = getattr(text, "where", None)  # a Line from a file or stdin
+            if where is None:
+                raise
+            raise UsageError(f"{where}: {e}") from e
 
     def run(
         self, texts: Iterable[str], groups: Sequence[HookGroup] = (), **kwargs: Any

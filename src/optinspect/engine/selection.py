@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ..errors import UsageError
-from ..model.names import OVERVIEW_AFTER, OVERVIEW_BEFORE, is_layer_root, layer_of
+from ..model.names import NEVER_CALLED, OVERVIEW_AFTER, OVERVIEW_BEFORE, is_layer_root, layer_of
 
 __all__ = ["LayerSpec", "parse_layers", "resolve_layers", "select_modules", "select_names"]
 
@@ -107,6 +107,9 @@ def select_names(
     selected = all_names if filters and chosen is None else select_modules(all_names, chosen)
     if filters:
         selected = [n for n in selected if any(fnmatch.fnmatchcase(n, g) for g in filters)]
+        idle = [n for n in selected if n in NEVER_CALLED]
+        selected = [n for n in selected if n not in NEVER_CALLED]
         if not selected:
-            raise UsageError(f"no module matches --filter {' '.join(filters)}")
+            why = f" ({', '.join(idle)} never runs: the forward pass calls model.decoder)"
+            raise UsageError(f"no module matches --filter {' '.join(filters)}{why if idle else ''}")
     return selected

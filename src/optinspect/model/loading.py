@@ -114,13 +114,28 @@ def resolve_placement(
     device_map: str | None = None,
     max_memory: str | None = None,
     offload_dir: str | Path | None = None,
+    quant: str = "none",
 ) -> Placement:
-    """Check the placement options; ``--max-memory`` or ``--offload-dir`` imply a map."""
+    """Check the placement options; ``--max-memory`` or ``--offload-dir`` imply a map.
+
+    Offloading quantized layers needs CUDA: accelerate moves an offloaded 8-bit or
+    4-bit weight through the GPU each time it runs, so without one it is refused
+    here rather than failing in the middle of the forward pass.
+    """
+    from ..engine.preflight import check_placement
+
+    check_placement(device, device_map)
     if device_map is not None and device_map not in DEVICE_MAPS:
         raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
     memory = parse_max_memory(max_memory) if max_memory is not None else None
     if (memory is not None or offload_dir is not None) and device_map is None:
         device_map = "auto"
+    offloads = memory is not None or offload_dir is not None
+    if offloads and quant != "none" and not torch.cuda.is_available():
+        raise UsageError(
+            f"--quant {quant} cannot offload weights without CUDA (bitsandbytes moves them "
+            "through a GPU): use --quant none with --max-memory or --offload-dir on the CPU"
+        )
     if device_map is None:
         return Placement(resolve_device(device))
     return Placement(
@@ -133,6 +148,9 @@ def resolve_placement(
 
 def resolve_dtype(dtype: str, quant: str, device: str) -> torch.dtype:
     """``auto``: float16 for quantized models and on CUDA, float32 on the CPU."""
+    from ..engine.preflight import check_quant_dtype
+
+    check_quant_dtype(quant, dtype)
     if dtype != "auto":
         if dtype not in DTYPES:
             raise UsageError(f"unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
@@ -190,7 +208,7 @@ def load_model(
     ``from_pretrained`` only when given; None keeps transformers' default.
     """
     source = resolve_source(spec)
-    placement = resolve_placement(device, device_map, max_memory, offload_dir)
+    placement = resolve_placement(device, device_map, max_memory, offload_dir, quant)
     torch_dtype = resolve_dtype(dtype, quant, placement.device)
     quant_config = quantization_config(quant, torch_dtype, offload=placement.device_map is not None)
     config = read_config(source)

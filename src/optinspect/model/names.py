@@ -17,6 +17,7 @@ __all__ = [
     "DECODER",
     "HEAD",
     "LAYERS_PREFIX",
+    "NEVER_CALLED",
     "OVERVIEW_AFTER",
     "OVERVIEW_BEFORE",
     "TOKEN_EMBEDDINGS",
@@ -38,6 +39,10 @@ TOKEN_EMBEDDINGS = f"{DECODER}.embed_tokens"
 HEAD = "lm_head"
 #: The ReLU of each layer's feed-forward block, relative to the layer.
 ACTIVATION = "activation_fn"
+
+#: Named modules that never run: OPTForCausalLM.forward calls ``model.decoder`` itself,
+#: so the OPTModel wrapper around it is skipped.
+NEVER_CALLED = frozenset({"model"})
 
 #: Modules shown in the overview besides each layer's output, in forward order.
 OVERVIEW_BEFORE = (TOKEN_EMBEDDINGS, f"{DECODER}.embed_positions", f"{DECODER}.project_in")

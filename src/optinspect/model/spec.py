@@ -55,6 +55,8 @@ def tiny_path() -> Path:
 
 def resolve_source(spec: str) -> ModelSource:
     """Turn ``--model`` into a folder or a hub id, refusing paths that do not exist."""
+    if not spec.strip():
+        raise UsageError("--model is empty: give a hub id, a folder or tiny")
     if spec == "tiny":
         return ModelSource(spec="tiny", location=str(tiny_path()), is_local=True)
     path = Path(spec).expanduser()
@@ -105,11 +107,28 @@ def read_config(source: ModelSource) -> Any:
                 "cache and the hub could not be reached or has no such model"
             ) from e
     model_type = raw.get("model_type")
+    if model_type is None:
+        raise ModelError(f"{source.spec} is not an OPT model: its config has no model_type")
     if model_type != "opt":
         raise ModelError(
             f"{source.spec} is not an OPT model: its config has model_type {model_type!r}"
         )
-    return OPTConfig.from_dict(raw)
+    config = OPTConfig.from_dict(raw)
+    _check_shapes(source.spec, config)
+    return config
+
+
+def _check_shapes(spec: str, config: Any) -> None:
+    """Sizes the model cannot be built with, named before transformers fails on them."""
+    hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
+    if heads < 1 or hidden % heads:
+        raise ModelError(
+            f"the config of {spec} cannot be built: hidden_size {hidden} is not a multiple "
+            f"of num_attention_heads {heads}"
+        )
+    for key in ("num_hidden_layers", "vocab_size", "max_position_embeddings", "ffn_dim"):
+        if int(getattr(config, key)) < 1:
+            raise ModelError(f"the config of {spec} cannot be built: {key} is below 1")
 
 
 def build_meta_model(config: Any, dtype: Any = None) -> Any:

@@ -69,12 +69,15 @@ def save_figure(figure: Figure, path: str | Path, *, image_format: str | None = 
     """Write ``figure`` to ``path`` at DPI, as ``image_format`` or else as its suffix says.
 
     A path without a suffix gets PNG. The size is the figure's, exactly: no
-    tight bounding box.
+    tight bounding box. The file is written atomically, so a failed write
+    leaves no partial image.
     """
+    from ..engine.saving import write_atomic
+
     target = Path(path).expanduser()
     chosen = image_format or target.suffix.lstrip(".").lower() or "png"
     try:
-        figure.savefig(target, dpi=DPI, format=chosen)
+        write_atomic(target, lambda tmp: figure.savefig(tmp, dpi=DPI, format=chosen))
     except (OSError, ValueError) as e:
         raise OptinspectError(f"cannot write {path}: {e}") from e
     return target

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..model.names import is_layer_root, layer_of
+from .common import RANDOM_NOTE
 from .images import new_figure, save_figure
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def save_layer_plot(
     results: Sequence[TraceResult], sparsity: Sequence[LayerSparsity], path: Path
 ) -> Path:
     """Three stacked panels against the layer index; returns the path written."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     series = layer_series(results)
     if not series["layer"]:
@@ -60,11 +61,19 @@ def save_layer_plot(
     model = results[0].model
     axes[0].plot(layers, series["std"], marker="o", color="tab:blue")
     axes[0].set_ylabel("std")
-    axes[0].set_title(f"{model}: decoder layer outputs ({len(results)} sentence(s))")
+    title = f"{model}: decoder layer outputs ({len(results)} sentence(s))"
+    if results[0].random_weights:
+        title += f"\n{RANDOM_NOTE}"
+    axes[0].set_title(title)
     axes[1].plot(layers, series["absmax"], marker="o", color="tab:red")
     axes[1].set_ylabel("absmax")
     axes[1].set_yscale("log")
-    axes[2].plot(layers, series["zeros"], marker="o", color="tab:gray", label="layer output")
+    # Plain numbers on the log axis (0.5, 6, 20), not 6x10^0.
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axes[1].yaxis.set_major_formatter(plain)
+    axes[1].yaxis.set_minor_formatter(plain)
+    # A layer's output (after the residual add) is almost never exactly zero, so only
+    # the ReLU outputs, where zeros mean something, are drawn.
     if sparsity:
         axes[2].plot(
             [float(s.layer) for s in sparsity],
@@ -73,11 +82,12 @@ def save_layer_plot(
             color="tab:green",
             label="after ReLU (activation_fn)",
         )
-    axes[2].set_ylabel("zero fraction")
+    axes[2].set_ylabel("zero fraction after ReLU")
     axes[2].set_ylim(-0.02, 1.02)
     axes[2].set_xlabel("decoder layer")
     axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[2].legend(loc="best")
+    if sparsity:
+        axes[2].legend(loc="best")
     for ax in axes:
         ax.grid(True, alpha=0.3)
     return save_figure(figure, path)

@@ -160,9 +160,9 @@ class CsvWriter:
     """One row per (sentence, module call); the header comes with the first row."""
 
     BASE_COLUMNS = (
-        "sentence",
+        "index",  # the sentence's position in the input, as "index" in the JSON
         "text",
-        "index",
+        "order",  # the module call's position in execution order
         "module",
         "type",
         "layer",
