@@ -131,7 +131,9 @@ def check_output_path(
             pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise UsageError(f"cannot write {path}: {reason.lower()}") from e
+        raise UsageError(
+            f"cannot write {path}: folder {target.parent} takes no new file ({reason.lower()})"
+        ) from e
     return target
 
 

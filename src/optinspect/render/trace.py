@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
 from rich.console import Console, RenderableType
-from rich.markup import escape
-from rich.table import Table
 
 from ..engine.records import STAT_NAMES, ModuleRecord
 from .common import (
@@ -37,7 +35,7 @@ __all__ = [
     "render_trace",
     "render_trace_header",
     "sparsity_tables",
-    "tokens_table",
+    "tokens_tables",
 ]
 
 
@@ -46,14 +44,14 @@ __all__ = [
 TABLE_STATS = ("mean", "std", "absmax", "zeros")
 
 
-def tokens_table(result: TraceResult) -> Table:
-    table = Table(title=f"tokens ({len(result.tokens)})", title_justify="left")
-    table.add_column("pos", justify="right")
-    table.add_column("id", justify="right")
-    table.add_column("text", no_wrap=True)
-    for pos, token in enumerate(result.tokens):
-        table.add_row(str(pos), str(token.id), escape(token_label(token.text, token.bytes)))
-    return table
+def tokens_tables(result: TraceResult, width: int = 200) -> list[RenderableType]:
+    """Every input token: position, id and the text it decodes to (bytes for a piece)."""
+    columns = [Column("pos", key=True), Column("id"), Column("text", justify="left", wrap=True)]
+    rows = [
+        [str(pos), str(token.id), token_label(token.text, token.bytes)]
+        for pos, token in enumerate(result.tokens)
+    ]
+    return fit_tables(columns, rows, width, title=f"tokens ({len(result.tokens)})")
 
 
 def table_stats(result: TraceResult, stats: Sequence[str] | None) -> tuple[str, ...]:
@@ -129,7 +127,7 @@ def render_trace(
     one traced sentence; ``stats`` None shows the table's default statistics."""
     if header:
         render_trace_header(console, result)
-    console.print(tokens_table(result))
+    console.print(*tokens_tables(result, console.width))
     for table in modules_tables(result, stats, console.width):
         console.print(table)
 
