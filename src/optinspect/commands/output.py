@@ -73,14 +73,8 @@ class Emitter:
 class TableEmitter(Emitter):
     wants_summary = True
 
-    def __init__(
-        self,
-        many: bool,
-        render: Render,
-        as_dict: Callable[[Any], dict[str, Any]],
-        header: Header | None = None,
-    ):
-        super().__init__(many, render, as_dict, header)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.console = stdout_console()
 
     def _emit(self, result: Any) -> None:
@@ -114,14 +108,8 @@ class JsonEmitter(Emitter):
 
     wants_summary = True
 
-    def __init__(
-        self,
-        many: bool,
-        render: Render,
-        as_dict: Callable[[Any], dict[str, Any]],
-        header: Header | None = None,
-    ):
-        super().__init__(many, render, as_dict, header)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.results: list[dict[str, Any]] = []
         self.head: dict[str, Any] = {"model": None, "quant": None, "device": None, "dtype": None}
 
