@@ -160,6 +160,31 @@ def resolve_dtype(dtype: str, quant: str, device: str) -> torch.dtype:
     return torch.float32
 
 
+def import_bitsandbytes() -> None:
+    """Import bitsandbytes without compiling its CPU kernels.
+
+    bitsandbytes wraps a few default (CPU) kernels in ``torch.compile`` when it is
+    imported, which pulls in inductor (about 1.9 s) and compiles C++ at the first
+    call. Its wrapper falls back to the plain function when ``torch.compile``
+    raises, so while it is imported ``torch.compile`` raises: the kernels run
+    eagerly, the same operations without a compile step.
+    """
+    import sys
+
+    if "bitsandbytes" in sys.modules:
+        return
+    original = torch.compile
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("optinspect: torch.compile is off while bitsandbytes is imported")
+
+    torch.compile = refuse  # type: ignore[assignment]
+    try:
+        import bitsandbytes  # noqa: F401
+    finally:
+        torch.compile = original
+
+
 def quantization_config(quant: str, dtype: torch.dtype, *, offload: bool = False) -> Any:
     """The BitsAndBytesConfig for ``quant``, or None for full precision.
 
@@ -171,6 +196,7 @@ def quantization_config(quant: str, dtype: torch.dtype, *, offload: bool = False
         raise UsageError(f"unknown quantization {quant!r}: use {', '.join(QUANTS)}")
     if quant == "none":
         return None
+    import_bitsandbytes()
     from transformers import BitsAndBytesConfig
 
     if quant == "8bit":
