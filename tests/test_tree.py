@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from optinspect.model.family import FAMILY
 from optinspect.tree import TreeNode, build_tree
 
 
@@ -134,3 +135,34 @@ def test_build_tree_counts_shared_tensors_once() -> None:
     assert [child.params for child in root.children] == [12, 0, 0]
     assert root.children[2].tied_to == "0.weight"
     assert root.children[2].weight_shape == (3, 3)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_family_tree_in_plain_python_equals_the_meta_model(name: str) -> None:
+    # tree answers for family members without importing torch; it must describe exactly
+    # the model transformers builds, node for node, collapsed and not.
+    from transformers import OPTConfig
+
+    from optinspect.model.family import family_config
+    from optinspect.model.spec import build_meta_model
+    from optinspect.tree import family_tree
+
+    raw = family_config(name)
+    meta = build_meta_model(OPTConfig.from_dict(raw))
+    for collapse in (True, False):
+        plain = [node.as_dict() for node in family_tree(raw, collapse=collapse).walk()]
+        built = [node.as_dict() for node in build_tree(meta, collapse=collapse).walk()]
+        assert plain == built, (name, collapse)
+
+
+def test_tree_of_a_family_member_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from optinspect.cli import run; "
+        "code = run(['tree', '--model', 'facebook/opt-175b', '-f', 'json']); "
+        "assert code == 0, code; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -179,8 +179,113 @@ def build_tree(model: nn.Module, *, collapse: bool = True) -> TreeNode:
 
 
 def tree_model(spec: str, *, collapse: bool = True) -> TreeNode:
-    """Build the model ``spec`` names on the meta device and return its hierarchy."""
+    """The hierarchy of the model ``spec`` names, reading no weights.
+
+    A member of the OPT family (``facebook/opt-1.3b``; a local folder of that
+    name wins) is worked out from its built-in config in plain Python, without
+    importing torch; anything else is built on the meta device.
+    """
+    from pathlib import Path
+
+    from .model.family import family_config
+
+    raw = None if Path(spec).expanduser().exists() else family_config(spec)
+    if raw is not None:
+        return family_tree(raw, collapse=collapse)
     from .model.spec import build_meta_model, read_config, resolve_source
 
     config = read_config(resolve_source(spec))
     return build_tree(build_meta_model(config), collapse=collapse)
+
+
+#: Classes of the modules that hold no parameter of their own, by name inside the model.
+_HOLDERS = {"": "OPTForCausalLM", "model": "OPTModel", "model.decoder": "OPTDecoder"}
+
+
+def family_tree(raw: dict[str, Any], *, collapse: bool = True) -> TreeNode:
+    """What ``build_tree`` gives for ``OPTForCausalLM(OPTConfig(**raw))``, in plain Python.
+
+    The modules are those of ``list_config_params`` plus the ones that hold no
+    parameter (the model, the decoder, the layer list, each layer, its
+    attention block and its ReLU), in ``named_modules()`` order. All decoder
+    layers of one config are identical, so collapsing keeps one of them.
+    """
+    from .model.family import list_config_params
+    from .model.names import HEAD, LAYERS_PREFIX, layer_of, layer_root, role_of
+
+    entries, tied_to = list_config_params(raw)
+    modules: dict[str, str] = dict(_HOLDERS)
+    own: dict[str, int] = {}
+    weights: dict[str, tuple[int, ...]] = {}
+    for entry in entries:
+        layer = layer_of(entry.module)
+        if layer is not None:
+            modules.setdefault(LAYERS_PREFIX.rstrip("."), "ModuleList")
+            modules.setdefault(layer_root(layer), "OPTDecoderLayer")
+            if (role_of(entry.module) or "").startswith("self_attn."):
+                modules.setdefault(f"{layer_root(layer)}.self_attn", "OPTAttention")
+            if role_of(entry.module) == "self_attn_layer_norm":
+                modules.setdefault(f"{layer_root(layer)}.activation_fn", "ReLU")
+        modules.setdefault(entry.module, entry.module_type)
+        own[entry.module] = own.get(entry.module, 0) + entry.numel
+        if entry.kind == "weight":
+            weights[entry.module] = entry.shape
+    tied = {}
+    if tied_to is not None:
+        modules[HEAD] = "Linear"
+        weights[HEAD] = weights[tied_to.removesuffix(".weight")]
+        tied[HEAD] = tied_to
+    return _family_node("", "", 0, 1, modules, own, weights, tied, collapse)
+
+
+def _family_node(
+    real: str,
+    shown: str,
+    depth: int,
+    repeat: int,
+    modules: dict[str, str],
+    own: dict[str, int],
+    weights: dict[str, tuple[int, ...]],
+    tied: dict[str, str],
+    collapse: bool,
+) -> TreeNode:
+    prefix = f"{real}." if real else ""
+    kids = [
+        n for n in modules if n.startswith(prefix) and n != real and "." not in n[len(prefix) :]
+    ]
+    runs: list[list[str]] = []
+    for kid in kids:
+        numbered = kid[len(prefix) :].isdigit()
+        if collapse and numbered and runs and runs[-1][-1][len(prefix) :].isdigit():
+            runs[-1].append(kid)
+        else:
+            runs.append([kid])
+    children = []
+    for run in runs:
+        first, last = run[0][len(prefix) :], run[-1][len(prefix) :]
+        label = first if len(run) == 1 else f"{first}-{last}"
+        children.append(
+            _family_node(
+                run[0],
+                _join(shown, label),
+                depth + 1,
+                len(run),
+                modules,
+                own,
+                weights,
+                tied,
+                collapse,
+            )
+        )
+    own_params = own.get(real, 0)
+    return TreeNode(
+        name=shown,
+        type=modules[real],
+        depth=depth,
+        repeat=repeat,
+        params=own_params + sum(child.total for child in children),
+        own_params=own_params,
+        weight_shape=weights.get(real),
+        tied_to=tied.get(real),
+        children=tuple(children),
+    )
