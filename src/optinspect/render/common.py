@@ -32,6 +32,7 @@ __all__ = [
     "format_shape",
     "has_colour",
     "header_line",
+    "layer_headings",
     "print_header",
     "relative_names",
     "token_label",
@@ -247,3 +248,24 @@ def relative_names(names: Sequence[str], depths: Sequence[int]) -> list[str]:
             shown.append("  " * depth + name)
         parents.append(name)
     return shown
+
+
+def layer_headings(names: Sequence[str]) -> list[tuple[str, int | None]]:
+    """Rows for ``names`` grouped by decoder layer: a heading row (the layer's name, with
+    None) before each layer's first module, then its modules named relative to it, each
+    with its index in ``names``. Modules outside the layers keep their full name."""
+    from ..model.names import layer_group
+
+    rows: list[tuple[str, int | None]] = []
+    heading = None
+    for index, name in enumerate(names):
+        root = layer_group(name)
+        if root == name:
+            rows.append((name, index))
+            heading = None
+            continue
+        if root != heading:
+            rows.append((root, None))
+            heading = root
+        rows.append(("  " + name[len(root) + 1 :], index))
+    return rows

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console, RenderableType
 
-from ..model.names import layer_group
 from .common import (
     Column,
     count_noun,
@@ -19,6 +18,7 @@ from .common import (
     format_number,
     format_percent,
     header_line,
+    layer_headings,
     print_header,
 )
 
@@ -72,23 +72,20 @@ def outlier_tables(result: OutlierResult, width: int = 200) -> list[RenderableTy
     ]
     rows: list[list[str]] = []
     styles: list[str] = []
-    heading = None
-    for m in result.modules:
-        root = layer_group(m.name)
-        if root != heading:
-            heading = root
-            rows.append([root, *([""] * (len(columns) - 1))])
+    for name, index in layer_headings([m.name for m in result.modules]):
+        if index is None:
+            rows.append([name, *([""] * (len(columns) - 1))])
             styles.append("")
-        rows.append(_outlier_cells(m, root))
+            continue
+        m = result.modules[index]
+        rows.append([name, *_outlier_cells(m)])
         styles.append("bold" if m.dims else "")
     title = f"linear-layer inputs ({len(result.modules)}, execution order)"
     return fit_tables(columns, rows, width, title=title, row_styles=styles)
 
 
-def _outlier_cells(m: ModuleOutliers, root: str) -> list[str]:
-    name = "  " + m.name[len(root) + 1 :] if m.name.startswith(root + ".") else m.name
+def _outlier_cells(m: ModuleOutliers) -> list[str]:
     return [
-        name,
         m.type,
         str(m.in_features),
         f"{m.threshold:g} ({m.threshold_source})",

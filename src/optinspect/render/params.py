@@ -12,7 +12,7 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 
 from ..params import LoadedCount, ParamReport, WeightBytes
-from .common import Column, fit_tables, format_bytes, format_count
+from .common import Column, fit_tables, format_bytes, format_count, layer_headings
 
 __all__ = ["params_tables", "render_params", "write_params_csv"]
 
@@ -42,11 +42,18 @@ def params_tables(report: ParamReport, width: int = 200) -> list[RenderableType]
         Column("share"),
         *(Column(header) for _, header in _PRECISIONS),
     ]
+    names = [row.name for row in report.rows]
+    plain: list[tuple[str, int | None]] = [(name, i) for i, name in enumerate(names)]
+    shown = layer_headings(names) if report.by == "module" else plain
     rows = []
-    for row in report.rows:
+    for name, index in shown:
+        if index is None:
+            rows.append([name, *([""] * (len(columns) - 1))])
+            continue
+        row = report.rows[index]
         share = row.params / report.total if report.total else 0.0
         share_text = "<0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
-        rows.append([row.name, format_count(row.params), share_text, *_byte_cells(row.bytes)])
+        rows.append([name, format_count(row.params), share_text, *_byte_cells(row.bytes)])
     rows.append(["total", format_count(report.total), "100.0%", *_byte_cells(report.bytes)])
     return fit_tables(
         columns, rows, width, title=f"parameters by {report.by}", section_before=len(rows) - 1
