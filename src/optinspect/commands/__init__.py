@@ -1,0 +1,1 @@
+"""One module per command: parse, preflight, load, call the library, render."""

@@ -1,0 +1,2 @@
+"""The engine every analysis shares: the runner, hooks, capture, statistics, selection,
+preflight checks, inputs and saving."""
