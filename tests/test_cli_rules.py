@@ -101,7 +101,7 @@ PRELOAD_ERRORS = [
     (("trace", "x", "--force"), "--force only applies with --save or --plot"),
     (
         ("trace", "x", "--device", "cpu", "--device-map", "auto"),
-        "give --device or --device-map, not both: 'auto' places the model",
+        "give --device or --device-map, not both: the map 'auto' places the model",
     ),
     (
         ("trace", "--dry-run", "--tokens", "16", "some text"),
@@ -150,9 +150,11 @@ def test_save_where_nothing_can_be_written(cli, no_load) -> None:
     # /proc exists and is a folder, but takes no new file: found by trying, before loading.
     result = cli("trace", "x", *TINY, "--save", "/proc/x.safetensors")
     assert result.code == 2
-    assert re.fullmatch(r"Error: cannot write /proc/x\.safetensors: [a-z ]+\n", result.err), (
-        result.err
+    # The OS's reason varies by kernel and filesystem; the sentence around it is ours.
+    pattern = (
+        r"Error: cannot write /proc/x\.safetensors: folder /proc takes no new file \([a-z ]+\)\n"
     )
+    assert re.fullmatch(pattern, result.err), result.err
 
 
 def test_save_onto_a_folder_even_with_force(cli, no_load, tmp_path: Path) -> None:
@@ -217,11 +219,6 @@ def test_quantized_offload_without_cuda_reads_no_weight(cli, no_weights) -> None
     assert no_weights == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the quantized-offload check runs inside load_model, not preflight: compare "
-    "loads and runs the whole reference (--against none) before refusing the 8bit setting",
-)
 def test_compare_refuses_quantized_offload_before_the_reference_loads(cli, no_load) -> None:
     import torch
 

@@ -294,19 +294,7 @@ def test_redirected_data_is_whole_and_the_terminal_shows_only_progress(
     assert run.raw.count("\x1b[?25l") == run.raw.count("\x1b[?25h") > 0
 
 
-ONE_DISPLAY_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="compare loads its models inside the sentence counter's display: the loading "
-    "spinner and the counter draw on the same terminal line, in turns, and the first frame "
-    "reads '⠋ comparing 0/?⠋ loading tiny (none)'",
-)
-
-
-@pytest.mark.parametrize(
-    "data_case",
-    [pytest.param(name, marks=ONE_DISPLAY_BUG) if name.startswith("compare") else name
-     for name in DATA_CASES],
-)  # fmt: skip
+@pytest.mark.parametrize("data_case", DATA_CASES)
 def test_one_live_display_at_a_time(runs, data_case: str) -> None:
     # Every line drawn on the terminal shows one display: the spinner or the counter.
     run = runs[("stderr", data_case, DATA_CASES[data_case].columns)].result()

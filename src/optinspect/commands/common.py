@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -59,8 +59,10 @@ def load_with_status(
 def progress(enabled: bool, label: str = "tracing") -> Iterator[Callable[[int], None]]:
     """A sentence counter on stderr when it is a terminal; yields ``advance(sentences)``.
 
-    The display never captures stdout: data written while it is live goes where
-    stdout goes (a file, a pipe), not into the terminal.
+    The counter appears at the first ``advance``, so a model loaded inside the
+    block (compare loads two) shows its own spinner alone, never beside the
+    counter. The display never captures stdout: data written while it is live
+    goes where stdout goes (a file, a pipe), not into the terminal.
     """
     err = stderr_console()
     if not enabled or not err.is_terminal:
@@ -69,11 +71,22 @@ def progress(enabled: bool, label: str = "tracing") -> Iterator[Callable[[int], 
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
     columns = (SpinnerColumn(), TextColumn(label), MofNCompleteColumn())
-    with Progress(
+    bar = Progress(
         *columns, console=err, transient=True, redirect_stdout=False, redirect_stderr=False
-    ) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda n=1: bar.advance(task, n)
+    )
+    task: list[Any] = []
+
+    def advance(n: int = 1) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task(label, total=None))
+        bar.advance(task[0], n)
+
+    try:
+        yield advance
+    finally:
+        if task:
+            bar.stop()
 
 
 def say_nothing_read(verb: str) -> None:

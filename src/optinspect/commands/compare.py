@@ -70,7 +70,7 @@ def compare_command(
       optinspect compare --file prompts.txt --model tiny --format jsonl > compare.jsonl
     """
     from ..compare import Setting, compare_many
-    from ..engine.preflight import check_quant_dtype, preflight
+    from ..engine.preflight import check_placement, check_quant_dtype, preflight
     from ..model.loading import LoadedModel
     from ..render.compare import render_compare, render_compare_header
     from .common import progress, say_nothing_read
@@ -78,7 +78,14 @@ def compare_command(
 
     texts, many = inputs.read()
     globs = tuple(filters or ())
-    check_quant_dtype(against.value, against_dtype.value)
+    check_quant_dtype(against.value, against_dtype.value)  # the reference's own setting
+    check_placement(
+        load.device,
+        load.device_map,
+        quant=against.value,
+        max_memory=load.max_memory,
+        offload_dir=load.offload_dir,
+    )
     preflight(load, layers=layer, filters=globs, tolerance=tolerance, batch_size=inputs.batch_size)
     emitter = make_emitter(fmt.value, many, render_compare, header=render_compare_header)
     if texts is None:

@@ -147,12 +147,40 @@ def check_quant_dtype(quant: str, dtype: str) -> None:
         )
 
 
-def check_placement(device: str, device_map: str | None) -> None:
-    """A device map places the model itself: a device beside it would be ignored."""
+def check_placement(
+    device: str,
+    device_map: str | None,
+    *,
+    quant: str = "none",
+    max_memory: str | None = None,
+    offload_dir: str | None = None,
+) -> None:
+    """Placement options that cannot work, refused before any weight is read.
+
+    A device map places the model itself, so a device beside it would be ignored;
+    ``--max-memory`` must parse; and offloading quantized layers needs CUDA:
+    accelerate moves an offloaded 8-bit or 4-bit weight through the GPU each time
+    it runs, so without one it would fail in the middle of the forward pass.
+    """
+    from ..model.placement import DEVICE_MAPS, parse_max_memory
+
     if device_map is not None and device != "auto":
         raise UsageError(
-            f"give --device or --device-map, not both: {device_map!r} places the model"
+            f"give --device or --device-map, not both: the map {device_map!r} places the model"
         )
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
+    if max_memory is not None:
+        parse_max_memory(max_memory)
+    if (max_memory is not None or offload_dir is not None) and quant != "none":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--quant {quant} cannot offload weights without CUDA (bitsandbytes moves "
+                "them through a GPU): use --quant none with --max-memory or --offload-dir "
+                "on the CPU"
+            )
 
 
 class LoadSettings(Protocol):
@@ -163,6 +191,8 @@ class LoadSettings(Protocol):
     dtype: str
     device: str
     device_map: str | None
+    max_memory: str | None
+    offload_dir: str | None
 
 
 @dataclass(frozen=True)
@@ -172,6 +202,8 @@ class _Defaults:
     dtype: str = "auto"
     device: str = "auto"
     device_map: str | None = None
+    max_memory: str | None = None
+    offload_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,7 +245,13 @@ def preflight(
     if isinstance(load, str):
         load = _Defaults(load)
     check_quant_dtype(load.quant, load.dtype)
-    check_placement(load.device, load.device_map)
+    check_placement(
+        load.device,
+        load.device_map,
+        quant=load.quant,
+        max_memory=load.max_memory,
+        offload_dir=load.offload_dir,
+    )
     if batch_size is not None:
         check_batch_size(batch_size)
     if threshold is not None:

@@ -26,7 +26,7 @@ from ..errors import (
     first_line,
     translate,
 )
-from .placement import DEVICE_MAPS, mapped_device, parse_max_memory, resolve_device
+from .placement import mapped_device, parse_max_memory, resolve_device
 from .quiet import quiet
 from .spec import RANDOM_WEIGHTS_KEY, ModelSource, build_meta_model, read_config, resolve_source
 
@@ -118,24 +118,21 @@ def resolve_placement(
 ) -> Placement:
     """Check the placement options; ``--max-memory`` or ``--offload-dir`` imply a map.
 
-    Offloading quantized layers needs CUDA: accelerate moves an offloaded 8-bit or
-    4-bit weight through the GPU each time it runs, so without one it is refused
-    here rather than failing in the middle of the forward pass.
+    The checks that need no weights live in ``preflight.check_placement``; they run
+    here too, for callers of the Python API.
     """
     from ..engine.preflight import check_placement
 
-    check_placement(device, device_map)
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
+    check_placement(
+        device,
+        device_map,
+        quant=quant,
+        max_memory=max_memory,
+        offload_dir=None if offload_dir is None else str(offload_dir),
+    )
     memory = parse_max_memory(max_memory) if max_memory is not None else None
     if (memory is not None or offload_dir is not None) and device_map is None:
         device_map = "auto"
-    offloads = memory is not None or offload_dir is not None
-    if offloads and quant != "none" and not torch.cuda.is_available():
-        raise UsageError(
-            f"--quant {quant} cannot offload weights without CUDA (bitsandbytes moves them "
-            "through a GPU): use --quant none with --max-memory or --offload-dir on the CPU"
-        )
     if device_map is None:
         return Placement(resolve_device(device))
     return Placement(
