@@ -443,9 +443,8 @@ class OutputSummary(HookGroup):
             if tensor is None or batch is None or tensor.device.type == "meta":
                 return
             b, t = batch.layout.batch, batch.layout.tokens
-            if tuple(tensor.shape[:2]) == (b, t) and tensor.dim() >= 2:
-                view = tensor.reshape(b, t, -1)
-            elif tensor.dim() >= 1 and tensor.shape[0] == b * t:
+            rows = tensor.dim() >= 2 and tuple(tensor.shape[:2]) == (b, t)
+            if rows or (tensor.dim() >= 1 and tensor.shape[0] == b * t):
                 view = tensor.reshape(b, t, -1)
             else:  # not one row per token: no per-token summary
                 return
@@ -476,22 +475,23 @@ class OutputSummary(HookGroup):
             old = torch.stack(
                 [self._pooled.get(name, empty_partial(device)).to(device) for name, _ in calls]
             )
-            for (name, _), row in zip(calls, pool_partials(torch.stack([old, fresh], 1))):
+            for (name, _), row in zip(
+                calls, pool_partials(torch.stack([old, fresh], 1)), strict=True
+            ):
                 self._pooled[name] = row
 
     def merged(self, device: torch.device) -> list[tuple[str, nn.Module, TensorStats]]:
-        """Every module's statistics, pooled over the ranks (a collective)."""
+        """Every module that ran and its statistics, pooled over the ranks (a collective)."""
         self.fold()
         rows = torch.stack(
-            [
-                self._pooled.get(name, empty_partial(device)).to(device)
-                for name, _ in self._targets
-            ]
+            [self._pooled.get(name, empty_partial(device)).to(device) for name, _ in self._targets]
         )
         everyone = gather(rows)  # [world, M, 8]
         pooled = pool_partials(everyone.transpose(0, 1))
         stats = finalize_stats([finalize_partials(pooled)])
-        return [(n, m, s) for (n, m), s in zip(self._targets, stats, strict=True)]
+        ran = (pooled[:, PARTIALS.index("elements")] > 0).tolist()
+        # A container that is never called (the ModuleList of layers) has no output.
+        return [(n, m, s) for (n, m), s, r in zip(self._targets, stats, ran, strict=True) if r]
 
 
 def output_names(model: nn.Module) -> list[str]:

@@ -32,14 +32,18 @@ SamplesOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[
-    int, typer.Option("--seed", metavar="S", help="Seed of the --samples shuffle (SmoothQuant's 42).")
+    int,
+    typer.Option("--seed", metavar="S", help="Seed of the --samples shuffle (SmoothQuant's 42)."),
 ]
 SeqLenOpt = Annotated[
     int | None,
-    typer.Option("--seq-len", metavar="L", help="Cut each sample to L tokens (block size with --pack)."),
+    typer.Option(
+        "--seq-len", metavar="L", help="Cut each sample to L tokens (block size with --pack)."
+    ),
 ]
 PackOpt = Annotated[
-    bool, typer.Option("--pack", help="Join the samples and cut blocks of exactly --seq-len tokens.")
+    bool,
+    typer.Option("--pack", help="Join the samples and cut blocks of exactly --seq-len tokens."),
 ]
 AllowFewerOpt = Annotated[
     bool, typer.Option("--allow-fewer", help="Go on with fewer samples than --samples.")
@@ -90,7 +94,8 @@ def calibrate_command(
       optinspect calibrate --file pile_val.jsonl --field text --samples 512 --seq-len 512
       --model facebook/opt-6.7b --act-scales act_scales/opt-6.7b.pt
 
-      optinspect calibrate --file wiki.txt --samples 128 --seq-len 2048 --pack --out stats.safetensors
+      optinspect calibrate --file wiki.txt --samples 128 --seq-len 2048 --pack
+      --out stats.safetensors
 
       torchrun --nproc-per-node 8 -m optinspect calibrate --file pile_val.jsonl --field text
       --model facebook/opt-66b --act-scales opt-66b.pt
@@ -279,6 +284,8 @@ def _write_files(result: CalibrationResult, paths: dict[str, Path]) -> None:
         else:
             from safetensors.torch import save_file
 
-            tensors, metadata = result.tensors(), result.metadata()
-            write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+            write_atomic(
+                path,
+                lambda tmp: save_file(result.tensors(), str(tmp), metadata=result.metadata()),
+            )
         err.print(f"wrote {option[2:]} to {path}", highlight=False, soft_wrap=True)

@@ -52,7 +52,9 @@ def launched() -> Ranks:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError as e:
-        raise UsageError(f"the launcher's WORLD_SIZE, RANK or LOCAL_RANK is not a number: {e}") from e
+        raise UsageError(
+            f"the launcher's WORLD_SIZE, RANK or LOCAL_RANK is not a number: {e}"
+        ) from e
     return Ranks(rank=rank, world=max(world, 1), local_rank=local)
 
 

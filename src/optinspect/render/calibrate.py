@@ -58,9 +58,7 @@ def output_tables(result: CalibrationResult, width: int = 200) -> list[Renderabl
     layers.sort(key=lambda o: -(o.stats.absmax or 0.0))
     columns = [Column("layer output", justify="left", key=True, wrap=True)]
     columns += [Column(name) for name in STAT_NAMES]
-    rows = [
-        [o.name, *(format_number(v) for v in o.stats.as_dict().values())] for o in layers
-    ]
+    rows = [[o.name, *(format_number(v) for v in o.stats.as_dict().values())] for o in layers]
     title = f"decoder layer outputs ({len(rows)}, largest absmax first)"
     return fit_tables(columns, rows, width, title=title)
 
