@@ -52,7 +52,20 @@ def make_model(folder: Path) -> Path:
 
 def corpus(path: Path, samples: int, tokens: int) -> Path:
     """Lines long enough to give ``tokens`` tokens each after --seq-len cuts them."""
-    words = "the quick brown fox jumps over a lazy dog while calibration runs".split()
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "while",
+        "calibration",
+        "runs",
+    ]
     with path.open("w") as f:
         for i in range(samples):
             f.write(" ".join(words[(i + j) % len(words)] for j in range(tokens * 2)) + "\n")
