@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from .commands.attention import attention_command
+from .commands.calibrate import calibrate_command
 from .commands.compare import compare_command
 from .commands.lens import lens_command
 from .commands.outliers import outliers_command
@@ -47,6 +48,7 @@ app.command("lens")(lens_command)
 app.command("attention")(attention_command)
 app.command("compare")(compare_command)
 app.command("outliers")(outliers_command)
+app.command("calibrate")(calibrate_command)
 
 
 @app.callback()

@@ -94,3 +94,45 @@ def say_nothing_read(verb: str) -> None:
     stderr_console().print(
         f"note: the input holds no sentences; nothing to {verb}", soft_wrap=True, highlight=False
     )
+
+
+@contextlib.contextmanager
+def calibration_progress(
+    enabled: bool, samples: int, tokens: int
+) -> Iterator[Callable[[int, int], None]]:
+    """Samples and tokens done, with a rate and an ETA, on stderr when it is a terminal;
+    yields ``advance(samples, tokens)``. Never captures stdout."""
+    err = stderr_console()
+    if not enabled or not err.is_terminal:
+        yield lambda n, t: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("calibrating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("samples · {task.fields[tokens]:,}/" + f"{tokens:,} tokens"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(
+        *columns, console=err, transient=True, redirect_stdout=False, redirect_stderr=False
+    ) as bar:
+        task = bar.add_task("calibrating", total=samples, tokens=0, rate="")
+        done = [0, 0]
+
+        def advance(n: int, t: int) -> None:
+            # Under a launcher the leader counts each round of ranks: capped at the totals.
+            done[0], done[1] = min(done[0] + n, samples), min(done[1] + t, tokens)
+            elapsed = bar.tasks[0].elapsed or 0.0
+            rate = f"{done[1] / elapsed:,.0f} tokens/s" if elapsed > 0 else ""
+            bar.update(task, completed=done[0], tokens=done[1], rate=rate)
+
+        yield advance

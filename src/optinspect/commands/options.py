@@ -266,7 +266,11 @@ def _value(value: Any) -> Any:
 
 
 def model_command(
-    *, reads: Literal["batches", "one"] | None = None, verb: str = "trace", loads: bool = True
+    *,
+    reads: Literal["batches", "one"] | None = None,
+    verb: str = "trace",
+    loads: bool = True,
+    defaults: dict[str, Any] | None = None,
 ) -> Callable[[_F], _F]:
     """Give a command the shared options: loading (``loads``) and input (``reads``).
 
@@ -274,7 +278,8 @@ def model_command(
     and ``--batch-size``; ``reads="one"`` adds a required TEXT and
     ``--truncate``. The command receives ``load: LoadOptions`` and
     ``inputs: InputOptions`` instead of the separate values; ``verb`` names it
-    in the help and in input errors.
+    in the help and in input errors. ``defaults`` changes a loading option's
+    default for this command (``{"quant": Quant.none}``).
     """
 
     def wrap(command: _F) -> _F:
@@ -290,7 +295,10 @@ def model_command(
             extra[:0] = [_keyword("file", FileOpt, None)]
             extra.append(_keyword("batch_size", BatchSizeOpt, 8))
         text = [_text_parameter(verb, reads == "batches")] if reads is not None else []
-        shared = list(_LOAD_PARAMETERS) if loads else []
+        shared = [
+            p.replace(default=defaults[p.name]) if defaults and p.name in defaults else p
+            for p in (_LOAD_PARAMETERS if loads else ())
+        ]
 
         @functools.wraps(command)
         def run(**values: Any) -> Any:

@@ -236,11 +236,36 @@ class Runner:
                 raise
             raise UsageError(f"{where}: {e}") from e
 
+    def token_batches(self, samples: Iterable[Sequence[int]]) -> Iterator[Batch]:
+        """Right-padded batches of ``batch_size`` samples already tokenized, read lazily.
+
+        For analyses that read only the ids (calibration): the tokens' texts are
+        not decoded (empty), which spares a decode per token. Each sample must
+        fit the model's positions; the caller has cut or refused longer ones.
+        """
+        for chunk in batched(samples, self.batch_size):
+            tokens = [[Token(int(i), "") for i in ids] for ids in chunk]
+            for sample in tokens:
+                if not 0 < len(sample) <= self.loaded.max_positions:
+                    raise UsageError(
+                        f"a sample has {len(sample)} tokens; {self.loaded.name} takes "
+                        f"1 to {self.loaded.max_positions}"
+                    )
+            yield Batch.of([""] * len(chunk), tokens, self.pad_id, first=self.sentences)
+            self.sentences += len(chunk)
+
     def run(
         self, texts: Iterable[str], groups: Sequence[HookGroup] = (), **kwargs: Any
     ) -> Iterator[tuple[Batch, Any]]:
         """One forward per batch; yields each batch with the model's output."""
-        for batch in self.batches(texts):
+        yield from self.run_batches(self.batches(texts), groups, **kwargs)
+
+    def run_batches(
+        self, batches: Iterable[Batch], groups: Sequence[HookGroup] = (), **kwargs: Any
+    ) -> Iterator[tuple[Batch, Any]]:
+        """One forward per batch of ``batches`` (from ``batches`` or ``token_batches``,
+        perhaps a share of them); yields each batch with the model's output."""
+        for batch in batches:
             output = forward(self.loaded.model, batch, groups, **kwargs)
             if self._advance is not None:
                 self._advance(batch.size)

@@ -30,9 +30,13 @@ __all__ = [
     "Scratch",
     "TokenPartials",
     "combine_partials",
+    "empty_partial",
+    "exact_partials",
     "expand_partials",
+    "finalize_partials",
     "finalize_stats",
     "merge_partials",
+    "pool_partials",
     "summarize_batch",
     "summarize_tensor",
     "token_partials",
@@ -183,6 +187,15 @@ def _exact_partials(x: torch.Tensor) -> torch.Tensor:
     )
 
 
+#: The partial of no elements: pooling it with another changes nothing.
+_EMPTY_PARTIAL = (0.0, 0.0, float("inf"), float("-inf"), 0.0, 0.0, 0.0, 0.0)
+
+
+def empty_partial(device: torch.device | str = "cpu") -> torch.Tensor:
+    """The [len(PARTIALS)] float64 partial of no elements, where a running pool starts."""
+    return torch.tensor(_EMPTY_PARTIAL, dtype=torch.float64, device=device)
+
+
 def _empty_partials(batch: int, tokens: int, device: torch.device) -> torch.Tensor:
     # A zero-token tensor still gets one (empty) row, so every reduction has something to reduce.
     rows = max(tokens, 1)
@@ -192,30 +205,36 @@ def _empty_partials(batch: int, tokens: int, device: torch.device) -> torch.Tens
     return partials
 
 
-def combine_partials(partials: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Merge [..., B, T, len(PARTIALS)] partials over T into [..., B, len(STAT_NAMES)].
+def pool_partials(partials: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Merge [..., N, len(PARTIALS)] partials over N into one partial each: [..., len(PARTIALS)].
 
-    ``valid`` [B, T] marks real tokens; padding positions are left out.
+    The result is itself a partial (of the union of the N groups), so pooling is
+    exact and can repeat: batch by batch, or rank by rank. ``valid`` [..., N]
+    (broadcastable) marks the groups to keep; the rest (padding) are left out.
     """
     p = partials
     if valid is not None:
         keep = valid.to(device=p.device, dtype=torch.bool)
-        fill = torch.tensor(
-            [0.0, 0.0, float("inf"), float("-inf"), 0.0, 0.0, 0.0, 0.0],
-            dtype=p.dtype,
-            device=p.device,
-        )
+        fill = torch.tensor(_EMPTY_PARTIAL, dtype=p.dtype, device=p.device)
         p = torch.where(keep[..., None], p, fill)
     total, _, _, _, zeros, elements, finite, nan = p.sum(dim=-2).unbind(-1)
     lo = p[..., 2].amin(dim=-1)
     hi = p[..., 3].amax(dim=-1)
+    mean = total / finite.clamp(min=1)
+    # Chan et al.'s parallel variance: within-group deviations plus the spread of
+    # the group means around the overall mean.
+    group_finite = p[..., 6]
+    group_mean = torch.where(group_finite > 0, p[..., 0] / group_finite.clamp(min=1), 0.0)
+    spread = group_finite * (group_mean - mean[..., None]).square()
+    m2 = p[..., 1].sum(dim=-1) + spread.sum(dim=-1)
+    return torch.stack([total, m2, lo, hi, zeros, elements, finite, nan], dim=-1)
+
+
+def finalize_partials(pooled: torch.Tensor) -> torch.Tensor:
+    """Pooled partials [..., len(PARTIALS)] -> statistics [..., len(STAT_NAMES)]."""
+    total, m2, lo, hi, zeros, elements, finite, nan = pooled.unbind(-1)
     mean = total / finite
-    # Chan et al.'s parallel variance: within-token deviations plus the spread of
-    # the token means around the overall mean.
-    token_finite = p[..., 6]
-    token_mean = torch.where(token_finite > 0, p[..., 0] / token_finite.clamp(min=1), 0.0)
-    spread = token_finite * (token_mean - mean[..., None]).square()
-    variance = (p[..., 1].sum(dim=-1) + spread.sum(dim=-1)) / finite
+    variance = m2 / finite
     std = torch.sqrt(variance)
     rms = torch.sqrt(variance + mean * mean)
     none_finite = finite == 0
@@ -237,10 +256,16 @@ def combine_partials(partials: torch.Tensor, valid: torch.Tensor | None = None) 
     )
 
 
-def merge_partials(
-    partials: list[TokenPartials], valid: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Statistics [len(partials), B, 9] of same-shaped [B, T] partials, over ``valid`` tokens."""
+def combine_partials(partials: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Merge [..., B, T, len(PARTIALS)] partials over T into [..., B, len(STAT_NAMES)].
+
+    ``valid`` [B, T] marks real tokens; padding positions are left out.
+    """
+    return finalize_partials(pool_partials(partials, valid))
+
+
+def exact_partials(partials: list[TokenPartials]) -> torch.Tensor:
+    """Same-shaped [B, T] partials in the exact form, stacked: [len(partials), B, T, 8]."""
     fast = [i for i, p in enumerate(partials) if not p.exact]
     exact = [i for i, p in enumerate(partials) if p.exact]
     full: list[torch.Tensor | None] = [None] * len(partials)
@@ -251,7 +276,14 @@ def merge_partials(
             full[i] = expanded
     for i in exact:
         full[i] = partials[i].values
-    return combine_partials(torch.stack(full), valid)  # type: ignore[arg-type]
+    return torch.stack(full)  # type: ignore[arg-type]
+
+
+def merge_partials(
+    partials: list[TokenPartials], valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Statistics [len(partials), B, 9] of same-shaped [B, T] partials, over ``valid`` tokens."""
+    return combine_partials(exact_partials(partials), valid)
 
 
 def summarize_batch(values: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,560 @@
+"""Calibration statistics: per-input-channel statistics of every linear layer's input over a
+corpus, the files quantization tools read, and a corpus-level summary of every module's output.
+
+    loaded = load_model("tiny", quant="none", device="cpu")
+    result = calibrate(loaded, [[2, 100, 200], [2, 300]], batch_size=8)
+    torch.save(result.act_scales(), "act_scales.pt")     # SmoothQuant's file
+
+Every ``nn.Linear`` (quantized ``Linear8bitLt`` and ``Linear4bit`` included,
+and ``lm_head``) gets a forward pre-hook that reads its input x, one row per
+token; padding rows are left out. Per input channel, on the input's device,
+running over every batch: min, max (so max |x| = max(-min, max)), the sums of
+|x|, x and x^2 (each batch summed in float32, the running sums in float64),
+and the token count. Nothing else is kept, so memory does not grow with the
+samples. ``q_proj``, ``k_proj`` and ``v_proj`` read one tensor: it is reduced
+once and counted for each.
+
+Histogram of |x| per linear input (all its channels together), on the device:
+a float32 |x| falls in bin ``bits(|x|) >> 19``, its exponent and first 4
+mantissa bits. The 4096 bins cover every float32 (zero and subnormals in the
+first 16, Inf and NaN in the last 16) with 16 bins per power of two, so no
+value is ever clipped; a bin spans [2^e (1 + j/16), 2^e (1 + (j+1)/16)). A
+percentile (nearest rank) is read as the middle of the bin holding that rank,
+capped at the exact max |x|: its relative error is at most 1/32 (3.125%) for
+normal floats, and its absolute error under 2^-127 below them.
+
+Every module's output gets the summary ``trace`` gives for one sentence
+(mean, std, min, max, absmax, rms, zeros, nan, inf), over every real token
+of every sample: the engine's exact partials (``engine.stats``) pooled batch
+by batch, and rank by rank, with Chan's variance combination.
+
+Under a launcher each rank runs the batches ``i % world == rank`` of the
+batches one process would form, and the counters are merged with
+``torch.distributed``: MIN and MAX for the extremes, SUM for sums, counts and
+histograms; the output partials are gathered and pooled.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .engine.capture import main_tensor
+from .engine.distributed import Ranks, all_reduce, gather
+from .engine.hooks import HookGroup
+from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, TensorStats
+from .engine.runner import Batch, Runner
+from .engine.stats import (
+    PARTIALS,
+    Scratch,
+    TokenPartials,
+    empty_partial,
+    exact_partials,
+    finalize_partials,
+    finalize_stats,
+    pool_partials,
+    token_partials,
+)
+from .errors import UsageError
+from .model.loading import LoadedModel
+from .model.names import NEVER_CALLED, layer_of, module_names
+
+__all__ = [
+    "HIST_BINS",
+    "PERCENTILES",
+    "CalibrationResult",
+    "CalibrationSettings",
+    "ChannelStats",
+    "LinearInput",
+    "ModuleOutput",
+    "OutputSummary",
+    "calibrate",
+    "linear_names",
+    "percentile_from_histogram",
+]
+
+#: Mantissa bits kept in a histogram bin: 16 bins per power of two.
+SUB_BITS = 4
+_SHIFT = 23 - SUB_BITS
+#: Bins of the |x| histogram: every non-negative float32 bit pattern >> 19.
+HIST_BINS = 1 << (31 - _SHIFT)
+#: Relative error bound of a percentile read from the histogram (normal floats).
+PERCENTILE_ERROR = 1 / (1 << (SUB_BITS + 1))
+#: The percentiles reported per linear input, by name.
+PERCENTILES: dict[str, float] = {"p99": 0.99, "p99.9": 0.999, "p99.99": 0.9999}
+#: Per-channel statistics in the --out file, in this order.
+CHANNEL_STATS = ("absmax", "min", "max", "mean_abs", "mean", "sum_squares")
+_SIGN_OFF = 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """What the run was asked to do; recorded in the JSON and the file metadata."""
+
+    file: str | None = None
+    field: str | None = None
+    samples: int | None = None  # --samples: how many were asked for; None is all
+    seed: int = 42
+    seq_len: int | None = None
+    pack: bool = False
+    batch_size: int = 8
+    truncate: bool = False
+    allow_fewer: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LinearInput:
+    """The input of one linear layer over the whole calibration set."""
+
+    name: str
+    type: str
+    layer: int | None
+    in_features: int
+    tokens: int
+    absmax: float | None  # the largest |x| over every channel; None when not finite
+    argmax: int | None  # the channel that holds it
+    median: float | None  # the median over channels of each channel's max |x| (lower middle)
+    outlier_ratio: float | None  # absmax / median; None when the median is 0
+    mean_abs: float | None  # mean |x| over every element
+    percentiles: dict[str, float | None]  # of |x| over every element, from the histogram
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModuleOutput:
+    """One module's output over every real token of the calibration set."""
+
+    name: str
+    type: str
+    layer: int | None
+    stats: TensorStats
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "layer": self.layer, **self.stats.as_dict()}
+
+
+@dataclass(frozen=True)
+class CalibrationResult(DescribesModel):
+    """What ``calibrate`` found; ``channels`` holds the per-channel tensors (on the CPU)
+    keyed ``MODULE/STAT``, which the JSON leaves out and the files carry."""
+
+    info: ModelInfo
+    settings: CalibrationSettings
+    samples: int
+    tokens: int
+    world_size: int
+    inputs: tuple[LinearInput, ...]
+    outputs: tuple[ModuleOutput, ...]
+    channels: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        """The statistics come from a quantized model, not the full-precision one."""
+        return self.info.quant != "none"
+
+    def act_scales(self) -> dict[str, torch.Tensor]:
+        """SmoothQuant's act_scales: full module name -> max |x| per input channel,
+        1-D float32 on the CPU."""
+        return {m.name: self.channels[f"{m.name}/absmax"].clone() for m in self.inputs}
+
+    def act_shifts(self) -> dict[str, torch.Tensor]:
+        """OmniQuant's act_shifts: (max + min) / 2 per input channel, exact over the set."""
+        return {
+            m.name: ((self.channels[f"{m.name}/max"] + self.channels[f"{m.name}/min"]) / 2)
+            .to(torch.float32)
+            .clone()
+            for m in self.inputs
+        }
+
+    def metadata(self) -> dict[str, str]:
+        """The --out file's metadata: strings only, as safetensors requires."""
+        import json
+
+        return {
+            "format": "pt",
+            "schema": str(SCHEMA_VERSION),
+            **{k: str(v) for k, v in self.info.as_dict().items()},
+            "quantized": str(self.quantized).lower(),
+            "settings": json.dumps(self.settings.as_dict()),
+            "samples": str(self.samples),
+            "tokens": str(self.tokens),
+            "seed": str(self.settings.seed),
+            "world_size": str(self.world_size),
+            "channel_stats": ",".join(CHANNEL_STATS),
+            "output_stats": ",".join(TensorStats.__dataclass_fields__),
+            "histogram": f"{HIST_BINS} bins of float32 |x|: bits >> {_SHIFT}",
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every statistic keyed ``MODULE/STAT`` for the --out file: the per-channel
+        ones, ``tokens`` and ``histogram`` per linear input, ``output`` per module
+        (a float64 vector in ``output_stats`` order)."""
+        out = {key: value.clone() for key, value in self.channels.items()}
+        for m in self.outputs:
+            values = [math.nan if v is None else float(v) for v in m.stats.as_dict().values()]
+            out[f"{m.name}/output"] = torch.tensor(values, dtype=torch.float64)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            **self.info.as_dict(),
+            "quantized": self.quantized,
+            "settings": self.settings.as_dict(),
+            "samples": self.samples,
+            "tokens": self.tokens,
+            "world_size": self.world_size,
+            "histogram": {
+                "bins": HIST_BINS,
+                "bins_per_octave": 1 << SUB_BITS,
+                "percentile_relative_error": PERCENTILE_ERROR,
+            },
+            "modules": [m.as_dict() for m in self.inputs],
+            "outputs": [o.as_dict() for o in self.outputs],
+        }
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Every ``nn.Linear`` in ``named_modules()`` order: the keys of act_scales."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+@dataclass
+class _Running:
+    """One linear input's running counters, on its device once it has run."""
+
+    name: str
+    module: nn.Module
+    in_features: int
+    tokens: int = 0
+    lo: torch.Tensor | None = None  # [F] float32
+    hi: torch.Tensor | None = None  # [F] float32
+    sums: torch.Tensor | None = None  # [3, F] float64: |x|, x, x^2
+    hist: torch.Tensor | None = None  # [HIST_BINS] int64
+
+
+def _reduce_rows(rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One batch of one input, [N, F] real rows -> (min, max, sums [3, F], histogram)."""
+    x = rows if rows.dtype == torch.float32 else rows.to(torch.float32)
+    bits = torch.bitwise_and(x.view(torch.int32), _SIGN_OFF)  # |x| without a float pass
+    magnitude = bits.view(torch.float32)
+    sums = torch.stack([magnitude.sum(dim=0), x.sum(dim=0), (x * x).sum(dim=0)]).double()
+    bins = torch.bitwise_right_shift(bits, _SHIFT).reshape(-1)
+    hist = torch.bincount(bins, minlength=HIST_BINS)
+    return x.amin(dim=0), x.amax(dim=0), sums, hist
+
+
+class ChannelStats(HookGroup):
+    """Per-channel statistics of every named linear layer's input, in one ``with`` block."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        modules = dict(model.named_modules())
+        self._running = [
+            _Running(n, modules[n], int(getattr(modules[n], "in_features", 0))) for n in names
+        ]
+        self._rows: torch.Tensor | None = None  # indices of the real rows, or None
+        self._rows_on: dict[torch.device, torch.Tensor] = {}
+        self._real = 0
+        self._last: tuple[weakref.ref[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
+
+    def _register(self) -> None:
+        for running in self._running:
+            self._keep(running.module.register_forward_pre_hook(self._make_hook(running)))
+
+    def begin(self, batch: Batch) -> None:
+        """A batch comes: only its real (unpadded) rows count."""
+        valid = batch.layout.valid
+        self._rows = valid.reshape(-1).nonzero().squeeze(1) if valid is not None else None
+        self._rows_on = {}
+        self._real = batch.real_tokens
+        self._last = None
+
+    def _make_hook(self, running: _Running) -> Callable[..., None]:
+        def pre_hook(module: nn.Module, args: Any) -> None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                return
+            x = args[0]
+            last = self._last
+            if last is not None and last[0]() is x:  # q/k/v_proj read one tensor
+                reduced = last[1]
+            else:
+                reduced = _reduce_rows(self._real_rows(x.detach()))
+                self._last = (weakref.ref(x), reduced)
+            lo, hi, sums, hist = reduced
+            running.tokens += self._real
+            if running.lo is None:
+                running.lo, running.hi, running.sums, running.hist = lo, hi, sums, hist
+                return
+            assert running.hi is not None and running.sums is not None
+            assert running.hist is not None
+            # fmin/fmax: a NaN never replaces a number.
+            running.lo = torch.fmin(running.lo, lo)
+            running.hi = torch.fmax(running.hi, hi)
+            running.sums = running.sums + sums
+            running.hist = running.hist + hist
+
+        return pre_hook
+
+    def _real_rows(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if self._rows is None or rows.shape[0] == self._real:
+            return rows
+        index = self._rows_on.get(rows.device)
+        if index is None:  # one copy per device and batch, not one per module
+            index = self._rows_on[rows.device] = self._rows.to(rows.device)
+        return rows.index_select(0, index)
+
+    def merged(self, device: torch.device, ranks: Ranks) -> dict[str, torch.Tensor]:
+        """Every module's counters on ``device``, merged over the ranks: keyed
+        ``MODULE/STAT``, per-channel ones as in CHANNEL_STATS, plus ``tokens`` and
+        ``histogram``; on the CPU. Every rank must call it (collectives)."""
+        los, his, sums, hists, tokens = [], [], [], [], []
+        for r in self._running:
+            f = r.in_features
+            los.append(r.lo.to(device) if r.lo is not None else _full(f, math.inf, device))
+            his.append(r.hi.to(device) if r.hi is not None else _full(f, -math.inf, device))
+            sums.append(
+                r.sums.to(device)
+                if r.sums is not None
+                else torch.zeros(3, f, dtype=torch.float64, device=device)
+            )
+            hists.append(
+                r.hist.to(device)
+                if r.hist is not None
+                else torch.zeros(HIST_BINS, dtype=torch.int64, device=device)
+            )
+            tokens.append(r.tokens)
+        lo = all_reduce(torch.cat(los), "min").cpu()
+        hi = all_reduce(torch.cat(his), "max").cpu()
+        total = all_reduce(torch.cat(sums, dim=1), "sum").cpu()
+        hist = all_reduce(torch.stack(hists), "sum").cpu()
+        counts = all_reduce(torch.tensor(tokens, dtype=torch.int64, device=device), "sum").cpu()
+        out: dict[str, torch.Tensor] = {}
+        start = 0
+        for i, r in enumerate(self._running):
+            end = start + r.in_features
+            n = int(counts[i])
+            low, high = lo[start:end].clone(), hi[start:end].clone()
+            s = total[:, start:end]
+            out[f"{r.name}/absmax"] = torch.maximum(low.neg(), high)
+            out[f"{r.name}/min"] = low
+            out[f"{r.name}/max"] = high
+            out[f"{r.name}/mean_abs"] = (s[0] / max(n, 1)).clone()
+            out[f"{r.name}/mean"] = (s[1] / max(n, 1)).clone()
+            out[f"{r.name}/sum_squares"] = s[2].clone()
+            out[f"{r.name}/tokens"] = torch.tensor([n], dtype=torch.int64)
+            out[f"{r.name}/histogram"] = hist[i].clone()
+            start = end
+        return out
+
+    def describe(self, channels: dict[str, torch.Tensor]) -> list[LinearInput]:
+        """The per-module summary of ``merged`` counters, in module order."""
+        return [_describe(r, channels) for r in self._running]
+
+
+def _full(n: int, value: float, device: torch.device) -> torch.Tensor:
+    return torch.full((n,), value, dtype=torch.float32, device=device)
+
+
+def _describe(r: _Running, channels: dict[str, torch.Tensor]) -> LinearInput:
+    absmax = channels[f"{r.name}/absmax"]
+    tokens = int(channels[f"{r.name}/tokens"][0])
+    hist = channels[f"{r.name}/histogram"]
+    peak = _finite(float(absmax.max())) if absmax.numel() and tokens else None
+    median = _finite(float(absmax.median())) if absmax.numel() and tokens else None
+    elements = tokens * r.in_features
+    mean_abs = float(channels[f"{r.name}/mean_abs"].sum()) / r.in_features if tokens else None
+    return LinearInput(
+        name=r.name,
+        type=type(r.module).__name__,
+        layer=layer_of(r.name),
+        in_features=r.in_features,
+        tokens=tokens,
+        absmax=peak,
+        argmax=int(absmax.argmax()) if peak is not None else None,
+        median=median,
+        outlier_ratio=peak / median if peak is not None and median else None,
+        mean_abs=_finite(mean_abs) if mean_abs is not None else None,
+        percentiles={
+            key: percentile_from_histogram(hist, q, elements, peak)
+            for key, q in PERCENTILES.items()
+        },
+    )
+
+
+def percentile_from_histogram(
+    hist: torch.Tensor, q: float, elements: int, cap: float | None
+) -> float | None:
+    """The nearest-rank ``q`` quantile of |x| read from its histogram: the middle of the
+    bin holding rank ceil(q * elements), capped at ``cap`` (the exact max |x|).
+
+    None when there are no elements or the rank falls among Inf and NaN.
+    """
+    if elements <= 0:
+        return None
+    rank = max(1, math.ceil(q * elements))
+    cumulative = hist.cumsum(0)
+    index = int(torch.searchsorted(cumulative, torch.tensor(rank, dtype=cumulative.dtype)))
+    edges = torch.tensor([index, index + 1], dtype=torch.int64).mul(1 << _SHIFT)
+    low, high = edges.to(torch.int32).view(torch.float32).tolist()
+    if not math.isfinite(low):
+        return None
+    middle = (low + high) / 2 if math.isfinite(high) else low
+    return min(middle, cap) if cap is not None else middle
+
+
+class OutputSummary(HookGroup):
+    """The trace statistics of every named module's output, pooled over every batch."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        modules = dict(model.named_modules())
+        self._targets = [(n, modules[n]) for n in names]
+        self._pooled: dict[str, torch.Tensor] = {}
+        self._pending: list[tuple[str, TokenPartials]] = []
+        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], TokenPartials]] = {}
+        self._batch: Batch | None = None
+        self._scratch = Scratch()
+
+    def _register(self) -> None:
+        for name, module in self._targets:
+            self._keep(module.register_forward_hook(self._make_hook(name)))
+
+    def begin(self, batch: Batch) -> None:
+        self.fold()
+        self._batch = batch
+
+    def _make_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            tensor = main_tensor(output)
+            batch = self._batch
+            if tensor is None or batch is None or tensor.device.type == "meta":
+                return
+            b, t = batch.layout.batch, batch.layout.tokens
+            rows = tensor.dim() >= 2 and tuple(tensor.shape[:2]) == (b, t)
+            if rows or (tensor.dim() >= 1 and tensor.shape[0] == b * t):
+                view = tensor.reshape(b, t, -1)
+            else:  # not one row per token: no per-token summary
+                return
+            seen = self._seen.get(id(tensor))
+            if seen is not None and seen[0]() is tensor:  # a parent returns its child's tensor
+                partials = seen[1]
+            else:
+                partials = token_partials(view, self._scratch)
+                self._seen[id(tensor)] = (weakref.ref(tensor), partials)
+            self._pending.append((name, partials))
+
+        return hook
+
+    def fold(self) -> None:
+        """Pool the last batch's partials into the running ones (real tokens only)."""
+        batch, pending = self._batch, self._pending
+        self._pending, self._seen = [], {}
+        if batch is None or not pending:
+            return
+        valid = batch.layout.valid.reshape(-1) if batch.layout.valid is not None else None
+        groups: dict[torch.device, list[tuple[str, TokenPartials]]] = {}
+        for name, partials in pending:
+            groups.setdefault(partials.values.device, []).append((name, partials))
+        for device, calls in groups.items():
+            full = exact_partials([p for _, p in calls])  # [M, B, T, 8]
+            flat = full.reshape(full.shape[0], -1, len(PARTIALS))
+            fresh = pool_partials(flat, valid)  # [M, 8]
+            old = torch.stack(
+                [self._pooled.get(name, empty_partial(device)).to(device) for name, _ in calls]
+            )
+            for (name, _), row in zip(
+                calls, pool_partials(torch.stack([old, fresh], 1)), strict=True
+            ):
+                self._pooled[name] = row
+
+    def merged(self, device: torch.device) -> list[tuple[str, nn.Module, TensorStats]]:
+        """Every module that ran and its statistics, pooled over the ranks (a collective)."""
+        self.fold()
+        rows = torch.stack(
+            [self._pooled.get(name, empty_partial(device)).to(device) for name, _ in self._targets]
+        )
+        everyone = gather(rows)  # [world, M, 8]
+        pooled = pool_partials(everyone.transpose(0, 1))
+        stats = finalize_stats([finalize_partials(pooled)])
+        ran = (pooled[:, PARTIALS.index("elements")] > 0).tolist()
+        # A container that is never called (the ModuleList of layers) has no output.
+        return [(n, m, s) for (n, m), s, r in zip(self._targets, stats, ran, strict=True) if r]
+
+
+def output_names(model: nn.Module) -> list[str]:
+    """Every module that runs in a forward pass: its output gets a summary."""
+    return [n for n in module_names(model) if n not in NEVER_CALLED]
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def calibrate(
+    loaded: LoadedModel,
+    samples: Iterable[Sequence[int]],
+    *,
+    settings: CalibrationSettings | None = None,
+    ranks: Ranks | None = None,
+    device: torch.device | str = "cpu",
+    advance: Callable[[int, int], None] | None = None,
+) -> CalibrationResult:
+    """Run the tokenized ``samples`` in batches of ``settings.batch_size`` and collect the
+    statistics of the module docstring.
+
+    Under a launcher (``ranks``) this rank runs its share of the batches and
+    every rank must call this; ``device`` is where the counters meet for the
+    collectives (the CPU for gloo). ``advance(samples, tokens)`` hears of every
+    batch: this rank's own, counted for the whole round of ranks on the leader.
+    """
+    settings = settings or CalibrationSettings()
+    ranks = ranks or Ranks()
+    model = loaded.model
+    runner = Runner(loaded, batch_size=settings.batch_size, verb="calibrate")
+    mine = (b for i, b in enumerate(runner.token_batches(samples)) if ranks.owns(i))
+    tokens = 0
+    count = 0
+    comm = torch.device(device)
+    with (
+        ChannelStats(model, linear_names(model)) as channels,
+        OutputSummary(model, output_names(model)) as outputs,
+    ):
+        for batch, output in runner.run_batches(mine, [channels, outputs]):
+            del output  # the logits are not kept; free them before the next batch
+            tokens += batch.real_tokens
+            count += batch.size
+            if advance is not None:
+                advance(batch.size * ranks.world, batch.real_tokens * ranks.world)
+        totals = all_reduce(torch.tensor([count, tokens], dtype=torch.int64, device=comm), "sum")
+        per_channel = channels.merged(comm, ranks)
+        summaries = outputs.merged(comm)
+        described = channels.describe(per_channel)
+    count, tokens = (int(v) for v in totals.cpu().tolist())
+    if count == 0:
+        raise UsageError("the input holds no samples: give at least one line of text")
+    return CalibrationResult(
+        info=loaded.info,
+        settings=settings,
+        samples=count,
+        tokens=tokens,
+        world_size=ranks.world,
+        inputs=tuple(described),
+        outputs=tuple(
+            ModuleOutput(name=n, type=type(m).__name__, layer=layer_of(n), stats=s)
+            for n, m, s in summaries
+        ),
+        channels=per_channel,
+    )
