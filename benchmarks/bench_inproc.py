@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ Runner = Callable[[], object]
 BARE = "bare forward"
 OPTINSPECT = "optinspect: every module hooked, statistics on"
 HOOKS_ONLY = "optinspect: every module hooked, statistics off"
+EAGER_STATS = "optinspect: every module hooked, eager torch statistics (OPTINSPECT_STATS=eager)"
 NAIVE = "naive: forward hooks, .item() per statistic per module"
 NNSIGHT_SAVE = "nnsight: cache every module's output"
 NNSIGHT = "nnsight: cache every module's output, then the same statistics"
@@ -104,6 +106,32 @@ def optinspect_runner(model: Any, ids: Any, names: list[str], stats: bool = True
             return cap.collect()
 
     return run
+
+
+def eager_statistics(run: Runner) -> Runner:
+    """``run`` with the eager torch statistics forced, for the old-against-new rows."""
+
+    def wrapped() -> object:
+        previous = os.environ.get("OPTINSPECT_STATS")
+        os.environ["OPTINSPECT_STATS"] = "eager"
+        try:
+            return run()
+        finally:
+            if previous is None:
+                del os.environ["OPTINSPECT_STATS"]
+            else:
+                os.environ["OPTINSPECT_STATS"] = previous
+
+    return wrapped
+
+
+def statistics_path() -> str:
+    """Which statistics the OPTINSPECT rows ran on the CPU: the compiled kernel or eager torch."""
+    from optinspect.engine import fused
+
+    if fused.available():
+        return f"the one-pass compiled kernel (`{fused.library_path().name}`)"  # type: ignore[union-attr]
+    return "the eager torch statistics (the compiled kernel is not built or is switched off)"
 
 
 def naive_runner(model: Any, ids: Any, names: list[str]) -> Runner:
@@ -245,20 +273,37 @@ def peer_setup(model: Any, tokenizer: Any, ids: Any, only: str | None = None) ->
 
 # -- sections ----------------------------------------------------------------
 def hook_overhead(
-    model: Any, token_counts: list[int], repeats: int, warmup: int
+    model: Any, token_counts: list[int], repeats: int, warmup: int, threads: int | None = None
 ) -> dict[int, dict[str, Series]]:
-    """Bare forward against optinspect (statistics on and off) and the naive baseline."""
+    """Bare forward against optinspect (statistics on and off) and the naive baseline.
+
+    Where the compiled statistics kernel is in use, optinspect also runs with the
+    eager torch statistics, in the same rounds. ``threads`` sets torch's
+    intra-op threads for this section only.
+    """
+    import torch
+
+    from optinspect.engine import fused
+
     names = every_module(model)
     results = {}
-    for tokens in token_counts:
-        ids = token_ids(tokens)
-        runs = {
-            BARE: bare_runner(model, ids),
-            OPTINSPECT: optinspect_runner(model, ids, names),
-            HOOKS_ONLY: optinspect_runner(model, ids, names, stats=False),
-            NAIVE: naive_runner(model, ids, names),
-        }
-        results[tokens] = interleave(runs, repeats, warmup, baseline=BARE)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for tokens in token_counts:
+            ids = token_ids(tokens)
+            runs = {
+                BARE: bare_runner(model, ids),
+                OPTINSPECT: optinspect_runner(model, ids, names),
+                HOOKS_ONLY: optinspect_runner(model, ids, names, stats=False),
+                NAIVE: naive_runner(model, ids, names),
+            }
+            if fused.available():
+                runs[EAGER_STATS] = eager_statistics(optinspect_runner(model, ids, names))
+            results[tokens] = interleave(runs, repeats, warmup, baseline=BARE)
+    finally:
+        torch.set_num_threads(before)
     return results
 
 

@@ -6,7 +6,7 @@ import os
 import statistics
 from typing import Any
 
-from bench_inproc import BARE, HOOKS_ONLY, NAIVE, NNSIGHT, OPTINSPECT, TL
+from bench_inproc import BARE, EAGER_STATS, HOOKS_ONLY, NAIVE, NNSIGHT, OPTINSPECT, TL
 from bench_util import (
     DASH,
     TIMES,
@@ -22,7 +22,8 @@ from bench_util import (
     version_of,
 )
 
-OVERHEAD_GOAL = 1.10
+OVERHEAD_GOAL = 1.10  # at the largest token count measured (256 in a full run)
+OVERHEAD_GOAL_SHORT = 1.15  # at the smallest (10 tokens), where hooks alone weigh more
 STARTUP_GOAL_S = 0.3
 STARTUP_GOAL_RATIO = 0.2
 BATCH_GOAL = 0.87
@@ -94,16 +95,18 @@ def goals(results: dict[str, Any]) -> list[str]:
     rows = []
     overhead = results.get("overhead")
     if isinstance(overhead, dict) and "error" not in overhead and overhead:
-        tokens = max(overhead)
-        ratio = overhead[tokens][OPTINSPECT].ratio
-        rows.append(
-            [
-                f"hook overhead, {tokens} tokens, every module, statistics on",
-                f"\u2264 {OVERHEAD_GOAL:.2f}{TIMES} the bare forward",
-                f"{ratio:.2f}{TIMES}",
-                verdict(ratio <= OVERHEAD_GOAL),
-            ]
-        )
+        targets = {max(overhead): OVERHEAD_GOAL}
+        targets.setdefault(min(overhead), OVERHEAD_GOAL_SHORT)
+        for tokens, goal in sorted(targets.items(), reverse=True):
+            ratio = overhead[tokens][OPTINSPECT].ratio
+            rows.append(
+                [
+                    f"hook overhead, {tokens} tokens, every module, statistics on",
+                    f"\u2264 {goal:.2f}{TIMES} the bare forward",
+                    f"{ratio:.2f}{TIMES}",
+                    verdict(ratio <= goal),
+                ]
+            )
     startup = results.get("startup")
     if isinstance(startup, dict) and "error" not in startup:
         help_run = startup["optinspect --help"]
@@ -152,22 +155,51 @@ def overhead_section(results: dict[str, Any]) -> list[str]:
         "with no hooks.",
         "",
     ]
+    out.append(
+        f"optinspect's statistics on the CPU ran on {results.get('stats_path', 'n/a')}. Where "
+        "that kernel is in use, the row marked `OPTINSPECT_STATS=eager` runs the same capture "
+        "with the eager torch statistics (the old ones), in the same rounds."
+    )
+    out += ["", *_overhead_table(value)]
+    single = results.get("overhead_1thread")
+    if single is not None:
+        out += ["", "### At 1 thread", "", "The same, with `torch.set_num_threads(1)`.", ""]
+        if (message := _error(single)) is not None:
+            out.append(message)
+        else:
+            out += _overhead_table(single)
+    return out
+
+
+def _overhead_table(value: dict[int, dict[str, Any]]) -> list[str]:
     rows = []
     for tokens, series in value.items():
-        for label in (BARE, OPTINSPECT, HOOKS_ONLY, NAIVE):
-            s = series[label]
-            rows.append([tokens, label, fmt_times(s.times), fmt_ratio(s.ratios)])
-    out.append(table(["tokens", "run", "wall time", "ratio to bare"], rows))
+        for label in (BARE, OPTINSPECT, EAGER_STATS, HOOKS_ONLY, NAIVE):
+            if label in series:
+                s = series[label]
+                rows.append([tokens, label, fmt_times(s.times), fmt_ratio(s.ratios)])
     split = []
     for tokens, series in value.items():
         hooks = series[HOOKS_ONLY].ratio - 1
         stats = series[OPTINSPECT].ratio - series[HOOKS_ONLY].ratio
-        split.append(
+        part = (
             f"at {tokens} tokens the hooks and records add {hooks:+.0%} of a bare forward "
             f"and the statistics {stats:+.0%}"
         )
-    out += ["", "Where the overhead goes (statistics on minus statistics off): " + "; ".join(split)]
-    return out
+        if EAGER_STATS in series:
+            part += f" ({series[EAGER_STATS].ratio - series[HOOKS_ONLY].ratio:+.0%} eager)"
+        split.append(part)
+    return [
+        table(["tokens", "run", "wall time", "ratio to bare"], rows),
+        "",
+        "Where the overhead goes (statistics on minus statistics off): " + "; ".join(split),
+    ]
+
+
+def render_overhead(results: dict[str, Any], argv: list[str]) -> str:
+    """``run.py --only overhead``: the header, the overhead goals and section 1."""
+    lines = header(results, argv) + goals(results) + overhead_section(results)
+    return "\n".join(lines) + "\n"
 
 
 def peers_section(results: dict[str, Any]) -> list[str]:

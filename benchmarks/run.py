@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py                 # the full run, about 10-15 minutes
     .venv/bin/python benchmarks/run.py --quick --output /tmp/B.md   # a smoke test, < 1 minute
+    .venv/bin/python benchmarks/run.py --only overhead   # section 1 alone, printed (a few minutes)
 
 Peers (nnsight, TransformerLens) come from benchmarks/requirements.txt; a peer
 that is not installed or fails is reported with its error, never fatal. Nothing
@@ -31,13 +32,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, small sizes, no peers")
     parser.add_argument(
-        "--output", type=Path, default=bench_util.REPO / "BENCHMARKS.md", help="markdown file"
+        "--output", type=Path, help="markdown file (default: BENCHMARKS.md for a full run)"
     )
     parser.add_argument("--repeats", type=int, help="timed repeats per measurement")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip-peers", action="store_true", help="leave nnsight and TL out")
     parser.add_argument(
-        "--only", choices=["cuda"], help="run only this section (cuda: exits 1 without CUDA)"
+        "--only",
+        choices=["cuda", "overhead"],
+        help="run only this section and print it; BENCHMARKS.md is left alone unless --output "
+        "names it (cuda: JSON, exits 1 without CUDA)",
     )
     parser.add_argument("--worker-memory", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", type=int, default=256, help=argparse.SUPPRESS)
@@ -53,6 +57,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
             "shape": "small",
             "tokens": [10, 32],
             "overhead": (r, 1),
+            "overhead_1thread": False,
             "peers": None,
             "memory": None,
             "startup": (1, 0),
@@ -66,6 +71,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "shape": "125m",
         "tokens": [10, 256],
         "overhead": (r, 1),
+        "overhead_1thread": True,
         "peers": None if args.skip_peers else (max(3, r - 4), 1),
         "memory": 256,
         "startup": (r, 1),
@@ -119,6 +125,42 @@ def memory_children(shape: str, tokens: int, threads: int | None, tools: list[st
     return rows
 
 
+def overhead_sections(results: dict[str, Any], model: Any, p: dict[str, Any]) -> None:
+    """Section 1 at the default thread count and, in a full run, at 1 thread."""
+    import bench_inproc
+
+    results["stats_path"] = bench_inproc.statistics_path()
+    section(results, "overhead", bench_inproc.hook_overhead, model, p["tokens"], *p["overhead"])
+    if p["overhead_1thread"] and results["threads"] > 1:
+        fn = bench_inproc.hook_overhead
+        section(results, "overhead_1thread", fn, model, p["tokens"], *p["overhead"], 1)
+
+
+def only_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 1 alone, at full size unless --quick."""
+    import bench_inproc
+    import bench_models
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    p = plan(args)
+    p["overhead_1thread"] = True
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "plan": p,
+        "threads": torch.get_num_threads(),
+        "load_start": bench_util.load_average(),
+        "started": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+    model = bench_models.build_model(shape_of(p["shape"]))
+    results["model"] = {"shape": p["shape"], "params": sum(t.numel() for t in model.parameters())}
+    results["modules"] = len(bench_inproc.every_module(model))
+    overhead_sections(results, model, p)
+    results["load_end"] = bench_util.load_average()
+    return results
+
+
 def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     import bench_cli
     import bench_inproc
@@ -141,7 +183,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     results["model"] = {"shape": p["shape"], "params": sum(t.numel() for t in model.parameters())}
     results["modules"] = len(bench_inproc.every_module(model))
 
-    section(results, "overhead", bench_inproc.hook_overhead, model, p["tokens"], *p["overhead"])
+    overhead_sections(results, model, p)
     if p["peers"] is not None:
         section(results, "peers", bench_inproc.peers, model, tokenizer, p["tokens"], *p["peers"])
     if p["memory"] is not None:
@@ -209,12 +251,21 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.only == "cuda":
         return only_cuda(args)
+    if args.only == "overhead":
+        results = only_overhead(args)
+        results["total_s"] = time.perf_counter() - start
+        text = bench_report.render_overhead(results, argv if argv is not None else sys.argv[1:])
+        if args.output is not None:
+            args.output.write_text(text, encoding="utf-8")
+        print(text)
+        return 0
     results = run_benchmarks(args)
     results["total_s"] = time.perf_counter() - start
     text = bench_report.render(results, argv if argv is not None else sys.argv[1:])
-    args.output.write_text(text, encoding="utf-8")
+    output = args.output or bench_util.REPO / "BENCHMARKS.md"
+    output.write_text(text, encoding="utf-8")
     print(text)
-    print(f"[benchmarks] wrote {args.output} in {results['total_s']:.0f} s", file=sys.stderr)
+    print(f"[benchmarks] wrote {output} in {results['total_s']:.0f} s", file=sys.stderr)
     return 0
 
 

@@ -11,8 +11,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
+from optinspect.engine import fused
 from optinspect.engine.records import STAT_NAMES, TensorStats
 from optinspect.engine.stats import finalize_stats, summarize_batch, summarize_tensor
+
+
+@pytest.fixture(autouse=True, scope="module", params=["kernel", "eager"])
+def statistics_path(request: pytest.FixtureRequest) -> object:
+    """Every test runs on the compiled one-pass kernel (where built) and the eager path.
+
+    Module-scoped, so Hypothesis tests may use it too.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "eager":
+            mp.setenv(fused.ENV, "eager")
+        else:
+            mp.delenv(fused.ENV, raising=False)
+            if not fused.available():
+                pytest.skip("the compiled statistics kernel is not built")
+        yield request.param
 
 
 def reference(x: torch.Tensor) -> dict[str, float | int | None]:

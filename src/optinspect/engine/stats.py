@@ -11,8 +11,10 @@ Work is split in two steps so that the hook of each module stays cheap:
 
 mean, std (population), min, max, absmax and rms are over the finite elements
 and are NaN (undefined) when there are none; zeros is the fraction of elements
-exactly zero; nan and inf are counts. Elements are read in float32; partials
-are combined in float64.
+exactly zero; nan and inf are counts. Elements are read in float32 (float16
+and bfloat16 widen to it exactly); partials are combined in float64. Where
+the optional compiled kernel is built, step 1 on the CPU is its single pass
+(see ``fused``); the torch code here is the reference and the fallback.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .fused import fused_partials
 from .records import STAT_NAMES, TensorStats
 
 __all__ = [
@@ -82,20 +85,27 @@ class TokenPartials:
 
 
 def token_partials(values: torch.Tensor, scratch: Scratch | None = None) -> TokenPartials:
-    """Reduce ``values`` [B, T, F] over F, one pass per statistic.
+    """Reduce ``values`` [B, T, F] over F.
 
-    On the CPU a fast path uses float32 reductions over a reused buffer and
-    checks on the host, at no cost there, that every token came out finite; a
-    token holding NaN or Inf (or a float32 overflow) sends the tensor down the
-    exact path, which masks non-finite elements and works in float64. CUDA
-    tensors always take the exact path, which needs no host synchronisation.
+    On the CPU the compiled kernel of ``fused`` computes the exact form in one
+    pass when it is built (and OPTINSPECT_STATS is not ``eager``). Otherwise,
+    the eager path: on the CPU a fast path uses float32 reductions over a
+    reused buffer and checks on the host, at no cost there, that every token
+    came out finite; a token holding NaN or Inf (or a float32 overflow) sends
+    the tensor down the exact path, which masks non-finite elements and works
+    in float64. CUDA tensors always take the exact path, which needs no host
+    synchronisation.
     """
     x = values.detach()
-    if x.dtype != torch.float32:
-        x = x.to(torch.float32)
     batch, tokens, features = x.shape
     if x.numel() == 0:
         return TokenPartials(_empty_partials(batch, tokens, x.device), features, exact=True)
+    if x.device.type == "cpu":
+        one_pass = fused_partials(x)
+        if one_pass is not None:
+            return TokenPartials(one_pass, features, exact=True)
+    if x.dtype != torch.float32:
+        x = x.to(torch.float32)
     if x.device.type == "cpu":
         fast = _fast_partials(x, scratch or Scratch())
         if fast is not None:

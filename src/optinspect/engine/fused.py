@@ -1,0 +1,108 @@
+"""The compiled one-pass statistics kernel, loaded with ctypes when it was built.
+
+``_fused_stats.cpp`` computes a [B, T, F] output's exact-form per-token
+partials (stats.PARTIALS) in a single read of the data, where the eager torch
+path needs several passes. It is optional: setup.py builds it when a C++
+compiler is present, and ``fused_partials`` returns None wherever it cannot
+run (no library, not a CPU tensor, a dtype it does not read, or
+``OPTINSPECT_STATS=eager``), so the caller falls back to the eager path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = ["available", "fused_partials", "library_path"]
+
+#: Set to "eager" to force the eager torch statistics even where the kernel is built.
+ENV = "OPTINSPECT_STATS"
+
+_ABI = 1
+_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_NAME = "_fused_stats"
+_PARTIALS = 8  # len(stats.PARTIALS); the kernel's output layout
+
+_library: ctypes.CDLL | None = None
+_loaded = False
+
+
+def library_path() -> Path | None:
+    """The built shared object next to this module, or None when it was not built."""
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = here / f"{_NAME}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load() -> ctypes.CDLL | None:
+    """Load the kernel once per process; None when it is absent or of another ABI."""
+    global _library, _loaded
+    if _loaded:
+        return _library
+    _loaded = True
+    path = library_path()
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        if lib.optinspect_fused_abi() != _ABI:
+            return None
+    except (OSError, AttributeError):
+        return None  # a stale or foreign build: the eager path is always correct
+    fn = lib.optinspect_token_partials
+    fn.restype = ctypes.c_int
+    fn.argtypes = [
+        ctypes.c_void_p,  # data
+        ctypes.c_int,  # dtype code
+        ctypes.c_int64,  # batch
+        ctypes.c_int64,  # tokens
+        ctypes.c_int64,  # features
+        ctypes.c_int64,  # batch stride, in elements
+        ctypes.c_int64,  # token stride, in elements
+        ctypes.c_void_p,  # out: [batch * tokens, 8] float64
+        ctypes.c_int,  # threads
+    ]
+    _library = lib
+    return lib
+
+
+def available() -> bool:
+    """True when the kernel is built, loadable and not switched off by OPTINSPECT_STATS."""
+    return os.environ.get(ENV, "").lower() != "eager" and _load() is not None
+
+
+def fused_partials(x: torch.Tensor) -> torch.Tensor | None:
+    """Exact-form partials [B, T, 8] float64 of a non-empty [B, T, F] CPU tensor, or None.
+
+    Equal to the eager exact path up to float64 rounding (min, max and counts
+    exactly). None means "use the eager path": the kernel is not available, or
+    ``x`` is not a float32/float16/bfloat16 tensor on the CPU. A last dimension
+    with a stride other than 1 is copied first (rare; still one pass cheaper
+    than eager).
+    """
+    code = _DTYPES.get(x.dtype)
+    if code is None or x.device.type != "cpu" or not available():
+        return None
+    if x.stride(2) != 1 and x.shape[2] > 1:
+        x = x.contiguous()
+    batch, tokens, features = x.shape
+    out = torch.empty(batch, tokens, _PARTIALS, dtype=torch.float64)
+    status = _library.optinspect_token_partials(  # type: ignore[union-attr]
+        x.data_ptr(),
+        code,
+        batch,
+        tokens,
+        features,
+        x.stride(0),
+        x.stride(1),
+        out.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return out if status == 0 else None
