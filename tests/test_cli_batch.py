@@ -59,14 +59,15 @@ def test_csv_columns_and_rows(cli, tmp_path: Path) -> None:
     assert result.code == 0, result.err
     rows = list(csv.DictReader(io.StringIO(result.out)))
     assert list(rows[0]) == [
-        "index", "text", "order", "module", "type", "layer", "call", "output", "shape",
+        "sentence", "text", "order", "module", "type", "layer", "call", "output", "shape",
         "dtype", "device", "weight_dtype", "mean", "absmax", "zeros",
     ]  # fmt: skip
     assert len(rows) == 2 * 4 * 11
-    # "index" is the sentence, as in the JSON; "order" the module call's place in the run.
-    assert rows[0]["module"] == "model.decoder.layers.0" and rows[0]["index"] == "0"
+    # No column is called "index": the JSON's index is the sentence, and the module
+    # call's place in the run is "order", so neither name means two things.
+    assert rows[0]["module"] == "model.decoder.layers.0" and rows[0]["sentence"] == "0"
     assert rows[0]["order"] == "0" and rows[1]["order"] == "1"
-    assert rows[-1]["index"] == "1" and rows[-1]["text"] == SENTENCES[1]
+    assert rows[-1]["sentence"] == "1" and rows[-1]["text"] == SENTENCES[1]
     fc1 = next(r for r in rows if r["module"].endswith("layers.0.fc1"))
     assert fc1["shape"] == "4x256" and float(fc1["absmax"]) > 0
 

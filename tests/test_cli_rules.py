@@ -480,3 +480,32 @@ def test_csv_over_a_file_has_one_header(cli, sentences_file: Path) -> None:
     out = cli("trace", "--file", str(sentences_file), *TINY, "--layer", "0", "-f", "csv").out
     rows = list(csv.reader(io.StringIO(out)))
     assert sum(1 for row in rows if row == rows[0]) == 1
+
+
+def test_plot_without_layer_outputs_is_refused_before_loading(cli, no_load, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    result = cli("trace", "x", *TINY, "--filter", "*.fc1", "--plot", str(tmp_path / "p.png"))
+    assert_error(
+        result,
+        2,
+        "--plot needs the decoder layers' outputs: use it without --filter, or with --layer all",
+    )
+    assert no_load == []
+
+
+@pytest.mark.parametrize("option", [["--device-map", "auto"], ["--max-memory", "cpu=1GB"]])
+def test_dry_run_refuses_placement_it_would_ignore(cli, no_load, option: list[str]) -> None:
+    result = cli("trace", "x", "--model", "tiny", "--dry-run", *option)
+    assert_error(
+        result,
+        2,
+        "--dry-run builds the model on the meta device: it takes no --device-map, "
+        "--max-memory or --offload-dir",
+    )
+
+
+def test_dry_run_tokens_carry_their_bytes(cli) -> None:
+    result = cli("trace", "a — b", "--model", "tiny", "--dry-run", "-f", "json")
+    assert result.code == 0, result.err
+    pieces = [t.get("bytes") for t in json.loads(result.out)["tokens"] if "bytes" in t]
+    assert pieces == ["e2", "80", "94"]  # the three bytes of "—", one token each

@@ -137,6 +137,20 @@ def test_input_device_of_an_offloaded_embedding(
     assert input_device(meta_model) == torch.device(expected)
 
 
+def test_offloaded_embedding_runs_on_the_maps_first_gpu(meta_model: torch.nn.Module) -> None:
+    # accelerate's dispatch_model runs offloaded modules on its main device, the first
+    # GPU of the map; the ids must go there, not to the CPU.
+    meta_model.hf_device_map = {TOKEN_EMBEDDINGS: "disk", "model.decoder.layers": 1, "": "cpu"}
+    assert input_device(meta_model) == torch.device("cuda:1")
+
+
+def test_device_names_are_case_insensitive() -> None:
+    from optinspect.model.placement import resolve_device
+
+    assert resolve_device("CPU") == "cpu"
+    assert parse_max_memory("CPU=1GB,Disk=2GB") == {"cpu": 10**9, "disk": 2 * 10**9}
+
+
 def test_input_device_of_a_meta_model_without_a_map_is_meta(meta_model: torch.nn.Module) -> None:
     assert input_device(meta_model) == torch.device("meta")
 

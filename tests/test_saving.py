@@ -172,3 +172,17 @@ def test_save_refuses_to_overwrite_without_force(cli, tmp_path: Path) -> None:
     assert forced.code == 0, forced.err
     with safe_open(str(target), framework="pt") as f:
         assert "0/model.decoder.layers.0.fc1" in set(f.keys())
+
+
+def test_write_atomic_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from optinspect.engine.saving import write_atomic
+
+    target = tmp_path / "private.bin"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o600)  # a file the user made private stays private after --force
+    write_atomic(target, lambda tmp: tmp.write_bytes(b"new"))
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600

@@ -175,7 +175,7 @@ def check_csv(out: str) -> None:
     # --layer all on tiny: 4 layers of 11 modules, every sentence in order.
     by_index: dict[str, set[str]] = {}
     for row in rows:
-        by_index.setdefault(row["index"], set()).add(row["text"])
+        by_index.setdefault(row["sentence"], set()).add(row["text"])
     assert list(by_index) == [str(i) for i in range(len(SENTENCES))]
     assert [texts.pop() for texts in by_index.values()] == SENTENCES
     assert len(rows) == len(SENTENCES) * 4 * 11

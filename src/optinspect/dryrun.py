@@ -12,7 +12,7 @@ from .engine.capture import capture
 from .engine.hooks import HookGroup
 from .engine.preflight import check_text
 from .engine.records import ModelInfo, Token
-from .engine.runner import Batch, forward
+from .engine.runner import Batch, describe_token, forward
 from .engine.selection import LayerSpec, select_names
 from .errors import ModelError, UsageError
 from .model.loading import resolve_dtype
@@ -75,6 +75,7 @@ def dry_run(
     tokens: int | None = None,
     quant: str = "8bit",
     dtype: str = "auto",
+    device: str = "auto",
     layers: LayerSpec = None,
     filters: Sequence[str] = (),
 ) -> TraceResult:
@@ -88,7 +89,7 @@ def dry_run(
     """
     source = resolve_source(spec)
     config = read_config(source)
-    torch_dtype = resolve_dtype(dtype, quant, resolve_device("auto"))
+    torch_dtype = resolve_dtype(dtype, quant, resolve_device(device))
     limit = int(config.max_position_embeddings)
     token_list: list[Token] = []
     if tokens is not None:
@@ -103,7 +104,7 @@ def dry_run(
                 f"no tokenizer for {spec} is available offline: give --tokens N instead"
             )
         ids = tokenizer(text)["input_ids"]
-        token_list = [Token(int(i), tokenizer.decode([i])) for i in ids]
+        token_list = [describe_token(tokenizer, int(i)) for i in ids]
         count = len(ids)
     if count > limit:
         raise UsageError(f"the text has {count} tokens; {spec} accepts at most {limit}")

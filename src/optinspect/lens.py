@@ -14,6 +14,7 @@ prediction.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -178,7 +179,11 @@ def compute_lens(
 
     ``layers`` is a layer spec (``0``, ``3-7``, ``-1``, ``all``) or indices; None is all.
     """
-    return next(iter_lens(loaded, [text], layers=layers, top_k=top_k, truncate=truncate))
+    # Closed at once, so the hooks of the one forward are gone when this returns.
+    with contextlib.closing(
+        iter_lens(loaded, [text], layers=layers, top_k=top_k, truncate=truncate)
+    ) as results:
+        return next(results)
 
 
 def iter_lens(
@@ -193,7 +198,9 @@ def iter_lens(
 ) -> Iterator[LensResult]:
     """The lens of every sentence, in input order, as each batch finishes.
 
-    Each selected layer's output is kept only until its batch is projected.
+    Each selected layer's output is kept only until its batch is projected. As
+    with ``iter_trace``, the hooks stay on the model while the iteration is in
+    progress: finish it (or close it) before running the model otherwise.
     """
     model = loaded.model
     check_top_k(top_k, int(model.config.vocab_size))

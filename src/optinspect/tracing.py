@@ -81,6 +81,8 @@ def iter_trace(
     """Trace sentences in padded batches, yielding one result per sentence as batches finish.
 
     ``sink`` receives (sentence index, module name, call, tensor as if run alone).
+    The hooks stay on the model while the iteration is in progress: finish it
+    (or ``close()`` it) before running the model otherwise.
     ``sparsity``, when given, also counts ReLU zeros and dead units over every
     token; read it with ``sparsity.summary()`` after the iteration.
     """

@@ -65,7 +65,9 @@ def progress(enabled: bool, label: str = "tracing") -> Iterator[Callable[[int], 
     goes where stdout goes (a file, a pipe), not into the terminal.
     """
     err = stderr_console()
-    if not enabled or not err.is_terminal:
+    # Tables drawn on the terminal are the progress there; a counter on the same
+    # screen would interleave with them. It draws when the data goes elsewhere.
+    if not enabled or not err.is_terminal or sys.stdout.isatty():
         yield lambda n=1: None
         return
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn

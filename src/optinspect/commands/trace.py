@@ -112,10 +112,19 @@ def trace_command(
     globs = tuple(filters or ())
     _check_options(inputs, save, plot, force, dry_run, tokens, fail_on_nonfinite)
     if dry_run:
+        if load.device_map or load.max_memory or load.offload_dir:
+            from ..errors import UsageError
+
+            raise UsageError(
+                "--dry-run builds the model on the meta device: it takes no --device-map, "
+                "--max-memory or --offload-dir"
+            )
         _dry_run(load, inputs.text, tokens, layer, globs, fmt.value, stat_names)
         return
     texts, many = inputs.read()
     plan = preflight(load, layers=layer, filters=globs, batch_size=inputs.batch_size)
+    if plot is not None and plan.names is not None:
+        _check_plot_selection(plan.names)
     if texts is None:
         from .common import say_nothing_read
         from .trace_output import close_trace_output, trace_emitter
@@ -174,6 +183,18 @@ def _check_options(
         raise UsageError("give TEXT or --tokens, not both")
 
 
+def _check_plot_selection(names: tuple[str, ...]) -> None:
+    """``--plot`` draws the decoder layers' outputs: refused before loading when the
+    selection holds none of them."""
+    from ..errors import UsageError
+    from ..model.names import is_layer_root
+
+    if not any(is_layer_root(name) for name in names):
+        raise UsageError(
+            "--plot needs the decoder layers' outputs: use it without --filter, or with --layer all"
+        )
+
+
 def _dry_run(
     load: LoadOptions,
     text: str | None,
@@ -187,8 +208,8 @@ def _dry_run(
     from .trace_output import close_trace_output, trace_emitter
 
     result = dry_run(
-        load.model, text, tokens=tokens, quant=load.quant, dtype=load.dtype, layers=layer,
-        filters=globs,
+        load.model, text, tokens=tokens, quant=load.quant, dtype=load.dtype, device=load.device,
+        layers=layer, filters=globs,
     )  # fmt: skip
     emitter = trace_emitter(fmt, stat_names, many=False)
     emitter.emit(result)
@@ -298,6 +319,8 @@ class _TraceRun:
         from .trace_output import close_trace_output
 
         start = time.perf_counter()
+        if self.store is not None and save is not None:  # what a full run paid for, first
+            self.store.write(save, model=self.loaded.name, quant=self.loaded.quant)
         summary = self.sparsity.summary() if self.sparsity is not None else None
         close_trace_output(self.emitter, summary)
         if plot is not None and self.kept:
@@ -306,5 +329,3 @@ class _TraceRun:
             save_layer_plot(self.kept, summary or [], plot)
             stderr_console().print(f"wrote {plot}", highlight=False, markup=False)
         clock.render += time.perf_counter() - start
-        if self.store is not None and save is not None:
-            self.store.write(save, model=self.loaded.name, quant=self.loaded.quant)

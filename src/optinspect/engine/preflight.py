@@ -12,6 +12,7 @@ a command asked for. Messages name the bad input and exit 2.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "LoadSettings",
     "Plan",
     "check_batch_size",
+    "check_offload_dir",
     "check_output_path",
     "check_placement",
     "check_quant_dtype",
@@ -164,6 +166,8 @@ def check_placement(
     """
     from ..model.placement import DEVICE_MAPS, parse_max_memory
 
+    device = device.strip().lower()
+    device_map = device_map.strip().lower() if device_map is not None else None
     if device_map is not None and device != "auto":
         raise UsageError(
             f"give --device or --device-map, not both: the map {device_map!r} places the model"
@@ -172,6 +176,8 @@ def check_placement(
         raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
     if max_memory is not None:
         parse_max_memory(max_memory)
+    if offload_dir is not None:
+        check_offload_dir(offload_dir)
     if (max_memory is not None or offload_dir is not None) and quant != "none":
         import torch
 
@@ -181,6 +187,20 @@ def check_placement(
                 "them through a GPU): use --quant none with --max-memory or --offload-dir "
                 "on the CPU"
             )
+
+
+def check_offload_dir(path: str | Path) -> Path:
+    """``--offload-dir``: a folder that can be written, or one that can be made (with its
+    missing parents, as accelerate does)."""
+    folder = Path(path).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--offload-dir {path} is a file: give a folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--offload-dir {path} cannot be written")
+    return folder
 
 
 class LoadSettings(Protocol):
@@ -193,6 +213,10 @@ class LoadSettings(Protocol):
     device_map: str | None
     max_memory: str | None
     offload_dir: str | None
+
+
+#: More layers than any model has: checks a layer spec's syntax before the config is read.
+_ANY_LAYERS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -242,6 +266,8 @@ def preflight(
     """
     from ..model.spec import build_meta_model, read_config, resolve_source
 
+    if layers is not None:  # the syntax first: it needs no config, so it answers at once
+        resolve_layers(layers, _ANY_LAYERS)
     if isinstance(load, str):
         load = _Defaults(load)
     check_quant_dtype(load.quant, load.dtype)

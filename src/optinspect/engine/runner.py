@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
 from ..model.placement import input_device
 from .preflight import check_batch_size, check_text
 from .records import Token
@@ -121,6 +121,8 @@ def encode(loaded: LoadedModel, text: str, *, truncate: bool = False) -> list[To
     With ``truncate`` a text that is too long keeps its first tokens instead of failing.
     """
     ids = loaded.tokenizer(text)["input_ids"]
+    if not ids:  # a folder without tokenizer files can load a tokenizer that knows no text
+        raise ModelError(f"the tokenizer of {loaded.name} gives no tokens for {text!r}")
     if truncate:
         ids = ids[: loaded.max_positions]
     if len(ids) > loaded.max_positions:

@@ -130,6 +130,8 @@ def resolve_placement(
         max_memory=max_memory,
         offload_dir=None if offload_dir is None else str(offload_dir),
     )
+    device = device.strip().lower()
+    device_map = device_map.strip().lower() if device_map is not None else None
     memory = parse_max_memory(max_memory) if max_memory is not None else None
     if (memory is not None or offload_dir is not None) and device_map is None:
         device_map = "auto"

@@ -32,6 +32,7 @@ _UNITS.update({f"{u[0]}IB": 1024 ** (i + 1) for i, u in enumerate(("KB", "MB", "
 
 def resolve_device(device: str) -> str:
     """``auto`` means CUDA when present, else the CPU; explicit devices are checked."""
+    device = device.strip().lower()
     if device == "auto":
         return mapped_device()
     if device == "cpu":
@@ -64,6 +65,7 @@ def parse_max_memory(spec: str) -> dict[int | str, int]:
     memory: dict[int | str, int] = {}
     for item in spec.split(","):
         key, sep, size = (part.strip() for part in item.partition("="))
+        key = key.lower()
         found = _SIZE.fullmatch(size)
         if not sep or found is None:
             raise UsageError(usage)
@@ -81,8 +83,9 @@ def input_device(model: nn.Module) -> torch.device:
     """Where the token ids must go: the execution device of the token embedding.
 
     An embedding that accelerate offloaded (to the CPU or disk) has its weight
-    on the meta device and runs on the CPU; a model built on the meta device
-    with no device map runs there.
+    on the meta device; accelerate runs offloaded modules on the map's first
+    GPU when it has one (``dispatch_model``'s main device), else on the CPU. A
+    model built on the meta device with no device map runs there.
     """
     weight = model.get_input_embeddings().weight
     if weight.device.type != "meta":
@@ -91,9 +94,14 @@ def input_device(model: nn.Module) -> torch.device:
     if not device_map:
         return weight.device
     where = placement_of(device_map, TOKEN_EMBEDDINGS)
-    if isinstance(where, int) or (isinstance(where, str) and where.startswith("cuda")):
+    if _is_gpu(where):
         return torch.device(placement_name(where))
-    return torch.device("cpu")
+    first_gpu = next((w for w in device_map.values() if _is_gpu(w)), None)
+    return torch.device(placement_name(first_gpu) if first_gpu is not None else "cpu")
+
+
+def _is_gpu(where: object) -> bool:
+    return isinstance(where, int) or (isinstance(where, str) and where.startswith("cuda"))
 
 
 def placement_name(where: object) -> str:

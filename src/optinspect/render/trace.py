@@ -158,7 +158,7 @@ class CsvWriter:
     """One row per (sentence, module call); the header comes with the first row."""
 
     BASE_COLUMNS = (
-        "index",  # the sentence's position in the input, as "index" in the JSON
+        "sentence",  # the sentence's position in the input ("index" in the JSON)
         "text",
         "order",  # the module call's position in execution order
         "module",
