@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .engine.preflight import resolve_head, resolve_single_layer
-from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
+from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token, finite_or_none
 from .engine.runner import Runner
 from .errors import ModelError
 from .model.loading import LoadedModel
@@ -107,10 +107,6 @@ def uniform_entropy(tokens: int) -> float:
     return sum(math.log(i + 1) for i in range(tokens)) / tokens
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def compute_attention(
     loaded: LoadedModel,
     text: str,
@@ -138,7 +134,7 @@ def compute_attention(
         shown = weights[head_index] if head_index is not None else weights.mean(dim=0)
         entropy = head_entropy(weights).tolist()
         sink = sink_mass(weights).tolist()
-        matrix = tuple(tuple(_finite(v) for v in row) for row in shown.tolist())
+        matrix = tuple(tuple(finite_or_none(v) for v in row) for row in shown.tolist())
     return AttentionResult(
         info=loaded.info,
         text=text,
@@ -148,7 +144,7 @@ def compute_attention(
         num_heads=num_heads,
         weights=matrix,
         heads=tuple(
-            HeadSummary(head=h, entropy=_finite(e), sink=_finite(s))
+            HeadSummary(head=h, entropy=finite_or_none(e), sink=finite_or_none(s))
             for h, (e, s) in enumerate(zip(entropy, sink, strict=True))
         ),
         uniform_entropy=uniform_entropy(len(tokens)),

@@ -54,13 +54,12 @@ from .calibration import (
     CalibrationSettings,
     LinearInput,
     ModuleOutput,
-    _finite,
     percentile_from_histogram,
 )
 from .engine.capture import main_tensor
 from .engine.distributed import Ranks, all_reduce, gather
 from .engine.hooks import HookGroup
-from .engine.records import TensorStats
+from .engine.records import TensorStats, finite_or_none
 from .engine.runner import Batch, Runner
 from .engine.stats import (
     PARTIALS,
@@ -239,8 +238,8 @@ def _describe(r: _Running, channels: dict[str, torch.Tensor]) -> LinearInput:
     absmax = channels[f"{r.name}/absmax"]
     tokens = int(channels[f"{r.name}/tokens"][0])
     hist = channels[f"{r.name}/histogram"]
-    peak = _finite(float(absmax.max())) if absmax.numel() and tokens else None
-    median = _finite(float(absmax.median())) if absmax.numel() and tokens else None
+    peak = finite_or_none(float(absmax.max())) if absmax.numel() and tokens else None
+    median = finite_or_none(float(absmax.median())) if absmax.numel() and tokens else None
     elements = tokens * r.in_features
     mean_abs = float(channels[f"{r.name}/mean_abs"].sum()) / r.in_features if tokens else None
     return LinearInput(
@@ -253,7 +252,7 @@ def _describe(r: _Running, channels: dict[str, torch.Tensor]) -> LinearInput:
         argmax=int(absmax.argmax()) if peak is not None else None,
         median=median,
         outlier_ratio=peak / median if peak is not None and median else None,
-        mean_abs=_finite(mean_abs) if mean_abs is not None else None,
+        mean_abs=finite_or_none(mean_abs) if mean_abs is not None else None,
         percentiles={
             key: percentile_from_histogram(hist, q, elements, peak)
             for key, q in PERCENTILES.items()

@@ -193,7 +193,3 @@ def percentile_from_histogram(
         return None
     middle = (low + high) / 2 if math.isfinite(high) else low
     return min(middle, cap) if cap is not None else middle
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None

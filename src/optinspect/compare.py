@@ -41,7 +41,6 @@ output had another shape.
 from __future__ import annotations
 
 import gc
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +49,14 @@ import torch
 
 from .engine.capture import capture
 from .engine.preflight import check_tolerance
-from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, ModuleRecord, Token
+from .engine.records import (
+    SCHEMA_VERSION,
+    DescribesModel,
+    ModelInfo,
+    ModuleRecord,
+    Token,
+    finite_or_none,
+)
 from .engine.runner import Progress, Runner
 from .engine.selection import LayerSpec, select_names
 from .model.loading import LoadedModel, resolve_dtype
@@ -342,7 +348,7 @@ def _diff_rows(
         cosine = rel = max_abs = None
         if key in values:
             status = COMPARED
-            cosine, rel, max_abs = (v if math.isfinite(v) else None for v in values[key])
+            cosine, rel, max_abs = (finite_or_none(v) for v in values[key])
         elif r.output != "tensor" or reference_outputs.get(key, "tensor") != "tensor":
             status = "no tensor"
         elif key not in reference_types:

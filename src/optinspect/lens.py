@@ -25,7 +25,7 @@ from torch import nn
 
 from .engine.capture import capture
 from .engine.preflight import check_top_k
-from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
+from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token, finite_or_none
 from .engine.runner import Progress, Runner, describe_token
 from .engine.selection import LayerSpec, resolve_layers
 from .model.loading import LoadedModel
@@ -155,7 +155,7 @@ def _predictions(logits: torch.Tensor, k: int, tokenizer: Any) -> tuple[Ranked, 
             continue
         rows.append(
             tuple(
-                _prediction(tokenizer, i, p if math.isfinite(p) else None)
+                _prediction(tokenizer, i, finite_or_none(p))
                 for i, p in zip(ids, row_probs, strict=True)
             )
         )

@@ -44,7 +44,7 @@ from torch import nn
 
 from .engine.hooks import HookGroup
 from .engine.preflight import check_threshold
-from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo
+from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, finite_or_none
 from .engine.runner import Batch, Progress, Runner
 from .errors import UsageError
 from .model.loading import LoadedModel
@@ -343,7 +343,9 @@ def summarize_recurring(modules: Sequence[ModuleOutliers], num_layers: int) -> l
 def _module_row(tally: _Tally, hits: list[int], peaks: list[float], rows: int) -> ModuleOutliers:
     tokens = tally.tokens
     dims = tuple(
-        DimCount(dim=d, count=n, fraction=n / tokens if tokens else 0.0, absmax=_finite(peaks[d]))
+        DimCount(
+            dim=d, count=n, fraction=n / tokens if tokens else 0.0, absmax=finite_or_none(peaks[d])
+        )
         for d, n in enumerate(hits)
         if n > 0
     )
@@ -358,10 +360,6 @@ def _module_row(tally: _Tally, hits: list[int], peaks: list[float], rows: int) -
         summary=role_of(tally.name) in SUMMARY_ROLES,
         tokens=tokens,
         tokens_affected=rows,
-        absmax=_finite(max(numbers)) if numbers else None,
+        absmax=finite_or_none(max(numbers)) if numbers else None,
         dims=dims,
     )
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None

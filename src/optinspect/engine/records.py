@@ -19,6 +19,11 @@ SCHEMA_VERSION = 1
 STAT_NAMES: tuple[str, ...] = ("mean", "std", "min", "max", "absmax", "rms", "zeros", "nan", "inf")
 
 
+def finite_or_none(value: float) -> float | None:
+    """``value``, or None (null in JSON) when it is NaN or infinite."""
+    return value if math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class TensorStats:
     """Summary of one tensor, reduced in float32 on its device.

@@ -15,6 +15,7 @@ command.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -153,11 +154,17 @@ def describe_token(tokenizer: Any, token_id: int) -> Token:
     return Token(token_id, text)
 
 
-def _token_bytes(tokenizer: Any, token_id: int) -> bytes | None:
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """The inverse of the byte-to-unicode map byte-level BPE is built on; made once."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def _token_bytes(tokenizer: Any, token_id: int) -> bytes | None:
     piece = tokenizer.convert_ids_to_tokens(token_id)
-    decoder = {char: byte for byte, char in bytes_to_unicode().items()}
+    decoder = _byte_decoder()
     if not isinstance(piece, str) or any(char not in decoder for char in piece):
         return None
     return bytes(decoder[char] for char in piece)
