@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -70,7 +71,7 @@ def compare_command(
       optinspect compare --file prompts.txt --model tiny --format jsonl > compare.jsonl
     """
     from ..compare import Setting, compare_many
-    from ..engine.preflight import check_placement, check_quant_dtype, preflight
+    from ..engine.preflight import check_load_settings, preflight
     from ..model.loading import LoadedModel
     from ..render.compare import render_compare, render_compare_header
     from .common import progress, say_nothing_read
@@ -78,14 +79,8 @@ def compare_command(
 
     texts, many = inputs.read()
     globs = tuple(filters or ())
-    check_quant_dtype(against.value, against_dtype.value)  # the reference's own setting
-    check_placement(
-        load.device,
-        load.device_map,
-        quant=against.value,
-        max_memory=load.max_memory,
-        offload_dir=load.offload_dir,
-    )
+    # The reference runs under its own setting: it must be loadable too.
+    check_load_settings(replace(load, quant=against.value, dtype=against_dtype.value))
     preflight(load, layers=layer, filters=globs, tolerance=tolerance, batch_size=inputs.batch_size)
     emitter = make_emitter(fmt.value, many, render_compare, header=render_compare_header)
     if texts is None:

@@ -28,6 +28,7 @@ __all__ = [
     "LoadSettings",
     "Plan",
     "check_batch_size",
+    "check_load_settings",
     "check_offload_dir",
     "check_output_path",
     "check_placement",
@@ -230,6 +231,18 @@ class _Defaults:
     offload_dir: str | None = None
 
 
+def check_load_settings(load: LoadSettings) -> None:
+    """The loading options that cannot work together, judged from the options alone."""
+    check_quant_dtype(load.quant, load.dtype)
+    check_placement(
+        load.device,
+        load.device_map,
+        quant=load.quant,
+        max_memory=load.max_memory,
+        offload_dir=load.offload_dir,
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     """What preflight learned from the config: the model's sizes and the checked choices."""
@@ -270,14 +283,7 @@ def preflight(
         resolve_layers(layers, _ANY_LAYERS)
     if isinstance(load, str):
         load = _Defaults(load)
-    check_quant_dtype(load.quant, load.dtype)
-    check_placement(
-        load.device,
-        load.device_map,
-        quant=load.quant,
-        max_memory=load.max_memory,
-        offload_dir=load.offload_dir,
-    )
+    check_load_settings(load)
     if batch_size is not None:
         check_batch_size(batch_size)
     if threshold is not None:
