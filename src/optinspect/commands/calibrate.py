@@ -236,7 +236,7 @@ def _run(
 ) -> CalibrationResult:
     from ..calibrate import CalibrationSettings, calibrate
     from ..engine.samples import pack_blocks, tokenize_samples
-    from .common import calibration_progress
+    from .common import progress
 
     loaded = load.load(device=device) if load.device_map is None else load.load()
     tokenized = tokenize_samples(
@@ -264,7 +264,9 @@ def _run(
     )
     comm = device if device.startswith("cuda") else "cpu"
     total_tokens = sum(len(i) for i in ids)
-    with calibration_progress(ranks.leader, len(ids), total_tokens) as advance:
+    with progress(
+        ranks.leader, "calibrating", streams=False, samples=len(ids), tokens=total_tokens
+    ) as advance:
         return calibrate(loaded, ids, settings=settings, ranks=ranks, device=comm, advance=advance)
 
 

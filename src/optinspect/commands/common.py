@@ -56,34 +56,71 @@ def load_with_status(
 
 
 @contextlib.contextmanager
-def progress(enabled: bool, label: str = "tracing") -> Iterator[Callable[[int], None]]:
-    """A sentence counter on stderr when it is a terminal; yields ``advance(sentences)``.
+def progress(
+    enabled: bool,
+    label: str = "tracing",
+    *,
+    streams: bool = True,
+    samples: int | None = None,
+    tokens: int | None = None,
+) -> Iterator[Callable[..., None]]:
+    """Progress on stderr when it is a terminal; yields ``advance(sentences, tokens=0)``.
 
-    The counter appears at the first ``advance``, so a model loaded inside the
-    block (compare loads two) shows its own spinner alone, never beside the
-    counter. The display never captures stdout: data written while it is live
-    goes where stdout goes (a file, a pipe), not into the terminal.
+    Without totals, a sentence counter that appears at the first ``advance``, so
+    a model loaded inside the block (compare loads two) shows its own spinner
+    alone, never beside it. With ``samples`` and ``tokens`` (calibrate), a bar
+    with both counts, a rate and an ETA, from the start. ``streams``: results
+    are drawn on stdout while the block runs; when stdout is then the terminal,
+    the tables are the progress there, and no counter is drawn between them.
+    The display never captures stdout: data written while it is live goes where
+    stdout goes (a file, a pipe), not into the terminal.
     """
     err = stderr_console()
-    # Tables drawn on the terminal are the progress there; a counter on the same
-    # screen would interleave with them. It draws when the data goes elsewhere.
-    if not enabled or not err.is_terminal or sys.stdout.isatty():
-        yield lambda n=1: None
+    if not enabled or not err.is_terminal or (streams and sys.stdout.isatty()):
+        yield lambda n=1, t=0: None
         return
-    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (SpinnerColumn(), TextColumn(label), MofNCompleteColumn())
+    if samples is None or tokens is None:
+        columns: tuple[Any, ...] = (SpinnerColumn(), TextColumn(label), MofNCompleteColumn())
+    else:
+        columns = (
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("samples · {task.fields[tokens]:,}/" + f"{tokens:,} tokens"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+        )
     bar = Progress(
         *columns, console=err, transient=True, redirect_stdout=False, redirect_stderr=False
     )
     task: list[Any] = []
+    done = [0, 0]
 
-    def advance(n: int = 1) -> None:
+    def start() -> None:
+        bar.start()
+        task.append(bar.add_task(label, total=samples, tokens=0, rate=""))
+
+    def advance(n: int = 1, t: int = 0) -> None:
         if not task:
-            bar.start()
-            task.append(bar.add_task(label, total=None))
-        bar.advance(task[0], n)
+            start()
+        # Capped at the totals: under a launcher the leader counts each round of ranks.
+        done[0] = done[0] + n if samples is None else min(done[0] + n, samples)
+        done[1] = done[1] + t if tokens is None else min(done[1] + t, tokens)
+        elapsed = bar.tasks[0].elapsed or 0.0
+        rate = f"{done[1] / elapsed:,.0f} tokens/s" if elapsed > 0 else ""
+        bar.update(task[0], completed=done[0], tokens=done[1], rate=rate)
 
+    if samples is not None:
+        start()
     try:
         yield advance
     finally:
@@ -96,45 +133,3 @@ def say_nothing_read(verb: str) -> None:
     stderr_console().print(
         f"note: the input holds no sentences; nothing to {verb}", soft_wrap=True, highlight=False
     )
-
-
-@contextlib.contextmanager
-def calibration_progress(
-    enabled: bool, samples: int, tokens: int
-) -> Iterator[Callable[[int, int], None]]:
-    """Samples and tokens done, with a rate and an ETA, on stderr when it is a terminal;
-    yields ``advance(samples, tokens)``. Never captures stdout."""
-    err = stderr_console()
-    if not enabled or not err.is_terminal:
-        yield lambda n, t: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("calibrating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("samples · {task.fields[tokens]:,}/" + f"{tokens:,} tokens"),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(
-        *columns, console=err, transient=True, redirect_stdout=False, redirect_stderr=False
-    ) as bar:
-        task = bar.add_task("calibrating", total=samples, tokens=0, rate="")
-        done = [0, 0]
-
-        def advance(n: int, t: int) -> None:
-            # Under a launcher the leader counts each round of ranks: capped at the totals.
-            done[0], done[1] = min(done[0] + n, samples), min(done[1] + t, tokens)
-            elapsed = bar.tasks[0].elapsed or 0.0
-            rate = f"{done[1] / elapsed:,.0f} tokens/s" if elapsed > 0 else ""
-            bar.update(task, completed=done[0], tokens=done[1], rate=rate)
-
-        yield advance
