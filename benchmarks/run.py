@@ -138,6 +138,16 @@ def overhead_sections(results: dict[str, Any], model: Any, p: dict[str, Any]) ->
 
 def only_overhead(args: argparse.Namespace) -> dict[str, Any]:
     """Section 1 alone, at full size unless --quick."""
+    results, p, model = start(args, overhead_1thread=True)
+    overhead_sections(results, model, p)
+    results["load_end"] = bench_util.load_average()
+    return results
+
+
+def start(
+    args: argparse.Namespace, *, overhead_1thread: bool | None = None
+) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """What every run begins with: threads, the plan, the header of the results, the model."""
     import bench_inproc
     import bench_models
     import torch
@@ -145,7 +155,8 @@ def only_overhead(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     p = plan(args)
-    p["overhead_1thread"] = True
+    if overhead_1thread is not None:
+        p["overhead_1thread"] = overhead_1thread
     results: dict[str, Any] = {
         "quick": args.quick,
         "plan": p,
@@ -156,9 +167,7 @@ def only_overhead(args: argparse.Namespace) -> dict[str, Any]:
     model = bench_models.build_model(shape_of(p["shape"]))
     results["model"] = {"shape": p["shape"], "params": sum(t.numel() for t in model.parameters())}
     results["modules"] = len(bench_inproc.every_module(model))
-    overhead_sections(results, model, p)
-    results["load_end"] = bench_util.load_average()
-    return results
+    return results, p, model
 
 
 def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
@@ -167,21 +176,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     import bench_models
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    p = plan(args)
-    results: dict[str, Any] = {
-        "quick": args.quick,
-        "plan": p,
-        "threads": torch.get_num_threads(),
-        "load_start": bench_util.load_average(),
-        "started": time.strftime("%Y-%m-%d %H:%M %Z"),
-    }
-    shape = shape_of(p["shape"])
-    model = bench_models.build_model(shape)
+    results, p, model = start(args)
     tokenizer = bench_models.tiny_tokenizer()
-    results["model"] = {"shape": p["shape"], "params": sum(t.numel() for t in model.parameters())}
-    results["modules"] = len(bench_inproc.every_module(model))
 
     overhead_sections(results, model, p)
     if p["peers"] is not None:
