@@ -21,6 +21,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.pop("OPTINSPECT_MODEL", None)
 os.environ["COLUMNS"] = "200"
+# A private runtime folder, so no test talks to a server the user runs (optinspect serve).
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="oi-run-")
+os.environ.pop("OPTINSPECT_NO_SERVER", None)
 
 
 def gpu_selected(markexpr: str) -> bool:

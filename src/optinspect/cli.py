@@ -20,16 +20,15 @@ from .commands.compare import compare_command
 from .commands.lens import lens_command
 from .commands.outliers import outliers_command
 from .commands.params import params_command
+from .commands.serve import serve_command
 from .commands.trace import trace_command
 from .commands.tree import tree_command
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_PIPE,
-    EXIT_RUNTIME,
     EXIT_USAGE,
     OptinspectError,
-    first_line,
-    translate,
+    describe,
 )
 
 app = typer.Typer(
@@ -49,6 +48,7 @@ app.command("attention")(attention_command)
 app.command("compare")(compare_command)
 app.command("outliers")(outliers_command)
 app.command("calibrate")(calibrate_command)
+app.command("serve")(serve_command)
 
 
 @app.callback()
@@ -73,6 +73,24 @@ def _plain_arguments(command: Any) -> None:
         for param in sub.params:
             if type(param) is typer.core.TyperArgument:
                 param.__class__ = _PlainArgument
+
+
+def _told(error: Exception, debug: bool) -> int:
+    """Tell the user of ``error`` in one line (a traceback first with --debug); its exit code.
+
+    An error met by the server comes with the server's traceback, shown with --debug.
+    """
+    if debug:
+        remote = getattr(error, "trace", None)
+        if remote:
+            sys.stderr.write(remote)
+        else:
+            traceback.print_exc()
+    message, code, hint = describe(error)
+    _error(message)
+    if hint and not debug:
+        sys.stderr.write("Run again with --debug for the traceback.\n")
+    return code
 
 
 def _reader_gone() -> int:
@@ -105,10 +123,7 @@ def run(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"Try '{ctx.command_path} --help' for help.\n")
         return int(getattr(e, "exit_code", EXIT_USAGE))
     except OptinspectError as e:
-        if debug:
-            traceback.print_exc()
-        _error(str(e))
-        return e.exit_code
+        return _told(e, debug)
     except BrokenPipeError:
         return _reader_gone()
     except SystemExit as e:
@@ -117,14 +132,7 @@ def run(argv: list[str] | None = None) -> int:
             return _reader_gone()
         raise
     except Exception as e:
-        if debug:
-            traceback.print_exc()
-        known = translate(e)
-        detail = first_line(e) if str(e).strip() else ""
-        _error(str(known) if known is not None else f"{type(e).__name__}: {detail}")
-        if not debug:
-            sys.stderr.write("Run again with --debug for the traceback.\n")
-        return known.exit_code if known is not None else EXIT_RUNTIME
+        return _told(e, debug)
     if result == EXIT_INTERRUPTED:
         # Typer turns Ctrl-C inside a command into a silent exit code 130.
         _error("interrupted")

@@ -99,3 +99,15 @@ def translate(error: BaseException) -> OptinspectError | None:
         if row.matches(error):
             return row.kind(row.message(error))
     return None
+
+
+def describe(error: BaseException) -> tuple[str, int, bool]:
+    """What the CLI tells of ``error``: its one line, its exit code, and whether the line
+    is followed by "Run again with --debug" (for errors that are not ours)."""
+    if isinstance(error, OptinspectError):
+        return str(error), error.exit_code, bool(getattr(error, "hint", False))
+    known = translate(error)
+    if known is not None:
+        return str(known), known.exit_code, True
+    detail = first_line(error) if str(error).strip() else ""
+    return f"{type(error).__name__}: {detail}", EXIT_RUNTIME, True

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .jobs import Job, run_job
 from .options import InputOptions, LoadOptions, ViewFormat, ViewFormatOpt, model_command
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ..engine.preflight import Plan
+    from ..results.attention import AttentionResult
+    from .jobs import Context
 
 VERB = "show the attention of"
 
@@ -61,8 +69,7 @@ def attention_command(
 
       optinspect attention "Hello world" --model tiny --layer 0 --format json | jq '.heads'
     """
-    from ..attention import compute_attention
-    from ..engine.preflight import check_output_path, check_text, preflight
+    from ..engine.preflight import check_output_path, check_text
     from ..errors import UsageError
     from ..render.attention import render_attention, save_attention_png
     from ..render.common import write_json
@@ -76,12 +83,18 @@ def attention_command(
 
         check_output_path(png, force=force, suffix=".png", option="--png")
         require_matplotlib("--png")
-    plan = preflight(load, single_layer=layer, head=head)
-    loaded = load.load(attn_implementation="eager")
-    chosen = plan.layers[0] if plan.layers else layer
-    result = compute_attention(
-        loaded, inputs.text or "", layer=chosen, head=head, truncate=inputs.truncate
+    job = Job(
+        "attention",
+        load,
+        checks={"single_layer": layer, "head": head},
+        params={
+            "text": inputs.text or "",
+            "layer": layer,
+            "head": head,
+            "truncate": inputs.truncate,
+        },
     )
+    (result,) = run_job(job)
     if png is not None:
         save_attention_png(result, png)
         stderr_console().print(f"wrote {png}", highlight=False, markup=False)
@@ -89,3 +102,21 @@ def attention_command(
         write_json(sys.stdout, result.as_dict())
     else:
         render_attention(stdout_console(), result)
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: None,
+    *,
+    text: str,
+    layer: str,
+    head: int | None,
+    truncate: bool,
+) -> Iterator[AttentionResult]:
+    """The attention job, where the model is: eager attention, the kind that gives weights."""
+    from ..attention import compute_attention
+
+    loaded = ctx.model(attn_implementation="eager")
+    chosen = plan.layers[0] if plan is not None and plan.layers else layer
+    yield compute_attention(loaded, text, layer=chosen, head=head, truncate=truncate)

@@ -6,15 +6,21 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .jobs import Job, plan_of, run_job, with_umask
 from .options import InputOptions, LoadOptions, Quant, ViewFormat, ViewFormatOpt, model_command
 
 if TYPE_CHECKING:
-    from ..calibrate import CalibrationResult
+    from collections.abc import Callable, Iterator
+
     from ..engine.distributed import Ranks
+    from ..engine.preflight import Plan
+    from ..model.loading import LoadedModel
+    from ..results.calibration import CalibrationResult
+    from .jobs import Context
 
 VERB = "calibrate"
 
@@ -100,42 +106,43 @@ def calibrate_command(
       torchrun --nproc-per-node 8 -m optinspect calibrate --file pile_val.jsonl --field text
       --model facebook/opt-66b --act-scales opt-66b.pt
     """
-    from ..engine.distributed import agree, launched, process_group
-    from ..errors import OptinspectError
+    from ..engine.distributed import launched
 
     ranks = launched()
-    device = _rank_device(load.device, ranks)
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    settings_values = {
+    values = {
         "field": field,
         "samples": samples,
         "seed": seed,
         "seq_len": seq_len,
         "pack": pack,
         "allow_fewer": allow_fewer,
+        "batch_size": inputs.batch_size,
+        "truncate": inputs.truncate,
+        "source": str(inputs.file) if inputs.file is not None else inputs.text and "-",
     }
-    with process_group(ranks, backend):
-        error: str | None = None
-        texts: list[str] = []
-        try:
-            paths = _check_outputs(act_scales, act_shifts, out, force) if ranks.leader else {}
-            texts, max_positions = _prepare(load, inputs, **settings_values)
-        except OptinspectError as e:
-            if not ranks.many:
-                raise
-            error = str(e)
-        fingerprint = {
-            "model": load.model,
-            "quant": load.quant,
-            "dtype": load.dtype,
-            "settings": json.dumps({**settings_values, "batch_size": inputs.batch_size}),
-            "samples": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16],
-        }
-        agree(ranks, fingerprint, error)
-        result = _run(load, inputs, ranks, device, texts, max_positions, **settings_values)
-    if not ranks.leader:
-        return
-    _write_files(result, paths)
+    outputs = (act_scales, act_shifts, out, force)
+    if ranks.many:
+        result = _calibrate_ranks(load, inputs, ranks, outputs, values)
+        if result is None:  # another rank's: rank 0 writes
+            return
+    else:
+        from .common import progress
+
+        paths = _check_outputs(*outputs)
+        _check_values(seq_len=seq_len, pack=pack, samples=samples)
+        job = Job(
+            "calibrate",
+            load,
+            checks={"batch_size": inputs.batch_size},
+            params={
+                **values,
+                "model": load.model,
+                "outputs": {k: str(v.resolve()) for k, v in paths.items()},
+            },
+            texts=_read(inputs, field),
+        )
+        with progress(True, "calibrating", streams=False, totals=True) as advance:
+            (result,) = run_job(with_umask(job), advance)
     if fmt is ViewFormat.json:
         from ..render.common import write_json
 
@@ -182,20 +189,7 @@ def _check_outputs(
     return paths
 
 
-def _prepare(
-    load: LoadOptions,
-    inputs: InputOptions,
-    *,
-    field: str | None,
-    samples: int | None,
-    seed: int,
-    seq_len: int | None,
-    pack: bool,
-    allow_fewer: bool,
-) -> tuple[list[str], int]:
-    """The chosen samples' texts and the model's positions; every check before loading."""
-    from ..engine.preflight import preflight
-    from ..engine.samples import choose, read_samples, shuffled
+def _check_values(*, seq_len: int | None, pack: bool, samples: int | None) -> None:
     from ..errors import UsageError
 
     if seq_len is not None and seq_len < 1:
@@ -204,80 +198,169 @@ def _prepare(
         raise UsageError("--pack needs --seq-len L: the length of every block")
     if samples is not None and samples < 1:
         raise UsageError(f"--samples must be at least 1, not {samples}")
-    plan = preflight(load, batch_size=inputs.batch_size)
-    max_positions = int(plan.config.max_position_embeddings)
-    if seq_len is not None and seq_len > max_positions:
-        raise UsageError(
-            f"--seq-len {seq_len} is more than the {max_positions} positions of {load.model}"
-        )
+
+
+def _read(inputs: InputOptions, field: str | None) -> list[str]:
+    from ..engine.samples import read_samples
+    from ..errors import UsageError
+
     texts = read_samples(inputs.text, inputs.file, field=field)
     if not texts:
         raise UsageError("the input holds no samples: give at least one line of text")
+    return texts
+
+
+def _choose(
+    plan: Plan,
+    texts: list[str],
+    *,
+    model: str,
+    samples: int | None,
+    seed: int,
+    seq_len: int | None,
+    pack: bool,
+    allow_fewer: bool,
+) -> tuple[list[str], int]:
+    """The samples to run, and the model's positions; checked against its config."""
+    from ..engine.samples import choose, shuffled
+    from ..errors import UsageError
+
+    max_positions = int(plan.config.max_position_embeddings)
+    if seq_len is not None and seq_len > max_positions:
+        raise UsageError(
+            f"--seq-len {seq_len} is more than the {max_positions} positions of {model}"
+        )
     if pack:  # --samples counts blocks: the shuffled order is read until they are full
         order = shuffled(len(texts), seed) if samples is not None else range(len(texts))
         return [texts[i] for i in order], max_positions
     return choose(texts, samples, seed=seed, allow_fewer=allow_fewer), max_positions
 
 
-def _run(
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: list[str],
+    *,
+    model: str,
+    outputs: dict[str, str],
+    **values: Any,
+) -> Iterator[CalibrationResult]:
+    """The calibrate job of one process, where the model is: it writes the files, and
+    yields the result without its per-channel tensors (the files hold them)."""
+    import dataclasses
+
+    from ..engine.distributed import Ranks
+
+    chosen, max_positions = _choose(plan_of(plan), texts, model=model, **_choice(values))
+    loaded = ctx.model()
+    comm = "cuda" if loaded.device.startswith("cuda") else "cpu"
+    result = _calibrate(loaded, chosen, max_positions, values, Ranks(), comm, ctx.advance)
+    _write_files(result, {k: Path(v) for k, v in outputs.items()}, ctx.note)
+    yield dataclasses.replace(result, channels={})
+
+
+def _choice(values: dict[str, Any]) -> dict[str, Any]:
+    keys = ("samples", "seed", "seq_len", "pack", "allow_fewer")
+    return {key: values[key] for key in keys}
+
+
+def _calibrate_ranks(
     load: LoadOptions,
     inputs: InputOptions,
     ranks: Ranks,
-    device: str,
+    outputs: tuple[Path | None, Path | None, Path | None, bool],
+    values: dict[str, Any],
+) -> CalibrationResult | None:
+    """Calibrate as one of the ranks a launcher started; rank 0 writes and gets the result."""
+    from ..engine.distributed import agree, process_group
+    from ..engine.preflight import preflight
+    from ..errors import OptinspectError
+    from .common import note, progress
+
+    device = _rank_device(load.device, ranks)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    with process_group(ranks, backend):
+        error: str | None = None
+        texts: list[str] = []
+        max_positions = 0
+        paths: dict[str, Path] = {}
+        try:
+            paths = _check_outputs(*outputs) if ranks.leader else {}
+            _check_values(seq_len=values["seq_len"], pack=values["pack"], samples=values["samples"])
+            plan = preflight(load, batch_size=inputs.batch_size)
+            texts, max_positions = _choose(
+                plan, _read(inputs, values["field"]), model=load.model, **_choice(values)
+            )
+        except OptinspectError as e:
+            error = str(e)
+        settings = {k: values[k] for k in ("field", *_choice(values), "batch_size")}
+        fingerprint = {
+            "model": load.model,
+            "quant": load.quant,
+            "dtype": load.dtype,
+            "settings": json.dumps(settings),
+            "samples": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16],
+        }
+        agree(ranks, fingerprint, error)
+        loaded = load.load(device=device) if load.device_map is None else load.load()
+        comm = device if device.startswith("cuda") else "cpu"
+        with progress(ranks.leader, "calibrating", streams=False, totals=True) as advance:
+            result = _calibrate(loaded, texts, max_positions, values, ranks, comm, advance)
+    if not ranks.leader:
+        return None
+    _write_files(result, paths, note)
+    return result
+
+
+def _calibrate(
+    loaded: LoadedModel,
     texts: list[str],
     max_positions: int,
-    *,
-    field: str | None,
-    samples: int | None,
-    seed: int,
-    seq_len: int | None,
-    pack: bool,
-    allow_fewer: bool,
+    values: dict[str, Any],
+    ranks: Ranks,
+    comm: str,
+    advance: Callable[..., None],
 ) -> CalibrationResult:
+    """Tokenize (and pack) the chosen samples and run them through ``loaded``."""
     from ..calibrate import CalibrationSettings, calibrate
     from ..engine.samples import pack_blocks, tokenize_samples
-    from .common import progress
 
-    loaded = load.load(device=device) if load.device_map is None else load.load()
+    seq_len = values["seq_len"]
     tokenized = tokenize_samples(
         loaded.tokenizer,
         texts,
         seq_len=seq_len,
         max_positions=min(max_positions, loaded.max_positions),
-        truncate=inputs.truncate,
+        truncate=values["truncate"],
     )
-    if pack:
+    if values["pack"]:
         assert seq_len is not None
-        ids = pack_blocks(tokenized, seq_len, samples, allow_fewer=allow_fewer)
+        ids = pack_blocks(tokenized, seq_len, values["samples"], allow_fewer=values["allow_fewer"])
     else:
         ids = list(tokenized)
     settings = CalibrationSettings(
-        file=str(inputs.file) if inputs.file is not None else inputs.text and "-",
-        field=field,
-        samples=samples,
-        seed=seed,
+        file=values["source"],
+        field=values["field"],
+        samples=values["samples"],
+        seed=values["seed"],
         seq_len=seq_len,
-        pack=pack,
-        batch_size=inputs.batch_size,
-        truncate=inputs.truncate,
-        allow_fewer=allow_fewer,
+        pack=values["pack"],
+        batch_size=values["batch_size"],
+        truncate=values["truncate"],
+        allow_fewer=values["allow_fewer"],
     )
-    comm = device if device.startswith("cuda") else "cpu"
-    total_tokens = sum(len(i) for i in ids)
-    with progress(
-        ranks.leader, "calibrating", streams=False, samples=len(ids), tokens=total_tokens
-    ) as advance:
-        return calibrate(loaded, ids, settings=settings, ranks=ranks, device=comm, advance=advance)
+    advance(0, 0, totals=(len(ids), sum(len(i) for i in ids)))
+    return calibrate(loaded, ids, settings=settings, ranks=ranks, device=comm, advance=advance)
 
 
-def _write_files(result: CalibrationResult, paths: dict[str, Path]) -> None:
+def _write_files(
+    result: CalibrationResult, paths: dict[str, Path], note: Callable[[str], None]
+) -> None:
     """Each requested file, atomically; a note on stderr names it."""
     import torch
 
     from ..engine.saving import write_atomic
-    from .common import stderr_console
 
-    err = stderr_console()
     for option, path in paths.items():
         if option == "--act-scales":
             write_atomic(path, lambda tmp: torch.save(result.act_scales(), tmp))
@@ -290,4 +373,4 @@ def _write_files(result: CalibrationResult, paths: dict[str, Path]) -> None:
                 path,
                 lambda tmp: save_file(result.tensors(), str(tmp), metadata=result.metadata()),
             )
-        err.print(f"wrote {option[2:]} to {path}", highlight=False, soft_wrap=True)
+        note(f"wrote {option[2:]} to {path}")

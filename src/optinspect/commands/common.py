@@ -57,27 +57,22 @@ def load_with_status(
 
 @contextlib.contextmanager
 def progress(
-    enabled: bool,
-    label: str = "tracing",
-    *,
-    streams: bool = True,
-    samples: int | None = None,
-    tokens: int | None = None,
+    enabled: bool, label: str = "tracing", *, streams: bool = True, totals: bool = False
 ) -> Iterator[Callable[..., None]]:
-    """Progress on stderr when it is a terminal; yields ``advance(sentences, tokens=0)``.
+    """Progress on stderr when it is a terminal; yields ``advance(n, t=0, totals=None)``.
 
-    Without totals, a sentence counter that appears at the first ``advance``, so
-    a model loaded inside the block (compare loads two) shows its own spinner
-    alone, never beside it. With ``samples`` and ``tokens`` (calibrate), a bar
-    with both counts, a rate and an ETA, from the start. ``streams``: results
-    are drawn on stdout while the block runs; when stdout is then the terminal,
-    the tables are the progress there, and no counter is drawn between them.
+    A sentence counter that appears at the first ``advance``, so a model loaded
+    inside the block (compare loads two) shows its own spinner alone, never beside
+    it. With ``totals`` (calibrate), a bar with both counts, a rate and an ETA, from
+    the ``advance(0, 0, totals=(samples, tokens))`` that gives them. ``streams``:
+    results are drawn on stdout while the block runs; when stdout is then the
+    terminal, the tables are the progress there, and no counter is drawn between them.
     The display never captures stdout: data written while it is live goes where
     stdout goes (a file, a pipe), not into the terminal.
     """
     err = stderr_console()
     if not enabled or not err.is_terminal or (streams and sys.stdout.isatty()):
-        yield lambda n=1, t=0: None
+        yield lambda n=1, t=0, totals=None: None
         return
     from rich.progress import (
         BarColumn,
@@ -88,14 +83,14 @@ def progress(
         TimeRemainingColumn,
     )
 
-    if samples is None or tokens is None:
+    if not totals:
         columns: tuple[Any, ...] = (SpinnerColumn(), TextColumn(label), MofNCompleteColumn())
     else:
         columns = (
             TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("samples · {task.fields[tokens]:,}/" + f"{tokens:,} tokens"),
+            TextColumn("samples · {task.fields[tokens]:,}/{task.fields[total_tokens]:,} tokens"),
             TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
         )
@@ -104,23 +99,25 @@ def progress(
     )
     task: list[Any] = []
     done = [0, 0]
+    limits: list[int | None] = [None, None]
 
-    def start() -> None:
-        bar.start()
-        task.append(bar.add_task(label, total=samples, tokens=0, rate=""))
-
-    def advance(n: int = 1, t: int = 0) -> None:
+    def advance(n: int = 1, t: int = 0, totals: tuple[int, int] | None = None) -> None:
+        if totals is not None:
+            limits[:] = totals
         if not task:
-            start()
+            bar.start()
+            task.append(
+                bar.add_task(label, total=limits[0], tokens=0, total_tokens=limits[1], rate="")
+            )
+        elif totals is not None:
+            bar.update(task[0], total=limits[0], total_tokens=limits[1])
         # Capped at the totals: under a launcher the leader counts each round of ranks.
-        done[0] = done[0] + n if samples is None else min(done[0] + n, samples)
-        done[1] = done[1] + t if tokens is None else min(done[1] + t, tokens)
+        done[0] = done[0] + n if limits[0] is None else min(done[0] + n, limits[0])
+        done[1] = done[1] + t if limits[1] is None else min(done[1] + t, limits[1])
         elapsed = bar.tasks[0].elapsed or 0.0
         rate = f"{done[1] / elapsed:,.0f} tokens/s" if elapsed > 0 else ""
         bar.update(task[0], completed=done[0], tokens=done[1], rate=rate)
 
-    if samples is not None:
-        start()
     try:
         yield advance
     finally:
@@ -133,3 +130,8 @@ def say_nothing_read(verb: str) -> None:
     stderr_console().print(
         f"note: the input holds no sentences; nothing to {verb}", soft_wrap=True, highlight=False
     )
+
+
+def note(text: str) -> None:
+    """One line for the user on stderr (``wrote …``), printed as it is."""
+    stderr_console().print(text, highlight=False, markup=False, soft_wrap=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .jobs import Job, run_job
 from .options import (
     Dtype,
     FilterOpt,
@@ -18,6 +19,13 @@ from .options import (
     ResultFormatOpt,
     model_command,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from ..engine.preflight import Plan
+    from ..results.compare import CompareResult
+    from .jobs import Context
 
 VERB = "compare"
 
@@ -70,9 +78,7 @@ def compare_command(
 
       optinspect compare --file prompts.txt --model tiny --format jsonl > compare.jsonl
     """
-    from ..compare import Setting, compare_many
-    from ..engine.preflight import check_load_settings, preflight
-    from ..model.loading import LoadedModel
+    from ..engine.preflight import check_load_settings
     from ..render.compare import render_compare, render_compare_header
     from .common import progress, say_nothing_read
     from .output import make_emitter
@@ -81,29 +87,63 @@ def compare_command(
     globs = tuple(filters or ())
     # The reference runs under its own setting: it must be loadable too.
     check_load_settings(replace(load, quant=against.value, dtype=against_dtype.value))
-    preflight(load, layers=layer, filters=globs, tolerance=tolerance, batch_size=inputs.batch_size)
+    selection = {"layers": layer, "filters": globs, "tolerance": tolerance}
+    job = Job(
+        "compare",
+        load,
+        checks={**selection, "batch_size": inputs.batch_size},
+        params={
+            **selection,
+            "setting": [load.quant, load.dtype],
+            "reference": [against.value, against_dtype.value],
+            "batch_size": inputs.batch_size,
+            "truncate": inputs.truncate,
+        },
+        texts=texts,
+    )
     emitter = make_emitter(fmt.value, many, render_compare, header=render_compare_header)
-    if texts is None:
-        emitter.close()
-        say_nothing_read(VERB)
-        return
-
-    def load_setting(quant_name: str, dtype_name: str) -> LoadedModel:
-        return load.load(quant=quant_name, dtype=dtype_name)
-
     with progress(enabled=many, label="comparing") as advance:
-        results = compare_many(
-            load_setting,
-            texts,
-            setting=Setting(load.quant, load.dtype),
-            reference=Setting(against.value, against_dtype.value),
-            layers=layer,
-            filters=globs,
-            tolerance=tolerance,
-            batch_size=inputs.batch_size,
-            truncate=inputs.truncate,
-            advance=advance,
-        )
+        results = list(run_job(job, advance))
     for result in results:
         emitter.emit(result)
     emitter.close()
+    if texts is None:
+        say_nothing_read(VERB)
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: Iterable[str] | None,
+    *,
+    setting: list[str],
+    reference: list[str],
+    layers: str | None,
+    filters: tuple[str, ...],
+    tolerance: float,
+    batch_size: int,
+    truncate: bool,
+) -> Iterator[CompareResult]:
+    """The compare job, where the model is: the reference setting first (loaded for the
+    job), then the asked one; one result per sentence."""
+    from ..compare import Setting, compare_many
+    from ..model.loading import LoadedModel
+
+    if texts is None:
+        return
+
+    def load_setting(quant_name: str, dtype_name: str) -> LoadedModel:
+        return ctx.model(quant=quant_name, dtype=dtype_name)
+
+    yield from compare_many(
+        load_setting,
+        texts,
+        setting=Setting(*setting),
+        reference=Setting(*reference),
+        layers=layers,
+        filters=filters,
+        tolerance=tolerance,
+        batch_size=batch_size,
+        truncate=truncate,
+        advance=ctx.advance,
+    )

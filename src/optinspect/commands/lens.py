@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .jobs import Job, run_job
 from .options import InputOptions, LoadOptions, ResultFormat, ResultFormatOpt, model_command
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from ..engine.preflight import Plan
+    from ..results.lens import LensResult
+    from .jobs import Context
 
 VERB = "read through the lens"
 
@@ -52,29 +60,45 @@ def lens_command(
 
       optinspect lens --file prompts.txt --model tiny --format jsonl > lens.jsonl
     """
-    from ..engine.preflight import preflight
-    from ..lens import iter_lens
     from ..render.lens import render_lens, render_lens_header
     from .common import progress, say_nothing_read
     from .output import make_emitter
 
     texts, many = inputs.read()
-    preflight(load, layers=layer, top_k=top_k, batch_size=inputs.batch_size)
     emitter = make_emitter(fmt.value, many, render_lens, header=render_lens_header)
-    if texts is None:
-        emitter.close()
-        say_nothing_read(VERB)
-        return
-    loaded = load.load()
+    values = {"layers": layer, "top_k": top_k, "batch_size": inputs.batch_size}
+    job = Job(
+        "lens", load, checks=values, params={**values, "truncate": inputs.truncate}, texts=texts
+    )
     with progress(enabled=many, label="lens") as advance:
-        for result in iter_lens(
-            loaded,
-            texts,
-            layers=layer,
-            top_k=top_k,
-            batch_size=inputs.batch_size,
-            truncate=inputs.truncate,
-            advance=advance,
-        ):
+        for result in run_job(job, advance):
             emitter.emit(result)
     emitter.close()
+    if texts is None:
+        say_nothing_read(VERB)
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: Iterable[str] | None,
+    *,
+    layers: str | None,
+    top_k: int,
+    batch_size: int,
+    truncate: bool,
+) -> Iterator[LensResult]:
+    """The lens job, where the model is: one result per sentence."""
+    from ..lens import iter_lens
+
+    if texts is None:
+        return
+    yield from iter_lens(
+        ctx.model(),
+        texts,
+        layers=layers,
+        top_k=top_k,
+        batch_size=batch_size,
+        truncate=truncate,
+        advance=ctx.advance,
+    )

@@ -5,7 +5,7 @@
 
 ``model_command`` adds the loading options (``--model``, ``--quant``,
 ``--device``, ``--dtype``, ``--device-map``, ``--max-memory``,
-``--offload-dir``, ``--verbose``), the input options (TEXT, ``-``,
+``--offload-dir``, ``--verbose``, ``--no-server``), the input options (TEXT, ``-``,
 ``--file``, ``--truncate``, and ``--batch-size`` where the command batches)
 and ``--debug`` to a command's own options, and hands them to it as two
 records. No torch here: ``--help`` stays instant.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -91,6 +92,14 @@ VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show third-party warnings and progress bars.")
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+NoServerOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-server",
+        envvar="OPTINSPECT_NO_SERVER",
+        help="Load the model here even when 'optinspect serve' has it loaded.",
+    ),
+]
 FilterOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -200,6 +209,28 @@ class LoadOptions:
     max_memory: str | None = None
     offload_dir: str | None = None
     verbose: bool = False
+    #: Whether a running ``optinspect serve`` with these settings may answer.
+    server: bool = True
+
+    def settings(self) -> dict[str, str | None]:
+        """What makes two loads the same model: every loading option but the display ones.
+
+        A local folder is named by its absolute path, so a server started elsewhere
+        matches it.
+        """
+        model = self.model
+        if model and os.path.isdir(model):
+            model = os.path.abspath(model)
+        offload = os.path.abspath(self.offload_dir) if self.offload_dir else None
+        return {
+            "model": model,
+            "quant": self.quant,
+            "device": self.device,
+            "dtype": self.dtype,
+            "device_map": self.device_map,
+            "max_memory": self.max_memory,
+            "offload_dir": offload,
+        }
 
     def load(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
         """Load the model as these options say (``changes`` override some), behind a
@@ -246,6 +277,7 @@ _LOAD_PARAMETERS = (
     _keyword("max_memory", MaxMemoryOpt, None),
     _keyword("offload_dir", OffloadDirOpt, None),
     _keyword("verbose", VerboseOpt, False),
+    _keyword("no_server", NoServerOpt, False),
 )
 _DEBUG = _keyword("debug", DebugOpt, False)
 
@@ -271,6 +303,7 @@ def model_command(
     verb: str = "trace",
     loads: bool = True,
     defaults: dict[str, Any] | None = None,
+    serves: bool = True,
 ) -> Callable[[_F], _F]:
     """Give a command the shared options: loading (``loads``) and input (``reads``).
 
@@ -279,7 +312,8 @@ def model_command(
     ``--truncate``. The command receives ``load: LoadOptions`` and
     ``inputs: InputOptions`` instead of the separate values; ``verb`` names it
     in the help and in input errors. ``defaults`` changes a loading option's
-    default for this command (``{"quant": Quant.none}``).
+    default for this command (``{"quant": Quant.none}``). ``serves=False`` leaves out
+    ``--no-server`` (for ``serve`` itself).
     """
 
     def wrap(command: _F) -> _F:
@@ -298,13 +332,15 @@ def model_command(
         shared = [
             p.replace(default=defaults[p.name]) if defaults and p.name in defaults else p
             for p in (_LOAD_PARAMETERS if loads else ())
+            if serves or p.name != "no_server"
         ]
 
         @functools.wraps(command)
         def run(**values: Any) -> Any:
             values.pop("debug", None)  # read by cli.run before parsing
             if loads:
-                fields = {p.name: _value(values.pop(p.name)) for p in _LOAD_PARAMETERS}
+                fields = {p.name: _value(values.pop(p.name, False)) for p in _LOAD_PARAMETERS}
+                fields["server"] = not fields.pop("no_server")
                 values["load"] = LoadOptions(**fields)
             if reads is not None:
                 values["inputs"] = InputOptions(

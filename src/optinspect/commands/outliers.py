@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .jobs import Job, run_job
 from .options import InputOptions, LoadOptions, ViewFormat, ViewFormatOpt, model_command
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from ..engine.preflight import Plan
+    from ..results.outliers import OutlierResult
+    from .jobs import Context
 
 VERB = "inspect"
 
@@ -41,30 +49,44 @@ def outliers_command(
 
       optinspect outliers "Hello world" --model tiny --format json | jq '.recurring[].dim'
     """
-    from ..engine.preflight import preflight
-    from ..outliers import find_outliers
     from ..render.common import write_json
     from ..render.outliers import render_outliers
     from .common import progress, stdout_console
 
-    preflight_values = {"threshold": threshold, "batch_size": inputs.batch_size}
+    values = {"threshold": threshold, "batch_size": inputs.batch_size}
     texts, many = inputs.read()
-    preflight(load, **preflight_values)
-    if texts is None:  # outliers summarise a corpus: an empty one has no answer
-        from ..errors import UsageError
-
-        raise UsageError("the input holds no sentences: give at least one line of text")
-    loaded = load.load()
+    job = Job(
+        "outliers", load, checks=values, params={**values, "truncate": inputs.truncate}, texts=texts
+    )
     with progress(enabled=many, label="inspecting") as advance:
-        result = find_outliers(
-            loaded,
-            texts,
-            threshold=threshold,
-            batch_size=inputs.batch_size,
-            truncate=inputs.truncate,
-            advance=advance,
-        )
+        (result,) = run_job(job, advance)
     if fmt is ViewFormat.json:
         write_json(sys.stdout, result.as_dict())
     else:
         render_outliers(stdout_console(), result)
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: Iterable[str] | None,
+    *,
+    threshold: float,
+    batch_size: int,
+    truncate: bool,
+) -> Iterator[OutlierResult]:
+    """The outliers job, where the model is: one result for the whole input."""
+    from ..outliers import find_outliers
+
+    if texts is None:  # outliers summarise a corpus: an empty one has no answer
+        from ..errors import UsageError
+
+        raise UsageError("the input holds no sentences: give at least one line of text")
+    yield find_outliers(
+        ctx.model(),
+        texts,
+        threshold=threshold,
+        batch_size=batch_size,
+        truncate=truncate,
+        advance=ctx.advance,
+    )

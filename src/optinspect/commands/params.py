@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .jobs import Job, run_job
 from .options import LoadOptions, TableFormat, TableFormatOpt, model_command
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ..params import LoadedCount
+    from .jobs import Context
 
 
 class ParamsBy(str, Enum):
@@ -57,7 +64,7 @@ def params_command(
       optinspect params --model tiny --loaded --quant 4bit --format json | jq .loaded
     """
     from ..errors import UsageError
-    from ..params import ParamsResult, count_params, inventory_params, measure_loaded
+    from ..params import ParamsResult, count_params, inventory_params
     from ..render.common import write_json
     from ..render.params import render_params, write_params_csv
     from .common import stdout_console
@@ -66,10 +73,7 @@ def params_command(
         raise UsageError("--loaded has no CSV form: use --format table or --format json")
     result = ParamsResult(count_params(inventory_params(load.model), by=by.value))
     if loaded:
-        model = load.load()
-        measured = measure_loaded(
-            model.model, quant=model.quant, device=model.device, dtype=model.dtype_name
-        )
+        (measured,) = run_job(Job("params", load, checks=None))
         result = ParamsResult(result.report, measured)
     if fmt is TableFormat.json:
         write_json(sys.stdout, result.as_dict())
@@ -77,3 +81,13 @@ def params_command(
         write_params_csv(sys.stdout, result.report)
     else:
         render_params(stdout_console(), result.report, result.loaded)
+
+
+def compute(ctx: Context, plan: None, texts: None) -> Iterator[LoadedCount]:
+    """``params --loaded``, where the model is: its logical and stored parameters and memory."""
+    from ..params import measure_loaded
+
+    model = ctx.model()
+    yield measure_loaded(
+        model.model, quant=model.quant, device=model.device, dtype=model.dtype_name
+    )

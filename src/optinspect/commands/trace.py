@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .jobs import Job, plan_of, run_job, with_umask
 from .options import (
     FilterOpt,
     InputOptions,
@@ -19,9 +20,12 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..engine.saving import ActivationStore
-    from ..model.loading import LoadedModel
-    from ..tracing import TraceResult
+    from collections.abc import Iterable, Iterator
+
+    from ..engine.preflight import Plan
+    from ..results.sparsity import LayerSparsity
+    from ..results.trace import TraceResult
+    from .jobs import Context
     from .output import Emitter
 
 
@@ -106,7 +110,7 @@ def trace_command(
 
       optinspect trace --file sentences.txt --layer all --plot layers.png
     """
-    from ..engine.preflight import parse_stats, preflight
+    from ..engine.preflight import parse_stats
 
     stat_names = parse_stats(stats) if stats is not None else None
     globs = tuple(filters or ())
@@ -122,22 +126,29 @@ def trace_command(
         _dry_run(load, inputs.text, tokens, layer, globs, fmt.value, stat_names)
         return
     texts, many = inputs.read()
-    plan = preflight(load, layers=layer, filters=globs, batch_size=inputs.batch_size)
-    if plot is not None and plan.names is not None:
-        _check_plot_selection(plan.names)
+    clock = _Clock()
+    run = _TraceRun(fmt.value, stat_names, many, plot=plot)
+    job = Job(
+        "trace",
+        load,
+        checks={"layers": layer, "filters": globs, "batch_size": inputs.batch_size},
+        params={
+            "layers": layer,
+            "filters": globs,
+            "batch_size": inputs.batch_size,
+            "truncate": inputs.truncate,
+            "summary": run.emitter.wants_summary or plot is not None,
+            "plot": plot is not None,
+            "save": str(save.resolve()) if save is not None else None,
+        },
+        texts=texts,
+    )
+    run.stream(with_umask(job), clock)
+    run.finish(plot, clock)
     if texts is None:
         from .common import say_nothing_read
-        from .trace_output import close_trace_output, trace_emitter
 
-        close_trace_output(trace_emitter(fmt.value, stat_names, many), None)
         say_nothing_read("trace")
-        return
-    clock = _Clock()
-    loaded = load.load()
-    clock.loaded = time.perf_counter()
-    run = _TraceRun(loaded, fmt.value, stat_names, many, save=save, plot=plot, layers=plan.layers)
-    run.stream(texts, inputs, layer, globs, clock)
-    run.finish(save, plot, clock)
     if timings:
         clock.report()
     if fail_on_nonfinite and run.first_bad is not None:
@@ -145,6 +156,58 @@ def trace_command(
 
         index, name = run.first_bad
         raise NonFiniteError(f"{name} produced NaN or Inf (sentence {index})")
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: Iterable[str] | None,
+    *,
+    layers: str | None,
+    filters: tuple[str, ...],
+    batch_size: int,
+    truncate: bool,
+    summary: bool,
+    plot: bool,
+    save: str | None,
+) -> Iterator[TraceResult]:
+    """The trace job, where the model is: one result per sentence, then the FFN summary
+    when ``summary`` (json and table show it; ``--plot`` draws it)."""
+    from ..tracing import iter_trace
+
+    plan = plan_of(plan)
+    if plot and plan.names is not None:
+        _check_plot_selection(plan.names)
+    if texts is None:
+        return None
+    loaded = ctx.model()
+    store = None
+    if save is not None:
+        from ..engine.saving import ActivationStore
+
+        store = ActivationStore()
+    sparsity = None
+    if summary:
+        from ..sparsity import FfnSparsity
+
+        sparsity = FfnSparsity(loaded.model, plan.layers)
+    for result in iter_trace(
+        loaded,
+        texts,
+        layers=layers,
+        filters=filters,
+        batch_size=batch_size,
+        sink=store.add if store is not None else None,
+        truncate=truncate,
+        sparsity=sparsity,
+        advance=ctx.advance,
+    ):
+        if store is not None:
+            store.describe(result.index, result)
+        yield result
+    if store is not None and save is not None:  # what a full run paid for, first
+        store.write(Path(save), model=loaded.name, quant=loaded.quant)
+    return sparsity.summary() if sparsity is not None else None
 
 
 def _check_options(
@@ -221,7 +284,7 @@ class _Clock:
     """Where the time of one trace went, for ``--timings``."""
 
     imported: float = field(default_factory=time.perf_counter)
-    loaded: float = 0.0
+    load: float = 0.0  # seconds spent loading the model here (none when a server answered)
     forward: float = 0.0
     render: float = 0.0
 
@@ -232,7 +295,7 @@ class _Clock:
         total = time.perf_counter() - STARTED
         stderr_console().print(
             f"timings: import {self.imported - STARTED:.3f}s · "
-            f"load {self.loaded - self.imported:.3f}s · forward {self.forward:.3f}s · "
+            f"load {self.load:.3f}s · forward {self.forward:.3f}s · "
             f"render {self.render:.3f}s · total {total:.3f}s",
             highlight=False,
             soft_wrap=True,
@@ -240,63 +303,28 @@ class _Clock:
 
 
 class _TraceRun:
-    """One trace of loaded weights: results stream to the emitter as batches finish."""
+    """One trace's output: results stream to the emitter as they come."""
 
     def __init__(
-        self,
-        loaded: LoadedModel,
-        fmt: str,
-        stat_names: tuple[str, ...] | None,
-        many: bool,
-        *,
-        save: Path | None,
-        plot: Path | None,
-        layers: list[int] | None = None,
+        self, fmt: str, stat_names: tuple[str, ...] | None, many: bool, *, plot: Path | None
     ) -> None:
         from .trace_output import trace_emitter
 
-        self.loaded = loaded
         self.emitter: Emitter = trace_emitter(fmt, stat_names, many)
-        self.store: ActivationStore | None = None
-        if save is not None:
-            from ..engine.saving import ActivationStore
-
-            self.store = ActivationStore()
-        self.sparsity = None
-        if self.emitter.wants_summary or plot is not None:
-            from ..sparsity import FfnSparsity
-
-            self.sparsity = FfnSparsity(loaded.model, layers)
-        self.kept: list[TraceResult] = [] if plot is not None else None  # type: ignore[assignment]
+        self.kept: list[TraceResult] | None = [] if plot is not None else None
         self.first_bad: tuple[int, str] | None = None
         self.many = many
+        self.summary: list[LayerSparsity] | None = None
 
-    def stream(
-        self,
-        texts: object,
-        inputs: InputOptions,
-        layer: str | None,
-        globs: tuple[str, ...],
-        clock: _Clock,
-    ) -> None:
-        from ..tracing import iter_trace
+    def stream(self, job: Job, clock: _Clock) -> None:
         from .common import progress
 
         with progress(enabled=self.many) as advance:
-            results = iter_trace(
-                self.loaded,
-                texts,  # type: ignore[arg-type]
-                layers=layer,
-                filters=globs,
-                batch_size=inputs.batch_size,
-                sink=self.store.add if self.store is not None else None,
-                truncate=inputs.truncate,
-                sparsity=self.sparsity,
-                advance=advance,
-            )
+            results = run_job(job, advance)
+            stream = iter(results)
             while True:
                 start = time.perf_counter()
-                result = next(results, None)
+                result = next(stream, None)
                 clock.forward += time.perf_counter() - start
                 if result is None:
                     break
@@ -304,28 +332,26 @@ class _TraceRun:
                 self.emitter.emit(result)
                 clock.render += time.perf_counter() - start
                 self._keep(result)
+        self.summary = results.tail
+        clock.load = results.load_seconds
+        clock.forward -= results.load_seconds
 
     def _keep(self, result: TraceResult) -> None:
-        if self.store is not None:
-            self.store.describe(result.index, result)
         if self.kept is not None:
             self.kept.append(result)
         bad = result.first_nonfinite() if self.first_bad is None else None
         if bad is not None:
             self.first_bad = (result.index, bad.name)
 
-    def finish(self, save: Path | None, plot: Path | None, clock: _Clock) -> None:
+    def finish(self, plot: Path | None, clock: _Clock) -> None:
         from .common import stderr_console
         from .trace_output import close_trace_output
 
         start = time.perf_counter()
-        if self.store is not None and save is not None:  # what a full run paid for, first
-            self.store.write(save, model=self.loaded.name, quant=self.loaded.quant)
-        summary = self.sparsity.summary() if self.sparsity is not None else None
-        close_trace_output(self.emitter, summary)
+        close_trace_output(self.emitter, self.summary)
         if plot is not None and self.kept:
             from ..render.layer_plot import save_layer_plot
 
-            save_layer_plot(self.kept, summary or [], plot)
+            save_layer_plot(self.kept, self.summary or [], plot)
             stderr_console().print(f"wrote {plot}", highlight=False, markup=False)
         clock.render += time.perf_counter() - start

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from ..tracing import TraceResult
 
-__all__ = ["ActivationStore", "write_atomic"]
+__all__ = ["ActivationStore", "umask", "write_atomic"]
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
@@ -32,7 +32,7 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     umask), not the private 0600 of a temporary file; a file it replaces keeps
     its own permissions.
     """
-    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -46,7 +46,8 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def _umask() -> int:
+def umask() -> int:
+    """This process's umask."""
     mask = os.umask(0)  # the only way to read it is to set it; put it back at once
     os.umask(mask)
     return mask

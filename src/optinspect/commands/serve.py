@@ -1,0 +1,181 @@
+"""``optinspect serve``: keep one model loaded and answer the model commands from it."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from .options import LoadOptions, ViewFormat, ViewFormatOpt, model_command
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
+_UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in ``90s``, ``30m``, ``2h`` or ``45`` (seconds); None for ``0`` (never)."""
+    from ..errors import UsageError
+
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise UsageError(f"--idle {text!r} is not a duration: give e.g. 90s, 30m, 2h or 0 (never)")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    return seconds or None
+
+
+@model_command(serves=False)
+def serve_command(
+    idle: Annotated[
+        str,
+        typer.Option(
+            "--idle",
+            metavar="DURATION",
+            help="Stop after this long without a request: 90s, 30m, 2h, or 0 for never.",
+        ),
+    ] = "30m",
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop the running server (after its current job).")
+    ] = False,
+    status: Annotated[
+        bool,
+        typer.Option(
+            "--status", help="Show the running server's model, settings, uptime and memory."
+        ),
+    ] = False,
+    fmt: ViewFormatOpt = ViewFormat.table,
+    *,
+    load: LoadOptions,
+) -> None:
+    """Load a model once and answer every model command from it, until idle or stopped.
+
+    trace, lens, attention, compare, outliers, calibrate and params --loaded use a
+    running server when its model and loading options are the ones they ask for;
+    their output is the same as a local run's, byte for byte. Otherwise, or with
+    --no-server, they load the model themselves. The server listens on a Unix socket
+    in $XDG_RUNTIME_DIR/optinspect/ (or a 0700 folder in the temp dir) and answers its
+    own user only; jobs run one at a time, in order.
+
+    Examples:
+
+      optinspect serve --model facebook/opt-6.7b --quant 8bit &
+
+      optinspect trace "The capital of France is" --model facebook/opt-6.7b --layer 5
+
+      optinspect serve --status
+
+      optinspect serve --stop
+    """
+    from ..errors import UsageError
+
+    if stop and status:
+        raise UsageError("give --stop or --status, not both")
+    if stop or status:
+        _ask("stop" if stop else "status", fmt)
+        return
+    seconds = parse_duration(idle)
+    _serve(load, seconds)
+
+
+def _ask(op: str, fmt: ViewFormat) -> None:
+    from ..errors import OptinspectError
+    from ..serve.client import request
+    from ..serve.place import socket_path
+
+    answer = request(op)
+    if answer is None:
+        raise OptinspectError(f"no optinspect server is running (no socket at {socket_path()})")
+    if op == "stop":
+        _wait_until_gone(socket_path())
+        sys.stderr.write("stopped the optinspect server\n")
+        return
+    state = answer["status"]
+    if fmt is ViewFormat.json:
+        from ..render.common import write_json
+
+        write_json(sys.stdout, state)
+        return
+    for key, value in _status_lines(state):
+        sys.stdout.write(f"{key}: {value}\n")
+
+
+def _wait_until_gone(path: Any, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _status_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
+    from ..render.common import format_bytes
+
+    memory = state["memory"]
+    parts = [f"{format_bytes(memory['rss'])} resident"] if memory.get("rss") is not None else []
+    if "cuda_allocated" in memory:
+        parts.append(f"{format_bytes(memory['cuda_allocated'])} on CUDA")
+    resolved = state["resolved"]
+    limit = state["idle_limit_s"]
+    lines = [
+        ("model", state["model"] + (" (random weights)" if resolved["random_weights"] else "")),
+        ("quant", state["quant"]),
+        ("device", f"{resolved['device']} (asked: {state['device']})"),
+        ("dtype", f"{resolved['dtype']} (asked: {state['dtype']})"),
+    ]
+    for key in ("device_map", "max_memory", "offload_dir"):
+        if state[key] is not None:
+            lines.append((key.replace("_", "-"), state[key]))
+    lines += [
+        ("pid", str(state["pid"])),
+        ("socket", state["socket"]),
+        ("uptime", _duration(state["uptime_s"])),
+        ("requests", f"{state['requests']} ({state['running']} running or waiting)"),
+        ("idle limit", _duration(limit) if limit else "none"),
+        ("memory", ", ".join(parts) or "unknown"),
+    ]
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def _serve(load: LoadOptions, idle: float | None) -> None:
+    import signal
+
+    from ..errors import OptinspectError
+    from ..serve.client import request
+    from ..serve.place import private_dir, socket_path
+    from ..serve.server import ModelServer
+
+    private_dir(create=True)
+    path = socket_path()
+    running = request("status")
+    if running is not None and "status" in running:
+        raise OptinspectError(
+            f"a server is already running (pid {running['status']['pid']}, "
+            f"{running['status']['model']}): stop it with optinspect serve --stop"
+        )
+    from ..engine.preflight import preflight
+
+    preflight(load)
+    loaded = load.load()
+    path.unlink(missing_ok=True)  # a dead server's (request found nobody answering)
+    server = ModelServer(path, load, loaded, idle=idle)
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.stop("terminated"))
+    limit = f"stops after {_duration(idle)} idle" if idle else "no idle limit"
+    sys.stderr.write(
+        f"serving {loaded.name} ({loaded.quant}, {loaded.device}, {loaded.dtype_name}) "
+        f"on {path}; {limit}\n"
+    )
+    sys.stderr.flush()
+    try:
+        reason = server.serve()
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    sys.stderr.write(f"optinspect serve: {reason}; {server.served} requests served\n")

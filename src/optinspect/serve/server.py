@@ -1,0 +1,311 @@
+"""The server: one model, loaded once, answering jobs on a private Unix socket.
+
+Built on ``socketserver.ThreadingUnixStreamServer``: each connection has a thread, so
+``status`` answers while a job runs, but jobs take one lock, so one forward runs at a
+time and the others wait their turn. A client that goes away (Ctrl-C) cancels its job
+between batches. Peers of another uid are refused (``SO_PEERCRED``), besides the 0700
+directory and the 0600 socket. The server stops after ``idle`` seconds without a
+request, on ``serve --stop``, or on SIGTERM/SIGINT, and removes its socket.
+
+Messages (``wire`` frames), client to server:
+
+- ``{"op": "hello", "protocol", "settings"}``: answered ``{"match": bool, "server": {...}}``.
+- ``{"op": "run", "job": {...}}`` after a matching hello: answered by any number of
+  ``{"progress": [sentences, tokens]}``, ``{"note": line}`` and ``{"result": record}``,
+  then ``{"done": tail}`` or ``{"error": line, "exit": code, "hint": bool, "traceback"}``,
+  or ``{"gone": reason}`` when the server stopped before the job ran.
+- ``{"op": "status"}``: ``{"status": {...}}``. ``{"op": "stop"}``: ``{"stopping": true}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OptinspectError, UsageError, describe
+from .client import job_from, protocol
+from .wire import WireError, encode, receive, send
+
+if TYPE_CHECKING:
+    from ..commands.options import LoadOptions
+    from ..model.loading import LoadedModel
+
+__all__ = ["ModelServer", "peer_uid"]
+
+
+class Cancelled(Exception):
+    """The client went away: the job stops between batches."""
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end, where the system tells it (Linux)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    credentials = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", credentials)
+    return int(uid)
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the client closed its end (it sends nothing while a job runs)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+class ModelServer(socketserver.ThreadingUnixStreamServer):
+    """Serves ``loaded`` (loaded with ``load``) on ``path`` until idle or stopped."""
+
+    daemon_threads = True
+    #: Seconds between checks of the idle limit.
+    tick = 0.5
+
+    def __init__(
+        self, path: Path, load: LoadOptions, loaded: LoadedModel, *, idle: float | None
+    ) -> None:
+        self.path = path
+        self.load = load
+        self.loaded = loaded
+        self.idle = idle
+        self.started = time.time()
+        self.last = time.monotonic()
+        self.served = 0
+        self.active = 0
+        self.stopping: str | None = None
+        self.turn = threading.Lock()  # one job at a time
+        self.state = threading.Lock()  # the counters above
+        mask = os.umask(0o177)  # the socket is created 0600
+        try:
+            super().__init__(str(path), _Handler)
+        finally:
+            os.umask(mask)
+        os.chmod(path, 0o600)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        uid = peer_uid(request)
+        if uid is not None and uid != os.getuid():
+            with contextlib.suppress(OSError):
+                send(request, {"error": "refused: the server answers its own user only"})
+            return False
+        return True
+
+    def serve(self) -> str:
+        """Serve until stopped; the reason it stopped."""
+        watcher = threading.Thread(target=self._watch, daemon=True)
+        watcher.start()
+        try:
+            self.serve_forever(poll_interval=self.tick)
+        finally:
+            self.server_close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        return self.stopping or "stopped"
+
+    def stop(self, reason: str) -> None:
+        """Stop after the job that runs now (if any); from any thread but the serving one."""
+        with self.state:
+            if self.stopping is None:
+                self.stopping = reason
+        threading.Thread(target=self.shutdown, daemon=True).start()
+
+    def _watch(self) -> None:
+        while self.stopping is None:
+            time.sleep(self.tick)
+            with self.state:
+                quiet = time.monotonic() - self.last
+                idle = self.active == 0 and self.idle is not None and quiet >= self.idle
+            if idle:
+                self.stop("idle")
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """A request in progress: the idle clock does not run."""
+        with self.state:
+            self.active += 1
+            self.last = time.monotonic()
+        try:
+            yield
+        finally:
+            with self.state:
+                self.active -= 1
+                self.last = time.monotonic()
+
+    def hello(self, message: dict[str, Any]) -> dict[str, Any]:
+        match = message.get("protocol") == protocol() and message.get("settings") == (
+            self.load.settings()
+        )
+        return {"match": match, "server": {"pid": os.getpid(), **self.load.settings()}}
+
+    def status(self) -> dict[str, Any]:
+        info = self.loaded.info.as_dict()
+        return {
+            **self.load.settings(),
+            "resolved": {key: info[key] for key in ("device", "dtype", "random_weights")},
+            "pid": os.getpid(),
+            "socket": str(self.path),
+            "uptime_s": round(time.time() - self.started, 1),
+            "requests": self.served,
+            "running": self.active,
+            "idle_limit_s": self.idle,
+            "memory": _memory(self.loaded),
+        }
+
+    def run(self, sock: socket.socket, message: dict[str, Any]) -> None:
+        """Run one job for the client on ``sock``, when its turn comes."""
+        with self.busy(), self.turn:
+            if self.stopping is not None:
+                send(sock, {"gone": self.stopping})
+                return
+            with self.state:
+                self.served += 1
+            _Job(self, sock).run(message)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: ModelServer
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        try:
+            while True:
+                message = receive(sock)
+                if message is None:
+                    return
+                op = message.get("op")
+                if op == "hello":
+                    send(sock, self.server.hello(message))
+                elif op == "run":
+                    self.server.run(sock, message)
+                    return
+                elif op == "status":
+                    send(sock, {"status": self.server.status()})
+                    return
+                elif op == "stop":
+                    with self.server.busy(), self.server.turn:  # after the job running now
+                        self.server.stop("stopped")
+                        send(sock, {"stopping": True})
+                    return
+                else:
+                    send(sock, {"error": f"unknown request {op!r}"})
+                    return
+        except (OSError, WireError):
+            return  # the client went away or spoke nonsense: only its connection ends
+
+
+class _Job:
+    """One job's run on the server: the context its compute function sees."""
+
+    def __init__(self, server: ModelServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self._restore: list[Callable[[], None]] = []
+
+    def model(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
+        import dataclasses
+
+        wanted = dataclasses.replace(self.server.load, **changes)
+        if wanted.settings() != self.server.load.settings():
+            # compare's reference setting: loaded for this job only, and freed after it
+            return wanted.load(attn_implementation=attn_implementation)
+        loaded = self.server.loaded
+        if attn_implementation is not None:
+            config = loaded.model.config
+            current = config._attn_implementation
+            if current != attn_implementation:
+                loaded.model.set_attn_implementation(attn_implementation)
+                self._restore.append(lambda: loaded.model.set_attn_implementation(current))
+        return loaded
+
+    def advance(self, n: int = 1, t: int = 0, totals: tuple[int, int] | None = None) -> None:
+        if _hung_up(self.sock):
+            raise Cancelled
+        self._send({"progress": [n, t, list(totals) if totals is not None else None]})
+
+    def note(self, text: str) -> None:
+        self._send({"note": text})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            send(self.sock, message)
+        except OSError as e:
+            raise Cancelled from e
+
+    def run(self, message: dict[str, Any]) -> None:
+        from ..commands.jobs import execute
+
+        mask = None
+        try:
+            job = job_from(message["job"])
+            if job.umask is not None:
+                mask = os.umask(job.umask)
+            results = execute(job, self)
+            while True:
+                try:
+                    result = next(results)
+                except StopIteration as end:
+                    self._send({"done": encode(end.value)})
+                    return
+                if _hung_up(self.sock):
+                    raise Cancelled
+                self._send({"result": encode(result)})
+        except Cancelled:
+            return
+        except Exception as e:  # told to the client; the server stays up
+            text, code, hint = describe(e)
+            trace = None if isinstance(e, UsageError) else traceback.format_exc()
+            with contextlib.suppress(OSError):
+                send(self.sock, {"error": text, "exit": code, "hint": hint, "traceback": trace})
+            if not isinstance(e, OptinspectError):
+                sys.stderr.write(f"optinspect serve: a job failed: {text}\n")
+        finally:
+            if mask is not None:
+                os.umask(mask)
+            for restore in reversed(self._restore):
+                restore()
+            _free_cache(self.server.loaded)
+
+
+def _free_cache(loaded: LoadedModel) -> None:
+    """Hand back what the job's forward passes cached on the GPU."""
+    if loaded.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _memory(loaded: LoadedModel) -> dict[str, int | None]:
+    """The server's resident memory and, on CUDA, what torch holds (bytes)."""
+    rss = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        rss = pages * os.sysconf("SC_PAGE_SIZE")
+    if rss is None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss = peak if sys.platform == "darwin" else peak * 1024
+    memory: dict[str, int | None] = {"rss": rss}
+    if loaded.device.startswith("cuda"):
+        import torch
+
+        memory["cuda_allocated"] = int(torch.cuda.memory_allocated())
+        memory["cuda_reserved"] = int(torch.cuda.memory_reserved())
+    return memory
