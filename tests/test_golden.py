@@ -20,18 +20,18 @@ from collections.abc import Callable
 import pytest
 from rich.console import Console
 
-from optinspect.attention import AttentionResult, HeadSummary
-from optinspect.compare import CompareResult, ModuleDiff, Setting
 from optinspect.engine.records import ModelInfo, ModuleRecord, TensorStats, Token
-from optinspect.lens import LensLayer, LensResult, Prediction
-from optinspect.outliers import DimCount, ModuleOutliers, OutlierResult, RecurringDim
 from optinspect.render.attention import render_attention
 from optinspect.render.compare import render_compare
 from optinspect.render.lens import render_lens
 from optinspect.render.outliers import render_outliers
 from optinspect.render.trace import render_trace, sparsity_tables
-from optinspect.sparsity import LayerSparsity
-from optinspect.tracing import TraceResult
+from optinspect.results.attention import AttentionResult, HeadSummary
+from optinspect.results.compare import CompareResult, ModuleDiff, Setting
+from optinspect.results.lens import LensLayer, LensResult, Prediction
+from optinspect.results.outliers import DimCount, ModuleOutliers, OutlierResult, RecurringDim
+from optinspect.results.sparsity import LayerSparsity
+from optinspect.results.trace import TraceResult
 
 #: A narrow terminal and the width piped output gets.
 WIDTHS = (80, 200)

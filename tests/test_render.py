@@ -10,7 +10,7 @@ from rich.console import Console
 from optinspect.engine.records import ModelInfo, ModuleRecord, TensorStats, Token
 from optinspect.render.common import format_number, write_json
 from optinspect.render.trace import render_trace
-from optinspect.tracing import TraceResult
+from optinspect.results.trace import TraceResult
 
 
 def sample_result(dry_run: bool = False) -> TraceResult:

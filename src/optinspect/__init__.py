@@ -25,7 +25,7 @@ _LAZY = {
     "trace": "optinspect.api",
     "iter_trace": "optinspect.tracing",
     "LoadedModel": "optinspect.model.loading",
-    "TraceResult": "optinspect.tracing",
+    "TraceResult": "optinspect.results.trace",
     "ModuleRecord": "optinspect.engine.records",
     "TensorStats": "optinspect.engine.records",
     "Token": "optinspect.engine.records",
@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from .api import load, trace
     from .engine.records import ModuleRecord, TensorStats, Token
     from .model.loading import LoadedModel
-    from .tracing import TraceResult, iter_trace
+    from .results.trace import TraceResult
+    from .tracing import iter_trace
 
 
 def __getattr__(name: str) -> Any:

@@ -20,16 +20,16 @@ Definitions, per head, over the T query rows of one sentence:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from .engine.preflight import resolve_head, resolve_single_layer
-from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token, finite_or_none
+from .engine.records import finite_or_none
 from .engine.runner import Runner
 from .errors import ModelError
 from .model.loading import LoadedModel
+from .results.attention import AttentionResult, HeadSummary
+from .results.attention import Matrix as Matrix
 
 __all__ = [
     "AttentionResult",
@@ -42,53 +42,6 @@ __all__ = [
 
 #: What ``the text is empty`` asks for.
 VERB = "show the attention of"
-
-Matrix = tuple[tuple[float | None, ...], ...]
-
-
-@dataclass(frozen=True)
-class HeadSummary:
-    """Entropy (nats) and sink mass of one head, as defined in the module docstring."""
-
-    head: int
-    entropy: float | None
-    sink: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"head": self.head, "entropy": self.entropy, "sink": self.sink}
-
-
-@dataclass(frozen=True)
-class AttentionResult(DescribesModel):
-    """One layer's attention for one sentence: the shown matrix and every head's summary.
-
-    ``weights[i][j]`` is the weight query position i gives key position j; it
-    is one head's (``head``) or the mean over the layer's heads (``head`` None).
-    """
-
-    info: ModelInfo
-    text: str
-    tokens: tuple[Token, ...]
-    layer: int
-    head: int | None
-    num_heads: int
-    weights: Matrix
-    heads: tuple[HeadSummary, ...]
-    uniform_entropy: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA_VERSION,
-            **self.info.as_dict(),
-            "text": self.text,
-            "tokens": [t.as_dict() for t in self.tokens],
-            "layer": self.layer,
-            "head": self.head,
-            "num_heads": self.num_heads,
-            "weights": [list(row) for row in self.weights],
-            "heads": [h.as_dict() for h in self.heads],
-            "uniform_entropy": self.uniform_entropy,
-        }
 
 
 def head_entropy(weights: torch.Tensor) -> torch.Tensor:

@@ -45,17 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibration import (
-    _SHIFT,
-    _SIGN_OFF,
-    HIST_BINS,
-    PERCENTILES,
-    CalibrationResult,
-    CalibrationSettings,
-    LinearInput,
-    ModuleOutput,
-    percentile_from_histogram,
-)
+from .calibration import _SIGN_OFF, PERCENTILES, percentile_from_histogram
 from .engine.capture import main_tensor
 from .engine.distributed import Ranks, all_reduce, gather
 from .engine.hooks import HookGroup
@@ -75,6 +65,14 @@ from .engine.stats import (
 from .errors import UsageError
 from .model.loading import LoadedModel
 from .model.names import NEVER_CALLED, layer_of, module_names
+from .results.calibration import (
+    _SHIFT,
+    HIST_BINS,
+    CalibrationResult,
+    CalibrationSettings,
+    LinearInput,
+    ModuleOutput,
+)
 
 __all__ = [
     "HIST_BINS",

@@ -20,7 +20,7 @@ from .model.names import module_names
 from .model.placement import resolve_device
 from .model.quiet import quiet
 from .model.spec import build_meta_model, read_config, resolve_source
-from .tracing import TraceResult
+from .results.trace import TraceResult
 
 __all__ = ["dry_run"]
 

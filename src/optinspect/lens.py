@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,11 +24,12 @@ from torch import nn
 
 from .engine.capture import capture
 from .engine.preflight import check_top_k
-from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token, finite_or_none
+from .engine.records import Token, finite_or_none
 from .engine.runner import Progress, Runner, describe_token
 from .engine.selection import LayerSpec, resolve_layers
 from .model.loading import LoadedModel
 from .model.names import layer_of, layer_root
+from .results.lens import LensLayer, LensResult, Prediction, Ranked
 
 __all__ = [
     "LensLayer",
@@ -43,65 +43,6 @@ __all__ = [
 
 #: What ``the text is empty`` asks for.
 VERB = "read through the lens"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One candidate next token; ``bytes`` as in ``Token`` (a piece of a character)."""
-
-    id: int
-    text: str
-    prob: float | None
-    bytes: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        values: dict[str, Any] = {"id": self.id, "text": self.text, "prob": self.prob}
-        if self.bytes is not None:
-            values["bytes"] = self.bytes
-        return values
-
-
-#: The k most likely next tokens at one position, most likely first.
-Ranked = tuple[Prediction, ...]
-
-
-@dataclass(frozen=True)
-class LensLayer:
-    """What one decoder layer's output predicts at every position."""
-
-    layer: int
-    predictions: tuple[Ranked, ...]  # one entry per input position
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "predictions": [[p.as_dict() for p in ranked] for ranked in self.predictions],
-        }
-
-
-@dataclass(frozen=True)
-class LensResult(DescribesModel):
-    """The logit lens of one sentence: selected layers, plus the model's own output."""
-
-    info: ModelInfo
-    text: str
-    tokens: tuple[Token, ...]
-    top_k: int
-    layers: tuple[LensLayer, ...]
-    output: tuple[Ranked, ...]  # from the model's real logits, one entry per position
-    index: int = 0  # the sentence's position in the input
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA_VERSION,
-            "index": self.index,
-            **self.info.as_dict(),
-            "text": self.text,
-            "tokens": [t.as_dict() for t in self.tokens],
-            "top_k": self.top_k,
-            "layers": [layer.as_dict() for layer in self.layers],
-            "output": [[p.as_dict() for p in ranked] for ranked in self.output],
-        }
 
 
 def project_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,11 +44,19 @@ from torch import nn
 
 from .engine.hooks import HookGroup
 from .engine.preflight import check_threshold
-from .engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, finite_or_none
+from .engine.records import finite_or_none
 from .engine.runner import Batch, Progress, Runner
 from .errors import UsageError
 from .model.loading import LoadedModel
 from .model.names import layer_of, role_of
+from .results.outliers import (
+    MIN_LAYER_FRACTION,
+    MIN_TOKEN_FRACTION,
+    DimCount,
+    ModuleOutliers,
+    OutlierResult,
+    RecurringDim,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -68,8 +76,6 @@ __all__ = [
 #: What ``the text is empty`` asks for.
 VERB = "inspect"
 DEFAULT_THRESHOLD = 6.0
-MIN_LAYER_FRACTION = 0.25
-MIN_TOKEN_FRACTION = 0.06
 #: Module roles (names inside a decoder layer) whose inputs count toward the summary.
 SUMMARY_ROLES = (
     "self_attn.q_proj",
@@ -78,85 +84,6 @@ SUMMARY_ROLES = (
     "self_attn.out_proj",
     "fc1",
 )
-
-
-@dataclass(frozen=True)
-class DimCount:
-    """One input dimension of one module that reached the threshold."""
-
-    dim: int
-    count: int  # token positions where |x| reached the threshold
-    fraction: float  # count / the module's tokens
-    absmax: float | None  # largest |x| seen in this dimension; None when not finite
-
-
-@dataclass(frozen=True)
-class ModuleOutliers:
-    """What one linear layer's input held, over every token of every sentence."""
-
-    name: str
-    type: str
-    layer: int
-    in_features: int
-    threshold: float
-    threshold_source: str  # "module" (its own LLM.int8 threshold) or "option" (--threshold)
-    summary: bool  # its input counts toward the recurring dimensions
-    tokens: int
-    tokens_affected: int  # tokens where at least one dimension reached the threshold
-    absmax: float | None  # largest |x| over all dimensions; None when not finite
-    dims: tuple[DimCount, ...]  # dimensions that reached the threshold, by index
-
-    @property
-    def token_fraction(self) -> float | None:
-        return self.tokens_affected / self.tokens if self.tokens else None
-
-    def as_dict(self) -> dict[str, Any]:
-        values = asdict(self)  # dims become a list of dicts
-        values["token_fraction"] = self.token_fraction
-        values["dims"] = list(values["dims"])
-        return values
-
-
-@dataclass(frozen=True)
-class RecurringDim:
-    """A hidden dimension that meets both criteria of the module docstring."""
-
-    dim: int
-    layers: tuple[int, ...]
-    layer_fraction: float
-    token_fraction: float
-    absmax: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "layers": list(self.layers)}
-
-
-@dataclass(frozen=True)
-class OutlierResult(DescribesModel):
-    """Outlier features of every decoder linear layer over many sentences."""
-
-    info: ModelInfo
-    threshold: float  # --threshold, for modules without their own
-    num_layers: int
-    sentences: int
-    tokens: int
-    modules: tuple[ModuleOutliers, ...]
-    recurring: tuple[RecurringDim, ...]
-    min_layer_fraction: float = MIN_LAYER_FRACTION
-    min_token_fraction: float = MIN_TOKEN_FRACTION
-
-    def as_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values.pop("info")
-        criteria = {key: values.pop(key) for key in ("min_layer_fraction", "min_token_fraction")}
-        return {
-            "schema": SCHEMA_VERSION,
-            **self.info.as_dict(),
-            **values,
-            "criteria": criteria,
-            "modules": [m.as_dict() for m in self.modules],
-            "recurring": [r.as_dict() for r in self.recurring],
-        }
 
 
 def module_threshold(module: nn.Module, default: float) -> tuple[float, str]:

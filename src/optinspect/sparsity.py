@@ -10,7 +10,6 @@ Nothing comes to the host until ``summary()``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,32 +18,9 @@ from torch import nn
 from .engine.hooks import HookGroup
 from .engine.runner import Batch, BatchLayout
 from .model.names import ACTIVATION, layer_of, role_of
+from .results.sparsity import LayerSparsity
 
 __all__ = ["FfnSparsity", "LayerSparsity"]
-
-
-@dataclass(frozen=True)
-class LayerSparsity:
-    """One layer's feed-forward sparsity over everything traced so far.
-
-    zeros: fraction of ReLU outputs exactly zero; dead: units that were zero for
-    every token seen (meaningful over many sentences); units: the FFN width.
-    """
-
-    layer: int
-    zeros: float
-    dead: int
-    units: int
-    tokens: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "zeros": self.zeros,
-            "dead": self.dead,
-            "units": self.units,
-            "tokens": self.tokens,
-        }
 
 
 class FfnSparsity(HookGroup):

@@ -12,57 +12,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from .engine.capture import TensorSink, capture
-from .engine.records import (
-    SCHEMA_VERSION,
-    STAT_NAMES,
-    DescribesModel,
-    ModelInfo,
-    ModuleRecord,
-    Token,
-)
 from .engine.runner import Progress, Runner
 from .engine.selection import LayerSpec, select_names
 from .model.loading import LoadedModel
 from .model.names import module_names
+from .results.trace import TraceResult
 from .sparsity import FfnSparsity
 
 __all__ = ["LayerSpec", "TraceResult", "iter_trace"]
-
-
-@dataclass(frozen=True)
-class TraceResult(DescribesModel):
-    """Everything one traced sentence produced, ready to render."""
-
-    info: ModelInfo
-    text: str | None
-    tokens: tuple[Token, ...]
-    modules: tuple[ModuleRecord, ...]
-    index: int = 0
-    dry_run: bool = False
-
-    def first_nonfinite(self) -> ModuleRecord | None:
-        """The module that first produced NaN or Inf: the earliest to finish with them.
-
-        Finishing order, not start order, so a layer whose fc2 overflowed names
-        fc2 rather than the layer that contains it.
-        """
-        bad = [m for m in self.modules if m.stats is not None and m.stats.nonfinite]
-        return min(bad, key=lambda m: m.finished, default=None)
-
-    def as_dict(self, stats: Sequence[str] = STAT_NAMES) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA_VERSION,
-            "index": self.index,
-            **self.info.as_dict(),
-            "dry_run": self.dry_run,
-            "text": self.text,
-            "tokens": [t.as_dict() for t in self.tokens],
-            "modules": [m.as_dict(stats) for m in self.modules],
-        }
 
 
 def iter_trace(

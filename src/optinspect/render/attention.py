@@ -22,8 +22,8 @@ from rich.text import Text
 from .common import has_colour, header_line, print_header, token_label
 
 if TYPE_CHECKING:
-    from ..attention import AttentionResult
     from ..engine.records import Token
+    from ..results.attention import AttentionResult
 
 __all__ = [
     "attention_title",

@@ -14,7 +14,7 @@ from ..model.names import is_layer_root
 from .common import Column, count_noun, fit_tables, format_number, header_line, print_header
 
 if TYPE_CHECKING:
-    from ..calibrate import CalibrationResult, LinearInput
+    from ..results.calibration import CalibrationResult, LinearInput
 
 __all__ = ["input_tables", "output_tables", "render_calibration"]
 

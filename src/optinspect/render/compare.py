@@ -23,7 +23,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..compare import CompareResult, ModuleDiff
+    from ..results.compare import CompareResult, ModuleDiff
 
 __all__ = ["compare_summary", "compare_tables", "render_compare", "render_compare_header"]
 

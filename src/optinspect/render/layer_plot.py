@@ -12,8 +12,8 @@ from .common import RANDOM_NOTE
 from .images import new_figure, save_figure
 
 if TYPE_CHECKING:
-    from ..sparsity import LayerSparsity
-    from ..tracing import TraceResult
+    from ..results.sparsity import LayerSparsity
+    from ..results.trace import TraceResult
 
 __all__ = ["layer_series", "save_layer_plot"]
 

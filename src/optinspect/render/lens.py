@@ -10,7 +10,7 @@ from rich.text import Text
 from .common import Column, fit_tables, has_colour, header_line, print_header, token_label
 
 if TYPE_CHECKING:
-    from ..lens import LensResult, Ranked
+    from ..results.lens import LensResult, Ranked
 
 __all__ = ["lens_tables", "render_lens", "render_lens_header"]
 

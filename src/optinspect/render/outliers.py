@@ -23,7 +23,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..outliers import DimCount, ModuleOutliers, OutlierResult
+    from ..results.outliers import DimCount, ModuleOutliers, OutlierResult
 
 __all__ = ["format_layers", "outlier_tables", "recurring_tables", "render_outliers"]
 

@@ -25,8 +25,8 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..sparsity import LayerSparsity
-    from ..tracing import TraceResult
+    from ..results.sparsity import LayerSparsity
+    from ..results.trace import TraceResult
 
 __all__ = [
     "TABLE_STATS",
