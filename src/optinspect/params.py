@@ -319,12 +319,18 @@ class ParamsResult:
         return payload
 
 
-def _quant_tensors(param: Any) -> list[Any]:
-    """The tensors bitsandbytes keeps beside a quantized weight, nested statistics included."""
+def _quant_tensors(module: Any, param: Any) -> list[Any]:
+    """The tensors bitsandbytes keeps beside a quantized weight, nested statistics included.
+
+    LLM.int8 keeps its row scales (``SCB``) on the weight until the layer's first
+    forward, then on the layer's ``state``: both places are looked at, so a model
+    that has run counts the same bytes as one just loaded.
+    """
     found = []
-    scb = getattr(param, "SCB", None)
-    if scb is not None:
-        found.append(scb)
+    for owner in (param, getattr(module, "state", None)):
+        scb = getattr(owner, "SCB", None)
+        if scb is not None:
+            found.append(scb)
     state = getattr(param, "quant_state", None)
     while state is not None:
         found.extend(t for t in (state.absmax, state.code, state.offset) if t is not None)
@@ -343,23 +349,28 @@ def _logical_numel(module: Any, param: Any) -> int:
 
 def measure_loaded(model: nn.Module, *, quant: str, device: str, dtype: str) -> LoadedCount:
     """Count the logical and stored parameters of a loaded model and the bytes it occupies."""
-    seen: set[int] = set()
+    seen: set[object] = set()
+    counted: set[int] = set()
     params = stored = nbytes = 0
 
     def add_bytes(tensor: Any) -> None:
         nonlocal nbytes
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            nbytes += tensor.numel() * tensor.element_size()
+        size = tensor.numel() * tensor.element_size()
+        pointer = tensor.data_ptr() if size and not tensor.is_meta else 0
+        key = (pointer, size) if pointer else id(tensor)  # one storage is counted once
+        if key not in seen:
+            seen.add(key)
+            nbytes += size
 
     for module in model.modules():
         for param in module.parameters(recurse=False):
-            if id(param) in seen:
+            if id(param) in counted:
                 continue
+            counted.add(id(param))
             params += _logical_numel(module, param)
             stored += param.numel()
             add_bytes(param)
-            for extra in _quant_tensors(param):
+            for extra in _quant_tensors(module, param):
                 add_bytes(extra)
     for buffer in model.buffers():
         add_bytes(buffer)

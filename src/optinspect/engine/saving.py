@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from ..tracing import TraceResult
+    from ..results.trace import TraceResult
 
 __all__ = ["ActivationStore", "umask", "write_atomic"]
 

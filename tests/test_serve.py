@@ -1,0 +1,468 @@
+"""``optinspect serve``: the output through a server is the local output, byte for byte;
+the server is private, queues, cancels, survives failures, and goes away cleanly.
+
+Most tests run a server in a thread of this process (the model loads once); the
+``slow`` ones start the real ``optinspect serve`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from optinspect.commands.jobs import Job
+from optinspect.commands.options import LoadOptions
+from optinspect.serve import wire
+from optinspect.serve.client import find_server, job_message, request
+from optinspect.serve.place import private_dir, socket_path
+
+SENTENCES = ["The quick brown fox jumps over the lazy dog", "Hello world", "A third, shorter one"]
+
+
+@pytest.fixture(scope="module")
+def sentences(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("serve") / "sentences.txt"
+    path.write_text("\n".join(SENTENCES) + "\n")
+    return path
+
+
+def start_server(load: LoadOptions, idle: float | None = None) -> tuple[object, threading.Thread]:
+    from optinspect.serve.server import ModelServer
+
+    private_dir(create=True)
+    server = ModelServer(socket_path(), load, load.load(), idle=idle)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[object]:
+    """tiny with the default settings (8bit, auto), served from a thread of this process."""
+    served, thread = start_server(LoadOptions(model="tiny"))
+    yield served
+    served.stop("tests over")  # type: ignore[attr-defined]
+    thread.join(timeout=30)
+    assert not socket_path().exists()
+
+
+def _cases(sentences: Path) -> list[list[str]]:
+    file = ["--file", str(sentences)]
+    text = ["Hello world", "--model", "tiny"]
+    cases = [["trace", *text, "--format", f] for f in ("table", "json", "jsonl", "csv")]
+    trace_file = ["trace", *file, "--model", "tiny", "--layer", "0"]
+    cases += [[*trace_file, "--format", f] for f in ("table", "json", "csv")]
+    cases += [["lens", *text, "--format", f, "--top-k", "2"] for f in ("table", "json", "jsonl")]
+    cases += [["lens", *file, "--model", "tiny", "--format", "json"]]
+    cases += [["attention", *text, "--format", f, "--layer", "0"] for f in ("table", "json")]
+    cases += [["attention", *text, "--head", "1"]]
+    cases += [["compare", *text, "--format", f] for f in ("table", "json", "jsonl")]
+    cases += [["compare", *file, "--model", "tiny", "--format", "jsonl", "--layer", "all"]]
+    cases += [["outliers", *file, "--model", "tiny", "--format", f] for f in ("table", "json")]
+    calibrate = ["calibrate", *file, "--model", "tiny", "--quant", "8bit"]
+    cases += [[*calibrate, "--format", f] for f in ("table", "json")]
+    cases += [["params", "--model", "tiny", "--loaded", "--format", f] for f in ("table", "json")]
+    return cases
+
+
+CASE_IDS = [
+    *(f"trace-{f}" for f in ("table", "json", "jsonl", "csv")),
+    *(f"trace-file-{f}" for f in ("table", "json", "csv")),
+    *(f"lens-{f}" for f in ("table", "json", "jsonl")),
+    "lens-file-json",
+    *(f"attention-{f}" for f in ("table", "json")),
+    "attention-head",
+    *(f"compare-{f}" for f in ("table", "json", "jsonl")),
+    "compare-file-jsonl",
+    *(f"outliers-{f}" for f in ("table", "json")),
+    *(f"calibrate-{f}" for f in ("table", "json")),
+    *(f"params-loaded-{f}" for f in ("table", "json")),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
+def test_output_through_the_server_is_the_local_output(cli, server, sentences, case) -> None:
+    args = _cases(sentences)[case]
+    before = server.served
+    served = cli(*args)
+    assert server.served == before + 1, "the server did not answer"
+    local = cli(*args, "--no-server")
+    assert server.served == before + 1, "--no-server reached the server"
+    assert served.code == local.code == 0, served.err + local.err
+    assert served.out == local.out
+    assert served.out.strip()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "Hello", "--model", "tiny", "--layer", "99"],
+        ["trace", "Hello", "--model", "tiny", "--filter", "nothing.*"],
+        ["lens", "Hello", "--model", "tiny", "--top-k", "0"],
+        ["attention", "Hello", "--model", "tiny", "--head", "9"],
+        ["outliers", "--file", "/dev/null", "--model", "tiny"],  # outliers need sentences
+    ],
+    ids=["layer", "filter", "top-k", "head", "empty-outliers"],
+)
+def test_errors_through_the_server_are_the_local_errors(cli, server, args) -> None:
+    served = cli(*args)
+    local = cli(*args, "--no-server")
+    assert served.code == local.code == 2
+    assert served.err == local.err
+    assert served.err.startswith("Error: ") and served.err.count("\n") == 1
+
+
+def test_files_written_through_the_server_match(cli, server, sentences, tmp_path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    outputs = {}
+    for where, extra in (("served", []), ("local", ["--no-server"])):
+        save = tmp_path / f"{where}.safetensors"
+        r = cli("trace", "--file", str(sentences), "--model", "tiny", "--layer", "0",
+                "--save", str(save), "--format", "json", *extra)  # fmt: skip
+        assert r.code == 0, r.err
+        scales = tmp_path / f"{where}-scales.pt"
+        r = cli("calibrate", "--file", str(sentences), "--model", "tiny", "--quant", "8bit",
+                "--act-scales", str(scales), *extra)  # fmt: skip
+        assert r.code == 0, r.err
+        assert r.err == f"wrote act-scales to {scales}\n"
+        outputs[where] = (load_file(save), torch.load(scales), stat.S_IMODE(save.stat().st_mode))
+    (saved_a, scales_a, mode_a), (saved_b, scales_b, mode_b) = outputs["served"], outputs["local"]
+    assert mode_a == mode_b
+    assert saved_a.keys() == saved_b.keys() and scales_a.keys() == scales_b.keys()
+    for key in saved_a:
+        assert torch.equal(saved_a[key], saved_b[key]), key
+    for key in scales_a:
+        assert torch.equal(scales_a[key], scales_b[key]), key
+
+
+def test_socket_and_folder_are_private(server) -> None:
+    assert stat.S_IMODE(os.stat(socket_path().parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(socket_path()).st_mode) == 0o600
+    assert stat.S_ISSOCK(os.stat(socket_path()).st_mode)
+
+
+def test_a_client_of_another_uid_is_refused(server, monkeypatch) -> None:
+    import optinspect.serve.server as server_module
+
+    monkeypatch.setattr(server_module, "peer_uid", lambda sock: os.getuid() + 1)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(socket_path()))
+    with sock:
+        answer = wire.receive(sock)
+        assert answer == {"error": "refused: the server answers its own user only"}
+        assert wire.receive(sock) is None  # and the connection is closed
+    assert find_server(LoadOptions(model="tiny")) is None
+
+
+def test_a_server_of_another_model_is_not_used(cli, server) -> None:
+    before = server.served
+    r = cli("trace", "Hello", "--model", "tiny", "--quant", "none", "--format", "json")
+    assert r.code == 0 and json.loads(r.out)["quant"] == "none"
+    assert server.served == before
+    assert r.err == ""
+
+
+def test_two_clients_at_once_are_both_answered(cli, server) -> None:
+    texts = ["First client's sentence", "The second client asks this"]
+    local = [cli("lens", t, "--model", "tiny", "--format", "json", "--no-server") for t in texts]
+    expected = [r.out for r in local]
+    before = server.served
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "optinspect", "lens", t, "--model", "tiny", "--format", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for t in texts
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert [out for out, _err in outputs] == expected
+    assert server.served == before + 2
+
+
+def test_the_client_path_imports_no_torch(server) -> None:
+    code = (
+        "import sys; from optinspect.cli import run\n"
+        "code = run(['trace', 'Hello world', '--model', 'tiny', '--format', 'json'])\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy), file=sys.stderr); sys.exit(code)\n"
+    )
+    before = server.served
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "HEAVY="
+    assert json.loads(proc.stdout)["model"] == "tiny"
+    assert server.served == before + 1
+
+
+def test_a_failure_inside_the_server_is_reported_and_the_server_stays_up(
+    cli, server, monkeypatch
+) -> None:
+    import optinspect.tracing
+
+    def broken(*args: object, **kwargs: object) -> Iterator[object]:
+        raise RuntimeError("boom\nsecond line")
+        yield
+
+    monkeypatch.setattr(optinspect.tracing, "iter_trace", broken)
+    r = cli("trace", "Hello", "--model", "tiny")
+    assert r.code == 1
+    # The server (a thread here) logs the failure on its own stderr, then the client tells it.
+    server_log, client = r.err.split("\n", 1)
+    assert server_log == "optinspect serve: a job failed: RuntimeError: boom"
+    assert client == "Error: RuntimeError: boom\nRun again with --debug for the traceback.\n"
+    r = cli("trace", "Hello", "--model", "tiny", "--debug")
+    assert "Traceback" in r.err and 'raise RuntimeError("boom' in r.err  # the server's
+    monkeypatch.undo()
+    r = cli("trace", "Hello", "--model", "tiny", "--format", "json")
+    assert r.code == 0, r.err
+
+
+def test_a_client_that_goes_away_cancels_its_job(server) -> None:
+    job = Job(
+        "trace",
+        LoadOptions(model="tiny"),
+        checks={"batch_size": 1},
+        params={
+            "layers": None,
+            "filters": (),
+            "batch_size": 1,
+            "truncate": False,
+            "summary": False,
+            "plot": False,
+            "save": None,
+        },
+        texts=["one sentence of a long corpus"] * 20000,  # minutes of forwards
+    )
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(socket_path()))
+    wire.send(sock, {"op": "hello", "protocol": __import__("optinspect").__version__,
+                     "settings": job.load.settings()})  # fmt: skip
+    assert wire.receive(sock)["match"] is True
+    wire.send(sock, {"op": "run", "job": job_message(job)})
+    first = wire.receive(sock)
+    assert first is not None and ("progress" in first or "result" in first)
+    sock.close()
+    deadline = time.monotonic() + 20
+    while server.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.active == 0, "the job went on after its client left"
+    assert request("status")["status"]["running"] == 0  # and the server still answers
+
+
+def test_status_reports_the_model_and_counts(server) -> None:
+    state = request("status")["status"]
+    assert state["model"] == "tiny" and state["quant"] == "8bit"
+    assert state["resolved"] == {"device": "cpu", "dtype": "float16", "random_weights": True}
+    assert state["pid"] == os.getpid() and state["socket"] == str(socket_path())
+    assert state["requests"] == server.served and state["memory"]["rss"] > 0
+
+
+@pytest.fixture
+def own_runtime(monkeypatch, tmp_path_factory) -> Path:
+    """A runtime folder of this test's own, away from the module's server."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="oi-"))  # short: socket paths have a length limit
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(base))
+    return base / "optinspect"
+
+
+def test_idle_stops_the_server(own_runtime, load_tiny) -> None:
+    from optinspect.serve.server import ModelServer
+
+    private_dir(create=True)
+    idle = ModelServer(socket_path(), LoadOptions(model="tiny"), load_tiny("8bit"), idle=0.3)
+    started = time.monotonic()
+    assert idle.serve() == "idle"
+    assert 0.3 <= time.monotonic() - started < 10
+    assert not socket_path().exists()
+
+
+def test_a_stale_socket_is_removed_with_one_note(cli, own_runtime) -> None:
+    private_dir(create=True)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(socket_path()))  # bound, never listening, then closed: a killed server's
+    dead.close()
+    r = cli("trace", "Hello world", "--model", "tiny", "--format", "json")
+    local = cli("trace", "Hello world", "--model", "tiny", "--format", "json", "--no-server")
+    assert r.code == 0 and r.out == local.out
+    assert r.err == (
+        f"note: the optinspect server is gone (removed its stale socket {socket_path()}); "
+        "loading here\n"
+    )
+    assert not socket_path().exists()
+
+
+def test_a_folder_others_can_enter_is_not_used(cli, own_runtime) -> None:
+    own_runtime.mkdir(mode=0o755)
+    os.chmod(own_runtime, 0o755)
+    r = cli("trace", "Hello world", "--model", "tiny", "--format", "json")
+    assert r.code == 0
+    assert r.err == (
+        f"note: {own_runtime} can be entered by other users (mode 755): make it 0700 or "
+        "remove it; not using a server\n"
+    )
+    r = cli("serve", "--model", "tiny")
+    assert r.code == 2 and "can be entered by other users" in r.err
+
+
+def test_serve_stop_and_status_without_a_server(cli, own_runtime) -> None:
+    for option in ("--stop", "--status"):
+        r = cli("serve", option)
+        assert r.code == 1
+        assert r.err == f"Error: no optinspect server is running (no socket at {socket_path()})\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("45", 45.0), ("1.5m", 90.0), ("0", None)],
+)
+def test_idle_durations(text: str, seconds: float | None) -> None:
+    from optinspect.commands.serve import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_a_bad_idle_duration_is_a_usage_error(cli, own_runtime) -> None:
+    r = cli("serve", "--model", "tiny", "--idle", "soon")
+    assert r.code == 2
+    assert r.err == "Error: --idle 'soon' is not a duration: give e.g. 90s, 30m, 2h or 0 (never)\n"
+
+
+def test_the_codec_keeps_what_json_would_lose() -> None:
+    from optinspect.engine.records import ModelInfo, TensorStats, Token
+    from optinspect.results.trace import TraceResult
+
+    stats = TensorStats(mean=math.nan, std=math.inf, min=-math.inf, max=1e-310, absmax=0.1,
+                        rms=1 / 3, zeros=3, nan=1, inf=2)  # fmt: skip
+    record = {
+        "tuple": (1, (2.5, None)),
+        "list": [True, "é"],
+        "keys": {1: "int key", "s": b"\xe2\x80"},
+        "token": Token(id=5, text="\ufffd", bytes="e2"),
+        "info": ModelInfo("tiny", "none", "cpu", "float32", random_weights=True),
+        "stats": stats,
+    }
+    back = wire.decode(json.loads(json.dumps(wire.encode(record), allow_nan=False)))
+    assert repr(back) == repr(record)
+    assert math.isnan(back["stats"].mean) and back["stats"].max == 1e-310
+    assert isinstance(back["tuple"], tuple) and isinstance(back["keys"]["s"], bytes)
+    with pytest.raises(TypeError, match="cannot send a object"):
+        wire.encode(object())
+    evil = {"$record": "os:system", "fields": {}}
+    with pytest.raises(wire.WireError, match="not a record the client rebuilds"):
+        wire.decode(evil)
+    assert TraceResult.__module__ == "optinspect.results.trace"
+
+
+def test_frames_are_length_prefixed_json() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        wire.send(a, {"x": [1, "ü"]})
+        raw = b.recv(4)
+        size = int.from_bytes(raw, "big")
+        assert json.loads(b.recv(size).decode()) == {"x": [1, "ü"]}
+        a.sendall((5).to_bytes(4, "big") + b"[1, ")
+        a.close()
+        with pytest.raises(wire.WireError, match="closed in the middle of a frame"):
+            wire.receive(b)
+
+
+# ---- the real command, in a subprocess ------------------------------------------------
+
+
+def _serve(runtime: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optinspect", "serve", "--model", "tiny", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 180
+    while not (runtime / "server.sock").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the server did not start: {proc.communicate()}")
+        time.sleep(0.1)
+    return proc
+
+
+def _client(runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime.parent)}
+    return subprocess.run(
+        [sys.executable, "-m", "optinspect", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_serve_status_stop(own_runtime) -> None:
+    proc = _serve(own_runtime, "--idle", "30m")
+    try:
+        status = _client(own_runtime, "serve", "--status", "--format", "json")
+        assert status.returncode == 0, status.stderr
+        state = json.loads(status.stdout)
+        assert state["model"] == "tiny" and state["pid"] == proc.pid
+        text = _client(own_runtime, "serve", "--status")
+        assert text.stdout.startswith("model: tiny (random weights)\nquant: 8bit\n")
+        again = _client(own_runtime, "serve", "--model", "tiny")
+        assert again.returncode == 1
+        assert f"a server is already running (pid {proc.pid}, tiny)" in again.stderr
+        stop = _client(own_runtime, "serve", "--stop")
+        assert stop.returncode == 0 and stop.stderr == "stopped the optinspect server\n"
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert err.startswith(f"serving tiny (8bit, cpu, float16) on {own_runtime / 'server.sock'}")
+    assert err.endswith("optinspect serve: stopped; 0 requests served\n")
+    assert out == "" and not (own_runtime / "server.sock").exists()
+
+
+@pytest.mark.slow
+def test_after_kill_9_the_next_command_loads_here(own_runtime) -> None:
+    proc = _serve(own_runtime, "--idle", "0")
+    args = ("trace", "Hello world", "--model", "tiny", "--format", "json")
+    served = _client(own_runtime, *args)
+    assert served.returncode == 0 and served.stderr == ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert (own_runtime / "server.sock").exists()  # left behind
+    fallback = _client(own_runtime, *args)
+    assert fallback.returncode == 0
+    assert fallback.stdout == served.stdout
+    assert fallback.stderr.count("\n") == 1
+    assert fallback.stderr.startswith("note: the optinspect server is gone")
+    assert not (own_runtime / "server.sock").exists()
+    assert _client(own_runtime, *args).stderr == ""  # the note comes once
+
+
+@pytest.mark.slow
+def test_serve_idle_limit_ends_the_process(own_runtime) -> None:
+    proc = _serve(own_runtime, "--idle", "1s")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert err.endswith("optinspect serve: idle; 0 requests served\n")
+    assert not (own_runtime / "server.sock").exists()
