@@ -32,7 +32,9 @@ def test_any_text_traces_or_fails_cleanly(load_tiny, text: str) -> None:
 )
 @given(text=st.text(min_size=1, max_size=40).filter(lambda t: t != "-"))  # "-" means stdin
 def test_any_text_through_the_cli_never_shows_a_traceback(cli, text: str) -> None:
-    result = cli("trace", text, "--model", "tiny", "-q", "none", "-f", "json", "--layer", "-1")
+    # TEXT comes last: a text that looks like an option (--quant) then has no value to take
+    # from the options after it, which would leave the text out and the model unnamed.
+    result = cli("trace", "--model", "tiny", "-q", "none", "-f", "json", "--layer", "-1", text)
     assert "Traceback" not in result.err
     if result.code == 0:
         assert json.loads(result.out)["text"] == text
