@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .jobs import Job, run_job
+from .jobs import Job, emit_job
 from .options import (
     Dtype,
     FilterOpt,
@@ -80,7 +80,6 @@ def compare_command(
     """
     from ..engine.preflight import check_load_settings
     from ..render.compare import render_compare, render_compare_header
-    from .common import progress, say_nothing_read
     from .output import make_emitter
 
     texts, many = inputs.read()
@@ -102,13 +101,7 @@ def compare_command(
         texts=texts,
     )
     emitter = make_emitter(fmt.value, many, render_compare, header=render_compare_header)
-    with progress(enabled=many, label="comparing") as advance:
-        results = list(run_job(job, advance))
-    for result in results:
-        emitter.emit(result)
-    emitter.close()
-    if texts is None:
-        say_nothing_read(VERB)
+    emit_job(job, emitter, many=many, label="comparing", verb=VERB)
 
 
 def compute(

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from ..engine.preflight import Plan
     from ..model.loading import LoadedModel
     from ..serve.client import Server
+    from .output import Emitter
 
-__all__ = ["COMPUTE", "Context", "Job", "JobRun", "execute", "run_job"]
+__all__ = ["COMPUTE", "Context", "Job", "JobRun", "emit_job", "execute", "run_job"]
 
 #: Every command a server answers, and where its compute function lives.
 COMPUTE = {
@@ -155,6 +156,19 @@ def _served(server: Server, job: Job, here: _Here) -> Iterator[Any]:
     except ServerGone:
         note("the optinspect server stopped before answering; loading here")
         return (yield from execute(job, here))
+
+
+def emit_job(job: Job, emitter: Emitter, *, many: bool, label: str, verb: str) -> None:
+    """Run ``job`` and give each result to ``emitter`` as it comes, with a progress counter
+    for many sentences; then end the output, with a note when the input held nothing."""
+    from .common import progress, say_nothing_read
+
+    with progress(enabled=many, label=label) as advance:
+        for result in run_job(job, advance):
+            emitter.emit(result)
+    emitter.close()
+    if job.texts is None:
+        say_nothing_read(verb)
 
 
 def with_umask(job: Job) -> Job:

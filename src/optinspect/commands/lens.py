@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .jobs import Job, run_job
+from .jobs import Job, emit_job
 from .options import InputOptions, LoadOptions, ResultFormat, ResultFormatOpt, model_command
 
 if TYPE_CHECKING:
@@ -61,7 +61,6 @@ def lens_command(
       optinspect lens --file prompts.txt --model tiny --format jsonl > lens.jsonl
     """
     from ..render.lens import render_lens, render_lens_header
-    from .common import progress, say_nothing_read
     from .output import make_emitter
 
     texts, many = inputs.read()
@@ -70,12 +69,7 @@ def lens_command(
     job = Job(
         "lens", load, checks=values, params={**values, "truncate": inputs.truncate}, texts=texts
     )
-    with progress(enabled=many, label="lens") as advance:
-        for result in run_job(job, advance):
-            emitter.emit(result)
-    emitter.close()
-    if texts is None:
-        say_nothing_read(VERB)
+    emit_job(job, emitter, many=many, label="lens", verb=VERB)
 
 
 def compute(

@@ -33,12 +33,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..commands.options import LoadOptions
 from ..errors import OptinspectError, UsageError, describe
 from .client import job_from, protocol
 from .wire import WireError, encode, receive, send
 
 if TYPE_CHECKING:
-    from ..commands.options import LoadOptions
     from ..model.loading import LoadedModel
 
 __all__ = ["ModelServer", "peer_uid"]
@@ -173,6 +173,12 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
         with self.busy(), self.turn:
             if self.stopping is not None:
                 send(sock, {"gone": self.stopping})
+                return
+            if (
+                message.get("job", {}).get("load") is None
+                or LoadOptions(**message["job"]["load"]).settings() != self.load.settings()
+            ):
+                send(sock, {"gone": "the job asks for another model"})  # the client loads it
                 return
             with self.state:
                 self.served += 1
