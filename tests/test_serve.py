@@ -196,10 +196,23 @@ def test_two_clients_at_once_are_both_answered(cli, server) -> None:
     assert server.served == before + 2
 
 
-def test_the_client_path_imports_no_torch(server) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "Hello world", "--format", "json"],
+        ["lens", "Hello world", "--format", "json"],
+        ["attention", "Hello world", "--format", "json"],
+        ["compare", "Hello world", "--format", "json"],
+        ["outliers", "Hello world", "--format", "json"],
+        ["calibrate", "Hello world", "--quant", "8bit", "--format", "json"],
+        ["params", "--loaded", "--format", "json"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_the_client_path_imports_no_torch(server, args) -> None:
     code = (
         "import sys; from optinspect.cli import run\n"
-        "code = run(['trace', 'Hello world', '--model', 'tiny', '--format', 'json'])\n"
+        f"code = run({[*args, '--model', 'tiny']!r})\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'bitsandbytes') if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy), file=sys.stderr); sys.exit(code)\n"
     )
@@ -207,8 +220,80 @@ def test_the_client_path_imports_no_torch(server) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "HEAVY="
-    assert json.loads(proc.stdout)["model"] == "tiny"
+    assert json.loads(proc.stdout)
     assert server.served == before + 1
+
+
+def test_a_job_the_server_turns_down_runs_here_with_its_input(cli, server, sentences) -> None:
+    args = ("trace", "--file", str(sentences), "--model", "tiny", "--format", "jsonl")
+    local = cli(*args, "--no-server")
+    server.stopping = "testing"  # the server answers the hello, then turns the job down
+    try:
+        r = cli(*args)
+    finally:
+        server.stopping = None
+    assert r.code == 0 and r.out == local.out and r.out.count("\n") == len(SENTENCES)
+    assert r.err == (
+        "note: the optinspect server did not run this job (the server is stopping "
+        "(testing)); loading here\n"
+    )
+
+
+def test_a_folder_spelled_another_way_from_another_folder_is_served(
+    cli, own_runtime, tiny_dir, monkeypatch
+) -> None:
+    served, thread = start_server(LoadOptions(model=str(tiny_dir), quant="none"))
+    try:
+        monkeypatch.chdir(tiny_dir.parent)
+        args = ("lens", "Hello world", "--model", f"./{tiny_dir.name}/", "--quant", "none")
+        r = cli(*args, "--format", "json")
+        assert served.served == 1, r.err
+        local = cli(*args, "--format", "json", "--no-server")
+        assert r.code == local.code == 0 and r.out == local.out
+        assert json.loads(r.out)["model"] == f"./{tiny_dir.name}/"
+    finally:
+        served.stop("test over")
+        thread.join(timeout=30)
+
+
+def test_one_server_per_user(own_runtime) -> None:
+    from optinspect.serve.place import claim
+
+    folder = private_dir(create=True)
+    first = claim(folder)
+    assert first is not None
+    try:
+        assert claim(folder) is None
+    finally:
+        os.close(first)
+    again = claim(folder)
+    assert again is not None
+    os.close(again)
+
+
+def test_turns_are_taken_in_order_of_arrival() -> None:
+    from optinspect.serve.server import Turns
+
+    turns, order = Turns(), []
+    gate = threading.Event()
+
+    def job(i: int) -> None:
+        with turns.turn():
+            if i == 0:
+                gate.wait(10)
+            order.append(i)
+
+    threads = []
+    for i in range(6):
+        thread = threading.Thread(target=job, args=(i,))
+        thread.start()
+        threads.append(thread)
+        while turns._next <= i:  # each has its ticket before the next thread starts
+            time.sleep(0.001)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == list(range(6))
 
 
 def test_a_failure_inside_the_server_is_reported_and_the_server_stays_up(

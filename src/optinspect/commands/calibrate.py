@@ -137,7 +137,7 @@ def calibrate_command(
             params={
                 **values,
                 "model": load.model,
-                "outputs": {k: str(v.resolve()) for k, v in paths.items()},
+                "outputs": {k: str(v) for k, v in paths.items()},
             },
             texts=_read(inputs, field),
         )

@@ -118,6 +118,10 @@ def progress(
         rate = f"{done[1] / elapsed:,.0f} tokens/s" if elapsed > 0 else ""
         bar.update(task[0], completed=done[0], tokens=done[1], rate=rate)
 
+    def say(text: str) -> None:  # a line above the live display, which then goes on
+        (bar.console if task else err).print(text, highlight=False, markup=False, soft_wrap=True)
+
+    advance.note = say  # type: ignore[attr-defined]
     try:
         yield advance
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class Job:
     #: The sentences; None when a file or stdin held none, or the command reads no text.
     texts: Any = None
     umask: int | None = None  # the client's, for files the job writes
+    cwd: str = "."  # the client's working folder, where relative paths start
 
 
 class Context(Protocol):
@@ -130,7 +132,8 @@ class _Here:
     def note(self, text: str) -> None:
         from .common import note
 
-        note(text)
+        # Through the progress display when one is live, so the line is not drawn over.
+        getattr(self._advance, "note", note)(text)
 
 
 def run_job(job: Job, advance: Callable[..., None] | None = None) -> JobRun:
@@ -144,6 +147,8 @@ def run_job(job: Job, advance: Callable[..., None] | None = None) -> JobRun:
 
         server = find_server(job.load)
         if server is not None:
+            if job.texts is not None:  # read to the end: sent now, and kept to run here
+                job = dataclasses.replace(job, texts=list(job.texts))
             return JobRun(_served(server, job, here), here)
     return JobRun(execute(job, here), here)
 
@@ -153,8 +158,8 @@ def _served(server: Server, job: Job, here: _Here) -> Iterator[Any]:
 
     try:
         return (yield from server.run(job, here.advance))
-    except ServerGone:
-        note("the optinspect server stopped before answering; loading here")
+    except ServerGone as gone:
+        note(f"the optinspect server did not run this job ({gone}); loading here")
         return (yield from execute(job, here))
 
 
@@ -172,10 +177,10 @@ def emit_job(job: Job, emitter: Emitter, *, many: bool, label: str, verb: str) -
 
 
 def with_umask(job: Job) -> Job:
-    """The job with this process's umask, for the files it writes."""
+    """The job with this process's umask and working folder, for the files it writes."""
     from ..engine.saving import umask
 
-    return dataclasses.replace(job, umask=umask())
+    return dataclasses.replace(job, umask=umask(), cwd=os.getcwd())
 
 
 def plan_of(plan: Plan | None) -> Plan:

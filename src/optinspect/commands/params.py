@@ -14,7 +14,7 @@ from .options import LoadOptions, TableFormat, TableFormatOpt, model_command
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ..params import LoadedCount
+    from ..params import ParamsResult
     from .jobs import Context
 
 
@@ -71,10 +71,12 @@ def params_command(
 
     if loaded and fmt is TableFormat.csv:
         raise UsageError("--loaded has no CSV form: use --format table or --format json")
-    result = ParamsResult(count_params(inventory_params(load.model), by=by.value))
-    if loaded:
-        (measured,) = run_job(Job("params", load, checks=None))
-        result = ParamsResult(result.report, measured)
+    if loaded:  # the count too, where the model is: the client imports no torch
+        (result,) = run_job(
+            Job("params", load, checks=None, params={"model": load.model, "by": by.value})
+        )
+    else:
+        result = ParamsResult(count_params(inventory_params(load.model), by=by.value))
     if fmt is TableFormat.json:
         write_json(sys.stdout, result.as_dict())
     elif fmt is TableFormat.csv:
@@ -83,11 +85,16 @@ def params_command(
         render_params(stdout_console(), result.report, result.loaded)
 
 
-def compute(ctx: Context, plan: None, texts: None) -> Iterator[LoadedCount]:
-    """``params --loaded``, where the model is: its logical and stored parameters and memory."""
-    from ..params import measure_loaded
+def compute(
+    ctx: Context, plan: None, texts: None, *, model: str, by: str
+) -> Iterator[ParamsResult]:
+    """``params --loaded``, where the model is: the count from the config, then the
+    loaded model's logical and stored parameters and memory."""
+    from ..params import ParamsResult, count_params, inventory_params, measure_loaded
 
-    model = ctx.model()
-    yield measure_loaded(
-        model.model, quant=model.quant, device=model.device, dtype=model.dtype_name
+    report = count_params(inventory_params(model), by=by)
+    loaded = ctx.model()
+    measured = measure_loaded(
+        loaded.model, quant=loaded.quant, device=loaded.device, dtype=loaded.dtype_name
     )
+    yield ParamsResult(report, measured)

@@ -88,8 +88,10 @@ def _ask(op: str, fmt: ViewFormat) -> None:
     if answer is None:
         raise OptinspectError(f"no optinspect server is running (no socket at {socket_path()})")
     if op == "stop":
-        _wait_until_gone(socket_path())
-        sys.stderr.write("stopped the optinspect server\n")
+        if _wait_until_gone(socket_path()):
+            sys.stderr.write("stopped the optinspect server\n")
+        else:
+            sys.stderr.write("the optinspect server stops when its current job ends\n")
         return
     state = answer["status"]
     if fmt is ViewFormat.json:
@@ -101,10 +103,12 @@ def _ask(op: str, fmt: ViewFormat) -> None:
         sys.stdout.write(f"{key}: {value}\n")
 
 
-def _wait_until_gone(path: Any, limit: float = 30.0) -> None:
+def _wait_until_gone(path: Any, limit: float = 30.0) -> bool:
+    """Whether the socket went away (the server ended) within ``limit`` seconds."""
     deadline = time.monotonic() + limit
     while path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    return not path.exists()
 
 
 def _status_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
@@ -150,22 +154,26 @@ def _serve(load: LoadOptions, idle: float | None) -> None:
 
     from ..errors import OptinspectError
     from ..serve.client import request
-    from ..serve.place import private_dir, socket_path
+    from ..serve.place import claim, private_dir, socket_path
     from ..serve.server import ModelServer
 
-    private_dir(create=True)
+    folder = private_dir(create=True)
+    assert folder is not None
     path = socket_path()
-    running = request("status")
-    if running is not None and "status" in running:
+    lock = claim(folder)  # held until this process ends
+    if lock is None:
+        running = request("status")
+        who = "(still loading its model)"
+        if running is not None and "status" in running:
+            who = f"(pid {running['status']['pid']}, {running['status']['model']})"
         raise OptinspectError(
-            f"a server is already running (pid {running['status']['pid']}, "
-            f"{running['status']['model']}): stop it with optinspect serve --stop"
+            f"a server is already running {who}: stop it with optinspect serve --stop"
         )
     from ..engine.preflight import preflight
 
     preflight(load)
     loaded = load.load()
-    path.unlink(missing_ok=True)  # a dead server's (request found nobody answering)
+    path.unlink(missing_ok=True)  # a dead server's: the lock says none other runs
     server = ModelServer(path, load, loaded, idle=idle)
     signal.signal(signal.SIGTERM, lambda signum, frame: server.stop("terminated"))
     limit = f"stops after {_duration(idle)} idle" if idle else "no idle limit"

@@ -139,7 +139,7 @@ def trace_command(
             "truncate": inputs.truncate,
             "summary": run.emitter.wants_summary or plot is not None,
             "plot": plot is not None,
-            "save": str(save.resolve()) if save is not None else None,
+            "save": str(save) if save is not None else None,
         },
         texts=texts,
     )

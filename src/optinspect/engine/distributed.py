@@ -15,10 +15,12 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported where ranks meet; launched() reads the environment only
+    import torch
 
 __all__ = ["Ranks", "agree", "all_reduce", "gather", "launched", "process_group"]
 
@@ -61,6 +63,7 @@ def launched() -> Ranks:
 @contextlib.contextmanager
 def process_group(ranks: Ranks, backend: str) -> Iterator[None]:
     """Join the launcher's process group for the block (nothing for one process)."""
+    import torch
     import torch.distributed as dist
 
     if not ranks.many or dist.is_initialized():
@@ -119,6 +122,7 @@ def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
 
 def gather(tensor: torch.Tensor) -> torch.Tensor:
     """Every rank's ``tensor`` (same shape everywhere), stacked in rank order: [world, ...]."""
+    import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from .names import TOKEN_EMBEDDINGS
+
+if TYPE_CHECKING:  # torch is imported where a device is resolved: the checks need none
+    import torch
+    from torch import nn
 
 __all__ = [
     "DEVICE_MAPS",
@@ -40,6 +41,8 @@ def resolve_device(device: str) -> str:
     match = re.fullmatch(r"cuda(?::(\d+))?", device)
     if not match:
         raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+    import torch
+
     if not torch.cuda.is_available():
         raise UsageError(f"device {device} was asked for, but CUDA is not available here")
     if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
@@ -51,6 +54,8 @@ def resolve_device(device: str) -> str:
 
 def mapped_device() -> str:
     """The compute device a device map starts from, for picking the dtype."""
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -93,6 +98,8 @@ def input_device(model: nn.Module) -> torch.device:
     device_map = getattr(model, "hf_device_map", None)
     if not device_map:
         return weight.device
+    import torch
+
     where = placement_of(device_map, TOKEN_EMBEDDINGS)
     if _is_gpu(where):
         return torch.device(placement_name(where))

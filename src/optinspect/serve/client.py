@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -55,10 +56,11 @@ def note(text: str) -> None:
     sys.stderr.flush()
 
 
-def connect(path: Path | None = None) -> socket.socket | None:
+def connect(path: Path | None = None, *, then: str | None = "loading here") -> socket.socket | None:
     """A connection to the server, or None when none is running.
 
-    A socket that refuses connections is a dead server's: it is removed, with a note.
+    A socket that refuses connections is a dead server's: it is removed, with a note
+    that ends with ``then`` (what happens instead; no note when None).
     """
     path = path or socket_path()
     try:
@@ -75,7 +77,8 @@ def connect(path: Path | None = None) -> socket.socket | None:
         if path.exists():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            note(f"the optinspect server is gone (removed its stale socket {path}); loading here")
+            if then is not None:
+                note(f"the optinspect server is gone (removed its stale socket {path}); {then}")
         return None
     return sock
 
@@ -115,7 +118,7 @@ class Server:
             try:
                 send(self.sock, {"op": "run", "job": job_message(job)})
             except OSError as e:
-                raise ServerGone from e
+                raise ServerGone("it closed the connection") from e
             sent_any = False
             while True:
                 try:
@@ -124,14 +127,18 @@ class Server:
                     message = None if not sent_any else {"lost": str(e)}
                 if message is None or "lost" in message or "gone" in message:
                     if not sent_any:
-                        raise ServerGone
+                        raise ServerGone((message or {}).get("gone", "it stopped"))
                     raise OptinspectError("the optinspect server stopped in the middle of this run")
                 if "progress" in message:
                     if advance is not None:
                         advance(*message["progress"])
                 elif "note" in message:
-                    sys.stderr.write(message["note"] + "\n")
-                    sys.stderr.flush()
+                    say = getattr(advance, "note", None)
+                    if say is not None:
+                        say(message["note"])
+                    else:
+                        sys.stderr.write(message["note"] + "\n")
+                        sys.stderr.flush()
                 elif "result" in message:
                     sent_any = True
                     yield decode(message["result"])
@@ -158,6 +165,7 @@ def job_message(job: Job) -> dict[str, Any]:
         "params": encode(job.params),
         "texts": texts,
         "umask": job.umask,
+        "cwd": os.getcwd(),
     }
 
 
@@ -177,12 +185,14 @@ def job_from(message: dict[str, Any]) -> Job:
         params=decode(message["params"]),
         texts=texts,
         umask=message["umask"],
+        cwd=message["cwd"],
     )
 
 
 def request(op: str) -> dict[str, Any] | None:
-    """A one-off request (``status``, ``stop``) to the running server; None when none runs."""
-    sock = connect()
+    """A one-off request (``status``, ``stop``) to the running server; None when none runs
+    (a dead server's socket is removed without a word)."""
+    sock = connect(then=None)
     if sock is None:
         return None
     with sock:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-__all__ = ["SOCKET_NAME", "private_dir", "runtime_dir", "socket_path"]
+__all__ = ["SOCKET_NAME", "claim", "private_dir", "runtime_dir", "socket_path"]
 
 SOCKET_NAME = "server.sock"
 #: ``sun_path`` holds 108 bytes on Linux (104 on macOS), the final NUL included.
@@ -57,3 +57,20 @@ def private_dir(create: bool) -> Path | None:
     if len(os.fsencode(path / SOCKET_NAME)) > _MAX_SOCKET_PATH:
         raise UsageError(f"{path / SOCKET_NAME} is too long for a Unix socket path")
     return path
+
+
+def claim(folder: Path) -> int | None:
+    """Lock ``folder/server.lock`` for this process's life: the one server of this user.
+
+    The file descriptor that holds the lock (closed, the lock goes with it), or None
+    when another server holds it, from the moment it starts loading.
+    """
+    import fcntl
+
+    fd = os.open(folder / "server.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

@@ -1,11 +1,12 @@
 """The server: one model, loaded once, answering jobs on a private Unix socket.
 
 Built on ``socketserver.ThreadingUnixStreamServer``: each connection has a thread, so
-``status`` answers while a job runs, but jobs take one lock, so one forward runs at a
-time and the others wait their turn. A client that goes away (Ctrl-C) cancels its job
+``status`` answers while a job runs, but jobs take turns in order of arrival, so one
+forward runs at a time. A client that goes away (Ctrl-C) cancels its job
 between batches. Peers of another uid are refused (``SO_PEERCRED``), besides the 0700
-directory and the 0600 socket. The server stops after ``idle`` seconds without a
-request, on ``serve --stop``, or on SIGTERM/SIGINT, and removes its socket.
+directory and the 0600 socket (Linux; elsewhere the folder alone keeps others out). The
+server stops after ``idle`` seconds without a request, on ``serve --stop`` or SIGTERM
+(after the job that runs), or on Ctrl-C, and removes its socket.
 
 Messages (``wire`` frames), client to server:
 
@@ -15,12 +16,16 @@ Messages (``wire`` frames), client to server:
   then ``{"done": tail}`` or ``{"error": line, "exit": code, "hint": bool, "traceback"}``,
   or ``{"gone": reason}`` when the server stopped before the job ran.
 - ``{"op": "status"}``: ``{"status": {...}}``. ``{"op": "stop"}``: ``{"stopping": true}``.
+
+A job runs in the client's working folder, with its umask, and names the model as the
+client spelled it, so paths and output are what a local run would give.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import socket
 import socketserver
@@ -71,6 +76,29 @@ def _hung_up(sock: socket.socket) -> bool:
         return True
 
 
+class Turns:
+    """A lock taken in the order it was asked for (``threading.Lock`` is not fair)."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._next = 0  # the next ticket handed out
+        self._serving = 0  # the ticket whose turn it is
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._ready:
+            ticket = self._next
+            self._next += 1
+            while self._serving != ticket:
+                self._ready.wait()
+        try:
+            yield
+        finally:
+            with self._ready:
+                self._serving += 1
+                self._ready.notify_all()
+
+
 class ModelServer(socketserver.ThreadingUnixStreamServer):
     """Serves ``loaded`` (loaded with ``load``) on ``path`` until idle or stopped."""
 
@@ -83,6 +111,7 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
     ) -> None:
         self.path = path
         self.load = load
+        self.settings = load.settings()  # now: jobs change the working folder
         self.loaded = loaded
         self.idle = idle
         self.started = time.time()
@@ -90,7 +119,7 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
         self.served = 0
         self.active = 0
         self.stopping: str | None = None
-        self.turn = threading.Lock()  # one job at a time
+        self.turns = Turns()  # one job at a time, in order of arrival
         self.state = threading.Lock()  # the counters above
         mask = os.umask(0o177)  # the socket is created 0600
         try:
@@ -98,6 +127,7 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
         finally:
             os.umask(mask)
         os.chmod(path, 0o600)
+        self._inode = os.stat(path).st_ino
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         uid = peer_uid(request)
@@ -115,16 +145,27 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
             self.serve_forever(poll_interval=self.tick)
         finally:
             self.server_close()
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            self._remove_socket()
         return self.stopping or "stopped"
 
+    def _remove_socket(self) -> None:
+        """Remove the socket, if it is still this server's (not one bound since)."""
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+
     def stop(self, reason: str) -> None:
-        """Stop after the job that runs now (if any); from any thread but the serving one."""
-        with self.state:
-            if self.stopping is None:
-                self.stopping = reason
-        threading.Thread(target=self.shutdown, daemon=True).start()
+        """Stop once the job that runs now has finished; from any thread but the serving one.
+
+        Jobs waiting for their turn are answered ``gone``: their clients run them."""
+
+        def finish() -> None:
+            with self.turns.turn(), self.state:
+                if self.stopping is None:
+                    self.stopping = reason
+            self.shutdown()
+
+        threading.Thread(target=finish, daemon=True).start()
 
     def _watch(self) -> None:
         while self.stopping is None:
@@ -134,6 +175,7 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
                 idle = self.active == 0 and self.idle is not None and quiet >= self.idle
             if idle:
                 self.stop("idle")
+                return
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
@@ -149,15 +191,15 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
                 self.last = time.monotonic()
 
     def hello(self, message: dict[str, Any]) -> dict[str, Any]:
-        match = message.get("protocol") == protocol() and message.get("settings") == (
-            self.load.settings()
-        )
-        return {"match": match, "server": {"pid": os.getpid(), **self.load.settings()}}
+        with self.busy():  # a run follows at once: the idle clock starts again from here
+            pass
+        match = message.get("protocol") == protocol() and message.get("settings") == self.settings
+        return {"match": match, "server": {"pid": os.getpid(), **self.settings}}
 
     def status(self) -> dict[str, Any]:
         info = self.loaded.info.as_dict()
         return {
-            **self.load.settings(),
+            **self.settings,
             "resolved": {key: info[key] for key in ("device", "dtype", "random_weights")},
             "pid": os.getpid(),
             "socket": str(self.path),
@@ -169,20 +211,20 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
         }
 
     def run(self, sock: socket.socket, message: dict[str, Any]) -> None:
-        """Run one job for the client on ``sock``, when its turn comes."""
-        with self.busy(), self.turn:
-            if self.stopping is not None:
-                send(sock, {"gone": self.stopping})
-                return
-            if (
-                message.get("job", {}).get("load") is None
-                or LoadOptions(**message["job"]["load"]).settings() != self.load.settings()
-            ):
-                send(sock, {"gone": "the job asks for another model"})  # the client loads it
-                return
-            with self.state:
-                self.served += 1
-            _Job(self, sock).run(message)
+        """Run one job for the client on ``sock`` when its turn comes; its frames drain
+        to the client after the turn, so a slow reader holds up no one else."""
+        job = _Job(self, sock)
+        with self.busy():
+            try:
+                with self.turns.turn():
+                    if self.stopping is not None:
+                        job.refuse(f"the server is stopping ({self.stopping})")
+                    elif not _hung_up(sock):  # else the client left while it waited
+                        with self.state:
+                            self.served += 1
+                        job.run(message)
+            finally:
+                job.drain()
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -205,9 +247,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     send(sock, {"status": self.server.status()})
                     return
                 elif op == "stop":
-                    with self.server.busy(), self.server.turn:  # after the job running now
-                        self.server.stop("stopped")
-                        send(sock, {"stopping": True})
+                    self.server.stop("stopped")
+                    send(sock, {"stopping": True})
                     return
                 else:
                     send(sock, {"error": f"unknown request {op!r}"})
@@ -216,19 +257,32 @@ class _Handler(socketserver.BaseRequestHandler):
             return  # the client went away or spoke nonsense: only its connection ends
 
 
+#: The end of a job's frames, for its sender.
+_END = None
+
+
 class _Job:
-    """One job's run on the server: the context its compute function sees."""
+    """One job's run on the server: the context its compute function sees.
+
+    Frames go to an outbox that a thread of the job's own sends, so the forward
+    passes never wait on the client's reading; a client that is gone stops the job.
+    """
 
     def __init__(self, server: ModelServer, sock: socket.socket) -> None:
         self.server = server
         self.sock = sock
+        self.outbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self.broken = False
+        self.sender = threading.Thread(target=self._send_all, daemon=True)
+        self.sender.start()
         self._restore: list[Callable[[], None]] = []
+        self._spelling = server.load.model
 
     def model(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
         import dataclasses
 
-        wanted = dataclasses.replace(self.server.load, **changes)
-        if wanted.settings() != self.server.load.settings():
+        wanted = dataclasses.replace(self.server.load, model=self._spelling, **changes)
+        if wanted.settings() != self.server.settings:
             # compare's reference setting: loaded for this job only, and freed after it
             return wanted.load(attn_implementation=attn_implementation)
         loaded = self.server.loaded
@@ -238,28 +292,55 @@ class _Job:
             if current != attn_implementation:
                 loaded.model.set_attn_implementation(attn_implementation)
                 self._restore.append(lambda: loaded.model.set_attn_implementation(current))
-        return loaded
+        # The model as the client named it (a folder may be spelled another way).
+        source = dataclasses.replace(loaded.source, spec=self._spelling)
+        return dataclasses.replace(loaded, source=source)
 
     def advance(self, n: int = 1, t: int = 0, totals: tuple[int, int] | None = None) -> None:
-        if _hung_up(self.sock):
-            raise Cancelled
         self._send({"progress": [n, t, list(totals) if totals is not None else None]})
 
     def note(self, text: str) -> None:
         self._send({"note": text})
 
     def _send(self, message: dict[str, Any]) -> None:
-        try:
-            send(self.sock, message)
-        except OSError as e:
-            raise Cancelled from e
+        if self.broken or _hung_up(self.sock):
+            raise Cancelled
+        self.outbox.put(message)
+
+    def _send_all(self) -> None:
+        while (message := self.outbox.get()) is not _END:
+            if self.broken:
+                continue
+            try:
+                send(self.sock, message)
+            except OSError:
+                self.broken = True
+
+    def drain(self) -> None:
+        """Wait until every frame has gone to the client (or the client is gone)."""
+        self.outbox.put(_END)
+        self.sender.join()
+
+    def refuse(self, reason: str) -> None:
+        """Tell the client to run the job itself."""
+        self.outbox.put({"gone": reason})
 
     def run(self, message: dict[str, Any]) -> None:
         from ..commands.jobs import execute
 
         mask = None
+        folder = os.getcwd()
         try:
-            job = job_from(message["job"])
+            try:
+                job = job_from(message["job"])
+                os.chdir(job.cwd)  # relative paths mean what they mean to the client
+                if job.load.settings() != self.server.settings:
+                    self.refuse("it holds another model")
+                    return
+            except (KeyError, TypeError, ValueError, OSError) as e:
+                self.refuse(f"the job could not be read: {e}")
+                return
+            self._spelling = job.load.model
             if job.umask is not None:
                 mask = os.umask(job.umask)
             results = execute(job, self)
@@ -269,19 +350,17 @@ class _Job:
                 except StopIteration as end:
                     self._send({"done": encode(end.value)})
                     return
-                if _hung_up(self.sock):
-                    raise Cancelled
                 self._send({"result": encode(result)})
         except Cancelled:
             return
         except Exception as e:  # told to the client; the server stays up
             text, code, hint = describe(e)
             trace = None if isinstance(e, UsageError) else traceback.format_exc()
-            with contextlib.suppress(OSError):
-                send(self.sock, {"error": text, "exit": code, "hint": hint, "traceback": trace})
+            self.outbox.put({"error": text, "exit": code, "hint": hint, "traceback": trace})
             if not isinstance(e, OptinspectError):
                 sys.stderr.write(f"optinspect serve: a job failed: {text}\n")
         finally:
+            os.chdir(folder)
             if mask is not None:
                 os.umask(mask)
             for restore in reversed(self._restore):
