@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ class Job:
     #: The sentences; None when a file or stdin held none, or the command reads no text.
     texts: Any = None
     umask: int | None = None  # the client's, for files the job writes
-    cwd: str = "."  # the client's working folder, where relative paths start
+    cwd: str = "."  # where relative paths start: the client's working folder, when sent
 
 
 class Context(Protocol):
@@ -177,10 +176,10 @@ def emit_job(job: Job, emitter: Emitter, *, many: bool, label: str, verb: str) -
 
 
 def with_umask(job: Job) -> Job:
-    """The job with this process's umask and working folder, for the files it writes."""
+    """The job with this process's umask, for the files it writes."""
     from ..engine.saving import umask
 
-    return dataclasses.replace(job, umask=umask(), cwd=os.getcwd())
+    return dataclasses.replace(job, umask=umask())
 
 
 def plan_of(plan: Plan | None) -> Plan:
