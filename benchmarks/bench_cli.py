@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,10 +52,17 @@ def child_env() -> dict[str, str]:
 
 
 def measure(
-    commands: dict[str, list[str]], repeats: int, warmup: int, baseline: str | None = None
+    commands: dict[str, list[str]],
+    repeats: int,
+    warmup: int,
+    baseline: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, CommandResult]:
-    """Run each command line ``repeats`` times round-robin after ``warmup`` rounds."""
-    env = child_env()
+    """Run each command line ``repeats`` times round-robin after ``warmup`` rounds.
+
+    ``env`` defaults to ``child_env()``.
+    """
+    env = env or child_env()
     results = {label: CommandResult(label, argv) for label, argv in commands.items()}
     for round_index in range(warmup + repeats):
         spent: dict[str, float] = {}
@@ -94,31 +102,31 @@ def params_available() -> str | None:
     return f"`optinspect params --help` exits {run.returncode}: {last_line(run.stderr)}"
 
 
+#: Commands that need the model's config only (built in for the OPT family).
+CONFIG_COMMANDS = (
+    ["params", "--model", "facebook/opt-175b"],
+    ["tree", "--model", "facebook/opt-175b"],
+    ["trace", "--model", "facebook/opt-175b", "--dry-run", "--tokens", "16", "--layer", "0"],
+)
+
+
 def config_only(repeats: int, warmup: int) -> tuple[dict[str, CommandResult], str | None]:
     exe = optinspect_exe()
-    commands = {
-        "optinspect params --model facebook/opt-175b": [
-            exe,
-            "params",
-            "--model",
-            "facebook/opt-175b",
-        ],
-        "optinspect trace --model facebook/opt-175b --dry-run --tokens 16 --layer 0": [
-            exe,
-            "trace",
-            "--model",
-            "facebook/opt-175b",
-            "--dry-run",
-            "--tokens",
-            "16",
-            "--layer",
-            "0",
-        ],
-    }
+    commands = {"optinspect " + " ".join(args): [exe, *args] for args in CONFIG_COMMANDS}
     missing = params_available()
     if missing is not None:
         del commands["optinspect params --model facebook/opt-175b"]
     return measure(commands, repeats, warmup), missing
+
+
+def local_loads(quants: Sequence[str], repeats: int, warmup: int) -> dict[str, CommandResult]:
+    """A fresh process that loads the tiny model here (no server) and traces one word."""
+    exe = optinspect_exe()
+    commands = {}
+    for quant in quants:
+        args = ["--model", "tiny", "--quant", quant, "--format", "json", "--no-server"]
+        commands[f'optinspect trace "Hello" {" ".join(args)}'] = [exe, "trace", "Hello", *args]
+    return measure(commands, repeats, warmup)
 
 
 def end_to_end(repeats: int, warmup: int) -> tuple[CommandResult, dict[str, list[float]]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import shutil
+from pathlib import Path
 from typing import Any
 
 #: Shaped like facebook/opt-125m.
@@ -68,6 +70,30 @@ def tiny_tokenizer() -> Any:
     from optinspect.model.spec import tiny_path
 
     return AutoTokenizer.from_pretrained(str(tiny_path()))
+
+
+#: What ``from_pretrained`` needs of the tiny model's tokenizer.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def save_checkpoint(shape: dict[str, int], folder: Path, seed: int = 0) -> Path:
+    """A random-weight checkpoint of ``shape`` in ``folder``, with the tiny model's tokenizer.
+
+    The tokenizer's ids must exist in the model's vocabulary, so its size is checked.
+    """
+    from optinspect.model.spec import tiny_path
+
+    tokenizer_size = len(tiny_tokenizer())
+    if tokenizer_size > shape["vocab_size"]:
+        raise ValueError(
+            f"the tiny tokenizer has {tokenizer_size} ids, more than the vocabulary of "
+            f"{shape['vocab_size']}"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    build_model(shape, seed).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(tiny_path() / name, folder / name)
+    return folder
 
 
 def wrap_loaded(model: Any, tokenizer: Any, label: str) -> Any:

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py                 # the full run, about 10-15 minutes
     .venv/bin/python benchmarks/run.py --quick --output /tmp/B.md   # a smoke test, < 1 minute
     .venv/bin/python benchmarks/run.py --only overhead   # section 1 alone, printed (a few minutes)
+    .venv/bin/python benchmarks/run.py --only serve --merge   # section 8, into BENCHMARKS.md
 
 Peers (nnsight, TransformerLens) come from benchmarks/requirements.txt; a peer
 that is not installed or fails is reported with its error, never fatal. Nothing
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_util
 
 SHAPES = {"125m": "OPT_125M", "small": "OPT_SMALL"}
+SERVE_COMMANDS = ("trace", "lens", "attention")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,9 +41,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-peers", action="store_true", help="leave nnsight and TL out")
     parser.add_argument(
         "--only",
-        choices=["cuda", "overhead"],
+        choices=["cuda", "overhead", "startup", "serve"],
         help="run only this section and print it; BENCHMARKS.md is left alone unless --output "
-        "names it (cuda: JSON, exits 1 without CUDA)",
+        "names it or --merge is given (cuda: JSON, exits 1 without CUDA; startup: sections 3 "
+        "and 4; serve: section 8)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: replace those sections (and their goals) in BENCHMARKS.md, or in "
+        "--output, keeping every other section as it is",
+    )
+    parser.add_argument(
+        "--wait-load",
+        type=float,
+        metavar="LOAD",
+        help="before each section, wait (up to 10 minutes) until the 1-minute load average "
+        "is at most LOAD",
     )
     parser.add_argument("--worker-memory", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", type=int, default=256, help=argparse.SUPPRESS)
@@ -61,7 +77,10 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
             "peers": None,
             "memory": None,
             "startup": (1, 0),
+            "loads": None,
+            "imports": 0,
             "config": (1, 0),
+            "serve": {"models": [("tiny", "none", ("trace",))], "calls": (3, 0, 1)},
             "batch": {"count": 8, "tokens": 20, "batch": 4, "repeats": 1, "warmup": 0},
             "e2e": (1, 0),
             "cuda": (2, 1),
@@ -75,7 +94,18 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "peers": None if args.skip_peers else (max(3, r - 4), 1),
         "memory": 256,
         "startup": (r, 1),
+        "loads": (["none", "8bit"], max(3, r - 4), 1),
+        "imports": 3,
         "config": (max(3, r - 4), 1),
+        "serve": {
+            # (model, quant, commands); calls: (through the server, warm-up, local loads)
+            "models": [
+                ("tiny", "none", SERVE_COMMANDS),
+                ("125m", "none", SERVE_COMMANDS),
+                ("tiny", "8bit", ("trace",)),
+            ],
+            "calls": (20, 1, max(3, r - 4)),
+        },
         "batch": {"count": 64, "tokens": 20, "batch": 8, "repeats": max(3, r - 5), "warmup": 1},
         "e2e": (max(3, r - 4), 1),
         "cuda": (max(3, r - 2), 1),
@@ -90,8 +120,13 @@ def shape_of(name: str) -> dict[str, int]:
 
 def section(results: dict[str, Any], key: str, fn: Any, *fn_args: Any) -> None:
     """Run one section; an unexpected failure becomes that section's text, not a crash."""
+    if results.get("wait_load") is not None:
+        waited = bench_util.wait_for_load(results["wait_load"])
+        if waited:
+            results.setdefault("waited", {})[key] = waited
+    load = bench_util.load_1min()
     start = time.perf_counter()
-    print(f"[benchmarks] {key} ...", file=sys.stderr, flush=True)
+    print(f"[benchmarks] {key} ... (load {load})", file=sys.stderr, flush=True)
     try:
         results[key] = fn(*fn_args)
     except Exception as e:
@@ -99,6 +134,7 @@ def section(results: dict[str, Any], key: str, fn: Any, *fn_args: Any) -> None:
         results[key] = {"error": f"{type(e).__name__}: {bench_util.last_line(str(e))}"}
     spent = time.perf_counter() - start
     results.setdefault("durations", {})[key] = spent
+    results.setdefault("section_load", {})[key] = (load, bench_util.load_1min())
     print(f"[benchmarks] {key} done in {spent:.0f} s", file=sys.stderr, flush=True)
 
 
@@ -136,12 +172,54 @@ def overhead_sections(results: dict[str, Any], model: Any, p: dict[str, Any]) ->
         section(results, "overhead_1thread", fn, model, p["tokens"], *p["overhead"], 1)
 
 
+def startup_sections(results: dict[str, Any], p: dict[str, Any]) -> None:
+    """Sections 3 (start-up, a local load, its imports) and 4 (configuration only)."""
+    import bench_cli
+    import bench_imports
+
+    section(results, "startup", bench_cli.startup, *p["startup"])
+    if p["loads"] is not None:
+        section(results, "loads", bench_cli.local_loads, *p["loads"])
+    section(results, "imports", bench_imports.imports_section, p["imports"])
+    section(results, "config", bench_cli.config_only, *p["config"])
+
+
+def serve_sections(results: dict[str, Any], p: dict[str, Any]) -> None:
+    """Section 8: the model server against a local load."""
+    import bench_serve
+
+    serve = p["serve"]
+    section(results, "serve", bench_serve.serve_round_trips, serve["models"], serve["calls"])
+
+
 def only_overhead(args: argparse.Namespace) -> dict[str, Any]:
     """Section 1 alone, at full size unless --quick."""
     results, p, model = start(args, overhead_1thread=True)
     overhead_sections(results, model, p)
-    results["load_end"] = bench_util.load_average()
     return results
+
+
+def only_processes(args: argparse.Namespace) -> dict[str, Any]:
+    """Sections measured in child processes alone (--only startup, --only serve)."""
+    results, p = begin(args)
+    if args.threads:
+        results["threads"] = args.threads
+    {"startup": startup_sections, "serve": serve_sections}[args.only](results, p)
+    return results
+
+
+def begin(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The plan and the header of the results, without torch (start() adds the threads)."""
+    p = plan(args)
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "plan": p,
+        "threads": "n/a (child processes only)",
+        "load_start": bench_util.load_average(),
+        "started": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "wait_load": args.wait_load,
+    }
+    return results, p
 
 
 def start(
@@ -154,16 +232,10 @@ def start(
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    p = plan(args)
+    results, p = begin(args)
     if overhead_1thread is not None:
         p["overhead_1thread"] = overhead_1thread
-    results: dict[str, Any] = {
-        "quick": args.quick,
-        "plan": p,
-        "threads": torch.get_num_threads(),
-        "load_start": bench_util.load_average(),
-        "started": time.strftime("%Y-%m-%d %H:%M %Z"),
-    }
+    results["threads"] = torch.get_num_threads()
     model = bench_models.build_model(shape_of(p["shape"]))
     results["model"] = {"shape": p["shape"], "params": sum(t.numel() for t in model.parameters())}
     results["modules"] = len(bench_inproc.every_module(model))
@@ -201,16 +273,15 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
         b["warmup"],
     )
     del model
-    section(results, "startup", bench_cli.startup, *p["startup"])
-    section(results, "config", bench_cli.config_only, *p["config"])
+    startup_sections(results, p)
     section(results, "e2e", bench_cli.end_to_end, *p["e2e"])
+    serve_sections(results, p)
     if torch.cuda.is_available():
         import bench_cuda
 
         section(results, "cuda", bench_cuda.cuda_section, *p["cuda"], args.quick)
     else:
         results["cuda"] = None
-    results["load_end"] = bench_util.load_average()
     return results
 
 
@@ -245,19 +316,30 @@ def main(argv: list[str] | None = None) -> int:
     import bench_report
 
     start = time.perf_counter()
+    if args.merge and args.only in (None, "cuda"):
+        print("[benchmarks] --merge needs --only overhead, startup or serve", file=sys.stderr)
+        return 2
     if args.only == "cuda":
         return only_cuda(args)
-    if args.only == "overhead":
-        results = only_overhead(args)
+    argv = argv if argv is not None else sys.argv[1:]
+    if args.only is not None:
+        results = only_overhead(args) if args.only == "overhead" else only_processes(args)
+        results["load_end"] = bench_util.load_average()
         results["total_s"] = time.perf_counter() - start
-        text = bench_report.render_overhead(results, argv if argv is not None else sys.argv[1:])
-        if args.output is not None:
+        text = bench_report.render_only(args.only, results, argv)
+        if args.merge:
+            output = args.output or bench_util.REPO / "BENCHMARKS.md"
+            old = output.read_text(encoding="utf-8")
+            output.write_text(bench_report.merge(old, text, results, argv), encoding="utf-8")
+            print(f"[benchmarks] merged into {output}", file=sys.stderr)
+        elif args.output is not None:
             args.output.write_text(text, encoding="utf-8")
         print(text)
         return 0
     results = run_benchmarks(args)
+    results["load_end"] = bench_util.load_average()
     results["total_s"] = time.perf_counter() - start
-    text = bench_report.render(results, argv if argv is not None else sys.argv[1:])
+    text = bench_report.render(results, argv)
     output = args.output or bench_util.REPO / "BENCHMARKS.md"
     output.write_text(text, encoding="utf-8")
     print(text)

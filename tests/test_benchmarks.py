@@ -1,4 +1,5 @@
-"""benchmarks/run.py --quick runs end to end and writes every section; no timing is asserted."""
+"""benchmarks/run.py --quick runs end to end and writes every section; no timing is asserted.
+``--merge`` puts some sections into an existing report and leaves the rest alone."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ SECTIONS = (
     "## 5. Batch throughput",
     "## 6. End to end",
     "## 7. CUDA",
+    "## 8. Model server",
 )
 
 
@@ -47,3 +49,101 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     assert "| 10 | bare forward |" in text
     end_to_end = text.split("## 6. End to end", 1)[1].split("## 7.", 1)[0]
     assert "| wall time (outside) |" in end_to_end
+    assert "| `optinspect tree --model facebook/opt-175b` |" in text
+    imports = text.split("### What a local load imports", 1)[1].split("## 4.", 1)[0]
+    assert (
+        "`transformers/masking_utils.py` | `transformers/generation/utils.py:49` | 19 |" in imports
+    )
+    assert "`'bitsandbytes' in sys.modules` is False" in imports
+    server = text.split("## 8. Model server", 1)[1]
+    row = next(line for line in server.splitlines() if line.startswith("| tiny | none | trace |"))
+    assert row.endswith("| yes |"), row  # the served output is the local output
+    assert "| 3 of 3 | stopped by `serve --stop`" in server
+    assert "a trace of the tiny model through the server" in text
+
+
+OLD_REPORT = """# Benchmarks
+
+Written by `python benchmarks/run.py` on then; the run took 9 s. Do not edit it.
+
+Every figure is a median.
+
+## Machine
+
+| CPU |
+|---|
+| old |
+
+## Goals
+
+| measure | goal | this run | result |
+|---|---|---|---|
+| overhead | < 1 | 0.9 | met |
+| start-up | < 2 | 3 | **missed** |
+
+## 1. Hook overhead
+
+old one
+
+## 3. Start-up
+
+old three
+
+## 7. CUDA
+
+old seven
+
+Time per section: overhead 1 s.
+"""
+
+NEW_SECTIONS = """# Benchmarks
+
+Written by `python benchmarks/run.py --only serve`; do not edit it.
+
+## Machine
+
+| CPU |
+|---|
+| new |
+
+## Goals
+
+| measure | goal | this run | result |
+|---|---|---|---|
+| start-up | < 2 | 1 | met |
+| server | < 0.5 | 0.4 | met |
+
+## 3. Start-up
+
+new three
+
+## 8. Model server
+
+new eight
+"""
+
+
+def test_merge_replaces_and_inserts_sections_and_goal_rows() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_report
+
+    results = {"started": "now", "total_s": 5.0, "quick": False}
+    merged = bench_report.merge(OLD_REPORT, NEW_SECTIONS, results, ["--only", "serve", "--merge"])
+    assert merged.startswith(
+        "# Benchmarks\n\nWritten by `python benchmarks/run.py` on then; the run took 9 s. "
+        "Do not edit it.\n\nSections 3, 8 were rewritten alone by "
+        "`python benchmarks/run.py --only serve --merge` on now, with the goals they "
+        "measure; that took 5.00 s.\n\nEvery figure is a median.\n\n## Machine\n\n"
+        "| CPU |\n|---|\n| old |"
+    ), merged
+    assert "| old |" in merged and "| new |" not in merged  # the machine of the full run
+    goals = merged.split("## Goals", 1)[1].split("## 1.", 1)[0]
+    assert "| overhead | < 1 | 0.9 | met |\n| start-up | < 2 | 1 | met |\n" in goals
+    assert goals.rstrip().endswith("| server | < 0.5 | 0.4 | met |")
+    assert "old one" in merged and "old seven" in merged
+    assert "old three" not in merged and "new three" in merged
+    assert merged.index("## 7. CUDA") < merged.index("## 8. Model server")
+    assert merged.endswith("new eight\n\nTime per section: overhead 1 s.\n")
+    assert "\n\n\n" not in merged
+    again = bench_report.merge(merged, NEW_SECTIONS, results, ["--only", "serve", "--merge"])
+    assert again == merged  # the note of the same sections is replaced, not repeated
