@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import os
 import re
@@ -22,7 +23,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.pop("OPTINSPECT_MODEL", None)
 os.environ["COLUMNS"] = "200"
 # A private runtime folder, so no test talks to a server the user runs (optinspect serve).
-os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="oi-run-")
+_RUNTIME = tempfile.mkdtemp(prefix="oi-run-")
+os.environ["XDG_RUNTIME_DIR"] = _RUNTIME
+atexit.register(shutil.rmtree, _RUNTIME, ignore_errors=True)
 os.environ.pop("OPTINSPECT_NO_SERVER", None)
 
 
