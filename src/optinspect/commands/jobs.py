@@ -156,7 +156,7 @@ def _served(server: Server, job: Job, here: _Here) -> Iterator[Any]:
     from ..serve.client import ServerGone, note
 
     try:
-        return (yield from server.run(job, here.advance))
+        return (yield from server.run(job, here))
     except ServerGone as gone:
         note(f"the optinspect server did not run this job ({gone}); loading here")
         return (yield from execute(job, here))

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from .place import private_dir, socket_path
 from .wire import WireError, decode, encode, receive, send
 
 if TYPE_CHECKING:
-    from ..commands.jobs import Job
+    from ..commands.jobs import Context, Job
     from ..commands.options import LoadOptions
 
 __all__ = ["RemoteError", "Server", "ServerGone", "connect", "find_server", "protocol"]
@@ -109,8 +109,9 @@ class Server:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
-    def run(self, job: Job, advance: Callable[..., None] | None) -> Iterator[Any]:
-        """Send ``job`` and yield its results as they come; return its tail.
+    def run(self, job: Job, here: Context) -> Iterator[Any]:
+        """Send ``job`` and yield its results as they come; return its tail. Its progress
+        and notes go to ``here``, the client's own display.
 
         Raises ``ServerGone`` when the server ends before the first result.
         """
@@ -130,15 +131,9 @@ class Server:
                         raise ServerGone((message or {}).get("gone", "it stopped"))
                     raise OptinspectError("the optinspect server stopped in the middle of this run")
                 if "progress" in message:
-                    if advance is not None:
-                        advance(*message["progress"])
+                    here.advance(*message["progress"])
                 elif "note" in message:
-                    say = getattr(advance, "note", None)
-                    if say is not None:
-                        say(message["note"])
-                    else:
-                        sys.stderr.write(message["note"] + "\n")
-                        sys.stderr.flush()
+                    here.note(message["note"])
                 elif "result" in message:
                     sent_any = True
                     yield decode(message["result"])
