@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .options import LoadOptions, ViewFormat, ViewFormatOpt, model_command
+from .options import LoadOptions, ViewFormat, model_command
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
@@ -45,7 +45,15 @@ def serve_command(
             "--status", help="Show the running server's model, settings, uptime and memory."
         ),
     ] = False,
-    fmt: ViewFormatOpt = ViewFormat.table,
+    fmt: Annotated[
+        ViewFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            case_sensitive=False,
+            help="How --status prints: lines for people, json for scripts.",
+        ),
+    ] = ViewFormat.table,
     *,
     load: LoadOptions,
 ) -> None:
