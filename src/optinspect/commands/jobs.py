@@ -94,7 +94,7 @@ def compute_function(command: str) -> Callable[..., Iterator[Any]]:
 class JobRun:
     """The results of a job, as they come; ``tail`` holds what the job returned at the end."""
 
-    def __init__(self, results: Iterator[Any], here: _Here | None = None) -> None:
+    def __init__(self, results: Iterator[Any], here: _Here) -> None:
         self._results = results
         self._here = here
         self.tail: Any = None
@@ -102,7 +102,7 @@ class JobRun:
     @property
     def load_seconds(self) -> float:
         """The time spent loading the model in this process (0 when a server answered)."""
-        return self._here.load_seconds if self._here is not None else 0.0
+        return self._here.load_seconds
 
     def __iter__(self) -> Iterator[Any]:
         self.tail = yield from self._results
@@ -153,12 +153,12 @@ def run_job(job: Job, advance: Callable[..., None] | None = None) -> JobRun:
 
 
 def _served(server: Server, job: Job, here: _Here) -> Iterator[Any]:
-    from ..serve.client import ServerGone, note
+    from ..serve.client import ServerGone
 
     try:
         return (yield from server.run(job, here))
-    except ServerGone as gone:
-        note(f"the optinspect server did not run this job ({gone}); loading here")
+    except ServerGone as gone:  # progress may be on screen already: the note goes above it
+        here.note(f"note: the optinspect server did not run this job ({gone}); loading here")
         return (yield from execute(job, here))
 
 

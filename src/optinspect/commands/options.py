@@ -218,9 +218,10 @@ class LoadOptions:
         A local folder is named by its absolute path, so a server started elsewhere
         matches it.
         """
-        model = self.model
-        if model and os.path.isdir(model):
-            model = os.path.abspath(model)
+        from ..model.spec import local_folder
+
+        folder = local_folder(self.model)
+        model = os.path.abspath(folder) if folder is not None else self.model
         offload = os.path.abspath(self.offload_dir) if self.offload_dir else None
         return {
             "model": model,

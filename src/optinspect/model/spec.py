@@ -53,15 +53,25 @@ def tiny_path() -> Path:
     return Path(str(resources.files("optinspect") / "data" / "tiny"))
 
 
+def local_folder(spec: str) -> Path | None:
+    """The folder ``--model`` names (``~`` expanded), or None: ``tiny``, a hub id, or a
+    path with no folder there."""
+    if spec == "tiny" or not spec.strip():
+        return None
+    path = Path(spec).expanduser()
+    return path if path.is_dir() else None
+
+
 def resolve_source(spec: str) -> ModelSource:
     """Turn ``--model`` into a folder or a hub id, refusing paths that do not exist."""
     if not spec.strip():
         raise UsageError("--model is empty: give a hub id, a folder or tiny")
     if spec == "tiny":
         return ModelSource(spec="tiny", location=str(tiny_path()), is_local=True)
+    folder = local_folder(spec)
+    if folder is not None:
+        return ModelSource(spec=spec, location=str(folder), is_local=True)
     path = Path(spec).expanduser()
-    if path.is_dir():
-        return ModelSource(spec=spec, location=str(path), is_local=True)
     if path.exists():
         raise UsageError(f"model path {spec} is a file: give the folder that holds config.json")
     # A hub id is "name" or "org/name"; anything else was meant as a folder.

@@ -24,6 +24,7 @@ client spelled it, so paths and output are what a local run would give.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import select
@@ -191,8 +192,8 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
                 self.last = time.monotonic()
 
     def hello(self, message: dict[str, Any]) -> dict[str, Any]:
-        with self.busy():  # a run follows at once: the idle clock starts again from here
-            pass
+        with self.state:  # a run follows at once: the idle clock starts again from here
+            self.last = time.monotonic()
         match = message.get("protocol") == protocol() and message.get("settings") == self.settings
         return {"match": match, "server": {"pid": os.getpid(), **self.settings}}
 
@@ -279,8 +280,6 @@ class _Job:
         self._spelling = server.load.model
 
     def model(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
-        import dataclasses
-
         wanted = dataclasses.replace(self.server.load, model=self._spelling, **changes)
         if wanted.settings() != self.server.settings:
             # compare's reference setting: loaded for this job only, and freed after it
