@@ -348,6 +348,8 @@ def test_a_client_that_goes_away_cancels_its_job(server) -> None:
     while server.active and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.active == 0, "the job went on after its client left"
+    modules = list(server.loaded.model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in modules), "hooks left on"
     assert request("status")["status"]["running"] == 0  # and the server still answers
 
 

@@ -329,6 +329,7 @@ class _Job:
 
         mask = None
         folder = os.getcwd()
+        results: Iterator[Any] | None = None
         try:
             try:
                 job = job_from(message["job"])
@@ -359,6 +360,8 @@ class _Job:
             if not isinstance(e, OptinspectError):
                 sys.stderr.write(f"optinspect serve: a job failed: {text}\n")
         finally:
+            if results is not None:  # a cancelled job's hooks come off the model now, not at GC
+                results.close()  # type: ignore[attr-defined]
             os.chdir(folder)
             if mask is not None:
                 os.umask(mask)
