@@ -128,14 +128,13 @@ def trace_command(
     texts, many = inputs.read()
     clock = _Clock()
     run = _TraceRun(fmt.value, stat_names, many, plot=plot)
+    values = {"layers": layer, "filters": globs, "batch_size": inputs.batch_size}
     job = Job(
         "trace",
         load,
-        checks={"layers": layer, "filters": globs, "batch_size": inputs.batch_size},
+        checks=values,
         params={
-            "layers": layer,
-            "filters": globs,
-            "batch_size": inputs.batch_size,
+            **values,
             "truncate": inputs.truncate,
             "summary": run.emitter.wants_summary or plot is not None,
             "plot": plot is not None,
