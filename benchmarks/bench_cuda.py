@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_inproc import BARE, NNSIGHT, OPTINSPECT, every_module, optinspect_runner, reduce_outputs
+from bench_inproc import (
+    BARE,
+    EAGER_STATS,
+    NNSIGHT,
+    OPTINSPECT,
+    eager_statistics,
+    every_module,
+    optinspect_runner,
+    reduce_outputs,
+)
 from bench_models import OPT_1_3B, OPT_SMALL, opt_config, token_ids
 from bench_util import interleave, last_line
 
@@ -88,8 +97,19 @@ def _one_quant(
         traced_once()
         torch.cuda.synchronize()
 
-    series = interleave({BARE: bare, OPTINSPECT: traced}, repeats, warmup, baseline=BARE)
+    eager_once = eager_statistics(traced_once)
+
+    def traced_eager() -> None:
+        eager_once()
+        torch.cuda.synchronize()
+
+    from optinspect.engine import fused_triton
+
+    runs = {BARE: bare, OPTINSPECT: traced, EAGER_STATS: traced_eager}
+    series = interleave(runs, repeats, warmup, baseline=BARE)
     row["series"] = series
+    # The Triton kernel falls back to eager (with one warning) if it cannot run here.
+    row["triton"] = fused_triton._broken or "in use"
     for label, fn in ((BARE, bare), (OPTINSPECT, traced)):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

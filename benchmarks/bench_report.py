@@ -538,11 +538,21 @@ def cuda_section(results: dict[str, Any]) -> list[str]:
                 fmt_seconds(row["load_s"]),
                 fmt_times(series[BARE].times),
                 fmt_ratio(series[OPTINSPECT].ratios),
+                fmt_ratio(series[EAGER_STATS].ratios) if EAGER_STATS in series else DASH,
+                row.get("triton", DASH),
                 f"{row[f'peak_gib {BARE}']:.2f} / {row[f'peak_gib {OPTINSPECT}']:.2f} GiB",
                 fmt_ratio(nn.ratios) if nn is not None else row.get("nnsight_error", ""),
             ]
         )
-    header_row = ["quant", "load", "bare forward", "optinspect ratio", "peak GPU bare / traced"]
+    header_row = [
+        "quant",
+        "load",
+        "bare forward",
+        "optinspect ratio (Triton statistics)",
+        "ratio, eager statistics",
+        "Triton kernel",
+        "peak GPU bare / traced",
+    ]
     out.append(table([*header_row, "nnsight + statistics ratio"], rows))
     return out
 

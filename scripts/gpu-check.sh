@@ -66,7 +66,7 @@ import importlib
 import sys
 
 needed = ["torch", "transformers", "accelerate", "bitsandbytes", "safetensors",
-          "typer", "rich", "pytest", "hypothesis"]
+          "typer", "rich", "pytest", "hypothesis", "triton"]
 missing = []
 for name in needed:
     try:

@@ -39,8 +39,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # offload with cpu=600KB, the dtype in headers), so CUDA is hidden unless the run
     # selects the GPU tests (pytest -m gpu). This runs before any test module imports
     # torch, and CUDA_VISIBLE_DEVICES is read when torch first initialises CUDA.
+    # The same runs switch Triton's interpreter on, so tests/test_fused.py checks the
+    # CUDA statistics kernel on CPU tensors. Triton reads it when first imported
+    # (its reductions are kernels too), so it must be set before anything imports it.
     if not gpu_selected(config.option.markexpr or ""):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ["TRITON_INTERPRET"] = "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,12 @@
-"""The compiled one-pass kernel against the eager torch path it replaces on the CPU.
+"""The one-pass kernels against the eager torch path they replace.
+
+Three backends run the same checks (the ``one_pass`` fixture):
+- ``c++``: the compiled CPU kernel (``_fused_stats.cpp``), where it was built;
+- ``triton-interpreted``: the Triton kernel of ``fused_triton`` run by Triton's
+  interpreter on CPU tensors (``TRITON_INTERPRET=1``), where Triton is installed.
+  This checks the kernel's arithmetic, masking and indexing without a GPU; the
+  interpreter runs one program at a time, so its row counts are kept small;
+- ``triton-cuda``: the same kernel compiled for CUDA (marked gpu).
 
 Tolerance, derived: both paths read elements that are exact in float64 (float32,
 float16 and bfloat16 all widen exactly) and accumulate in float64, in different
@@ -13,25 +21,61 @@ relative, far inside the 5e-6 of float32 inputs. min, max and counts are exact.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 import torch
 
-from optinspect.engine import fused, stats
+from optinspect.engine import fused, fused_triton, stats
 from optinspect.engine.stats import finalize_stats, summarize_tensor, token_partials
 
-pytestmark = pytest.mark.skipif(
-    fused._load() is None,
-    reason="the compiled statistics kernel is not built (no C++ compiler at install time; "
-    "build it with `python setup.py build_ext --inplace`)",
-)
-
 U = 2.0**-53
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+NOT_BUILT = (
+    "the compiled statistics kernel is not built (no C++ compiler at install time; "
+    "build it with `python setup.py build_ext --inplace`)"
+)
+needs_cpp = pytest.mark.skipif(fused._load() is None, reason=NOT_BUILT)
 
 
 def gamma(n: int) -> float:
     return n * U / (1 - n * U)
+
+
+@dataclass(frozen=True)
+class OnePass:
+    """One kernel under test: how to call it, on which device, and whether it is slow."""
+
+    name: str
+    compute: Callable[[torch.Tensor], torch.Tensor | None]
+    device: str
+    interpreted: bool  # one program at a time: keep row counts small
+
+
+INTERPRETER_OFF = (
+    "Triton's interpreter is off: conftest switches it on (TRITON_INTERPRET=1) before "
+    "anything imports triton, in every run that does not select -m gpu"
+)
+BACKENDS = [
+    pytest.param("c++", marks=needs_cpp),
+    pytest.param(
+        "triton-interpreted",
+        marks=[
+            pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed"),
+            pytest.mark.skipif(not fused_triton.interpreting(), reason=INTERPRETER_OFF),
+        ],
+    ),
+    pytest.param(
+        "triton-cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed"),
+        ],
+    ),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -39,16 +83,30 @@ def kernel_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(fused.ENV, raising=False)
 
 
+@pytest.fixture(params=BACKENDS)
+def one_pass(request: pytest.FixtureRequest) -> Iterator[OnePass]:
+    name = request.param
+    if name == "c++":
+        yield OnePass(name, fused.fused_partials, "cpu", interpreted=False)
+        return
+    interpreted = name == "triton-interpreted"
+    device = "cpu" if interpreted else "cuda"
+    yield OnePass(name, fused_triton.triton_partials, device, interpreted=interpreted)
+    assert fused_triton._broken is None, fused_triton._broken
+
+
 def eager_exact(x: torch.Tensor) -> torch.Tensor:
     """Today's exact-form partials, computed by the eager torch path."""
     return stats._exact_partials(x.detach().to(torch.float32))
 
 
-def assert_same_partials(x: torch.Tensor) -> None:
-    got = fused.fused_partials(x)
+def assert_same_partials(one_pass: OnePass, x: torch.Tensor) -> None:
+    x = x.to(one_pass.device)
+    got = one_pass.compute(x)
     assert got is not None
     want = eager_exact(x)
     assert got.shape == want.shape and got.dtype == torch.float64
+    assert got.device == x.device
     # min, max and the counts are exact: same elements, no arithmetic.
     for channel in (2, 3, 4, 5, 6, 7):
         assert torch.equal(got[..., channel], want[..., channel]), stats.PARTIALS[channel]
@@ -69,34 +127,37 @@ def generator(seed: int) -> torch.Generator:
 
 
 @pytest.mark.parametrize("width", [1, 17, 768, 50272])
-def test_random_rows_of_every_width(width: int) -> None:
+def test_random_rows_of_every_width(one_pass: OnePass, width: int) -> None:
     x = torch.randn(2, 3, width, generator=generator(width)) * 5 + 3
-    assert_same_partials(x)
+    assert_same_partials(one_pass, x)
 
 
-def test_batches_of_many_rows_split_over_threads() -> None:
-    # Large enough that the kernel splits the rows over OpenMP threads, if built with it.
+def test_batches_of_many_rows(one_pass: OnePass) -> None:
+    # Large enough that the C++ kernel splits the rows over OpenMP threads, if built
+    # with it, and that CUDA runs many programs at once.
+    if one_pass.interpreted:
+        pytest.skip("the interpreter runs one program at a time: too slow for 1024 rows")
     x = torch.randn(4, 256, 3072, generator=generator(1))
-    assert_same_partials(x)
+    assert_same_partials(one_pass, x)
 
 
-def test_strided_views_are_read_in_place_or_copied() -> None:
+def test_strided_views_are_read_in_place_or_copied(one_pass: OnePass) -> None:
     base = torch.randn(3, 8, 40, generator=generator(2))
-    assert_same_partials(base[:, ::2, 5:30])  # row strides other than the width
-    assert_same_partials(base.transpose(0, 1))  # batch and token strides swapped
-    assert_same_partials(base.transpose(1, 2))  # features not contiguous: copied
+    assert_same_partials(one_pass, base[:, ::2, 5:30])  # row strides other than the width
+    assert_same_partials(one_pass, base.transpose(0, 1))  # batch and token strides swapped
+    assert_same_partials(one_pass, base.transpose(1, 2))  # features not contiguous: copied
 
 
-def test_constant_rows_have_no_spread() -> None:
-    x = torch.full((1, 4, 1000), 7.25)
-    got = fused.fused_partials(x)
+def test_constant_rows_have_no_spread(one_pass: OnePass) -> None:
+    x = torch.full((1, 4, 1000), 7.25, device=one_pass.device)
+    got = one_pass.compute(x)
     assert got is not None
-    assert torch.equal(got[..., 1], torch.zeros(1, 4, dtype=torch.float64))
-    assert_same_partials(x)
-    assert_same_partials(torch.zeros(1, 3, 17))
+    assert torch.equal(got[..., 1].cpu(), torch.zeros(1, 4, dtype=torch.float64))
+    assert_same_partials(one_pass, x)
+    assert_same_partials(one_pass, torch.zeros(1, 3, 17))
 
 
-def test_nan_and_inf_are_masked() -> None:
+def test_nan_and_inf_are_masked(one_pass: OnePass) -> None:
     x = torch.randn(1, 6, 600, generator=generator(3))
     x[0, 0, 5] = math.nan
     x[0, 1, 300] = math.inf
@@ -104,13 +165,13 @@ def test_nan_and_inf_are_masked() -> None:
     x[0, 2] = math.nan  # no finite element at all
     x[0, 3] = math.inf
     x[0, 4, ::2] = math.nan  # every other element
-    assert_same_partials(x)
-    got = fused.fused_partials(x)
+    assert_same_partials(one_pass, x)
+    got = one_pass.compute(x.to(one_pass.device))
     assert got is not None
     assert got[0, 2, 2] == math.inf and got[0, 2, 3] == -math.inf  # as the eager path
 
 
-def test_extreme_magnitudes() -> None:
+def test_extreme_magnitudes(one_pass: OnePass) -> None:
     big = torch.finfo(torch.float32).max
     tiny = torch.finfo(torch.float32).smallest_normal / 2**20  # subnormal
     x = torch.tensor(
@@ -121,33 +182,37 @@ def test_extreme_magnitudes() -> None:
             [1e30, 1e-30, -1e30, 1.0] * 8,
         ]
     )[None]
-    assert_same_partials(x)
+    assert_same_partials(one_pass, x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_types_are_read_directly(dtype: torch.dtype) -> None:
+def test_half_types_are_read_directly(one_pass: OnePass, dtype: torch.dtype) -> None:
     x = (torch.randn(2, 5, 999, generator=generator(4)) * 100).to(dtype)
     x[0, 1, 3] = math.nan
     x[1, 2, 4] = -math.inf
-    assert_same_partials(x)
+    assert_same_partials(one_pass, x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_every_half_bit_pattern_widens_exactly(dtype: torch.dtype) -> None:
+def test_every_half_bit_pattern_widens_exactly(one_pass: OnePass, dtype: torch.dtype) -> None:
     # All 65536 patterns (normals, subnormals, zeros, Inf, NaN), one element a row:
-    # the sum of a finite one-element row is the element itself.
+    # the sum of a finite one-element row is the element itself. The interpreter
+    # reads every pattern too, 16384 to a row, and one in 128 as one-element rows.
     x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
-    rows = x.reshape(1, -1, 1)
-    got = fused.fused_partials(rows)
+    singles = x[::128] if one_pass.interpreted else x
+    rows = singles.reshape(1, -1, 1).to(one_pass.device)
+    got = one_pass.compute(rows)
     assert got is not None
-    want = x.to(torch.float64)
+    got = got.cpu()
+    want = singles.to(torch.float64)
     finite = torch.isfinite(want)
     assert torch.equal(got[0, finite, 0], want[finite])
     assert torch.equal(got[0, :, 7], torch.isnan(want).to(torch.float64))
-    assert_same_partials(rows)
-    assert_same_partials(x.reshape(1, 4, -1))
+    assert_same_partials(one_pass, rows)
+    assert_same_partials(one_pass, x.reshape(1, 4, -1))
 
 
+@needs_cpp
 def test_empty_widths_agree_with_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
     for shape in [(1, 3, 0), (1, 0, 5), (2, 0, 0)]:
         x = torch.empty(shape)
@@ -160,21 +225,25 @@ def test_empty_widths_agree_with_the_eager_path(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize("width", [1, 17, 50272])
 def test_statistics_agree_with_todays_eager_statistics(
-    width: int, monkeypatch: pytest.MonkeyPatch
+    one_pass: OnePass, width: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Today's default CPU path reduces in float32 (about 1e-7 per rounding, times
     # a pairwise depth of log2(width) at most 16): 5e-6 relative, of the largest
-    # magnitude for statistics that can cancel.
+    # magnitude for statistics that can cancel. On CUDA the eager path is exact.
+    if one_pass.interpreted:
+        pytest.skip("the statistics send CPU tensors to the C++ kernel, not the interpreter")
     x = torch.randn(1, 7, width, generator=generator(width)) * 2 + 0.5
     x[0, 0, 0] = 0.0
-    one_pass = finalize_stats([summarize_tensor(x)])[0].as_dict()
+    x = x.to(one_pass.device)
+    one_pass_stats = finalize_stats([summarize_tensor(x)])[0].as_dict()
     monkeypatch.setenv(fused.ENV, "eager")
     eager = finalize_stats([summarize_tensor(x)])[0].as_dict()
     scale = float(x.abs().max())
     for key, value in eager.items():
-        assert one_pass[key] == pytest.approx(value, rel=5e-6, abs=5e-6 * scale), key
+        assert one_pass_stats[key] == pytest.approx(value, rel=5e-6, abs=5e-6 * scale), key
 
 
+@needs_cpp
 def test_token_partials_take_the_kernel_unless_told_not_to(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -183,11 +252,40 @@ def test_token_partials_take_the_kernel_unless_told_not_to(
     monkeypatch.setenv(fused.ENV, "eager")
     assert not token_partials(x).exact  # the eager CPU fast path
     assert fused.fused_partials(x) is None
+    assert fused.one_pass_partials(x) is None
 
 
-def test_unsupported_inputs_fall_back() -> None:
-    assert fused.fused_partials(torch.randn(1, 2, 3, dtype=torch.float64)) is None
-    assert fused.fused_partials(torch.ones(1, 2, 3, dtype=torch.int32)) is None
+@pytest.mark.gpu
+def test_cuda_tensors_take_the_triton_kernel_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[torch.Size] = []
+    real = fused.triton_partials
+
+    def spy(x: torch.Tensor) -> torch.Tensor | None:
+        calls.append(x.shape)
+        return real(x)
+
+    monkeypatch.setattr(fused, "triton_partials", spy)
+    x = torch.randn(1, 4, 32, device="cuda")
+    kernel_form = token_partials(x)
+    assert calls == [x.shape] and kernel_form.exact
+    monkeypatch.setenv(fused.ENV, "eager")
+    eager_form = token_partials(x)
+    assert len(calls) == 1 and eager_form.exact  # CUDA's eager path is the exact one
+    if HAS_TRITON:
+        assert kernel_form.values.device == x.device
+        assert torch.equal(kernel_form.values[..., 2:], eager_form.values[..., 2:])
+
+
+def test_unsupported_inputs_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    for dtype in (torch.float64, torch.int32):
+        bad = torch.ones(1, 2, 3, dtype=dtype)
+        assert fused.fused_partials(bad) is None
+        assert fused_triton.triton_partials(bad) is None
+    # Without the interpreter, a CPU tensor is not Triton's to reduce.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert fused_triton.triton_partials(torch.ones(1, 2, 3)) is None
 
 
 def test_a_missing_library_means_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,3 +295,38 @@ def test_a_missing_library_means_the_eager_path(monkeypatch: pytest.MonkeyPatch)
     assert not fused.available()
     x = torch.randn(1, 4, 32)
     assert not token_partials(x).exact
+
+
+def test_missing_triton_means_the_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused_triton, "_kernel", lambda interpret: None)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # CPU tensors are Triton's, were it present
+    assert fused_triton.triton_partials(torch.randn(1, 4, 32)) is None
+
+
+def test_a_kernel_that_fails_warns_once_then_stays_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken:
+        launches = 0
+
+        def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., None]:
+            Broken.launches += 1
+            raise RuntimeError("no kernel image is available for execution on the device\nmore")
+
+    monkeypatch.setattr(fused_triton, "_broken", None)
+    monkeypatch.setattr(fused_triton, "_kernel", lambda interpret: Broken())
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.randn(1, 4, 32)
+    with pytest.warns(RuntimeWarning) as caught:
+        assert fused_triton.triton_partials(x) is None
+    assert [str(w.message) for w in caught] == [
+        "optinspect: the Triton statistics kernel failed (RuntimeError: no kernel image is "
+        "available for execution on the device); the eager torch statistics are used instead"
+    ]
+    assert fused_triton.triton_partials(x) is None  # no second try, no second warning
+    assert Broken.launches == 1
+
+
+@pytest.mark.parametrize(
+    ("features", "block"), [(1, 16), (16, 16), (17, 32), (768, 1024), (50272, 1024)]
+)
+def test_block_sizes_are_powers_of_two_within_bounds(features: int, block: int) -> None:
+    assert fused_triton.block_size(features) == block

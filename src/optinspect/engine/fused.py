@@ -1,11 +1,15 @@
-"""The compiled one-pass statistics kernel, loaded with ctypes when it was built.
+"""The one-pass statistics kernels: compiled C++ on the CPU, Triton on CUDA.
 
-``_fused_stats.cpp`` computes a [B, T, F] output's exact-form per-token
-partials (stats.PARTIALS) in a single read of the data, where the eager torch
-path needs several passes. It is optional: setup.py builds it when a C++
-compiler is present, and ``fused_partials`` returns None wherever it cannot
-run (no library, not a CPU tensor, a dtype it does not read, or
-``OPTINSPECT_STATS=eager``), so the caller falls back to the eager path.
+``one_pass_partials`` is the statistics' single entry point: it picks the
+kernel for the tensor's device, or returns None for the eager torch path.
+On the CPU, ``_fused_stats.cpp`` (loaded with ctypes when it was built)
+computes a [B, T, F] output's exact-form per-token partials (stats.PARTIALS)
+in a single read of the data, where the eager torch path needs several
+passes. It is optional: setup.py builds it when a C++ compiler is present,
+and ``fused_partials`` returns None wherever it cannot run (no library, not a
+CPU tensor, a dtype it does not read, or ``OPTINSPECT_STATS=eager``), so the
+caller falls back to the eager path.
+On CUDA, ``fused_triton`` does the same single pass (when Triton is present).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "fused_partials", "library_path"]
+from .fused_triton import triton_partials
+
+__all__ = ["available", "fused_partials", "library_path", "one_pass_partials", "switched_off"]
 
 #: Set to "eager" to force the eager torch statistics even where the kernel is built.
 ENV = "OPTINSPECT_STATS"
@@ -73,9 +79,28 @@ def _load() -> ctypes.CDLL | None:
     return lib
 
 
+def switched_off() -> bool:
+    """True when ``OPTINSPECT_STATS=eager`` asks for the eager torch statistics everywhere."""
+    return os.environ.get(ENV, "").lower() == "eager"
+
+
 def available() -> bool:
-    """True when the kernel is built, loadable and not switched off by OPTINSPECT_STATS."""
-    return os.environ.get(ENV, "").lower() != "eager" and _load() is not None
+    """True when the C++ kernel is built, loadable and not switched off by OPTINSPECT_STATS."""
+    return not switched_off() and _load() is not None
+
+
+def one_pass_partials(x: torch.Tensor) -> torch.Tensor | None:
+    """Exact-form partials [B, T, 8] of a non-empty [B, T, F] tensor in one read, or None.
+
+    The C++ kernel for CPU tensors, the Triton kernel for CUDA tensors; None
+    (use the eager path) where neither applies or ``OPTINSPECT_STATS=eager``.
+    """
+    kind = x.device.type
+    if kind == "cpu":
+        return fused_partials(x)
+    if kind == "cuda" and not switched_off():
+        return triton_partials(x)
+    return None
 
 
 def fused_partials(x: torch.Tensor) -> torch.Tensor | None:

@@ -13,8 +13,8 @@ mean, std (population), min, max, absmax and rms are over the finite elements
 and are NaN (undefined) when there are none; zeros is the fraction of elements
 exactly zero; nan and inf are counts. Elements are read in float32 (float16
 and bfloat16 widen to it exactly); partials are combined in float64. Where
-the optional compiled kernel is built, step 1 on the CPU is its single pass
-(see ``fused``); the torch code here is the reference and the fallback.
+a one-pass kernel applies (C++ on the CPU, Triton on CUDA; see ``fused``),
+step 1 is its single read; the torch code here is the reference and the fallback.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .fused import fused_partials
+from .fused import one_pass_partials
 from .records import STAT_NAMES, TensorStats
 
 __all__ = [
@@ -87,23 +87,23 @@ class TokenPartials:
 def token_partials(values: torch.Tensor, scratch: Scratch | None = None) -> TokenPartials:
     """Reduce ``values`` [B, T, F] over F.
 
-    On the CPU the compiled kernel of ``fused`` computes the exact form in one
-    pass when it is built (and OPTINSPECT_STATS is not ``eager``). Otherwise,
+    A kernel of ``fused`` computes the exact form in one pass where it can (C++
+    on the CPU when it is built, Triton on CUDA when Triton is present, and
+    OPTINSPECT_STATS is not ``eager``). Otherwise,
     the eager path: on the CPU a fast path uses float32 reductions over a
     reused buffer and checks on the host, at no cost there, that every token
     came out finite; a token holding NaN or Inf (or a float32 overflow) sends
     the tensor down the exact path, which masks non-finite elements and works
-    in float64. CUDA tensors always take the exact path, which needs no host
-    synchronisation.
+    in float64. Other devices (CUDA without Triton) take the exact path, which
+    needs no host synchronisation.
     """
     x = values.detach()
     batch, tokens, features = x.shape
     if x.numel() == 0:
         return TokenPartials(_empty_partials(batch, tokens, x.device), features, exact=True)
-    if x.device.type == "cpu":
-        one_pass = fused_partials(x)
-        if one_pass is not None:
-            return TokenPartials(one_pass, features, exact=True)
+    one_pass = one_pass_partials(x)
+    if one_pass is not None:
+        return TokenPartials(one_pass, features, exact=True)
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
     if x.device.type == "cpu":
