@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 from transformers.modeling_outputs import BaseModelOutput
 
 from optinspect.engine.capture import capture, main_tensor
@@ -25,7 +26,11 @@ PRE_LN_LAYER_ORDER = [
 
 
 def hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    """The model's own hooks, and the global ones that fire for every module."""
+    own = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return (
+        own + len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks)
+    )
 
 
 def all_names(model: nn.Module) -> list[str]:
@@ -63,8 +68,31 @@ def test_hooks_are_removed_after_the_block(load_tiny) -> None:
     model = load_tiny("none").model
     before = hook_count(model)
     with capture(model, all_names(model)):
-        assert hook_count(model) == before + 2 * len(all_names(model))
+        assert hook_count(model) == before + 2  # most of the model: one global pair
     assert hook_count(model) == before
+    with capture(model, PRE_LN_LAYER_ORDER):
+        # A few modules: a pair per module, and the rest of the model runs unhooked.
+        assert hook_count(model) == before + 2 * len(PRE_LN_LAYER_ORDER)
+    assert hook_count(model) == before
+
+
+def test_global_and_per_module_hooks_record_the_same_calls(load_tiny) -> None:
+    model = load_tiny("none").model
+    ids = torch.tensor([[2, 3, 4, 5, 6]])
+
+    def records(per_module: bool) -> list:
+        cap = capture(model, all_names(model))
+        if per_module:
+            cap._model_modules = 10**9  # as if the names were a small part of the model
+        with cap:
+            model(ids)
+            return cap.collect()[0]
+
+    global_records, module_records = records(False), records(True)
+    # Every module the forward calls: all but the layers' ModuleList and `model`, which
+    # OPTForCausalLM passes by (it calls `model.decoder` itself).
+    assert len(global_records) == len(all_names(model)) - 2
+    assert global_records == module_records  # same order, depths, shapes and statistics
 
 
 def test_hooks_are_removed_after_an_exception_mid_forward(load_tiny) -> None:

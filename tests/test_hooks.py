@@ -103,3 +103,76 @@ def test_begin_is_a_no_op_by_default(model: nn.Sequential) -> None:
 def test_register_must_be_provided() -> None:
     with pytest.raises(NotImplementedError), HookGroup():
         pass
+
+
+class Both(HookGroup):
+    """Hooks before and after each listed module through ``_hook_modules``."""
+
+    def __init__(self, modules: list[nn.Module], model_modules: int) -> None:
+        super().__init__()
+        self.modules = modules
+        self.model_modules = model_modules
+        self.events: list[str] = []
+
+    def _register(self) -> None:
+        def pre(module: nn.Module, args: object) -> None:
+            self.events.append(f"start {type(module).__name__}")
+
+        def post(module: nn.Module, args: object, output: object) -> None:
+            self.events.append(f"end {type(module).__name__}")
+
+        self._hook_modules(
+            {m: pre for m in self.modules}, {m: post for m in self.modules}, self.model_modules
+        )
+
+
+def global_hook_count() -> int:
+    from torch.nn.modules import module as torch_module
+
+    return len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks)
+
+
+@pytest.mark.parametrize(
+    ("model_modules", "own", "global_"), [(100, 4, 0), (4, 0, 2)], ids=["per-module", "global"]
+)
+def test_hook_modules_fires_around_each_module_either_way(
+    model: nn.Sequential, model_modules: int, own: int, global_: int
+) -> None:
+    # Two of the model's four modules: per module when the model is large, global when not.
+    group = Both([model[0], model[2]], model_modules)
+    with group:
+        assert hook_count(model) == own and global_hook_count() == global_
+        model(torch.ones(1, 3))
+    assert group.events == ["start Linear", "end Linear", "start Linear", "end Linear"]
+    assert hook_count(model) == 0 and global_hook_count() == 0
+    nn.Linear(3, 3)(torch.ones(1, 3))  # another model's module is not heard, during or after
+    assert len(group.events) == 4
+
+
+def test_global_hooks_ignore_modules_they_were_not_given(model: nn.Sequential) -> None:
+    other = nn.Linear(3, 3)
+    group = Both([model[0], model[1], model[2]], model_modules=4)
+    with group:
+        other(torch.ones(1, 3))
+        model(torch.ones(1, 3))
+    assert group.events == [
+        "start Linear",
+        "end Linear",
+        "start ReLU",
+        "end ReLU",
+        "start Linear",
+        "end Linear",
+    ]
+
+
+def test_global_hooks_are_removed_when_the_forward_raises(model: nn.Sequential) -> None:
+    def boom(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    failing = model[1].register_forward_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"), Both(list(model), model_modules=4):
+            model(torch.ones(1, 3))
+    finally:
+        failing.remove()
+    assert global_hook_count() == 0

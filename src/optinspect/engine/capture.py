@@ -14,13 +14,14 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ..model.names import layer_of
 from ..model.placement import placement_name, placement_of
+from .fused import switched_off
 from .hooks import HookGroup
 from .records import ModuleRecord, TensorStats
 from .runner import Batch, BatchLayout
@@ -52,7 +53,7 @@ def main_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Call:
     """A module call that has started; completed when its forward hook fires."""
 
@@ -83,9 +84,12 @@ class Capture(HookGroup):
         super().__init__()
         modules = dict(model.named_modules())
         self._targets = [(name, modules[name]) for name in names]
+        self._model_modules = len(modules)
         self._stats = stats
+        self._one_pass = not switched_off()  # read once, not on every module call
         self._sink = sink
         self._scratch = Scratch()
+        self._static: dict[str, _Static] = {}
         self._device_map = getattr(model, "hf_device_map", None)
         self._layout: BatchLayout | None = None
         self._first_index = 0
@@ -101,9 +105,9 @@ class Capture(HookGroup):
 
     # -- hooks -----------------------------------------------------------
     def _register(self) -> None:
-        for name, module in self._targets:
-            self._keep(module.register_forward_pre_hook(self._make_pre(name)))
-            self._keep(module.register_forward_hook(self._make_post(name)))
+        pre = {module: self._make_pre(name) for name, module in self._targets}
+        post = {module: self._make_post(name) for name, module in self._targets}
+        self._hook_modules(pre, post, self._model_modules)
 
     def begin(self, batch: Batch) -> None:
         """Start a new forward pass over ``batch``; its sentences are numbered from
@@ -119,7 +123,11 @@ class Capture(HookGroup):
             self._counts[name] = count + 1
             call = _Call(name=name, module=module, call=count, depth=self._depth)
             self._calls.append(call)
-            self._open.setdefault(name, []).append(call)
+            stack = self._open.get(name)
+            if stack is None:
+                self._open[name] = [call]
+            else:
+                stack.append(call)
             self._depth += 1
 
         return pre_hook
@@ -135,8 +143,8 @@ class Capture(HookGroup):
                 call.output = "none" if output is None else type(output).__name__
                 return
             call.output = "tensor"
-            call.dtype = str(tensor.dtype).removeprefix("torch.")
-            call.device = str(tensor.device)
+            call.dtype = _dtype_name(tensor)
+            call.device = _device_name(tensor.device)
             view, split = self._per_sentence(tensor)
             call.shapes = _shapes_alone(tensor, self._layout, split)
             if self._stats and tensor.device.type != "meta" and view is not None:
@@ -173,6 +181,8 @@ class Capture(HookGroup):
                 return None, False
         if tensor.numel() == 0 or tensor.dim() == 0:
             return tensor.reshape(1, -1, 1), False
+        if len(shape) == 3 and shape[0] == 1:
+            return tensor, False  # already one sentence's [1, tokens, features]
         return tensor.reshape(1, -1, shape[-1]), False
 
     def _partials_of(self, tensor: torch.Tensor, view: torch.Tensor) -> TokenPartials:
@@ -185,9 +195,27 @@ class Capture(HookGroup):
         seen = self._seen.get(id(tensor))
         if seen is not None and seen[0]() is tensor and seen[1].values.shape[:2] == view.shape[:2]:
             return seen[1]
-        partials = token_partials(view, self._scratch)
+        partials = token_partials(view, self._scratch, self._one_pass)
         self._seen[id(tensor)] = (weakref.ref(tensor), partials)
         return partials
+
+    def _describe(self, name: str, module: nn.Module) -> _Static:
+        """What a record says of the module itself, worked out once per capture."""
+        static = self._static.get(name)
+        if static is None:
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor):
+                static = _Static(
+                    type(module).__name__,
+                    layer_of(name),
+                    _dtype_name(weight),
+                    tuple(weight.shape),
+                    self._weight_device(name, weight),
+                )
+            else:
+                static = _Static(type(module).__name__, layer_of(name), None, None, None)
+            self._static[name] = static
+        return static
 
     def _weight_device(self, name: str, weight: torch.Tensor) -> str:
         """The weight's device; for accelerate-offloaded weights (on meta), their home."""
@@ -195,7 +223,7 @@ class Capture(HookGroup):
             where = placement_of(self._device_map, name)
             if where is not None:
                 return placement_name(where)
-        return str(weight.device)
+        return _device_name(weight.device)
 
     # -- results ---------------------------------------------------------
     def _combine_all(self, batch: int) -> dict[int, list[TensorStats]]:
@@ -236,27 +264,26 @@ class Capture(HookGroup):
         per_call = self._combine_all(batch)
         sentences: list[list[ModuleRecord]] = [[] for _ in range(batch)]
         for index, c in enumerate(self._calls):
-            weight = getattr(c.module, "weight", None)
-            has_weight = isinstance(weight, torch.Tensor)
+            static = self._describe(c.name, c.module)
             stats = per_call.get(id(c)) or None
             for b in range(batch):
                 sentences[b].append(
                     ModuleRecord(
                         index=index,
                         name=c.name,
-                        type=type(c.module).__name__,
-                        layer=layer_of(c.name),
+                        type=static.type,
+                        layer=static.layer,
                         call=c.call,
                         depth=c.depth,
                         output=c.output,
                         shape=c.shapes[b] if c.shapes else None,
                         dtype=c.dtype,
                         device=c.device,
-                        weight_dtype=_dtype_name(weight) if has_weight else None,
-                        weight_shape=tuple(weight.shape) if has_weight else None,
+                        weight_dtype=static.weight_dtype,
+                        weight_shape=static.weight_shape,
                         stats=stats[b] if stats is not None else None,
                         finished=c.finished,
-                        weight_device=self._weight_device(c.name, weight) if has_weight else None,
+                        weight_device=static.weight_device,
                     )
                 )
         return sentences
@@ -277,8 +304,35 @@ def _shapes_alone(
     return [shape]
 
 
-def _dtype_name(weight: torch.Tensor) -> str:
-    return str(weight.dtype).removeprefix("torch.")
+class _Static(NamedTuple):
+    """A record's fields that describe the module, not the call."""
+
+    type: str
+    layer: int | None
+    weight_dtype: str | None
+    weight_shape: tuple[int, ...] | None
+    weight_device: str | None
+
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+_DEVICE_NAMES: dict[torch.device, str] = {}
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    """``float16`` for torch.float16; memoised, as hooks ask on every module call."""
+    dtype = tensor.dtype
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
+def _device_name(device: torch.device) -> str:
+    """``cuda:0`` for that device; memoised, as hooks ask on every module call."""
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = _DEVICE_NAMES[device] = str(device)
+    return name
 
 
 def capture(

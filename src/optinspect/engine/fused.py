@@ -89,20 +89,6 @@ def available() -> bool:
     return not switched_off() and _load() is not None
 
 
-def one_pass_partials(x: torch.Tensor) -> torch.Tensor | None:
-    """Exact-form partials [B, T, 8] of a non-empty [B, T, F] tensor in one read, or None.
-
-    The C++ kernel for CPU tensors, the Triton kernel for CUDA tensors; None
-    (use the eager path) where neither applies or ``OPTINSPECT_STATS=eager``.
-    """
-    kind = x.device.type
-    if kind == "cpu":
-        return fused_partials(x)
-    if kind == "cuda" and not switched_off():
-        return triton_partials(x)
-    return None
-
-
 def fused_partials(x: torch.Tensor) -> torch.Tensor | None:
     """Exact-form partials [B, T, 8] float64 of a non-empty [B, T, F] CPU tensor, or None.
 
@@ -112,14 +98,21 @@ def fused_partials(x: torch.Tensor) -> torch.Tensor | None:
     with a stride other than 1 is copied first (rare; still one pass cheaper
     than eager).
     """
+    if switched_off():
+        return None
+    return _cpu_partials(x)
+
+
+def _cpu_partials(x: torch.Tensor) -> torch.Tensor | None:
+    lib = _load()
     code = _DTYPES.get(x.dtype)
-    if code is None or x.device.type != "cpu" or not available():
+    if lib is None or code is None or x.device.type != "cpu":
         return None
     if x.stride(2) != 1 and x.shape[2] > 1:
         x = x.contiguous()
     batch, tokens, features = x.shape
     out = torch.empty(batch, tokens, _PARTIALS, dtype=torch.float64)
-    status = _library.optinspect_token_partials(  # type: ignore[union-attr]
+    status = lib.optinspect_token_partials(
         x.data_ptr(),
         code,
         batch,
@@ -131,3 +124,23 @@ def fused_partials(x: torch.Tensor) -> torch.Tensor | None:
         torch.get_num_threads(),
     )
     return out if status == 0 else None
+
+
+def one_pass_partials(x: torch.Tensor, enabled: bool | None = None) -> torch.Tensor | None:
+    """Exact-form partials [B, T, 8] of a non-empty [B, T, F] tensor in one read, or None.
+
+    The C++ kernel for CPU tensors, the Triton kernel for CUDA tensors; None
+    (use the eager path) where neither applies. ``enabled`` is
+    ``not switched_off()``, read here when not given: a capture decides it once
+    rather than on each of its hundreds of calls.
+    """
+    if enabled is None:
+        enabled = not switched_off()
+    if not enabled:
+        return None
+    kind = x.device.type
+    if kind == "cpu":
+        return _cpu_partials(x)
+    if kind == "cuda":
+        return triton_partials(x)
+    return None

@@ -46,21 +46,18 @@ class TensorStats:
     @classmethod
     def from_values(cls, values: list[float]) -> TensorStats:
         """Build from the raw vector in STAT_NAMES order; NaN marks 'undefined'."""
-
-        def opt(v: float) -> float | None:
-            return None if math.isnan(v) else float(v)
-
         mean, std, mn, mx, absmax, rms, zeros, nan, inf = values
+        # v != v is NaN's own test; one per field, called once per module per sentence.
         return cls(
-            mean=opt(mean),
-            std=opt(std),
-            min=opt(mn),
-            max=opt(mx),
-            absmax=opt(absmax),
-            rms=opt(rms),
-            zeros=opt(zeros),
-            nan=int(nan),
-            inf=int(inf),
+            None if mean != mean else float(mean),
+            None if std != std else float(std),
+            None if mn != mn else float(mn),
+            None if mx != mx else float(mx),
+            None if absmax != absmax else float(absmax),
+            None if rms != rms else float(rms),
+            None if zeros != zeros else float(zeros),
+            int(nan),
+            int(inf),
         )
 
     def as_dict(self, names: Sequence[str] = STAT_NAMES) -> dict[str, float | int | None]:

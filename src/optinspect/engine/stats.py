@@ -20,7 +20,7 @@ step 1 is its single read; the torch code here is the reference and the fallback
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -70,8 +70,7 @@ class Scratch:
         return buffer[: x.numel()].view(x.shape)
 
 
-@dataclass(frozen=True)
-class TokenPartials:
+class TokenPartials(NamedTuple):
     """One output's per-token partial results, before they are merged over tokens.
 
     ``values`` is either the fast form, float32 [B, T, 5] (sum, root of the
@@ -84,8 +83,12 @@ class TokenPartials:
     exact: bool
 
 
-def token_partials(values: torch.Tensor, scratch: Scratch | None = None) -> TokenPartials:
+def token_partials(
+    values: torch.Tensor, scratch: Scratch | None = None, one_pass: bool | None = None
+) -> TokenPartials:
     """Reduce ``values`` [B, T, F] over F.
+
+    ``one_pass`` is False to force the eager path, None to read OPTINSPECT_STATS.
 
     A kernel of ``fused`` computes the exact form in one pass where it can (C++
     on the CPU when it is built, Triton on CUDA when Triton is present, and
@@ -100,17 +103,17 @@ def token_partials(values: torch.Tensor, scratch: Scratch | None = None) -> Toke
     x = values.detach()
     batch, tokens, features = x.shape
     if x.numel() == 0:
-        return TokenPartials(_empty_partials(batch, tokens, x.device), features, exact=True)
-    one_pass = one_pass_partials(x)
-    if one_pass is not None:
-        return TokenPartials(one_pass, features, exact=True)
+        return TokenPartials(_empty_partials(batch, tokens, x.device), features, True)
+    kernel = one_pass_partials(x, one_pass)
+    if kernel is not None:
+        return TokenPartials(kernel, features, True)
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
     if x.device.type == "cpu":
         fast = _fast_partials(x, scratch or Scratch())
         if fast is not None:
-            return TokenPartials(fast, features, exact=False)
-    return TokenPartials(_exact_partials(x), features, exact=True)
+            return TokenPartials(fast, features, False)
+    return TokenPartials(_exact_partials(x), features, True)
 
 
 def expand_partials(heads: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
