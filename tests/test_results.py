@@ -85,3 +85,21 @@ def test_public_trace_result_is_the_record() -> None:
     from optinspect.tracing import TraceResult as Reexported
 
     assert optinspect.TraceResult is TraceResult is Reexported
+
+
+def test_fast_new_builds_what_the_constructor_builds() -> None:
+    from optinspect.engine.records import ModuleRecord, TensorStats, fast_new
+
+    values = (0.5, 1.0, -2.0, 3.0, 3.0, 1.2, 0.1, 0, 2)
+    stats = fast_new(TensorStats, *values)
+    assert stats == TensorStats(*values)
+    assert TensorStats.from_values([*values[:2], float("nan"), *values[3:]]).min is None
+    fields = (4, "m.fc1", "Linear", 0, 1, 2, "tensor", (1, 3), "float32", "cpu",
+              "float32", (8, 4), stats, 5, "cpu")  # fmt: skip
+    record = fast_new(ModuleRecord, *fields)
+    assert record == ModuleRecord(*fields)
+    assert record.as_dict() == ModuleRecord(*fields).as_dict()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.name = "other"  # type: ignore[misc]
+    with pytest.raises(ValueError):  # a field short: refused, not left unset
+        fast_new(ModuleRecord, *fields[:-1])

@@ -23,7 +23,7 @@ from ..model.names import layer_of
 from ..model.placement import placement_name, placement_of
 from .fused import switched_off
 from .hooks import HookGroup
-from .records import ModuleRecord, TensorStats
+from .records import ModuleRecord, TensorStats, fast_new
 from .runner import Batch, BatchLayout
 from .stats import Scratch, TokenPartials, finalize_stats, merge_partials, token_partials
 
@@ -268,22 +268,23 @@ class Capture(HookGroup):
             stats = per_call.get(id(c)) or None
             for b in range(batch):
                 sentences[b].append(
-                    ModuleRecord(
-                        index=index,
-                        name=c.name,
-                        type=static.type,
-                        layer=static.layer,
-                        call=c.call,
-                        depth=c.depth,
-                        output=c.output,
-                        shape=c.shapes[b] if c.shapes else None,
-                        dtype=c.dtype,
-                        device=c.device,
-                        weight_dtype=static.weight_dtype,
-                        weight_shape=static.weight_shape,
-                        stats=stats[b] if stats is not None else None,
-                        finished=c.finished,
-                        weight_device=static.weight_device,
+                    fast_new(  # ModuleRecord's fields, in order
+                        ModuleRecord,
+                        index,
+                        c.name,
+                        static.type,
+                        static.layer,
+                        c.call,
+                        c.depth,
+                        c.output,
+                        c.shapes[b] if c.shapes else None,
+                        c.dtype,
+                        c.device,
+                        static.weight_dtype,
+                        static.weight_shape,
+                        stats[b] if stats is not None else None,
+                        c.finished,
+                        static.weight_device,
                     )
                 )
         return sentences

@@ -104,13 +104,17 @@ def fused_partials(x: torch.Tensor) -> torch.Tensor | None:
 
 
 def _cpu_partials(x: torch.Tensor) -> torch.Tensor | None:
-    lib = _load()
+    # Called for every module output: kept to the fewest Python steps (a trace's
+    # hooks run between large matrix products, with the interpreter's caches cold).
+    lib = _library if _loaded else _load()
     code = _DTYPES.get(x.dtype)
-    if lib is None or code is None or x.device.type != "cpu":
+    if lib is None or code is None or not x.is_cpu:
         return None
-    if x.stride(2) != 1 and x.shape[2] > 1:
-        x = x.contiguous()
     batch, tokens, features = x.shape
+    stride_batch, stride_token, stride_feature = x.stride()
+    if stride_feature != 1 and features > 1:
+        x = x.contiguous()
+        stride_batch, stride_token, _ = x.stride()
     out = torch.empty(batch, tokens, _PARTIALS, dtype=torch.float64)
     status = lib.optinspect_token_partials(
         x.data_ptr(),
@@ -118,8 +122,8 @@ def _cpu_partials(x: torch.Tensor) -> torch.Tensor | None:
         batch,
         tokens,
         features,
-        x.stride(0),
-        x.stride(1),
+        stride_batch,
+        stride_token,
         out.data_ptr(),
         torch.get_num_threads(),
     )
@@ -138,9 +142,8 @@ def one_pass_partials(x: torch.Tensor, enabled: bool | None = None) -> torch.Ten
         enabled = not switched_off()
     if not enabled:
         return None
-    kind = x.device.type
-    if kind == "cpu":
+    if x.is_cpu:
         return _cpu_partials(x)
-    if kind == "cuda":
+    if x.is_cuda:
         return triton_partials(x)
     return None

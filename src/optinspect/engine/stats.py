@@ -100,7 +100,7 @@ def token_partials(
     in float64. Other devices (CUDA without Triton) take the exact path, which
     needs no host synchronisation.
     """
-    x = values.detach()
+    x = values.detach() if values.requires_grad else values  # hooks run under inference_mode
     batch, tokens, features = x.shape
     if x.numel() == 0:
         return TokenPartials(_empty_partials(batch, tokens, x.device), features, True)
