@@ -109,7 +109,12 @@ def _one_quant(
     series = interleave(runs, repeats, warmup, baseline=BARE)
     row["series"] = series
     # The Triton kernel falls back to eager (with one warning) if it cannot run here.
-    row["triton"] = fused_triton._broken or "in use"
+    if fused_triton._broken is not None:
+        row["triton"] = f"failed, eager used: {fused_triton._broken}"
+    elif fused_triton._kernel(False) is None:
+        row["triton"] = "Triton not installed, eager used"
+    else:
+        row["triton"] = "in use"
     for label, fn in ((BARE, bare), (OPTINSPECT, traced)):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -303,7 +303,9 @@ def test_missing_triton_means_the_eager_path(monkeypatch: pytest.MonkeyPatch) ->
     assert fused_triton.triton_partials(torch.randn(1, 4, 32)) is None
 
 
-def test_a_kernel_that_fails_warns_once_then_stays_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_kernel_that_fails_warns_once_then_stays_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     class Broken:
         launches = 0
 
@@ -315,14 +317,16 @@ def test_a_kernel_that_fails_warns_once_then_stays_off(monkeypatch: pytest.Monke
     monkeypatch.setattr(fused_triton, "_kernel", lambda interpret: Broken())
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     x = torch.randn(1, 4, 32)
-    with pytest.warns(RuntimeWarning) as caught:
-        assert fused_triton.triton_partials(x) is None
-    assert [str(w.message) for w in caught] == [
-        "optinspect: the Triton statistics kernel failed (RuntimeError: no kernel image is "
-        "available for execution on the device); the eager torch statistics are used instead"
-    ]
+    assert fused_triton.triton_partials(x) is None
     assert fused_triton.triton_partials(x) is None  # no second try, no second warning
     assert Broken.launches == 1
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "optinspect: the Triton statistics kernel failed (RuntimeError: no kernel image is "
+            "available for execution on the device); the eager torch statistics are used instead",
+        )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -330,3 +334,60 @@ def test_a_kernel_that_fails_warns_once_then_stays_off(monkeypatch: pytest.Monke
 )
 def test_block_sizes_are_powers_of_two_within_bounds(features: int, block: int) -> None:
     assert fused_triton.block_size(features) == block
+
+
+def rows_with_every_case(batch: int, tokens: int, width: int, seed: int) -> torch.Tensor:
+    """[batch, tokens, width] values whose token rows hold NaN, Inf, zeros, or nothing finite."""
+    x = torch.randn(batch, tokens, width, generator=generator(seed)) * 3 + 1
+    x[0, 0, :3] = math.nan
+    x[0, 1, 2] = math.inf
+    x[-1, -1] = math.nan  # a token with no finite element
+    x[0, 2, ::2] = 0.0
+    return x
+
+
+@needs_cpp
+@pytest.mark.parametrize("masked", [False, True])
+def test_pooled_statistics_agree_with_the_torch_pooling(masked: bool) -> None:
+    # Both pool the same float64 partials, in different orders: sums of at most 12
+    # terms agree to a few units of 2**-53 of their magnitude, far inside 1e-12.
+    # min, max and the counts involve no rounding and agree exactly.
+    x = rows_with_every_case(3, 12, 40, seed=5)
+    partials = torch.stack([fused.fused_partials(x * k) for k in (1.0, -2.0, 1e-3)])
+    valid = torch.ones(3, 12, dtype=torch.bool)
+    if masked:
+        valid[1, 7:] = False  # padding
+        valid[2] = False  # a sentence with no token left: every statistic undefined
+    mask = valid if masked else None
+    got = fused.pooled_statistics(partials, mask)
+    assert got is not None and got.shape == (3, 3, 9)
+    want = stats.finalize_partials(stats.pool_partials(partials, mask))
+    for channel in (2, 3, 4, 6, 7, 8):  # min, max, absmax, zeros, nan, inf
+        assert torch.equal(got[..., channel].isnan(), want[..., channel].isnan())
+        assert torch.equal(got[..., channel].nan_to_num(), want[..., channel].nan_to_num())
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+    if masked:
+        assert bool(got[:, 2, :7].isnan().all())  # mean .. zeros undefined
+        assert bool((got[:, 2, 7:] == 0).all())  # no NaN or Inf counted either
+
+
+@needs_cpp
+def test_combine_partials_takes_the_c_pooling_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    partials = fused.fused_partials(rows_with_every_case(2, 5, 16, seed=6))[None]
+    valid = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    pooled = stats.combine_partials(partials, valid)
+    assert torch.equal(pooled, fused.pooled_statistics(partials, valid))
+    monkeypatch.setenv(fused.ENV, "eager")
+    assert fused.pooled_statistics(partials, valid) is None
+    torch.testing.assert_close(
+        stats.combine_partials(partials, valid), pooled, rtol=1e-12, atol=1e-12, equal_nan=True
+    )
+
+
+def test_pooled_statistics_leave_other_inputs_to_torch() -> None:
+    partials = torch.zeros(2, 3, 8, dtype=torch.float64)
+    assert fused.pooled_statistics(partials.float()) is None  # not float64
+    assert fused.pooled_statistics(torch.zeros(2, 3, 5, dtype=torch.float64)) is None  # fast form
+    assert fused.pooled_statistics(partials, torch.ones(3, 2, dtype=torch.bool)) is None

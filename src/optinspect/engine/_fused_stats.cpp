@@ -260,8 +260,8 @@ void reduce_rows(const char* base, int64_t item, int64_t tokens, int64_t rows, i
 
 extern "C" {
 
-// Bumped whenever the signature or the output layout changes; fused.py checks it.
-int optinspect_fused_abi(void) { return 1; }
+// Bumped whenever a signature or an output layout changes; fused.py checks it.
+int optinspect_fused_abi(void) { return 2; }
 
 // 1 when the library was built with OpenMP (rows are then split over threads).
 int optinspect_fused_openmp(void) {
@@ -298,6 +298,64 @@ int optinspect_token_partials(const void* data, int dtype, int64_t batch, int64_
             return 0;
         default:
             return -1;
+    }
+}
+
+// Statistics of groups of per-token partials, as stats.combine_partials computes
+// them in torch: partials [groups, batch, tokens, 8] float64 (contiguous) are
+// pooled over tokens for each (group, sentence), the tokens where valid
+// [batch, tokens] (uint8; NULL for all) is 0 left out, then finalised into
+// out [groups, batch, 9] float64 in STAT_NAMES order (mean, std, min, max,
+// absmax, rms, zeros, nan, inf). Pooling is Chan et al.'s: the groups' own m2
+// plus the spread of their means around the pooled mean. A trace pools every
+// module's partials at once, and this replaces some forty small torch ops.
+void optinspect_pool_finalize(const double* partials, int64_t groups, int64_t batch,
+                              int64_t tokens, const uint8_t* valid, double* out) {
+    const double inf = std::numeric_limits<double>::infinity();
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (int64_t g = 0; g < groups; ++g) {
+        for (int64_t b = 0; b < batch; ++b) {
+            const double* p = partials + (g * batch + b) * tokens * 8;
+            const uint8_t* keep = valid ? valid + b * tokens : nullptr;
+            double total = 0.0, zeros = 0.0, elements = 0.0, finite = 0.0, nans = 0.0;
+            double lo = inf, hi = -inf, m2 = 0.0;
+            for (int64_t t = 0; t < tokens; ++t) {
+                if (keep && !keep[t]) continue;
+                const double* r = p + t * 8;
+                total += r[0];
+                m2 += r[1];
+                lo = r[2] < lo ? r[2] : lo;
+                hi = r[3] > hi ? r[3] : hi;
+                zeros += r[4];
+                elements += r[5];
+                finite += r[6];
+                nans += r[7];
+            }
+            const double pooled_mean = total / (finite > 1.0 ? finite : 1.0);
+            for (int64_t t = 0; t < tokens; ++t) {
+                if (keep && !keep[t]) continue;
+                const double* r = p + t * 8;
+                if (r[6] > 0.0) {
+                    const double d = r[0] / r[6] - pooled_mean;
+                    m2 += r[6] * d * d;
+                }
+            }
+            double* o = out + (g * batch + b) * 9;
+            const double mean = total / finite;  // NaN when nothing is finite, as in torch
+            const double variance = m2 / finite;
+            const bool none_finite = finite == 0.0;
+            if (none_finite) lo = hi = nan;
+            const double a = std::fabs(lo), c = std::fabs(hi);
+            o[0] = mean;
+            o[1] = std::sqrt(variance);
+            o[2] = lo;
+            o[3] = hi;
+            o[4] = none_finite ? nan : (a > c ? a : c);
+            o[5] = std::sqrt(variance + mean * mean);
+            o[6] = zeros / elements;
+            o[7] = nans;
+            o[8] = elements - finite - nans;
+        }
     }
 }
 

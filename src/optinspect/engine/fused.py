@@ -23,12 +23,19 @@ import torch
 
 from .fused_triton import triton_partials
 
-__all__ = ["available", "fused_partials", "library_path", "one_pass_partials", "switched_off"]
+__all__ = [
+    "available",
+    "fused_partials",
+    "library_path",
+    "one_pass_partials",
+    "pooled_statistics",
+    "switched_off",
+]
 
 #: Set to "eager" to force the eager torch statistics even where the kernel is built.
 ENV = "OPTINSPECT_STATS"
 
-_ABI = 1
+_ABI = 2
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _NAME = "_fused_stats"
 _PARTIALS = 8  # len(stats.PARTIALS); the kernel's output layout
@@ -74,6 +81,16 @@ def _load() -> ctypes.CDLL | None:
         ctypes.c_int64,  # token stride, in elements
         ctypes.c_void_p,  # out: [batch * tokens, 8] float64
         ctypes.c_int,  # threads
+    ]
+    pool = lib.optinspect_pool_finalize
+    pool.restype = None
+    pool.argtypes = [
+        ctypes.c_void_p,  # partials: [groups, batch, tokens, 8] float64
+        ctypes.c_int64,  # groups
+        ctypes.c_int64,  # batch
+        ctypes.c_int64,  # tokens
+        ctypes.c_void_p,  # valid: [batch, tokens] uint8, or NULL
+        ctypes.c_void_p,  # out: [groups, batch, 9] float64
     ]
     _library = lib
     return lib
@@ -147,3 +164,38 @@ def one_pass_partials(x: torch.Tensor, enabled: bool | None = None) -> torch.Ten
     if x.is_cuda:
         return triton_partials(x)
     return None
+
+
+def pooled_statistics(
+    partials: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """``stats.combine_partials`` in one C call, for float64 CPU partials; else None.
+
+    partials [..., B, T, 8] -> statistics [..., B, 9], pooled over the tokens
+    that ``valid`` [B, T] marks (all when None). None means "use the torch
+    path": the library is absent, OPTINSPECT_STATS=eager, or the input is not
+    of that form.
+    """
+    lib = _library if _loaded else _load()
+    if lib is None or not partials.is_cpu or partials.dtype != torch.float64:
+        return None
+    if partials.dim() < 3 or partials.shape[-1] != _PARTIALS or switched_off():
+        return None
+    *lead, batch, tokens, _ = partials.shape
+    if tokens == 0 or (valid is not None and tuple(valid.shape) != (batch, tokens)):
+        return None
+    groups = 1
+    for size in lead:
+        groups *= size
+    p = partials.contiguous()
+    keep = None if valid is None else valid.to(device="cpu", dtype=torch.uint8).contiguous()
+    out = torch.empty(*lead, batch, 9, dtype=torch.float64)
+    lib.optinspect_pool_finalize(
+        p.data_ptr(),
+        groups,
+        batch,
+        tokens,
+        None if keep is None else keep.data_ptr(),
+        out.data_ptr(),
+    )
+    return out

@@ -12,7 +12,7 @@ Triton comes with PyTorch's CUDA builds, so nothing is added to install it. It
 is optional all the same: ``triton_partials`` returns None (the caller takes
 the eager path) when Triton is absent, the tensor is not on a CUDA device,
 its dtype is not float32/float16/bfloat16, or the kernel once failed to
-compile or launch in this process (one warning says so).
+compile or launch in this process (one logged warning says so).
 ``fused.one_pass_partials`` calls it, unless ``OPTINSPECT_STATS=eager``. With
 ``TRITON_INTERPRET=1``, Triton's interpreter runs the same kernel on CPU
 tensors: that is how the tests check it on machines without a GPU.
@@ -21,8 +21,8 @@ tensors: that is how the tests check it on machines without a GPU.
 from __future__ import annotations
 
 import functools
+import logging
 import os
-import warnings
 from typing import Any
 
 import torch
@@ -148,11 +148,11 @@ def triton_partials(x: torch.Tensor) -> torch.Tensor | None:
                 _launch(kernel, x, out)
     except Exception as error:  # a compiler or driver that cannot run it: eager is always right
         _broken = f"{type(error).__name__}: {error}".splitlines()[0]
-        warnings.warn(
-            f"optinspect: the Triton statistics kernel failed ({_broken}); "
+        # One line on stderr (logging's last-resort handler, where nothing is configured).
+        logging.getLogger(__name__).warning(
+            "optinspect: the Triton statistics kernel failed (%s); "
             "the eager torch statistics are used instead",
-            RuntimeWarning,
-            stacklevel=2,
+            _broken,
         )
         return None
     return out

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from .fused import one_pass_partials
+from .fused import one_pass_partials, pooled_statistics
 from .records import STAT_NAMES, TensorStats
 
 __all__ = [
@@ -272,8 +272,13 @@ def finalize_partials(pooled: torch.Tensor) -> torch.Tensor:
 def combine_partials(partials: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Merge [..., B, T, len(PARTIALS)] partials over T into [..., B, len(STAT_NAMES)].
 
-    ``valid`` [B, T] marks real tokens; padding positions are left out.
+    ``valid`` [B, T] marks real tokens; padding positions are left out. On the
+    CPU the compiled library does both steps in one call where it is built
+    (``fused.pooled_statistics``); these torch steps are the reference.
     """
+    pooled = pooled_statistics(partials, valid)
+    if pooled is not None:
+        return pooled
     return finalize_partials(pool_partials(partials, valid))
 
 
