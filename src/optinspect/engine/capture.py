@@ -62,9 +62,9 @@ class _Call:
     call: int
     depth: int
     output: str = "not returned"
-    dtype: str | None = None
-    device: str | None = None
-    shapes: list[tuple[int, ...]] | None = None  # per sentence, as if run alone
+    dtype: torch.dtype | None = None
+    device: torch.device | None = None
+    shapes: list[tuple[int, ...]] | None = None  # per sentence, as if run alone (or a Size)
     partials: TokenPartials | None = None  # per token, on the output's device
     valid: torch.Tensor | None = None  # [batch, tokens] real tokens, None when none is padding
     finished: int = -1
@@ -121,7 +121,7 @@ class Capture(HookGroup):
         def pre_hook(module: nn.Module, args: Any) -> None:
             count = self._counts.get(name, 0)
             self._counts[name] = count + 1
-            call = _Call(name=name, module=module, call=count, depth=self._depth)
+            call = _Call(name, module, count, self._depth)
             self._calls.append(call)
             stack = self._open.get(name)
             if stack is None:
@@ -138,16 +138,31 @@ class Capture(HookGroup):
             call = self._open[name].pop()
             call.finished = self._finished
             self._finished += 1
-            tensor = main_tensor(output)
+            tensor = output if type(output) is torch.Tensor else main_tensor(output)
             if tensor is None:
                 call.output = "none" if output is None else type(output).__name__
                 return
             call.output = "tensor"
-            call.dtype = _dtype_name(tensor)
-            call.device = _device_name(tensor.device)
+            call.dtype = tensor.dtype  # named in collect, not here
+            call.device = tensor.device
+            if self._layout is None and self._sink is None:
+                # One sentence and nothing to save (a plain trace): the fewest steps,
+                # since this runs for every module between the model's own kernels.
+                shape = tensor.shape
+                call.shapes = [shape]
+                if self._stats and not tensor.is_meta:
+                    rank = len(shape)
+                    if rank == 3 and shape[0] == 1:
+                        view = tensor
+                    elif rank == 2 and shape[0] > 0:
+                        view = tensor.unsqueeze(0)  # fc1, fc2: [tokens, features]
+                    else:
+                        view = self._per_sentence(tensor)[0]
+                    call.partials = self._partials_of(tensor, view)
+                return
             view, split = self._per_sentence(tensor)
             call.shapes = _shapes_alone(tensor, self._layout, split)
-            if self._stats and tensor.device.type != "meta" and view is not None:
+            if self._stats and not tensor.is_meta and view is not None:
                 call.partials = self._partials_of(tensor, view)
                 call.valid = self._layout.valid if split and self._layout is not None else None
             batched = self._layout is not None and self._layout.batch > 1
@@ -208,7 +223,7 @@ class Capture(HookGroup):
                 static = _Static(
                     type(module).__name__,
                     layer_of(name),
-                    _dtype_name(weight),
+                    _dtype_name(weight.dtype),
                     tuple(weight.shape),
                     self._weight_device(name, weight),
                 )
@@ -277,9 +292,9 @@ class Capture(HookGroup):
                         c.call,
                         c.depth,
                         c.output,
-                        c.shapes[b] if c.shapes else None,
-                        c.dtype,
-                        c.device,
+                        tuple(c.shapes[b]) if c.shapes else None,
+                        None if c.dtype is None else _dtype_name(c.dtype),
+                        None if c.device is None else _device_name(c.device),
                         static.weight_dtype,
                         static.weight_shape,
                         stats[b] if stats is not None else None,
@@ -319,9 +334,8 @@ _DTYPE_NAMES: dict[torch.dtype, str] = {}
 _DEVICE_NAMES: dict[torch.device, str] = {}
 
 
-def _dtype_name(tensor: torch.Tensor) -> str:
-    """``float16`` for torch.float16; memoised, as hooks ask on every module call."""
-    dtype = tensor.dtype
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``float16`` for torch.float16; memoised, as every record asks."""
     name = _DTYPE_NAMES.get(dtype)
     if name is None:
         name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
@@ -329,7 +343,7 @@ def _dtype_name(tensor: torch.Tensor) -> str:
 
 
 def _device_name(device: torch.device) -> str:
-    """``cuda:0`` for that device; memoised, as hooks ask on every module call."""
+    """``cuda:0`` for that device; memoised, as every record asks."""
     name = _DEVICE_NAMES.get(device)
     if name is None:
         name = _DEVICE_NAMES[device] = str(device)
