@@ -251,23 +251,24 @@ class Capture(HookGroup):
         for c in self._calls:
             if c.partials is not None:
                 values = c.partials.values
-                key = (tuple(values.shape[:2]), values.device, id(c.valid))
-                groups.setdefault(key, []).append(c)
+                key = (values.shape[:2], values.get_device(), id(c.valid))
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [c]
+                else:
+                    group.append(c)
         matrices: list[torch.Tensor] = []
-        owners: list[_Call] = []
         for calls in groups.values():
             merged = merge_partials([c.partials for c in calls], calls[0].valid)
             matrices.append(merged.reshape(-1, 9))
-            owners.extend(calls)
         rows = finalize_stats(matrices)
-        width = {id(c): c.partials.values.shape[0] for c in owners}
         out: dict[int, list[TensorStats]] = {}
         position = 0
-        for c in owners:
-            n = width[id(c)]
-            stats = rows[position : position + n]
-            position += n
-            out[id(c)] = stats if n == batch else []
+        for (shape, _, _), calls in groups.items():
+            n = shape[0]  # the partials' batch: this batch's sentences, or 1 for others
+            for c in calls:
+                out[id(c)] = rows[position : position + n] if n == batch else []
+                position += n
         return out
 
     def collect(self) -> list[list[ModuleRecord]]:
