@@ -53,14 +53,13 @@ from .engine.records import TensorStats, finite_or_none
 from .engine.runner import Batch, Runner
 from .engine.stats import (
     PARTIALS,
-    Scratch,
+    OncePerTensor,
     TokenPartials,
     empty_partial,
     exact_partials,
     finalize_partials,
     finalize_stats,
     pool_partials,
-    token_partials,
 )
 from .errors import UsageError
 from .model.loading import LoadedModel
@@ -267,9 +266,8 @@ class OutputSummary(HookGroup):
         self._targets = [(n, modules[n]) for n in names]
         self._pooled: dict[str, torch.Tensor] = {}
         self._pending: list[tuple[str, TokenPartials]] = []
-        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], TokenPartials]] = {}
+        self._partials = OncePerTensor()
         self._batch: Batch | None = None
-        self._scratch = Scratch()
 
     def _register(self) -> None:
         for name, module in self._targets:
@@ -291,20 +289,15 @@ class OutputSummary(HookGroup):
                 view = tensor.reshape(b, t, -1)
             else:  # not one row per token: no per-token summary
                 return
-            seen = self._seen.get(id(tensor))
-            if seen is not None and seen[0]() is tensor:  # a parent returns its child's tensor
-                partials = seen[1]
-            else:
-                partials = token_partials(view, self._scratch)
-                self._seen[id(tensor)] = (weakref.ref(tensor), partials)
-            self._pending.append((name, partials))
+            self._pending.append((name, self._partials.of(tensor, view)))
 
         return hook
 
     def fold(self) -> None:
         """Pool the last batch's partials into the running ones (real tokens only)."""
         batch, pending = self._batch, self._pending
-        self._pending, self._seen = [], {}
+        self._pending = []
+        self._partials.clear()
         if batch is None or not pending:
             return
         valid = batch.layout.valid.reshape(-1) if batch.layout.valid is not None else None

@@ -11,7 +11,6 @@ output, so the model computes exactly what it would without them.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -21,11 +20,10 @@ from torch import nn
 
 from ..model.names import layer_of
 from ..model.placement import placement_name, placement_of
-from .fused import switched_off
 from .hooks import HookGroup
 from .records import ModuleRecord, TensorStats, fast_new
 from .runner import Batch, BatchLayout
-from .stats import Scratch, TokenPartials, finalize_stats, merge_partials, token_partials
+from .stats import OncePerTensor, TokenPartials, finalize_stats, merge_partials
 
 __all__ = ["Capture", "TensorSink", "capture", "main_tensor"]
 
@@ -86,9 +84,8 @@ class Capture(HookGroup):
         self._targets = [(name, modules[name]) for name in names]
         self._model_modules = len(modules)
         self._stats = stats
-        self._one_pass = not switched_off()  # read once, not on every module call
         self._sink = sink
-        self._scratch = Scratch()
+        self._partials = OncePerTensor()
         self._static: dict[str, _Static] = {}
         self._device_map = getattr(model, "hf_device_map", None)
         self._layout: BatchLayout | None = None
@@ -99,7 +96,7 @@ class Capture(HookGroup):
         self._calls: list[_Call] = []
         self._open: dict[str, list[_Call]] = {}
         self._counts: dict[str, int] = {}
-        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], TokenPartials]] = {}
+        self._partials.clear()
         self._depth = 0
         self._finished = 0
 
@@ -151,19 +148,12 @@ class Capture(HookGroup):
                 shape = tensor.shape
                 call.shapes = [shape]
                 if self._stats and not tensor.is_meta:
-                    rank = len(shape)
-                    if rank == 3 and shape[0] == 1:
-                        view = tensor
-                    elif rank == 2 and shape[0] > 0:
-                        view = tensor.unsqueeze(0)  # fc1, fc2: [tokens, features]
-                    else:
-                        view = self._per_sentence(tensor)[0]
-                    call.partials = self._partials_of(tensor, view)
+                    call.partials = self._partials.of(tensor, _one_sentence(tensor, shape))
                 return
             view, split = self._per_sentence(tensor)
             call.shapes = _shapes_alone(tensor, self._layout, split)
             if self._stats and not tensor.is_meta and view is not None:
-                call.partials = self._partials_of(tensor, view)
+                call.partials = self._partials.of(tensor, view)
                 call.valid = self._layout.valid if split and self._layout is not None else None
             batched = self._layout is not None and self._layout.batch > 1
             if self._sink is not None and (split or not batched):
@@ -185,8 +175,8 @@ class Capture(HookGroup):
         no per-sentence view (None).
         """
         layout = self._layout
-        shape = tuple(tensor.shape)
         if layout is not None:
+            shape = tuple(tensor.shape)
             b, t = layout.batch, layout.tokens
             if len(shape) >= 2 and shape[:2] == (b, t):
                 return tensor.reshape(b, t, -1), True
@@ -194,25 +184,7 @@ class Capture(HookGroup):
                 return tensor.reshape(b, t, -1), True
             if b > 1:
                 return None, False
-        if tensor.numel() == 0 or tensor.dim() == 0:
-            return tensor.reshape(1, -1, 1), False
-        if len(shape) == 3 and shape[0] == 1:
-            return tensor, False  # already one sentence's [1, tokens, features]
-        return tensor.reshape(1, -1, shape[-1]), False
-
-    def _partials_of(self, tensor: torch.Tensor, view: torch.Tensor) -> TokenPartials:
-        """Per-token partials, reused when a parent returns its child's very tensor.
-
-        (``self_attn`` returns ``out_proj``'s output, the decoder its final norm's, the
-        model its head's logits.) A weak reference proves the tensor is the same
-        object, not a new one at a reused address, and keeps nothing alive.
-        """
-        seen = self._seen.get(id(tensor))
-        if seen is not None and seen[0]() is tensor and seen[1].values.shape[:2] == view.shape[:2]:
-            return seen[1]
-        partials = token_partials(view, self._scratch, self._one_pass)
-        self._seen[id(tensor)] = (weakref.ref(tensor), partials)
-        return partials
+        return _one_sentence(tensor, tensor.shape), False
 
     def _describe(self, name: str, module: nn.Module) -> _Static:
         """What a record says of the module itself, worked out once per capture."""
@@ -304,6 +276,22 @@ class Capture(HookGroup):
                     )
                 )
         return sentences
+
+
+def _one_sentence(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """One sentence's output as [1, tokens, features]: rows of its last dim.
+
+    A scalar or an empty tensor is one row of one feature (or none). The usual
+    [1, tokens, features] is itself, and [tokens, features] (fc1, fc2) a view.
+    """
+    rank = len(shape)
+    if rank == 0 or tensor.numel() == 0:
+        return tensor.reshape(1, -1, 1)
+    if rank == 3 and shape[0] == 1:
+        return tensor
+    if rank == 2:
+        return tensor.unsqueeze(0)
+    return tensor.reshape(1, -1, shape[-1])
 
 
 def _shapes_alone(

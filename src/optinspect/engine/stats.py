@@ -20,16 +20,18 @@ step 1 is its single read; the torch code here is the reference and the fallback
 from __future__ import annotations
 
 import math
+import weakref
 from typing import NamedTuple
 
 import torch
 
-from .fused import one_pass_partials, pooled_statistics
+from .fused import one_pass_partials, pooled_statistics, switched_off
 from .records import STAT_NAMES, TensorStats
 
 __all__ = [
     "PARTIALS",
     "STAT_NAMES",
+    "OncePerTensor",
     "Scratch",
     "TokenPartials",
     "combine_partials",
@@ -114,6 +116,35 @@ def token_partials(
         if fast is not None:
             return TokenPartials(fast, features, False)
     return TokenPartials(_exact_partials(x), features, True)
+
+
+class OncePerTensor:
+    """``token_partials`` for the outputs of one forward pass, each tensor reduced once.
+
+    A parent that returns its child's very tensor (``self_attn`` returns
+    ``out_proj``'s output, the decoder its final norm's, the model its head's
+    logits) gets the child's partials. A weak reference proves the tensor is the
+    same object, not a new one at a reused address, and keeps nothing alive.
+    OPTINSPECT_STATS is read once, here, not on every module call; ``clear()``
+    starts the next forward pass.
+    """
+
+    def __init__(self) -> None:
+        self._scratch = Scratch()
+        self._one_pass = not switched_off()
+        self._seen: dict[int, tuple[weakref.ref[torch.Tensor], TokenPartials]] = {}
+
+    def of(self, tensor: torch.Tensor, view: torch.Tensor) -> TokenPartials:
+        """The partials of ``view`` [B, T, F], a view of the module output ``tensor``."""
+        seen = self._seen.get(id(tensor))
+        if seen is not None and seen[0]() is tensor and seen[1].values.shape[:2] == view.shape[:2]:
+            return seen[1]
+        partials = token_partials(view, self._scratch, self._one_pass)
+        self._seen[id(tensor)] = (weakref.ref(tensor), partials)
+        return partials
+
+    def clear(self) -> None:
+        self._seen.clear()
 
 
 def expand_partials(heads: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
