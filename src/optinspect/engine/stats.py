@@ -94,13 +94,12 @@ def token_partials(
 
     A kernel of ``fused`` computes the exact form in one pass where it can (C++
     on the CPU when it is built, Triton on CUDA when Triton is present, and
-    OPTINSPECT_STATS is not ``eager``). Otherwise,
-    the eager path: on the CPU a fast path uses float32 reductions over a
-    reused buffer and checks on the host, at no cost there, that every token
-    came out finite; a token holding NaN or Inf (or a float32 overflow) sends
-    the tensor down the exact path, which masks non-finite elements and works
-    in float64. Other devices (CUDA without Triton) take the exact path, which
-    needs no host synchronisation.
+    OPTINSPECT_STATS is not ``eager``). Otherwise, the eager path: on the CPU a
+    fast path uses float32 reductions over a reused buffer and checks on the
+    host, at no cost there, that every token came out finite; a token holding
+    NaN or Inf (or a float32 overflow) sends the tensor down the exact path,
+    which masks non-finite elements and works in float64. Other devices (CUDA
+    without Triton) take the exact path, which needs no host synchronisation.
     """
     x = values.detach() if values.requires_grad else values  # hooks run under inference_mode
     batch, tokens, features = x.shape
