@@ -74,6 +74,9 @@ def process_group(ranks: Ranks, backend: str) -> Iterator[None]:
     dist.init_process_group(backend=backend)
     try:
         yield
+        # Every rank done with its collectives before any tears its connections
+        # down: a rank leaving first can abort a peer's gloo threads at exit.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
