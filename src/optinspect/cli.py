@@ -30,6 +30,7 @@ from .errors import (
     OptinspectError,
     describe,
 )
+from .model.quiet import no_hub_kernels
 
 app = typer.Typer(
     name="optinspect",
@@ -109,7 +110,9 @@ def run(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     _plain_arguments(command)
     try:
-        result = command.main(args=args, prog_name="optinspect", standalone_mode=False)
+        # The whole run, the server's too: no library fetches or runs hub code.
+        with no_hub_kernels():
+            result = command.main(args=args, prog_name="optinspect", standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):
         _error("interrupted")
         return EXIT_INTERRUPTED

@@ -27,7 +27,7 @@ from ..errors import (
     translate,
 )
 from .placement import mapped_device, parse_max_memory, resolve_device
-from .quiet import quiet
+from .quiet import no_hub_kernels, quiet
 from .spec import RANDOM_WEIGHTS_KEY, ModelSource, build_meta_model, read_config, resolve_source
 
 __all__ = [
@@ -159,8 +159,12 @@ def resolve_dtype(dtype: str, quant: str, device: str) -> torch.dtype:
     return torch.float32
 
 
-def import_bitsandbytes() -> None:
-    """Import bitsandbytes without compiling its CPU kernels.
+def import_bitsandbytes(verbose: bool = False) -> None:
+    """Import bitsandbytes without compiling its CPU kernels or fetching hub kernels.
+
+    It decides at import which CPU kernels to use, and on CPUs with AVX512-BF16
+    reaches for ``kernels`` (code from the hub) and logs when that fails:
+    ``quiet`` keeps both from happening and the log line from the user.
 
     bitsandbytes wraps a few default (CPU) kernels in ``torch.compile`` when it is
     imported, which pulls in inductor (about 1.9 s) and compiles C++ at the first
@@ -179,12 +183,15 @@ def import_bitsandbytes() -> None:
 
     torch.compile = refuse  # type: ignore[assignment]
     try:
-        import bitsandbytes  # noqa: F401
+        with quiet(verbose):
+            import bitsandbytes  # noqa: F401
     finally:
         torch.compile = original
 
 
-def quantization_config(quant: str, dtype: torch.dtype, *, offload: bool = False) -> Any:
+def quantization_config(
+    quant: str, dtype: torch.dtype, *, offload: bool = False, verbose: bool = False
+) -> Any:
     """The BitsAndBytesConfig for ``quant``, or None for full precision.
 
     4-bit layers compute in ``dtype``. With ``offload`` (a device map that may put
@@ -195,7 +202,7 @@ def quantization_config(quant: str, dtype: torch.dtype, *, offload: bool = False
         raise UsageError(f"unknown quantization {quant!r}: use {', '.join(QUANTS)}")
     if quant == "none":
         return None
-    import_bitsandbytes()
+    import_bitsandbytes(verbose)
     from transformers import BitsAndBytesConfig
 
     if quant == "8bit":
@@ -232,24 +239,30 @@ def load_model(
     ``attn_implementation`` (``"eager"`` to get attention weights) goes to
     ``from_pretrained`` only when given; None keeps transformers' default.
     """
-    source = resolve_source(spec)
-    placement = resolve_placement(device, device_map, max_memory, offload_dir, quant)
-    torch_dtype = resolve_dtype(dtype, quant, placement.device)
-    quant_config = quantization_config(quant, torch_dtype, offload=placement.device_map is not None)
-    config = read_config(source)
-    if source.is_local:
-        check_safetensors(Path(source.location), source.spec, config)
-    with quiet(verbose):
-        tokenizer = _load_tokenizer(source)
-        model = _load_weights(
-            source,
-            config,
-            torch_dtype=torch_dtype,
-            quantization_config=quant_config,
-            **placement.from_pretrained_kwargs(),
-            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+    with no_hub_kernels():
+        source = resolve_source(spec)
+        placement = resolve_placement(device, device_map, max_memory, offload_dir, quant)
+        torch_dtype = resolve_dtype(dtype, quant, placement.device)
+        quant_config = quantization_config(
+            quant, torch_dtype, offload=placement.device_map is not None, verbose=verbose
         )
+        config = read_config(source)
+        if source.is_local:
+            check_safetensors(Path(source.location), source.spec, config)
+        with quiet(verbose):
+            tokenizer = _load_tokenizer(source)
+            model = _load_weights(
+                source,
+                config,
+                torch_dtype=torch_dtype,
+                quantization_config=quant_config,
+                **placement.from_pretrained_kwargs(),
+                **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+            )
     model.eval()
+    # Nothing here trains: weights that require grad only cost memory, and they make
+    # bitsandbytes' in-place bias add fail outside inference_mode.
+    model.requires_grad_(False)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
