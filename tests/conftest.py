@@ -17,16 +17,56 @@ import pytest
 # Isolate every test from the user's Hugging Face cache and from the network,
 # before anything imports huggingface_hub (it reads these at import time).
 _HF_HOME = tempfile.mkdtemp(prefix="optinspect-hf-")
-os.environ["HF_HOME"] = _HF_HOME
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.pop("OPTINSPECT_MODEL", None)
-os.environ["COLUMNS"] = "200"
 # A private runtime folder, so no test talks to a server the user runs (optinspect serve).
 _RUNTIME = tempfile.mkdtemp(prefix="oi-run-")
-os.environ["XDG_RUNTIME_DIR"] = _RUNTIME
 atexit.register(shutil.rmtree, _RUNTIME, ignore_errors=True)
-os.environ.pop("OPTINSPECT_NO_SERVER", None)
+
+# What every test sees, whatever shell runs the suite: set here, and again before
+# each test (a test that changes one gets it back). The names below them are removed.
+ISOLATED_ENV = {
+    "HF_HOME": _HF_HOME,
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "XDG_RUNTIME_DIR": _RUNTIME,
+    "COLUMNS": "200",
+}
+REMOVED_ENV = (
+    # colour and terminal: rich reads them when a Console is made
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+    "TERM",
+    "LINES",
+    "JUPYTER_COLUMNS",
+    "JUPYTER_LINES",
+    # optinspect's own settings
+    "OPTINSPECT_MODEL",
+    "OPTINSPECT_NO_SERVER",
+    "OPTINSPECT_STATS",
+    # the hub: a token or endpoint of the user's must not change what a test meets
+    "HF_TOKEN",
+    "HF_ENDPOINT",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "TRANSFORMERS_CACHE",
+    "USE_HUB_KERNELS",
+)
+os.environ.update(ISOLATED_ENV)
+for _name in REMOVED_ENV:
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts from ISOLATED_ENV, with no colour, terminal or hub variable of
+    the shell that runs the suite (NO_COLOR=1 there once failed two tests)."""
+    for name, value in ISOLATED_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in REMOVED_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 def gpu_selected(markexpr: str) -> bool:
