@@ -57,14 +57,19 @@ def __getattr__(name):
 """
 
 
-def _run_forced(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+def _stand_in(tmp_path: Path) -> dict[str, str]:
+    """The environment of a process that finds the stand-in ``kernels`` first."""
     (tmp_path / "kernels").mkdir()
     (tmp_path / "kernels" / "__init__.py").write_text(STAND_IN)
-    record = tmp_path / "record.txt"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
-    env["KERNELS_RECORD"] = str(record)
-    env.pop("USE_HUB_KERNELS", None)
+    env["KERNELS_RECORD"] = str(tmp_path / "record.txt")
+    return env
+
+
+def _run_forced(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    env = _stand_in(tmp_path)
+    record = Path(env["KERNELS_RECORD"])
     proc = subprocess.run(
         [sys.executable, "-c", BOOT, *args],
         capture_output=True,
@@ -91,18 +96,17 @@ def test_quantized_load_on_an_avx512_bf16_cpu_fetches_no_hub_kernel(
 
 def test_the_stand_in_kernels_package_is_what_the_libraries_would_reach(tmp_path: Path) -> None:
     """The check above can fail: outside the guard, bitsandbytes does call get_kernel."""
-    proc, record = _run_forced(tmp_path, "--help")
-    assert proc.returncode == 0
-    boot = BOOT.replace(
-        "from optinspect.cli import run\nsys.exit(run(sys.argv[1:]))",
-        "import bitsandbytes",
+    env = _stand_in(tmp_path)
+    boot = BOOT.replace("from optinspect.cli import run\nsys.exit(run(sys.argv[1:]))", "")
+    subprocess.run(
+        [sys.executable, "-c", boot + "import bitsandbytes"],
+        env=env,
+        timeout=300,
+        capture_output=True,
+        check=True,
     )
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), KERNELS_RECORD=str(tmp_path / "r2.txt"))
-    subprocess.run([sys.executable, "-c", boot], env=env, timeout=300, capture_output=True)
-    assert (
-        "get_kernel('kernels-community/quantization-bitsandbytes',)"
-        in (tmp_path / "r2.txt").read_text()
-    )
+    record = Path(env["KERNELS_RECORD"]).read_text()
+    assert "get_kernel('kernels-community/quantization-bitsandbytes',)" in record
 
 
 def test_no_hub_kernels_puts_everything_back() -> None:

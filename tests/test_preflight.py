@@ -127,10 +127,13 @@ def test_preflight_reads_no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args, **kwargs):
         raise AssertionError("preflight read weights")
 
+    # Import transformers' model code first: it binds safe_open when imported, and a
+    # stub bound there would outlive this test.
+    model_class = transformers.OPTForCausalLM
     monkeypatch.setattr(safetensors.torch, "load_file", forbidden)
     monkeypatch.setattr(safetensors, "safe_open", forbidden)
     monkeypatch.setattr(torch, "load", forbidden)
-    monkeypatch.setattr(transformers.OPTForCausalLM, "from_pretrained", forbidden)
+    monkeypatch.setattr(model_class, "from_pretrained", forbidden)
     monkeypatch.setattr(loading, "load_model", forbidden)
     plan = pf.preflight("tiny", layers="all", filters=("*.fc2",), head=0, top_k=1)
     assert plan.layers == [0, 1, 2, 3] and len(plan.names or ()) == 4
@@ -176,3 +179,56 @@ def test_selection_errors(cli, args: list[str], message: str) -> None:
     result = cli("trace", "Hi", "--model", "tiny", "-q", "none", *args)
     assert result.code == 2
     assert result.err == f"Error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trace", "--layer", "9"], "layer 9 does not exist: the model has layers 0-3"),
+        (["trace", "--filter", "*.nope"], "no module matches --filter *.nope"),
+        (["compare", "--filter", "*.nope"], "no module matches --filter *.nope"),
+        (["lens", "--top-k", "600"], "--top-k 600 is more than the vocabulary of 512 tokens"),
+        (["attention", "--head", "9"], "head 9 does not exist: the model has heads 0-3"),
+    ],
+)
+def test_errors_the_config_decides_come_back_without_torch(args: list[str], message: str) -> None:
+    """They answer as fast as Python starts: neither torch nor transformers is imported."""
+    import subprocess
+    import sys
+
+    command, *options = args
+    code = (
+        "import sys\n"
+        "from optinspect.cli import run\n"
+        f"code = run({[command, 'Hello', '--model', 'tiny', *options]!r})\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (2, f"Error: {message}\n")
+    assert proc.stdout == "[]\n"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"word_embed_proj_dim": 16, "do_layer_norm_before": False},
+        {"enable_bias": False, "layer_norm_elementwise_affine": False},
+        {"tie_word_embeddings": False, "_remove_final_layer_norm": True},
+    ],
+)
+def test_config_module_names_equal_the_meta_built_model(overrides: dict) -> None:
+    from transformers import OPTConfig
+
+    from optinspect.model.family import FAMILY, config_module_names
+    from optinspect.model.names import module_names
+    from optinspect.model.spec import build_meta_model
+
+    raw = {"hidden_size": 32, "num_hidden_layers": 3, "ffn_dim": 64, "num_attention_heads": 4}
+    raw.update(overrides)
+    meta = build_meta_model(OPTConfig(**raw))
+    assert config_module_names(raw) == module_names(meta)
+    for name in ("facebook/opt-125m", "facebook/opt-350m"):
+        meta = build_meta_model(OPTConfig(**FAMILY[name]))
+        assert config_module_names(FAMILY[name]) == module_names(meta)

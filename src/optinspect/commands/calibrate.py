@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..model.family import config_value
 from .jobs import Job, plan_of, run_job, with_umask
 from .options import InputOptions, LoadOptions, Quant, ViewFormat, ViewFormatOpt, model_command
 
@@ -225,7 +226,7 @@ def _choose(
     from ..engine.samples import choose, shuffled
     from ..errors import UsageError
 
-    max_positions = int(plan.config.max_position_embeddings)
+    max_positions = int(config_value(plan.config, "max_position_embeddings"))
     if seq_len is not None and seq_len > max_positions:
         raise UsageError(
             f"--seq-len {seq_len} is more than the {max_positions} positions of {model}"

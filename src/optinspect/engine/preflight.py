@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import UsageError
-from ..model.names import module_names
+from ..model.family import config_value
 from .records import STAT_NAMES
 from .selection import LayerSpec, resolve_layers, select_names
 
@@ -247,14 +247,14 @@ def check_load_settings(load: LoadSettings) -> None:
 class Plan:
     """What preflight learned from the config: the model's sizes and the checked choices."""
 
-    config: Any
+    config: dict[str, Any]  # the raw config (model.spec.read_raw_config); no torch needed
     layers: list[int] | None  # the indices --layer names; None when it was not given
     head: int | None = None
     names: tuple[str, ...] | None = None  # the modules --filter selects, when filters were given
 
     @property
     def num_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
+        return int(config_value(self.config, "num_hidden_layers"))
 
 
 def preflight(
@@ -270,14 +270,16 @@ def preflight(
     tolerance: float | None = None,
 ) -> Plan:
     """Check every value a command was given, then read the model's config (no weights)
-    and check what depends on it.
+    and check what depends on it, all without importing torch (but for a hub id
+    outside the OPT family, whose config comes through transformers).
 
     ``load`` is the loading options, or just the model (default settings);
     ``layers`` is a layer spec; ``single_layer`` one layer (attention);
     ``filters`` are matched against the module names of the model built on
-    the meta device; ``head`` and ``top_k`` against the config's sizes.
+    the module names the config gives; ``head`` and ``top_k`` against its sizes.
     """
-    from ..model.spec import build_meta_model, read_config, resolve_source
+    from ..model.family import config_module_names
+    from ..model.spec import read_raw_config, resolve_source
 
     if layers is not None:  # the syntax first: it needs no config, so it answers at once
         resolve_layers(layers, _ANY_LAYERS)
@@ -291,16 +293,16 @@ def preflight(
     if tolerance is not None:
         check_tolerance(tolerance)
 
-    config = read_config(resolve_source(load.model))
-    num_layers = int(config.num_hidden_layers)
+    config = read_raw_config(resolve_source(load.model))
+    num_layers = int(config_value(config, "num_hidden_layers"))
     chosen = resolve_layers(layers, num_layers)
     if single_layer is not None:
         chosen = [resolve_single_layer(single_layer, num_layers)]
-    head_index = resolve_head(head, int(config.num_attention_heads)) if head is not None else None
+    heads = int(config_value(config, "num_attention_heads"))
+    head_index = resolve_head(head, heads) if head is not None else None
     if top_k is not None:
-        check_top_k(top_k, int(config.vocab_size))
+        check_top_k(top_k, int(config_value(config, "vocab_size")))
     names = None
     if filters:
-        meta = build_meta_model(config)
-        names = tuple(select_names(module_names(meta), num_layers, layers, filters))
+        names = tuple(select_names(config_module_names(config), num_layers, layers, filters))
     return Plan(config=config, layers=chosen, head=head_index, names=names)

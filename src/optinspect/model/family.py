@@ -21,12 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .names import DECODER, HEAD, TOKEN_EMBEDDINGS, layer_root
+from .names import ACTIVATION, DECODER, HEAD, LAYERS_PREFIX, TOKEN_EMBEDDINGS, layer_root
 
 __all__ = [
     "FAMILY",
     "FAMILY_NAMES",
+    "OPT_DEFAULTS",
     "ParamEntry",
+    "config_module_names",
+    "config_value",
     "family_config",
     "family_size",
     "list_config_params",
@@ -120,6 +123,63 @@ class ParamEntry:
         return self.name.rsplit(".", 1)[-1]
 
 
+#: OPTConfig's defaults for the keys this package reads, for configs that leave them out.
+OPT_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "ffn_dim": 3072,
+    "num_attention_heads": 12,
+    "vocab_size": 50272,
+    "max_position_embeddings": 2048,
+    "word_embed_proj_dim": None,
+    "enable_bias": True,
+    "layer_norm_elementwise_affine": True,
+    "do_layer_norm_before": True,
+    "_remove_final_layer_norm": False,
+    "tie_word_embeddings": True,
+}
+
+
+def config_value(raw: Mapping[str, Any], key: str) -> Any:
+    """``raw[key]``, or OPTConfig's default where the config leaves it out."""
+    return raw.get(key, OPT_DEFAULTS[key])
+
+
+def config_module_names(raw: Mapping[str, Any]) -> list[str]:
+    """``module_names(OPTForCausalLM(OPTConfig(**raw)))`` in plain Python: every named
+    submodule, in ``named_modules()`` order, without importing torch.
+
+    Mirrors the registration order of transformers' ``modeling_opt``, as
+    ``list_config_params`` does; a test compares both with the meta-built model.
+    """
+    hidden = int(config_value(raw, "hidden_size"))
+    word_dim = int(config_value(raw, "word_embed_proj_dim") or hidden)
+    names = ["model", DECODER, TOKEN_EMBEDDINGS, f"{DECODER}.embed_positions"]
+    if word_dim != hidden:
+        names += [f"{DECODER}.project_out", f"{DECODER}.project_in"]
+    if _has_final_norm(raw):
+        names.append(f"{DECODER}.final_layer_norm")
+    names.append(LAYERS_PREFIX.rstrip("."))
+    for index in range(int(config_value(raw, "num_hidden_layers"))):
+        layer = layer_root(index)
+        names += [layer, f"{layer}.self_attn"]
+        names += [
+            f"{layer}.self_attn.{proj}" for proj in ("k_proj", "v_proj", "q_proj", "out_proj")
+        ]
+        names += [
+            f"{layer}.{role}"
+            for role in (ACTIVATION, "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm")
+        ]
+    names.append(HEAD)
+    return names
+
+
+def _has_final_norm(raw: Mapping[str, Any]) -> bool:
+    return bool(config_value(raw, "do_layer_norm_before")) and not config_value(
+        raw, "_remove_final_layer_norm"
+    )
+
+
 def list_config_params(raw: Mapping[str, Any]) -> tuple[tuple[ParamEntry, ...], str | None]:
     """The parameters ``OPTForCausalLM(OPTConfig(**raw))`` has, worked out without building it.
 
@@ -130,18 +190,16 @@ def list_config_params(raw: Mapping[str, Any]) -> tuple[tuple[ParamEntry, ...], 
     ``lm_head`` listed only when it is not tied. Missing keys take OPTConfig's
     defaults. Returns the entries and what ``lm_head.weight`` is tied to.
     """
-    hidden = int(raw.get("hidden_size", 768))
-    layers = int(raw.get("num_hidden_layers", 12))
-    ffn = int(raw.get("ffn_dim", 3072))
-    vocab = int(raw.get("vocab_size", 50272))
-    positions = int(raw.get("max_position_embeddings", 2048))
-    word_dim = int(raw.get("word_embed_proj_dim") or hidden)
-    bias = bool(raw.get("enable_bias", True))
-    affine = bool(raw.get("layer_norm_elementwise_affine", True))
-    final_norm = bool(raw.get("do_layer_norm_before", True)) and not raw.get(
-        "_remove_final_layer_norm", False
-    )
-    tied = bool(raw.get("tie_word_embeddings", True))
+    hidden = int(config_value(raw, "hidden_size"))
+    layers = int(config_value(raw, "num_hidden_layers"))
+    ffn = int(config_value(raw, "ffn_dim"))
+    vocab = int(config_value(raw, "vocab_size"))
+    positions = int(config_value(raw, "max_position_embeddings"))
+    word_dim = int(config_value(raw, "word_embed_proj_dim") or hidden)
+    bias = bool(config_value(raw, "enable_bias"))
+    affine = bool(config_value(raw, "layer_norm_elementwise_affine"))
+    final_norm = _has_final_norm(raw)
+    tied = bool(config_value(raw, "tie_word_embeddings"))
 
     entries: list[ParamEntry] = []
 

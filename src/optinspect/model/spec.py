@@ -25,6 +25,7 @@ __all__ = [
     "ModelSource",
     "build_meta_model",
     "read_config",
+    "read_raw_config",
     "resolve_source",
     "tiny_path",
 ]
@@ -81,16 +82,23 @@ def resolve_source(spec: str) -> ModelSource:
 
 
 def read_config(source: ModelSource) -> Any:
-    """Read and check the OPT config of ``source`` without touching any weights.
+    """The checked ``OPTConfig`` of ``source``, reading no weight (see ``read_raw_config``)."""
+    from transformers import OPTConfig
+
+    return OPTConfig.from_dict(read_raw_config(source))
+
+
+def read_raw_config(source: ModelSource) -> dict[str, Any]:
+    """Read and check the OPT config of ``source`` as a plain dict, without torch.
 
     A folder's ``config.json`` is read as it is. A hub id that names a member of
     the OPT family (``facebook/opt-125m`` ... ``facebook/opt-175b``) gets the
     built-in published config from ``optinspect.model.family`` directly, without asking
     the cache or the hub, so it resolves offline; any other hub id comes from the
-    Hugging Face cache or the hub.
+    Hugging Face cache or the hub (through transformers, which imports torch).
+    Every check that a config alone decides runs here, so its errors come back
+    as fast as Python starts.
     """
-    from transformers import OPTConfig
-
     from .family import family_config
 
     if source.is_local:
@@ -123,21 +131,36 @@ def read_config(source: ModelSource) -> Any:
         raise ModelError(
             f"{source.spec} is not an OPT model: its config has model_type {model_type!r}"
         )
-    config = OPTConfig.from_dict(raw)
-    _check_shapes(source.spec, config)
-    return config
+    _check_shapes(source.spec, raw)
+    return raw
 
 
-def _check_shapes(spec: str, config: Any) -> None:
+def _check_shapes(spec: str, raw: dict[str, Any]) -> None:
     """Sizes the model cannot be built with, named before transformers fails on them."""
-    hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
+    from .family import config_value
+
+    try:
+        sizes = {
+            key: int(config_value(raw, key))
+            for key in (
+                "hidden_size",
+                "num_attention_heads",
+                "num_hidden_layers",
+                "vocab_size",
+                "max_position_embeddings",
+                "ffn_dim",
+            )
+        }
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"the config of {spec} cannot be built: {e}") from e
+    hidden, heads = sizes["hidden_size"], sizes["num_attention_heads"]
     if heads < 1 or hidden % heads:
         raise ModelError(
             f"the config of {spec} cannot be built: hidden_size {hidden} is not a multiple "
             f"of num_attention_heads {heads}"
         )
     for key in ("num_hidden_layers", "vocab_size", "max_position_embeddings", "ffn_dim"):
-        if int(getattr(config, key)) < 1:
+        if sizes[key] < 1:
             raise ModelError(f"the config of {spec} cannot be built: {key} is below 1")
 
 
