@@ -75,7 +75,16 @@ def header(results: dict[str, Any], argv: list[str]) -> list[str]:
         "## Versions",
         "",
         table(
-            ["python", "torch", "transformers", "optinspect", "bitsandbytes", "nnsight", "TL"],
+            [
+                "python",
+                "torch",
+                "transformers",
+                "optinspect",
+                "bitsandbytes",
+                "triton",
+                "nnsight",
+                "TL",
+            ],
             [
                 [
                     python_version(),
@@ -83,6 +92,7 @@ def header(results: dict[str, Any], argv: list[str]) -> list[str]:
                     version_of("transformers"),
                     version_of("optinspect"),
                     version_of("bitsandbytes"),
+                    version_of("triton"),
                     version_of("nnsight"),
                     version_of("transformer_lens"),
                 ]
