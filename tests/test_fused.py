@@ -147,9 +147,15 @@ def test_batches_of_many_rows(one_pass: OnePass) -> None:
 
 
 def test_strided_views_are_read_in_place_or_copied(one_pass: OnePass) -> None:
-    base = torch.randn(3, 8, 40, generator=generator(2))
-    assert_same_partials(one_pass, base[:, ::2, 5:30])  # row strides other than the width
-    assert_same_partials(one_pass, base.transpose(0, 1))  # batch and token strides swapped
+    # Sliced where the kernel runs: moving a view to another device copies it into a
+    # contiguous tensor, and the kernel would never see a row stride.
+    base = torch.randn(3, 8, 40, generator=generator(2)).to(one_pass.device)
+    rows = base[:, ::2, 5:30]
+    assert rows.stride() == (320, 80, 1)  # rows 80 apart, 25 wide
+    assert_same_partials(one_pass, rows)
+    swapped = base.transpose(0, 1)
+    assert swapped.stride() == (40, 320, 1)  # batch and token strides swapped
+    assert_same_partials(one_pass, swapped)
     assert_same_partials(one_pass, base.transpose(1, 2))  # features not contiguous: copied
 
 
