@@ -11,8 +11,8 @@
 #   --budget SECONDS     the whole check's cap (default 300); no step starts past it
 #
 # Steps, each under its cap, each logged to OUTDIR/STEP.log:
-#   install      pip install --no-index --no-deps --target SITE WHEELS/*.whl; SITE, a
-#                temporary folder, then comes second on PYTHONPATH, after src/
+#   install      pip install --no-index --no-deps --target SITE WHEELS/*.whl (those for
+#                this Python); SITE, a temporary folder, comes second on PYTHONPATH
 #   environment  every package's version and path against pyproject's minimums; the
 #                bitsandbytes library loaded, one int8 matmul and one NF4 round trip;
 #                the Triton statistics kernel against eager, with its compile time
@@ -105,7 +105,11 @@ selected() { [ -z "$ONLY" ] || [[ $ONLY == *",$1,"* ]]; }
 
 gpu_line() {
     if ! command -v nvidia-smi >/dev/null 2>&1; then
-        echo "none found (no nvidia-smi)"
+        if [ -r /proc/driver/nvidia/version ]; then
+            echo "no nvidia-smi; $(head -n 1 /proc/driver/nvidia/version)"
+        else
+            echo "none found (no nvidia-smi, no NVIDIA driver)"
+        fi
         return
     fi
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 |
@@ -274,26 +278,13 @@ echo "gpu-check: $MODE, writing to $OUTDIR" >&2
 if selected install; then
     if [ $REHEARSE -eq 1 ] && [ -z "$WHEELS" ]; then
         WHEELS=$WORK/wheels
-        if ! "$PY" scripts/gpu_check.py fake-wheel "$WHEELS" >/dev/null ||
-            ! "$PY" scripts/gpu_check.py slim-wheel "$WHEELS"/*.whl --keep cuda130 >&2; then
+        if ! wheel=$("$PY" scripts/gpu_check.py fake-wheel "$WHEELS") ||
+            ! "$PY" scripts/gpu_check.py slim-wheel "$wheel" --keep cuda130 >&2; then
             echo "Error: could not build the rehearsal's wheel" >&2
             exit 1
         fi
     fi
-    WHEELS=${WHEELS:-$ROOT/.whl}
-    shopt -s nullglob
-    wheels=("$WHEELS"/*.whl)
-    shopt -u nullglob
-    if [ ${#wheels[@]} -eq 0 ]; then
-        echo "no wheel in $WHEELS: see docs/gpu-check.md for the pip download lines" >"$OUTDIR/install.log"
-        record install "FAILED (no wheel)" 0 -
-        failed install "no *.whl in $WHEELS"
-    elif "$PY" -m pip --version >/dev/null 2>&1; then
-        run_step install "$PY" -m pip install --disable-pip-version-check --no-index --no-deps \
-            --target "$SITE" "${wheels[@]}"
-    else
-        run_step install "$PY" scripts/gpu_check.py unpack-wheels --target "$SITE" "${wheels[@]}"
-    fi
+    run_step install "$PY" scripts/gpu_check.py install --target "$SITE" "${WHEELS:-$ROOT/.whl}"
 fi
 
 # 2. What is installed, and whether bitsandbytes and Triton work on this device.

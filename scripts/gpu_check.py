@@ -17,11 +17,14 @@ import argparse
 import base64
 import faulthandler
 import hashlib
+import importlib.util
 import json
 import os
 import re
 import runpy
+import shlex
 import statistics
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 import zipfile
@@ -73,9 +76,11 @@ def write_wheel(
 
 def fake_wheel(folder: Path) -> Path:
     """A small wheel shaped like bitsandbytes': a package, a CPU library and one
-    library per toolkit, tagged manylinux_2_24_x86_64 as bitsandbytes 0.50.2 is."""
+    library per toolkit, tagged manylinux_2_24_x86_64 as bitsandbytes 0.50.2 is.
+    Beside it, one for a Python nobody runs, as a stale download would be."""
     package = "optinspect_fake_native"
     files = {f"{package}/__init__.py": b'"""A stand-in for a wheel with native libraries."""\n'}
+    write_wheel(folder, package, "0.1.0", "cp27-cp27m-win32", files)
     for variant in ("cpu", "cuda118", "cuda128", "cuda130", "cuda132", "rocm64", "xpu2025"):
         files[f"{package}/libfake_{variant}.so"] = variant.encode() * 512
     return write_wheel(folder, package, "0.1.0", "py3-none-manylinux_2_24_x86_64", files)
@@ -107,6 +112,40 @@ def slim_wheel(path: Path, keep: list[str]) -> tuple[list[str], int, int]:
     before = path.stat().st_size
     os.replace(slim, path)
     return dropped, before, path.stat().st_size
+
+
+def installable(wheels: list[Path]) -> tuple[list[Path], list[Path]]:
+    """The wheels this Python can install, and the others (pip refuses a whole command
+    for one wheel of another Python or platform). All of them without packaging."""
+    try:
+        from packaging.tags import sys_tags
+        from packaging.utils import parse_wheel_filename
+    except ImportError:
+        return wheels, []
+    here = set(sys_tags())
+    fit = [w for w in wheels if here & set(parse_wheel_filename(w.name)[3])]
+    return fit, [w for w in wheels if w not in fit]
+
+
+def install_wheels(folder: Path, target: Path) -> int:
+    """``pip install --no-index --no-deps --target`` of the wheels in ``folder`` that this
+    Python can install; without pip, they are unpacked. pip's exit status."""
+    wheels = sorted(folder.glob("*.whl"))
+    if not wheels:
+        print(f"no wheel in {folder}: see docs/gpu-check.md for the pip download lines")
+        return PROBLEMS
+    fit, other = installable(wheels)
+    for path in other:
+        print(f"skipped {path.name}: not for this Python and platform")
+    if importlib.util.find_spec("pip") is None:
+        print("no pip here: the wheels are unpacked instead")
+        unpack_wheels(target, fit)
+        return 0
+    # --no-deps: the wheels name torch among their requirements, and pip would reach for it.
+    line = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-index"]
+    line += ["--no-deps", "--target", str(target), *map(str, fit)]
+    print("$ " + shlex.join(line), flush=True)
+    return subprocess.call(line)
 
 
 def unpack_wheels(target: Path, wheels: list[Path]) -> None:
@@ -236,9 +275,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     slim = commands.add_parser("slim-wheel", help="keep one toolkit's library in a wheel")
     slim.add_argument("wheel", type=Path)
     slim.add_argument("--keep", action="append", help="library variant to keep (default cuda130)")
-    unpack = commands.add_parser("unpack-wheels", help="pip install --target, without pip")
-    unpack.add_argument("--target", type=Path, required=True)
-    unpack.add_argument("wheels", type=Path, nargs="+")
+    install = commands.add_parser("install", help="pip install --target the wheels of FOLDER")
+    install.add_argument("--target", type=Path, required=True)
+    install.add_argument("folder", type=Path)
     env = commands.add_parser("environment", help="versions, paths, bitsandbytes and Triton")
     env.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     env.add_argument("--site", type=Path, help="where the carried wheels were installed")
@@ -271,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.wheel.name}: {len(dropped)} libraries dropped, {before / 2**20:.1f} MiB -> "
             f"{after / 2**20:.1f} MiB"
         )
-    elif args.command == "unpack-wheels":
-        unpack_wheels(args.target, args.wheels)
+    elif args.command == "install":
+        return install_wheels(args.folder, args.target)
     elif args.command == "environment":
         return environment(args)
     elif args.command == "pytest-section":

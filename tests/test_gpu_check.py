@@ -85,6 +85,9 @@ def test_the_rehearsal_runs_every_step_and_leaves_its_evidence(tmp_path: Path) -
         "optinspect_fake_native-0.1.0-py3-none-manylinux_2_24_x86_64.whl: 5 libraries dropped"
         in proc.stderr
     )
+    # A wheel for another Python would make pip refuse the whole line: it is left out.
+    skipped = "skipped optinspect_fake_native-0.1.0-cp27-cp27m-win32.whl: not for this Python"
+    assert skipped in install
     # The environment: versions and paths against pyproject, the wheel's package found.
     torch_row = next(line for line in lines if line.startswith("  torch ") and "wants" in line)
     assert torch_row.startswith(f"  torch {importlib.metadata.version('torch')} (wants >=2.3) /")
@@ -199,6 +202,31 @@ def test_slimming_to_a_library_the_wheel_lacks_is_refused(tmp_path: Path) -> Non
         "libfake_cuda130.so, libfake_cuda132.so, libfake_rocm64.so, libfake_xpu2025.so"
     )
     assert zipfile.ZipFile(wheel).testzip() is None  # left as it was
+
+
+def test_without_pip_the_wheels_are_unpacked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheel = gpu_check.fake_wheel(tmp_path / "wheels")
+    real = gpu_check.importlib.util.find_spec
+    monkeypatch.setattr(
+        gpu_check.importlib.util, "find_spec", lambda name: None if name == "pip" else real(name)
+    )
+    assert gpu_check.install_wheels(tmp_path / "wheels", tmp_path / "site") == 0
+    assert (tmp_path / "site" / "optinspect_fake_native" / "libfake_cuda130.so").exists()
+    assert capsys.readouterr().out.splitlines() == [
+        "skipped optinspect_fake_native-0.1.0-cp27-cp27m-win32.whl: not for this Python and "
+        "platform",
+        "no pip here: the wheels are unpacked instead",
+        f"unpacked {wheel.name} into {tmp_path / 'site'}",
+    ]
+
+
+def test_no_wheel_to_carry_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert gpu_check.install_wheels(tmp_path, tmp_path / "site") == gpu_report.PROBLEMS
+    assert capsys.readouterr().out == (
+        f"no wheel in {tmp_path}: see docs/gpu-check.md for the pip download lines\n"
+    )
 
 
 def test_a_carried_wheel_whose_requirement_is_missing_is_a_problem(tmp_path: Path) -> None:
