@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run.py --quick --output /tmp/B.md   # a smoke test, < 1 minute
     .venv/bin/python benchmarks/run.py --only overhead   # section 1 alone, printed (a few minutes)
     .venv/bin/python benchmarks/run.py --only serve --merge   # section 8, into BENCHMARKS.md
+    python3 benchmarks/run.py --only cuda --repeats 3 --json cuda.json   # section 7, opt-1.3b shape
 
 Peers (nnsight, TransformerLens) come from benchmarks/requirements.txt; a peer
 that is not installed or fails is reported with its error, never fatal. Nothing
@@ -13,6 +14,7 @@ is downloaded: every model has random weights, built from a config in memory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -58,6 +60,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="LOAD",
         help="before each section, wait (up to 10 minutes) until the 1-minute load average "
         "is at most LOAD",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="with --only cuda: also write the section's JSON to PATH",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        choices=["cuda", "cpu"],
+        help="with --only cuda: where the section runs; cpu rehearses its code without a GPU "
+        "(no figure of it means anything)",
     )
     parser.add_argument("--worker-memory", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", type=int, default=256, help=argparse.SUPPRESS)
@@ -287,18 +302,31 @@ def run_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def as_json(value: Any) -> Any:
+    """``json.dumps``'s fallback: dataclasses (a timing ``Series``) as their fields."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
 def only_cuda(args: argparse.Namespace) -> int:
-    """The CUDA section alone, printed as JSON; 1 without CUDA or when the section failed."""
+    """The CUDA section alone, printed as JSON (and written to --json); 1 without CUDA or
+    when the section failed."""
     import torch
 
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("[benchmarks] --only cuda: CUDA is not available here", file=sys.stderr)
         return 1
     import bench_cuda
 
     results: dict[str, Any] = {}
-    section(results, "cuda", bench_cuda.cuda_section, *plan(args)["cuda"], args.quick)
-    print(json.dumps(results, indent=2, default=str))
+    repeats, warmup = plan(args)["cuda"]
+    fn = bench_cuda.cuda_section
+    section(results, "cuda", fn, repeats, warmup, args.quick, args.tokens, args.device)
+    text = json.dumps(results, indent=2, default=as_json)
+    if args.json is not None:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    print(text)
     return 1 if "error" in results["cuda"] else 0
 
 

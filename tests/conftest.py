@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +100,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reason = "needs CUDA: run with pytest -m gpu" if hidden else "needs CUDA, absent here"
     for item in gpu_items:
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def triton_fallback() -> str | None:
+    """Why the Triton statistics kernel switched itself off in this process, or None.
+
+    ``fused_triton._broken`` is process-global: once set, every later CUDA statistic
+    takes the eager path and the tests comparing statistics still pass, so nothing
+    else in a run shows that the kernel stopped being tested. Read without importing.
+    """
+    import sys
+
+    module = sys.modules.get("optinspect.engine.fused_triton")
+    return getattr(module, "_broken", None)
+
+
+#: The first test after which the kernel was found switched off.
+_fallback_seen_after: list[str] = []
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    if not _fallback_seen_after and triton_fallback() is not None:
+        _fallback_seen_after.append(nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if triton_fallback() is not None and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    broken = triton_fallback()
+    if broken is not None:
+        terminalreporter.write_line(
+            "FAILED: the Triton statistics kernel failed and switched itself off "
+            f"(first seen after {', '.join(_fallback_seen_after) or 'the last test'}); every "
+            f"later statistic took the eager path: {broken}",
+            red=True,
+        )
+    elif gpu_selected(config.option.markexpr or ""):
+        terminalreporter.write_line("Triton statistics kernel: no fallback in this run")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -147,3 +147,39 @@ def test_merge_replaces_and_inserts_sections_and_goal_rows() -> None:
     assert "\n\n\n" not in merged
     again = bench_report.merge(merged, NEW_SECTIONS, results, ["--only", "serve", "--merge"])
     assert again == merged  # the note of the same sections is replaced, not repeated
+
+
+def test_the_cuda_section_imports_and_parses_its_arguments_without_a_gpu(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # scripts/gpu-check.sh runs `run.py --only cuda --repeats 3` on the GPU machine: the
+    # opt-1.3b shape, 3 timed rounds after 1 warm-up. Its CPU rehearsal runs the section.
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_cuda
+    import run
+
+    args = run.parse_args(["--only", "cuda", "--repeats", "3", "--json", "c.json"])
+    assert (args.only, args.device, args.json, args.quick) == (
+        "cuda",
+        "cuda",
+        Path("c.json"),
+        False,
+    )
+    assert run.plan(args)["cuda"] == (3, 1)
+    assert bench_cuda.OPT_1_3B["hidden_size"] == 2048
+    assert run.main(["--only", "cuda"]) == 1  # CUDA is hidden in this suite
+    assert capsys.readouterr().err == "[benchmarks] --only cuda: CUDA is not available here\n"
+
+
+def test_timing_series_are_written_as_their_fields() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_util
+    import run
+
+    series = bench_util.Series("bare forward", times=[0.5], ratios=[1.0])
+    assert run.as_json(series) == {
+        "label": "bare forward",
+        "times": [0.5],
+        "ratios": [1.0],
+        "note": "",
+    }

@@ -23,8 +23,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,9 +147,15 @@ def test_batches_of_many_rows(one_pass: OnePass) -> None:
 
 
 def test_strided_views_are_read_in_place_or_copied(one_pass: OnePass) -> None:
-    base = torch.randn(3, 8, 40, generator=generator(2))
-    assert_same_partials(one_pass, base[:, ::2, 5:30])  # row strides other than the width
-    assert_same_partials(one_pass, base.transpose(0, 1))  # batch and token strides swapped
+    # Sliced where the kernel runs: moving a view to another device copies it into a
+    # contiguous tensor, and the kernel would never see a row stride.
+    base = torch.randn(3, 8, 40, generator=generator(2)).to(one_pass.device)
+    rows = base[:, ::2, 5:30]
+    assert rows.stride() == (320, 80, 1)  # rows 80 apart, 25 wide
+    assert_same_partials(one_pass, rows)
+    swapped = base.transpose(0, 1)
+    assert swapped.stride() == (40, 320, 1)  # batch and token strides swapped
+    assert_same_partials(one_pass, swapped)
     assert_same_partials(one_pass, base.transpose(1, 2))  # features not contiguous: copied
 
 
@@ -327,6 +338,41 @@ def test_a_kernel_that_fails_warns_once_then_stays_off(
             "available for execution on the device); the eager torch statistics are used instead",
         )
     ]
+
+
+FALLBACK_TEST = """
+from optinspect.engine import fused_triton
+
+
+def test_statistics_still_agree_on_the_eager_path():
+    fused_triton._broken = "RuntimeError: no kernel image is available for execution"
+"""
+
+
+def test_a_run_in_which_the_kernel_switched_itself_off_fails(tmp_path: Path) -> None:
+    # The statistics tests pass on the eager path too, so a kernel that failed once (on
+    # a GPU, in any test) would go unseen: conftest fails the run and says where.
+    tests = Path(__file__).resolve().parent
+    shutil.copy(tests / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_fallback.py").write_text(FALLBACK_TEST, encoding="utf-8")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tests.parent / "src"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    assert (
+        "FAILED: the Triton statistics kernel failed and switched itself off (first seen after "
+        "test_fallback.py::test_statistics_still_agree_on_the_eager_path); every later "
+        "statistic took the eager path: RuntimeError: no kernel image is available for execution"
+    ) in proc.stdout
 
 
 @pytest.mark.parametrize(

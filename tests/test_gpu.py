@@ -1,13 +1,18 @@
 """On CUDA: trace, compare, outliers and --device-map on a model as wide as opt-1.3b.
 
 Run with ``pytest -m gpu`` (plain ``pytest`` hides CUDA, see conftest.py); every test
-here skips itself where CUDA is absent. Nothing is downloaded: the checkpoint has
-random weights, built from an OPTConfig with the tiny tokenizer.
+marked gpu skips itself where CUDA is absent. The others (the device-map budget,
+computed on the meta device) run on the CPU in every plain run. Nothing is
+downloaded: the checkpoint has random weights, built from an OPTConfig with the tiny
+tokenizer.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +20,11 @@ import pytest
 import torch
 
 from optinspect import load
+from optinspect.model.names import layer_of, layer_root
+from optinspect.model.placement import placement_name, placement_of
 from optinspect.tracing import iter_trace
 
-pytestmark = pytest.mark.gpu
+gpu = pytest.mark.gpu
 
 DEVICE = "cuda"
 #: opt-1.3b's widths; 4 of its 24 layers keep the run short (each layer is the same code).
@@ -65,6 +72,7 @@ def reference(x: torch.Tensor) -> dict[str, float]:
     }
 
 
+@gpu
 @pytest.mark.parametrize("quant", ["8bit", "4bit", "none"])
 def test_statistics_equal_a_float64_reference_of_the_outputs(wide: Path, quant: str) -> None:
     loaded = load(str(wide), quant=quant, device=DEVICE)
@@ -97,6 +105,7 @@ def test_statistics_equal_a_float64_reference_of_the_outputs(wide: Path, quant: 
                 )
 
 
+@gpu
 @pytest.mark.parametrize("quant", ["8bit", "4bit", "none"])
 def test_logits_are_identical_with_and_without_tracing(wide: Path, quant: str) -> None:
     from optinspect.engine.capture import capture
@@ -122,6 +131,7 @@ def run_json(cli: Callable, *args: str) -> dict:
     return json.loads(result.out)
 
 
+@gpu
 def test_compare_8bit_against_float16_on_cuda(cli, wide: Path) -> None:
     doc = run_json(
         cli, "compare", SENTENCES[0], "--model", str(wide), "--device", DEVICE,
@@ -139,6 +149,7 @@ def test_compare_8bit_against_float16_on_cuda(cli, wide: Path) -> None:
     assert fc1["type"] == "Linear8bitLt" and fc1["rel_error"] > 0.0
 
 
+@gpu
 def test_compare_a_setting_against_itself_on_cuda(cli, wide: Path) -> None:
     doc = run_json(
         cli, "compare", SENTENCES[0], "--model", str(wide), "--device", DEVICE,
@@ -148,6 +159,7 @@ def test_compare_a_setting_against_itself_on_cuda(cli, wide: Path) -> None:
     assert all(m["rel_error"] == 0.0 and m["max_abs_diff"] == 0.0 for m in doc["modules"])
 
 
+@gpu
 @pytest.mark.parametrize("quant", ["8bit", "none"])
 def test_outliers_find_the_planted_dimension_on_cuda(
     cli, wide: Path, tmp_path: Path, quant: str
@@ -167,6 +179,73 @@ def test_outliers_find_the_planted_dimension_on_cuda(
     assert [r["dim"] for r in doc["recurring"]] == [PLANTED]
 
 
+#: The split the offload test means: decoder layers 0-1 on the GPU, 2-3 on the CPU.
+GPU_LAYERS = 2
+MiB = 2**20
+
+
+@functools.cache
+def meta_model() -> torch.nn.Module:
+    """The fixture's model on the meta device, in float16 as the offload test loads it."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    with torch.device("meta"):
+        return OPTForCausalLM(OPTConfig(**OPT_1_3B_WIDTHS)).to(torch.float16)
+
+
+def layer_homes(gpu_mib: int) -> dict[int, str]:
+    """Where transformers' own device-map computation puts each decoder layer of the
+    float16 fixture for ``--max-memory cuda:0={gpu_mib}MiB,cpu=16GiB``: ``cuda:0`` or ``cpu``.
+
+    The computation needs no GPU: it reads the sizes of a model built on the meta
+    device, and a cap given for GPU 0 is taken as it is.
+    """
+    model = meta_model()
+    memory: dict[int | str, int] = {0: gpu_mib * MiB, "cpu": 16 * 1024 * MiB}
+    try:
+        from transformers.integrations.accelerate import _get_device_map
+    except ImportError:  # a transformers without it: accelerate's computation, as it calls it
+        from accelerate.utils import get_balanced_memory, infer_auto_device_map
+
+        splits = model._no_split_modules
+        balanced = get_balanced_memory(model, memory, no_split_module_classes=splits)
+        device_map = infer_auto_device_map(model, balanced, no_split_module_classes=splits)
+    else:
+        # Its arguments changed between transformers releases: give those it takes.
+        offered = {
+            "model": model,
+            "device_map": "auto",
+            "max_memory": memory,
+            "hf_quantizer": None,
+            "dtype": torch.float16,
+        }
+        taken = inspect.signature(_get_device_map).parameters
+        device_map = _get_device_map(**{k: v for k, v in offered.items() if k in taken})
+    layers = int(OPT_1_3B_WIDTHS["num_hidden_layers"])
+    return {i: placement_name(placement_of(device_map, layer_root(i))) for i in range(layers)}
+
+
+def offload_budget(gpu_layers: int) -> int:
+    """The GPU cap in MiB, a multiple of 10, in the middle of the caps at which exactly
+    decoder layers ``0 .. gpu_layers - 1`` stay on the GPU and the rest go to the CPU."""
+    layers = int(OPT_1_3B_WIDTHS["num_hidden_layers"])
+    meant = {i: "cuda:0" if i < gpu_layers else "cpu" for i in range(layers)}
+    fitting = [mib for mib in range(200, 1200, 10) if layer_homes(mib) == meant]
+    assert fitting, f"no GPU cap from 200 to 1190 MiB puts layers 0-{gpu_layers - 1} on the GPU"
+    return fitting[len(fitting) // 2]
+
+
+def test_the_offload_budget_keeps_the_layers_meant_on_the_gpu() -> None:
+    # 300 MiB, the budget this test first had: the token embedding (206 MB) and the
+    # reserve for the largest layer (101 MB) fill it, and every decoder layer went to
+    # the CPU, so "some weight on the GPU" could never hold.
+    assert set(layer_homes(300).values()) == {"cpu"}
+    budget = offload_budget(GPU_LAYERS)
+    assert layer_homes(budget) == {0: "cuda:0", 1: "cuda:0", 2: "cpu", 3: "cpu"}
+    assert 300 < budget < 1200
+
+
+@gpu
 def test_device_map_with_cpu_offload_gives_the_plain_statistics(cli, wide: Path) -> None:
     base = [
         "trace",
@@ -181,10 +260,14 @@ def test_device_map_with_cpu_offload_gives_the_plain_statistics(cli, wide: Path)
         "all",
     ]
     plain = run_json(cli, *base, "--device", DEVICE)
-    # About 0.6 GB of float16 weights: a 300 MiB cap on the GPU sends part of them to the CPU.
-    mapped = run_json(cli, *base, "--device-map", "auto", "--max-memory", "cuda:0=300MiB,cpu=16GiB")
-    homes = {m["weight_device"] for m in mapped["modules"] if m["weight_dtype"]}
-    assert "cpu" in homes and any(h and h.startswith("cuda") for h in homes), homes
+    # About 0.6 GB of float16 weights; the cap comes from transformers' own device-map
+    # computation (layer_homes) so that layers 0-1 stay on the GPU and 2-3 are offloaded.
+    budget = offload_budget(GPU_LAYERS)
+    memory = f"cuda:0={budget}MiB,cpu=16GiB"
+    mapped = run_json(cli, *base, "--device-map", "auto", "--max-memory", memory)
+    homes = {m["name"]: m["weight_device"] for m in mapped["modules"] if m["weight_dtype"]}
+    meant = {name: "cuda:0" if (layer_of(name) or 0) < GPU_LAYERS else "cpu" for name in homes}
+    assert homes and homes == meant, memory
     assert [m["name"] for m in mapped["modules"]] == [m["name"] for m in plain["modules"]]
     for a, b in zip(plain["modules"], mapped["modules"], strict=True):
         assert a["shape"] == b["shape"], a["name"]
@@ -199,3 +282,34 @@ def test_device_map_with_cpu_offload_gives_the_plain_statistics(cli, wide: Path)
                 key,
             )
         assert (b["stats"]["nan"], b["stats"]["inf"]) == (0, 0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@gpu
+def test_nccl_takes_the_rank_gpu_and_the_timeout_in_one_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two NCCL ranks cannot share one GPU, so the many-rank path is not run on a machine
+    # with one; a single rank still checks that this torch's NCCL takes the arguments
+    # process_group gives it (device_id, timeout) and runs a collective with them.
+    import torch.distributed as dist
+
+    from optinspect.engine.distributed import Ranks, group_options
+
+    if not dist.is_available() or not dist.is_nccl_available():
+        pytest.skip("this torch was built without NCCL")
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(name, value)
+    options = group_options(Ranks(rank=0, world=1, local_rank=0), "nccl")
+    dist.init_process_group(**options, rank=0, world_size=1)
+    try:
+        total = torch.ones(3, device="cuda:0")
+        dist.all_reduce(total)
+        assert total.tolist() == [1.0, 1.0, 1.0]
+    finally:
+        dist.destroy_process_group()

@@ -12,17 +12,35 @@ here then does nothing and every batch is its own.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 
 if TYPE_CHECKING:  # torch is imported where ranks meet; launched() reads the environment only
     import torch
 
-__all__ = ["Ranks", "agree", "all_reduce", "gather", "launched", "process_group"]
+__all__ = [
+    "NCCL_TIMEOUT",
+    "Ranks",
+    "agree",
+    "all_reduce",
+    "gather",
+    "group_options",
+    "launched",
+    "process_group",
+]
+
+#: How long an NCCL rank waits at a collective for the others. The ranks' shares differ
+#: by one batch at most (seconds on a GPU), so a rank still waiting after this long
+#: waits for one that failed after the ranks agreed: it stops then, not at NCCL's
+#: 10-minute watchdog. gloo keeps torch's default (30 minutes): a CPU batch of a
+#: large model can itself take minutes.
+NCCL_TIMEOUT = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -71,7 +89,7 @@ def process_group(ranks: Ranks, backend: str) -> Iterator[None]:
         return
     if backend == "nccl":
         torch.cuda.set_device(ranks.local_rank)
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(**group_options(ranks, backend))
     try:
         yield
         # Every rank done with its collectives before any tears its connections
@@ -79,6 +97,24 @@ def process_group(ranks: Ranks, backend: str) -> Iterator[None]:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def group_options(ranks: Ranks, backend: str) -> dict[str, Any]:
+    """The arguments of ``init_process_group`` for this rank: with NCCL, its GPU
+    (``device_id``, so the communicator is made at once, on that device) and
+    ``NCCL_TIMEOUT``, each where this torch's ``init_process_group`` takes it."""
+    import torch
+    import torch.distributed as dist
+
+    options: dict[str, Any] = {"backend": backend}
+    if backend != "nccl":
+        return options
+    accepted = inspect.signature(dist.init_process_group).parameters
+    if "device_id" in accepted:
+        options["device_id"] = torch.device("cuda", ranks.local_rank)
+    if "timeout" in accepted:
+        options["timeout"] = NCCL_TIMEOUT
+    return options
 
 
 def agree(ranks: Ranks, values: Mapping[str, str], error: str | None) -> None:
