@@ -68,6 +68,12 @@ def minimums() -> dict[str, Any]:
     return found
 
 
+def _wants(requirement: Any) -> str:
+    """The range as people write it, the lower bound first: ``>=2.3,<3``."""
+    specs = sorted(requirement.specifier, key=lambda s: (not s.operator.startswith(">"), str(s)))
+    return ",".join(str(s) for s in specs)
+
+
 def _where(module_name: str) -> str:
     import importlib.util
 
@@ -94,7 +100,7 @@ def check_packages(report: Report, site: Path | None) -> None:
                 report.say(f"{name}: absent ({OPTIONAL_HERE[name]})")
             else:
                 unfit.add(name)
-                report.problem(f"{name}: missing (pyproject wants {requirement.specifier})")
+                report.problem(f"{name}: missing (pyproject wants {_wants(requirement)})")
             continue
         module = name.replace("-", "_")
         try:
@@ -106,11 +112,13 @@ def check_packages(report: Report, site: Path | None) -> None:
             continue
         path = _where(module)
         carried = " (carried)" if site is not None and path.startswith(str(site)) else ""
-        wants = requirement.specifier if requirement is not None else "optional"
+        wants = _wants(requirement) if requirement is not None else "optional"
         line = f"{name} {version} (wants {wants or 'any'}){carried} {path}"
         if requirement is not None and not requirement.specifier.contains(version, True):
             unfit.add(name)
-            report.problem(line + ": too old")
+            floors = [s for s in requirement.specifier if s.operator.startswith(">")]
+            old = any(not s.contains(version, True) for s in floors)
+            report.problem(line + (": too old" if old else ": newer than pyproject admits"))
         else:
             report.say(line)
     if "typer" in unfit:
