@@ -42,6 +42,42 @@ def test_help_does_not_import_torch(args: list[str]) -> None:
     assert proc.stdout.rstrip().endswith("HEAVY=")
 
 
+def test_version_is_one_line_on_stdout_without_torch() -> None:
+    from optinspect import __version__
+
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK_NO_TORCH.format(args=["--version"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == f"optinspect {__version__}\nHEAVY=\n"
+
+
+def test_version_is_the_package_version() -> None:
+    import re
+    from pathlib import Path
+
+    from optinspect import __version__
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    # tomllib is Python 3.11+; the [project] table's version is the first at line start.
+    match = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
+    assert match is not None
+    assert __version__ == match.group(1)
+
+
+def test_bare_command_prints_the_help_and_succeeds(cli) -> None:
+    # `optinspect` alone asks what it can do: the same help as --help (usage, options,
+    # commands), on stdout, exit 0; no "Error:" and no second pointer to --help.
+    bare = cli()
+    assert (bare.code, bare.err) == (0, "")
+    assert bare.out == cli("--help").out
+    assert bare.out.startswith("Usage: optinspect [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in bare.out
+
+
 def test_installed_command_runs_the_tiny_model() -> None:
     exe = shutil.which("optinspect") or str(
         __import__("pathlib").Path(sys.executable).with_name("optinspect")

@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -35,7 +35,6 @@ from .model.quiet import no_hub_kernels
 app = typer.Typer(
     name="optinspect",
     help="Look inside OPT language models: every module's output, in execution order.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     # Plain help: rich's help formatter imports markdown-it and costs ~130 ms per --help.
     rich_markup_mode=None,
@@ -52,9 +51,32 @@ app.command("calibrate")(calibrate_command)
 app.command("serve")(serve_command)
 
 
-@app.callback()
-def _root() -> None:
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"optinspect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print optinspect's version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Look inside OPT language models: every module's output, in execution order."""
+    if ctx.invoked_subcommand is None:
+        # Bare `optinspect` asks what it can do: the help, on stdout, and success, as
+        # pip, docker and kubectl answer (not a usage error, as git does).
+        typer.echo(ctx.get_help())
 
 
 def _error(message: str) -> None:
