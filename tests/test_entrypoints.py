@@ -126,3 +126,71 @@ def test_shell_completion_completes_commands_and_options() -> None:
         timeout=120,
     )
     assert options.stdout.split() == ["--quant"]
+
+
+# --- examples in --help -------------------------------------------------------------------
+
+HELP_COMMANDS = [
+    "trace", "params", "tree", "lens", "attention", "compare", "outliers", "calibrate", "serve",
+]  # fmt: skip
+#: What ends a command in a shell line: the example's optinspect command stops there.
+SHELL_OPERATORS = frozenset({"|", "||", "&", "&&", ";", ">", ">>", "<"})
+
+
+def help_examples(help_text: str) -> list[str]:
+    """The lines of the Examples paragraph of a --help text, as printed."""
+    lines = help_text.splitlines()
+    start = lines.index("  Examples:") + 1
+    examples = []
+    for line in lines[start:]:
+        if line and not line.startswith(" "):  # the next section: Arguments:, Options:
+            break
+        if line.strip():
+            examples.append(line)
+    return examples
+
+
+def optinspect_args(example: str) -> list[str]:
+    """The arguments an example line gives optinspect (after `optinspect` or `-m optinspect`,
+    up to a pipe or redirection); fails when the line holds no optinspect command."""
+    import shlex
+
+    lexer = shlex.shlex(example, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    tokens = list(lexer)
+    assert "optinspect" in tokens, f"not a whole command: {example!r}"
+    args: list[str] = []
+    for token in tokens[tokens.index("optinspect") + 1 :]:
+        if token in SHELL_OPERATORS:
+            break
+        args.append(token)
+    return args
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("command", HELP_COMMANDS)
+def test_help_examples_are_whole_commands_that_parse(
+    cli, monkeypatch: pytest.MonkeyPatch, command: str, columns: int
+) -> None:
+    # Each example prints verbatim on one line, fits the terminal, and is a command line
+    # the CLI accepts: pasted into a shell, it runs (no line cut mid-command, no lost `\`).
+    import click
+    import typer
+
+    from optinspect.cli import app
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = cli(command, "--help")
+    assert result.code == 0, result.err
+    examples = help_examples(result.out)
+    assert len(examples) >= 2, result.out
+    group = typer.main.get_command(app)
+    for example in examples:
+        assert len(example) <= columns, f"wider than {columns} columns: {example!r}"
+        name, *rest = optinspect_args(example)
+        sub = group.get_command(click.Context(group), name)
+        assert sub is not None, example
+        try:
+            sub.make_context(name, rest).close()
+        except click.UsageError as e:
+            pytest.fail(f"{example!r} does not parse: {e.format_message()}")
