@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
@@ -194,3 +196,62 @@ def test_help_examples_are_whole_commands_that_parse(
             sub.make_context(name, rest).close()
         except click.UsageError as e:
             pytest.fail(f"{example!r} does not parse: {e.format_message()}")
+
+
+# --- the end of the process ------------------------------------------------------------------
+
+#: main() as the console script runs it, with an exit hook that leaves a mark: the mark
+#: is there only when the process ended through the interpreter's teardown.
+MAIN_WITH_MARK = """
+import atexit, sys, threading, time
+atexit.register(lambda: open({mark!r}, "w").write("teardown"))
+if {thread!r}:
+    threading.Thread(target=time.sleep, args=(0.2,)).start()
+sys.argv = ["optinspect", *{args!r}]
+from optinspect.cli import main
+main()
+"""
+
+
+def run_main(tmp_path, args: list[str], *, thread: bool = False, **kwargs):
+    mark = tmp_path / "mark"
+    code = MAIN_WITH_MARK.format(mark=str(mark), thread=thread, args=args)
+    proc = subprocess.run([sys.executable, "-c", code], timeout=300, **kwargs)
+    return proc, mark.exists()
+
+
+@pytest.mark.parametrize("stdout", ["file", "pipe"])
+def test_output_is_whole_when_the_process_ends_without_teardown(tmp_path, stdout: str) -> None:
+    # main() ends the process with os._exit once stdout and stderr are flushed, skipping
+    # the second of teardown: nothing written may be lost, to a file or a pipe (~1 MB).
+    sentences = [f"Sentence number {i} is here" for i in range(120)]
+    (tmp_path / "s.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    args = ["trace", "--file", str(tmp_path / "s.txt"), "--model", "tiny", "-q", "none",
+            "--layer", "all", "-f", "csv", "--timings"]  # fmt: skip
+    if stdout == "file":
+        with (tmp_path / "out.csv").open("w") as out:
+            proc, torn_down = run_main(tmp_path, args, stdout=out, stderr=subprocess.PIPE)
+        text = (tmp_path / "out.csv").read_text(encoding="utf-8")
+    else:
+        proc, torn_down = run_main(tmp_path, args, capture_output=True)
+        text = proc.stdout.decode("utf-8")
+    assert proc.returncode == 0, proc.stderr
+    assert not torn_down  # it did end at once
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(sentences) * 4 * 11  # every module of 4 layers, every sentence
+    assert rows[-1]["sentence"] == str(len(sentences) - 1)
+    assert text.endswith("\n")
+    assert proc.stderr.decode().startswith("timings: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "thread"),
+    [(["serve", "--status"], False), (["--version"], True)],
+    ids=["server", "thread"],
+)
+def test_the_server_and_running_threads_get_the_full_teardown(
+    tmp_path, args: list[str], thread: bool
+) -> None:
+    proc, torn_down = run_main(tmp_path, args, thread=thread, capture_output=True)
+    assert torn_down
+    assert proc.returncode == (1 if args[0] == "serve" else 0)  # no server runs: exit 1

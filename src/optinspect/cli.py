@@ -164,6 +164,52 @@ def run(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+#: Commands whose process ends through the interpreter's own teardown: the server holds
+#: its socket, its lock and its threads until then.
+_FULL_TEARDOWN = frozenset({"serve"})
+
+
+def _flushed(code: int) -> int:
+    """``code`` once stdout and stderr are flushed: EXIT_PIPE when stdout's reader went
+    away, 1 (and one line) when the rest of the output could not be written."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _reader_gone()
+    except (OSError, ValueError) as e:  # a full disk, a closed file
+        _error(f"cannot write the output: {e}")
+        code = code or 1
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    return code
+
+
+def _may_skip_teardown(args: list[str]) -> bool:
+    """Whether the process may end at once once its output is flushed: no thread, child
+    process or launcher's process group to wind down, and not the server."""
+    import threading
+
+    if threading.active_count() > 1 or any(arg in _FULL_TEARDOWN for arg in args[:1]):
+        return False
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # torchrun: the ranks end as torch expects
+        return False
+    processes = sys.modules.get("multiprocessing")
+    return processes is None or not processes.active_children()
+
+
 def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run())
+    """Console-script entry point (``optinspect``, ``python -m optinspect``).
+
+    Once stdout and stderr are flushed, the process ends at once (``os._exit``) when
+    nothing needs the interpreter's teardown: freeing torch and transformers and running
+    their exit hooks took about a second after the last line. ``run()``, which tests and
+    the server call, never ends the process.
+    """
+    args = sys.argv[1:]
+    code = _flushed(run(args))
+    if _may_skip_teardown(args):
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logging.shutdown()  # handlers that write to files flush and close
+        os._exit(code)
+    sys.exit(code)
