@@ -69,7 +69,7 @@ def attention_title(result: AttentionResult) -> str:
 
 def _row_label(pos: int, token: Token, digits: int = 0) -> str:
     """``pos "text"``, the position right-aligned to ``digits``, long texts shortened."""
-    label = token_label(token.text, token.bytes)
+    label = token_label(token)
     if cell_len(label) > LABEL_WIDTH:
         label = set_cell_size(label, LABEL_WIDTH - 1) + "…"
     return f"{pos:>{digits}} {label}"

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from rich.cells import cell_len
 from rich.console import Console, Group, JustifyMethod, RenderableType
@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..engine.records import ModelInfo
+from ..engine.records import ModelInfo, past_vocabulary_text
 
 __all__ = [
     "RANDOM_NOTE",
@@ -87,12 +87,26 @@ def count_noun(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def token_label(text: str, raw: str | None = None) -> str:
+class TokenLike(Protocol):
+    """What a table needs of a token or a predicted token."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def bytes(self) -> str | None: ...
+
+
+def token_label(token: TokenLike) -> str:
     """A token's text as a JSON string, so spaces and newlines stay visible; a piece of a
-    character (``raw``, its bytes in hex) as ``<0xE2><0x80>``, so different pieces differ."""
-    if raw is not None:
-        return "".join(f"<0x{byte.upper()}>" for byte in raw.split())
-    return json.dumps(text, ensure_ascii=False)
+    character (its ``bytes`` in hex) as ``<0xE2><0x80>``, so different pieces differ; an id
+    past the vocabulary as ``<id 50265>``, unquoted, as no text decodes to it."""
+    if token.bytes is not None:
+        return "".join(f"<0x{byte.upper()}>" for byte in token.bytes.split())
+    if token.text == past_vocabulary_text(token.id):
+        return token.text
+    return json.dumps(token.text, ensure_ascii=False)
 
 
 def header_line(info: ModelInfo, *extra: str, quant: bool = True, dtype: bool = True) -> str:

@@ -32,7 +32,7 @@ def _cell(ranked: Ranked, top_k: int, final_id: int | None, colour: bool) -> Tex
         if rank:
             cell.append("\n")
         matched = rank == 0 and prediction.id == final_id
-        label = token_label(prediction.text, prediction.bytes)
+        label = token_label(prediction)
         if matched and not colour:
             label += MATCH_MARK
         if top_k > 1:
@@ -58,7 +58,7 @@ def lens_tables(result: LensResult, width: int, *, colour: bool = True) -> list[
     rows = [
         [
             str(pos),
-            Text(token_label(token.text, token.bytes)),
+            Text(token_label(token)),
             *(
                 _cell(layer.predictions[pos], result.top_k, finals[pos], colour)
                 for layer in result.layers

@@ -48,8 +48,7 @@ def tokens_tables(result: TraceResult, width: int = 200) -> list[RenderableType]
     """Every input token: position, id and the text it decodes to (bytes for a piece)."""
     columns = [Column("pos", key=True), Column("id"), Column("text", justify="left", wrap=True)]
     rows = [
-        [str(pos), str(token.id), token_label(token.text, token.bytes)]
-        for pos, token in enumerate(result.tokens)
+        [str(pos), str(token.id), token_label(token)] for pos, token in enumerate(result.tokens)
     ]
     return fit_tables(columns, rows, width, title=f"tokens ({len(result.tokens)})")
 
