@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import BOX, NUMBER
+
 termios = pytest.importorskip("termios")
 fcntl = pytest.importorskip("fcntl")
 pty = pytest.importorskip("pty")
@@ -62,10 +64,6 @@ ANSI = re.compile(
 )
 #: A frame of rich's "dots" spinner: one braille pattern.
 SPINNER = "[\u2800-\u28ff]"
-#: Characters only a table (or tree) draws: a line holding one is a table line.
-BOX = frozenset("┃│┏┓┡┩└┘┌┐├┤┼╇")
-#: Numbers as a table shows them: 12, -0.0025, 4.9e-05, 47.7%, 125,239,296.
-NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?%?(?![\w.])")
 
 
 @dataclass(frozen=True)
