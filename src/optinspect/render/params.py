@@ -26,8 +26,8 @@ _PRECISIONS = (
 )
 #: Under the table, broken only between its parts.
 _BYTES_NOTE = (
-    "bytes: weights only",
-    "int8 = LLM.int8, nf4 = 4-bit NF4, as bitsandbytes stores them",
+    "bytes: weights only, as bitsandbytes stores them",
+    "int8 = LLM.int8, nf4 = 4-bit NF4",
     "lm_head, embeddings, norms and biases in float16",
 )
 #: Where a row's name may break: as a module name does, or after a space of a group's.
