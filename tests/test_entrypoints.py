@@ -203,10 +203,10 @@ def test_help_examples_are_whole_commands_that_parse(
 #: main() as the console script runs it, with an exit hook that leaves a mark: the mark
 #: is there only when the process ended through the interpreter's teardown.
 MAIN_WITH_MARK = """
-import atexit, sys, threading, time
+import atexit, sys, threading
 atexit.register(lambda: open({mark!r}, "w").write("teardown"))
-if {thread!r}:
-    threading.Thread(target=time.sleep, args=(0.2,)).start()
+if {thread!r}:  # alive until the main thread ends, however long start-up takes
+    threading.Thread(target=threading.main_thread().join).start()
 sys.argv = ["optinspect", *{args!r}]
 from optinspect.cli import main
 main()
