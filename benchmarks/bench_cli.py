@@ -142,4 +142,7 @@ def end_to_end(repeats: int, warmup: int) -> tuple[CommandResult, dict[str, list
             break
         for key, value in match.groupdict().items():
             parts.setdefault(key, []).append(float(value))
+        # The interpreter's start before optinspect's first line, and its exit after the
+        # timings line: all the wall time the program's own total does not count.
+        parts.setdefault("outside", []).append(run.seconds - float(match["total"]))
     return result, parts

@@ -502,16 +502,27 @@ def e2e_section(results: dict[str, Any]) -> list[str]:
     out += [
         f"`{result.label}`: wall time from spawning the process to its exit (measured outside), "
         "and the split the program prints on stderr (`import` counts from when optinspect's "
-        "own code starts, so the interpreter's start-up is only in the outside figure).",
+        "own code starts, so the interpreter's start-up is only in the outside figure). "
+        "*Outside total* is the wall time less the program's total: the interpreter's start "
+        "before optinspect's first line and the process's exit after its last.",
         "",
         table(
-            ["wall time (outside)", "peak RSS", "import", "load", "forward", "render", "total"],
+            [
+                "wall time (outside)",
+                "peak RSS",
+                "import",
+                "load",
+                "forward",
+                "render",
+                "total",
+                "outside total",
+            ],
             [
                 [
                     fmt_times(result.times),
                     f"{statistics.median(result.rss):.0f} MiB",
                     *(fmt_times(parts.get(k, [])) for k in ("import", "load", "forward")),
-                    *(fmt_times(parts.get(k, [])) for k in ("render", "total")),
+                    *(fmt_times(parts.get(k, [])) for k in ("render", "total", "outside")),
                 ]
             ],
         ),

@@ -150,6 +150,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
+#: Characters only a table (or tree) draws: a line holding one is a table line.
+BOX = frozenset("┃│┏┓┡┩└┘┌┐├┤┼╇")
+#: Numbers as a table shows them: 12, -0.0025, 4.9e-05, 47.7%, 125,239,296.
+NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?%?(?![\w.])")
+
 
 @pytest.fixture
 def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:

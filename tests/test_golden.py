@@ -1,4 +1,6 @@
-"""Golden tables of every command, at 80 and at 200 columns.
+"""Golden tables of every command, at 80 and at 200 columns, and what must hold at every
+width from 80 to 120: no line too wide, no number cut, a title on every block, the main
+columns in the first block.
 
 Tables that print floats are rendered from hand-built records with fixed
 values, not from a forward pass: the last digit of a real forward depends on
@@ -15,18 +17,30 @@ read the diff of tests/golden/ before committing it.
 from __future__ import annotations
 
 import io
+import itertools
+import re
 from collections.abc import Callable
 
 import pytest
 from rich.console import Console
 
+from conftest import NUMBER
 from optinspect.engine.records import ModelInfo, ModuleRecord, TensorStats, Token
+from optinspect.params import count_params, inventory_params
 from optinspect.render.attention import render_attention
+from optinspect.render.calibrate import render_calibration
 from optinspect.render.compare import render_compare
 from optinspect.render.lens import render_lens
 from optinspect.render.outliers import render_outliers
+from optinspect.render.params import render_params
 from optinspect.render.trace import render_trace, sparsity_tables
 from optinspect.results.attention import AttentionResult, HeadSummary
+from optinspect.results.calibration import (
+    CalibrationResult,
+    CalibrationSettings,
+    LinearInput,
+    ModuleOutput,
+)
 from optinspect.results.compare import CompareResult, ModuleDiff, Setting
 from optinspect.results.lens import LensLayer, LensResult, Prediction
 from optinspect.results.outliers import DimCount, ModuleOutliers, OutlierResult, RecurringDim
@@ -197,8 +211,7 @@ def lens_result(toks: tuple[Token, ...], top_k: int, layers: list, output: list)
     )
 
 
-@width_param
-def test_lens_top1(golden, width: int) -> None:
+def lens_top1() -> LensResult:
     # Each column: the top-1 token per position after that layer (probabilities unshown).
     columns = [
         ["\n", "Hel", "lo", " fox", ",", "X", "antiz", " is", " is"],
@@ -209,12 +222,10 @@ def test_lens_top1(golden, width: int) -> None:
     layers = [[ranked((VOCAB.index(text), text, 0.0032)) for text in c] for c in columns]
     # The model's own output is the last layer's: those cells get the '*' mark.
     output = [ranked((VOCAB.index(text), text, 0.0035)) for text in columns[-1]]
-    result = lens_result(HELLO, 1, layers, output)
-    golden(f"lens_top1_{width}.txt", rendered(width, lambda c: render_lens(c, result)))
+    return lens_result(HELLO, 1, layers, output)
 
 
-@width_param
-def test_lens_top3(golden, width: int) -> None:
+def lens_top3() -> LensResult:
     # top-k > 1 prints probabilities and rules between rows; at 80 columns the layers
     # no longer fit beside each other and go to a second table.
     candidates = [
@@ -232,8 +243,7 @@ def test_lens_top3(golden, width: int) -> None:
         return ranked(*((VOCAB.index(text), text, prob) for text, prob in rows))
 
     layers = [[at(pos, layer) for pos in range(4)] for layer in range(4)]
-    result = lens_result(HELLO[:4], 3, layers, [at(pos, 3) for pos in range(4)])
-    golden(f"lens_top3_{width}.txt", rendered(width, lambda c: render_lens(c, result)))
+    return lens_result(HELLO[:4], 3, layers, [at(pos, 3) for pos in range(4)])
 
 
 # -- attention -----------------------------------------------------------------------
@@ -277,9 +287,8 @@ def causal_weights(size: int) -> tuple[tuple[float, ...], ...]:
     return tuple(rows)
 
 
-@width_param
-def test_attention(golden, width: int) -> None:
-    result = AttentionResult(
+def attention_result() -> AttentionResult:
+    return AttentionResult(
         info=ModelInfo("tiny", "none", "cpu", "float32", random_weights=True),
         text="The quick brown fox jumps over the lazy dog while the cat sleeps",
         tokens=FOX,
@@ -295,14 +304,12 @@ def test_attention(golden, width: int) -> None:
         ),
         uniform_entropy=2.0705,
     )
-    golden(f"attention_{width}.txt", rendered(width, lambda c: render_attention(c, result)))
 
 
 # -- compare -------------------------------------------------------------------------
 
 
-@width_param
-def test_compare(golden, width: int) -> None:
+def compare_result() -> CompareResult:
     # ``compare --layer 0 --quant 4bit --against none``: fc1 finishes first above the
     # tolerance (FIRST); the ReLU, fc2 and the layer that holds them are over it too.
     rows = [
@@ -338,7 +345,7 @@ def test_compare(golden, width: int) -> None:
         )
         for index, (suffix, type_, depth, shape, finished, cosine, rel, diff) in enumerate(rows)
     )
-    result = CompareResult(
+    return CompareResult(
         info=ModelInfo("tiny", "8bit", "cuda:0", "float16", random_weights=True),
         text="Hello world",
         tokens=HELLO[:4],
@@ -347,7 +354,6 @@ def test_compare(golden, width: int) -> None:
         tolerance=0.05,
         modules=modules,
     )
-    golden(f"compare_{width}.txt", rendered(width, lambda c: render_compare(c, result)))
 
 
 # -- outliers ------------------------------------------------------------------------
@@ -383,8 +389,7 @@ PROJECTIONS = (
 )
 
 
-@width_param
-def test_outliers(golden, width: int) -> None:
+def outlier_result() -> OutlierResult:
     modules = []
     for layer in range(4):
         for proj, key, in_features in PROJECTIONS:
@@ -404,7 +409,7 @@ def test_outliers(golden, width: int) -> None:
                     dims=tuple(DimCount(d, n, n / 13, a) for d, n, a in dims),
                 )
             )
-    result = OutlierResult(
+    return OutlierResult(
         info=ModelInfo("tiny", "8bit", "cuda:0", "float16", random_weights=True),
         threshold=6.0,
         num_layers=4,
@@ -418,7 +423,6 @@ def test_outliers(golden, width: int) -> None:
             RecurringDim(31, (1, 2, 3), 0.75, 0.2885, 6.9),
         ),
     )
-    golden(f"outliers_{width}.txt", rendered(width, lambda c: render_outliers(c, result)))
 
 
 # -- tree (real CLI: counts and shapes only, nothing rounded) ------------------------
@@ -436,3 +440,210 @@ def test_tree(golden, cli, monkeypatch: pytest.MonkeyPatch, width: int, collapse
     assert result.code == 0, result.err
     name = "tree_tiny" if collapse else "tree_tiny_no_collapse"
     golden(f"{name}_{width}.txt", result.out)
+
+
+# -- calibrate -----------------------------------------------------------------------
+
+#: A run over 3 sentences of the tiny model: name, in_features, max |x|, its channel,
+#: median channel max, outlier ratio, p99.9; the worst ratios and a few others.
+CALIBRATE_INPUTS = [
+    ("model.decoder.layers.2.fc2", 256, 0.5365, 189, 0.1237, 4.338, 0.4453),
+    ("model.decoder.layers.3.fc2", 256, 0.4961, 230, 0.1326, 3.743, 0.4766),
+    ("model.decoder.layers.0.self_attn.out_proj", 64, 0.4507, 20, 0.1471, 3.063, 0.4453),
+    ("model.decoder.layers.2.fc1", 64, 3.97, 17, 1.33, 2.985, 3.812),
+    ("lm_head", 64, 3.154, 52, 1.38, 2.285, 3.062),
+    ("model.decoder.layers.3.self_attn.q_proj", 64, 3.014, 5, 1.375, 2.192, 3.014),
+    ("model.decoder.layers.0.self_attn.k_proj", 64, 3.437, 8, 2.007, 1.713, 3.188),
+]
+#: Layer outputs: mean, std, min, max, absmax, rms, zeros.
+CALIBRATE_OUTPUTS = [
+    (0, (0.003546, 0.05913, -0.1646, 0.1973, 0.1973, 0.05924, 0.0)),
+    (1, (0.01206, 0.07972, -0.2169, 0.2437, 0.2437, 0.08063, 0.0)),
+    (2, (0.02284, 0.09441, -0.2801, 0.3236, 0.3236, 0.09713, 0.0)),
+    (3, (0.02706, 0.09917, -0.2536, 0.3107, 0.3107, 0.1028, 0.0)),
+]
+
+
+def calibration_result() -> CalibrationResult:
+    inputs = tuple(
+        LinearInput(
+            name=name,
+            type="Linear",
+            layer=int(name.split(".")[3]) if ".layers." in name else None,
+            in_features=in_features,
+            tokens=20,
+            absmax=absmax,
+            argmax=argmax,
+            median=median,
+            outlier_ratio=ratio,
+            mean_abs=median / 4,
+            percentiles={"p99": p999 * 0.9, "p99.9": p999, "p99.99": absmax},
+        )
+        for name, in_features, absmax, argmax, median, ratio, p999 in CALIBRATE_INPUTS
+    )
+    outputs = tuple(
+        ModuleOutput(
+            f"model.decoder.layers.{layer}", "OPTDecoderLayer", layer, TensorStats(*v, 0, 0)
+        )
+        for layer, v in CALIBRATE_OUTPUTS
+    )
+    return CalibrationResult(
+        info=ModelInfo("tiny", "none", "cpu", "float32", random_weights=True),
+        settings=CalibrationSettings(file="s.txt"),
+        samples=3,
+        tokens=20,
+        world_size=1,
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+# -- every table, at every width from 80 to 120 ------------------------------------------
+
+
+def filtered_trace() -> TraceResult:
+    """``trace --filter '*.self_attn.*'``: full dotted names, no layer row above them."""
+    rows = [
+        (name.replace("layers.0.", f"layers.{layer}.", 1), type_, 0, *rest)
+        for layer in range(4)
+        for name, type_, _depth, *rest in LAYER0
+        if ".self_attn." in name
+    ]
+    return trace_result(rows, HELLO[:4])
+
+
+#: What each command prints, drawn from the records above.
+DRAWINGS: dict[str, Callable[[Console], None]] = {
+    "trace-overview": lambda c: render_trace(c, trace_result(OVERVIEW, HELLO)),
+    "trace-layer0": lambda c: render_trace(c, trace_result(LAYER0, HELLO[:4])),
+    "trace-filter": lambda c: render_trace(c, filtered_trace()),
+    "lens-top1": lambda c: render_lens(c, lens_top1()),
+    "lens-top3": lambda c: render_lens(c, lens_top3()),
+    "compare": lambda c: render_compare(c, compare_result()),
+    "outliers": lambda c: render_outliers(c, outlier_result()),
+    "calibrate": lambda c: render_calibration(c, calibration_result()),
+    "params-module": lambda c: render_params(
+        c, count_params(inventory_params("facebook/opt-125m"), by="module")
+    ),
+}
+
+
+#: The drawings above with a golden file each (the trace ones have their own tests).
+GOLDEN = {
+    "lens_top1": DRAWINGS["lens-top1"],
+    "lens_top3": DRAWINGS["lens-top3"],
+    "compare": DRAWINGS["compare"],
+    "outliers": DRAWINGS["outliers"],
+    "calibrate": DRAWINGS["calibrate"],
+    "attention": lambda c: render_attention(c, attention_result()),
+}
+
+
+@width_param
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_drawing(golden, name: str, width: int) -> None:
+    golden(f"{name}_{width}.txt", rendered(width, GOLDEN[name]))
+
+
+@pytest.mark.parametrize("name", list(DRAWINGS))
+def test_no_line_is_wider_and_no_number_is_cut_from_80_to_120_columns(name: str) -> None:
+    # Blocks, wrapped names and wrapped lines move values; they never cut one. Every
+    # line fits (header lines and notes included), and the numbers are those at 200.
+    numbers = set(NUMBER.findall(rendered(200, DRAWINGS[name])))
+    for width in range(80, 121):
+        text = rendered(width, DRAWINGS[name])
+        too_wide = [line for line in text.splitlines() if len(line) > width]
+        assert too_wide == [], f"{width} columns: {too_wide[0]!r}"
+        assert "…" not in text
+        assert set(NUMBER.findall(text)) == numbers, f"{width} columns"
+
+
+def blocks(text: str) -> list[list[str]]:
+    """The column headers of each block drawn, in order; a header wrapped over several
+    lines is joined."""
+    out: list[list[str]] = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if not line.startswith("┏"):
+            continue
+        header: list[str] = []
+        for row in lines[number + 1 :]:
+            if row.startswith("┡"):
+                break
+            cells = [cell.strip() for cell in row.strip("┃").split("┃")]
+            pairs = zip(header, cells, strict=True) if header else ((c, "") for c in cells)
+            header = [" ".join(filter(None, pair)) for pair in pairs]
+        out.append(header)
+    return out
+
+
+def test_first_blocks_hold_the_name_the_sort_key_and_the_main_figures_at_80() -> None:
+    # At 80 columns calibrate's sort column (outlier ratio) was in its third block,
+    # compare's middle block held only shape and cosine, outliers put absmax alone in
+    # a block, and a --filter table with full dotted names took 5 blocks.
+    calibrate = blocks(rendered(80, DRAWINGS["calibrate"]))
+    assert calibrate[0] == ["module", "ratio", "max |x|", "channel"]
+    assert calibrate[1] == ["module", "median max", "p99.9 |x|", "in"]
+    assert calibrate[2][:2] == ["layer output", "absmax"]  # sorted by it
+    compare = blocks(rendered(80, DRAWINGS["compare"]))
+    assert compare == [
+        ["module", "#", "rel err", "cosine", "max abs diff", "mark"],
+        ["module", "type", "shape"],
+    ]
+    outliers = blocks(rendered(80, DRAWINGS["outliers"]))
+    assert outliers[0] == ["module", "tokens hit", "fraction", "absmax",
+                           "dimensions (most tokens first)"]  # fmt: skip
+    assert outliers[1] == ["module", "type", "in", "threshold"]
+    modules = [b for b in blocks(rendered(80, DRAWINGS["trace-filter"])) if b[0] == "module"]
+    assert modules == [
+        ["module", "#", "type", "shape", "dtype"],
+        ["module", "weight", "mean", "std", "absmax", "zeros"],
+    ]
+
+
+@pytest.mark.parametrize("name", ["trace-overview", "calibrate"])
+def test_zeros_are_a_percentage_in_every_table(name: str) -> None:
+    # calibrate showed the zero fraction as 0 where trace shows 0.0%.
+    text = rendered(200, DRAWINGS[name])
+    header = next(line for line in text.splitlines() if "┃ zeros ┃" in line)
+    column = [cell.strip() for cell in header.split("┃")].index("zeros")
+    cells = [
+        [cell.strip() for cell in line.split("│")][column]
+        for line in text.splitlines()
+        if line.startswith("│") and len(line.split("│")) == len(header.split("┃"))
+    ]
+    assert cells and all(re.fullmatch(r"\d+\.\d%", cell) for cell in cells), cells
+
+
+@pytest.mark.parametrize("name", list(DRAWINGS))
+def test_every_block_has_a_title_and_a_continued_one_says_so(name: str) -> None:
+    # A lens table split at 80 columns went on with no title at all.
+    for width in (80, 100, 120):
+        lines = rendered(width, DRAWINGS[name]).splitlines()
+        titles = [lines[n - 1] for n, line in enumerate(lines) if line.startswith("┏")]
+        assert all(title and title[0] not in "┏┃┡│├└" for title in titles), titles
+        for before, title in itertools.pairwise(titles):
+            if title.endswith(", continued"):
+                assert title.removesuffix(", continued") == before.removesuffix(", continued")
+
+
+@pytest.mark.parametrize("name", list(DRAWINGS))
+def test_the_lines_above_the_tables_fit_80_columns_unbroken(name: str) -> None:
+    # params' header and outliers' threshold line wrapped mid-phrase at 80 columns.
+    def prelude(width: int) -> list[str]:
+        lines = rendered(width, DRAWINGS[name]).splitlines()
+        first = next(n for n, line in enumerate(lines) if line.startswith("┏"))
+        return lines[: first - 1]  # up to the first table's title
+
+    assert prelude(80) == prelude(200)
+    assert all(len(line) <= 80 for line in prelude(80))
+
+
+def test_attention_heatmap_goes_on_under_a_continued_title_and_sink_is_a_percentage() -> None:
+    # Weights are percentages in the heatmap; the sink (a mean weight) was 0.353 beside them.
+    lines = rendered(80, lambda c: render_attention(c, attention_result())).splitlines()
+    headers = [n for n, line in enumerate(lines) if line.startswith("query")]
+    assert len(headers) == 2  # 19 keys do not fit 80 columns
+    assert lines[headers[1] - 1] == "attention of layer 3, head 1, continued"
+    head_1 = next(line for line in lines if line.startswith("│   1* "))
+    assert [cell.strip() for cell in head_1.split("│")][1:-1] == ["1*", "1.962", "35.3%"]

@@ -160,6 +160,48 @@ def test_empty_text(cli) -> None:
     )
 
 
+#: An id the fixture's embedding matrix has and its tokenizer (the tiny one, 512 tokens) lacks.
+PAST_VOCAB = 515
+
+
+def _predict_past_the_vocabulary(model) -> None:
+    # The final layer norm turns every hidden state into ones, and lm_head's row
+    # PAST_VOCAB is the only one that sums high: every layer's top-1 is that id.
+    decoder = model.model.decoder
+    decoder.final_layer_norm.weight.zero_()
+    decoder.final_layer_norm.bias.fill_(1.0)
+    model.lm_head.weight.mul_(0.01)
+    model.lm_head.weight[PAST_VOCAB].fill_(1.0)
+
+
+@pytest.fixture(scope="module")
+def larger_embeddings(make_fixture_model) -> Path:
+    """Like real OPT: more embedding rows (520) than the tokenizer has tokens (512)."""
+    return make_fixture_model(
+        "past-vocab", _predict_past_the_vocabulary, vocab_size=520, tie_word_embeddings=False
+    )
+
+
+def test_ids_past_the_vocabulary_show_as_their_id(cli, larger_embeddings: Path) -> None:
+    # They decode to "", which the table showed as `""` and JSON as "": now `<id 515>`.
+    args = ("lens", "Hi", "--model", str(larger_embeddings), "-q", "none", "--top-k", "2")
+    doc = json.loads(cli(*args, "-f", "json").out)
+    first = doc["layers"][0]["predictions"][0][0]
+    assert first == {"id": PAST_VOCAB, "text": f"<id {PAST_VOCAB}>", "prob": first["prob"]}
+    assert doc["output"][0][0]["text"] == f"<id {PAST_VOCAB}>"
+    table = cli(*args).out
+    assert f"<id {PAST_VOCAB}>* " in table  # unquoted, as no text decodes to it
+    assert '""' not in table
+
+
+def test_a_token_of_the_vocabulary_is_never_shown_as_an_id(load_tiny) -> None:
+    from optinspect.engine.runner import describe_token
+
+    tokenizer = load_tiny("none").tokenizer
+    assert describe_token(tokenizer, 511).text == tokenizer.decode([511])
+    assert describe_token(tokenizer, 512).text == "<id 512>"
+
+
 def test_table_when_piped_has_every_layer_and_no_colour(cli) -> None:
     result = cli("lens", SENTENCE, "--model", "tiny", "--quant", "none")
     assert result.code == 0, result.err

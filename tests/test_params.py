@@ -312,3 +312,15 @@ def _render(inventory: ParamInventory, by: str, loaded: LoadedCount | None = Non
 )
 def test_golden_tables(golden, name: str, model: str, by: str, loaded) -> None:
     golden(name, _render(inventory_params(model), by, loaded))
+
+
+def test_a_loaded_count_never_says_no_weights_were_read() -> None:
+    # `params --loaded` printed "config on the meta device, no weights read" above
+    # "loaded with quant 8bit": the count came from the config, but weights were read.
+    inventory = inventory_params("facebook/opt-125m")
+    loaded = LoadedCount("8bit", "cpu", "float16", 125_239_296, 125_239_296, 157_772_544)
+    with_load = _render(inventory, "group", loaded)
+    assert "no weights read" not in with_load
+    assert "counted from the built-in config; the loaded model is measured below" in with_load
+    assert "loaded with quant 8bit · device cpu · dtype float16\n" in with_load
+    assert "counted from the built-in config; no weights read" in _render(inventory, "group")

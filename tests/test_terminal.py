@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import BOX, NUMBER
+
 termios = pytest.importorskip("termios")
 fcntl = pytest.importorskip("fcntl")
 pty = pytest.importorskip("pty")
@@ -62,10 +64,6 @@ ANSI = re.compile(
 )
 #: A frame of rich's "dots" spinner: one braille pattern.
 SPINNER = "[\u2800-\u28ff]"
-#: Characters only a table (or tree) draws: a line holding one is a table line.
-BOX = frozenset("┃│┏┓┡┩└┘┌┐├┤┼╇")
-#: Numbers as a table shows them: 12, -0.0025, 4.9e-05, 47.7%, 125,239,296.
-NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?%?(?![\w.])")
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,13 @@ class TerminalRun:
 
 
 def run_in_terminal(
-    args: tuple[str, ...], *, columns: int, tty: str, folder: Path, name: str = "run"
+    args: tuple[str, ...],
+    *,
+    columns: int,
+    tty: str,
+    folder: Path,
+    name: str = "run",
+    env_extra: dict[str, str] | None = None,
 ) -> TerminalRun:
     """Run ``python -m optinspect *args`` with ``tty`` ("stdout" or "stderr") on a
     pseudo-terminal ``columns`` wide and the other stream redirected to a file."""
@@ -90,9 +94,10 @@ def run_in_terminal(
     assert os.isatty(slave)
     env = dict(os.environ)
     # conftest sets COLUMNS=200 for in-process runs; rich must read the real size instead.
-    for name in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE"):
-        env.pop(name, None)
+    for variable in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE"):
+        env.pop(variable, None)
     env.update(PYTHONPATH=str(SRC), HF_HUB_OFFLINE="1", TERM="xterm-256color")
+    env.update(env_extra or {})
     redirect = folder / f"{name}-{columns}.{'stderr' if tty == 'stdout' else 'stdout'}"
     with redirect.open("wb") as file:
         stdout, stderr = (slave, file) if tty == "stdout" else (file, slave)
@@ -342,3 +347,45 @@ def test_every_number_is_whole_at_every_width(runs, table_case: str) -> None:
         assert numbers[width] == numbers[WIDTHS[0]], (
             f"{width} columns: {sorted(numbers[width] ^ numbers[WIDTHS[0]])[:10]}"
         )
+
+
+# --- (c) tables piped while stderr is the terminal ----------------------------------------------
+
+#: A table 105 columns wide at its natural size, and no torch to import.
+PIPED = ("params", "--model", "facebook/opt-125m", "--by", "layer")
+
+
+def widest_table_line(text: str) -> int:
+    from rich.cells import cell_len
+
+    return max(cell_len(line) for line in text.splitlines() if BOX & set(line))
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_piped_tables_take_the_width_of_the_terminal_on_stderr(tmp_path: Path, width: int) -> None:
+    # `optinspect params --by layer | head` in a terminal: stdout is a pipe and bash does
+    # not export COLUMNS, but the reader is at the terminal that stderr still is.
+    run = run_in_terminal(PIPED, columns=width, tty="stderr", folder=tmp_path)
+    assert run.code == 0, run.terminal
+    assert widest_table_line(run.redirected) <= width
+    assert widest_table_line(run.redirected) > width - 20  # laid out for it, not narrower
+
+
+def test_columns_wins_over_the_terminal_on_stderr(tmp_path: Path) -> None:
+    run = run_in_terminal(
+        PIPED, columns=80, tty="stderr", folder=tmp_path, env_extra={"COLUMNS": "120"}
+    )
+    assert run.code == 0, run.terminal
+    assert 80 < widest_table_line(run.redirected) <= 120
+
+
+def test_tables_to_a_file_without_a_terminal_are_laid_out_200_wide(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    env.update(PYTHONPATH=str(SRC), HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "optinspect", *PIPED],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=TIMEOUT_S,
+        start_new_session=True,  # no controlling terminal to read a size from
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert widest_table_line(done.stdout) == 105  # one block at its natural width: under 200

@@ -166,3 +166,46 @@ def test_tree_of_a_family_member_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# --- the tree on a narrow terminal ---------------------------------------------------------
+
+#: The characters of the tree's guides, before each label.
+GUIDES = "│├└─ "
+
+
+def tree_labels(text: str) -> list[str]:
+    """Each node's label, its lines joined by the two spaces between values: a node's
+    first line has a branch (or is the root's), its continuation lines have none."""
+    labels: list[str] = []
+    for number, line in enumerate(text.splitlines()[1:]):  # after the header line
+        label = line.lstrip(GUIDES)
+        if number == 0 or "── " in line:
+            labels.append(label)
+        else:
+            labels[-1] += "  " + label
+    return labels
+
+
+@pytest.mark.parametrize("collapse", [True, False], ids=["collapsed", "whole"])
+def test_tree_labels_break_only_between_values_at_80_to_120_columns(collapse: bool) -> None:
+    # At 80 columns rich wrapped labels anywhere: `weight [512,` / `64]`, `2,048` /
+    # `params`. Each label may take several lines, but only between two of its values.
+    from rich.console import Console
+
+    from optinspect.render.tree import render_tree
+    from optinspect.tree import tree_model
+
+    root = tree_model("facebook/opt-1.3b", collapse=collapse)
+
+    def drawn(width: int) -> str:
+        buffer = io.StringIO()
+        render_tree(Console(file=buffer, width=width, color_system=None), "m", root)
+        return buffer.getvalue()
+
+    whole = tree_labels(drawn(1000))
+    assert len(whole) == sum(1 for _ in root.walk())
+    for width in range(80, 121):
+        text = drawn(width)
+        assert max(len(line) for line in text.splitlines()) <= width
+        assert tree_labels(text) == whole, f"at {width} columns"

@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -35,7 +35,6 @@ from .model.quiet import no_hub_kernels
 app = typer.Typer(
     name="optinspect",
     help="Look inside OPT language models: every module's output, in execution order.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     # Plain help: rich's help formatter imports markdown-it and costs ~130 ms per --help.
     rich_markup_mode=None,
@@ -52,9 +51,32 @@ app.command("calibrate")(calibrate_command)
 app.command("serve")(serve_command)
 
 
-@app.callback()
-def _root() -> None:
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"optinspect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print optinspect's version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Look inside OPT language models: every module's output, in execution order."""
+    if ctx.invoked_subcommand is None:
+        # Bare `optinspect` asks what it can do: the help, on stdout, and success, as
+        # pip, docker and kubectl answer (not a usage error, as git does).
+        typer.echo(ctx.get_help())
 
 
 def _error(message: str) -> None:
@@ -142,6 +164,52 @@ def run(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+#: Commands whose process ends through the interpreter's own teardown: the server holds
+#: its socket, its lock and its threads until then.
+_FULL_TEARDOWN = frozenset({"serve"})
+
+
+def _flushed(code: int) -> int:
+    """``code`` once stdout and stderr are flushed: EXIT_PIPE when stdout's reader went
+    away, 1 (and one line) when the rest of the output could not be written."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _reader_gone()
+    except (OSError, ValueError) as e:  # a full disk, a closed file
+        _error(f"cannot write the output: {e}")
+        code = code or 1
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    return code
+
+
+def _may_skip_teardown(args: list[str]) -> bool:
+    """Whether the process may end at once once its output is flushed: no thread, child
+    process or launcher's process group to wind down, and not the server."""
+    import threading
+
+    if threading.active_count() > 1 or any(arg in _FULL_TEARDOWN for arg in args[:1]):
+        return False
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # torchrun: the ranks end as torch expects
+        return False
+    processes = sys.modules.get("multiprocessing")
+    return processes is None or not processes.active_children()
+
+
 def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run())
+    """Console-script entry point (``optinspect``, ``python -m optinspect``).
+
+    Once stdout and stderr are flushed, the process ends at once (``os._exit``) when
+    nothing needs the interpreter's teardown: freeing torch and transformers and running
+    their exit hooks took about a second after the last line. ``run()``, which tests and
+    the server call, never ends the process.
+    """
+    args = sys.argv[1:]
+    code = _flushed(run(args))
+    if _may_skip_teardown(args):
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logging.shutdown()  # handlers that write to files flush and close
+        os._exit(code)
+    sys.exit(code)

@@ -63,11 +63,10 @@ def attention_command(
 
     Examples:
 
-      optinspect attention "The quick brown fox jumps over the lazy dog" --layer 5 --head 3
-
-      optinspect attention "The quick brown fox jumps over the lazy dog" --layer 5 --png attn.png
-
-      optinspect attention "Hello world" --model tiny --layer 0 --format json | jq '.heads'
+    \b
+      optinspect attention "The quick brown fox jumps" --layer 5 --head 3
+      optinspect attention "The quick brown fox jumps" --layer 5 --png attn.png
+      optinspect attention "Hello" --model tiny --layer 0 -f json | jq .heads
     """
     from ..engine.preflight import check_output_path, check_text
     from ..errors import UsageError

@@ -98,14 +98,11 @@ def calibrate_command(
 
     Examples:
 
-      optinspect calibrate --file pile_val.jsonl --field text --samples 512 --seq-len 512
-      --model facebook/opt-6.7b --act-scales act_scales/opt-6.7b.pt
-
-      optinspect calibrate --file wiki.txt --samples 128 --seq-len 2048 --pack
-      --out stats.safetensors
-
-      torchrun --nproc-per-node 8 -m optinspect calibrate --file pile_val.jsonl --field text
-      --model facebook/opt-66b --act-scales opt-66b.pt
+    \b
+      optinspect calibrate --file val.jsonl --field text -n 512 --seq-len 512
+      optinspect calibrate --file val.jsonl --field text --act-scales opt-1.3b.pt
+      optinspect calibrate --file wiki.txt --seq-len 2048 --pack -o s.safetensors
+      torchrun --nproc-per-node 8 -m optinspect calibrate -F val.txt -n 512
     """
     from ..engine.distributed import launched
 

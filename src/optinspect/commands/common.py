@@ -14,16 +14,31 @@ if TYPE_CHECKING:
     from ..model.loading import LoadedModel
     from .options import LoadOptions
 
-#: Width used when stdout is not a terminal and COLUMNS is unset, so piped tables do not wrap.
+#: Width used when neither stdout nor stderr is a terminal and COLUMNS is unset, so tables
+#: written to a file do not wrap.
 PIPE_WIDTH = 200
 
 
+def stdout_width() -> int | None:
+    """The width tables on stdout are laid out for; None lets rich read the terminal.
+
+    ``$COLUMNS`` wins; then stdout's terminal. Piped (``| head``, ``| less``) while
+    stderr is still the terminal, the reader sits at that terminal: its width. With
+    neither stream a terminal (a file, a CI log), PIPE_WIDTH.
+    """
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return None
+    try:
+        if sys.stderr.isatty():
+            return os.get_terminal_size(sys.stderr.fileno()).columns or None
+    except (AttributeError, ValueError, OSError):  # no real file behind stderr
+        pass
+    return PIPE_WIDTH
+
+
 def stdout_console() -> Console:
-    """Console for data; wide when piped so table rows stay on one line."""
-    width = None
-    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
-        width = PIPE_WIDTH
-    return Console(file=sys.stdout, width=width)
+    """Console for data, at ``stdout_width()``."""
+    return Console(file=sys.stdout, width=stdout_width())
 
 
 def stderr_console() -> Console:

@@ -70,13 +70,11 @@ def compare_command(
 
     Examples:
 
-      optinspect compare "The quick brown fox jumps over the lazy dog" --quant 8bit --against none
-
-      optinspect compare "Hello" --quant 4bit --against 8bit --layer all --filter '*.fc2'
-
-      optinspect compare "Hello" --model tiny --format json | jq -r .first_exceeding
-
-      optinspect compare --file prompts.txt --model tiny --format jsonl > compare.jsonl
+    \b
+      optinspect compare "The quick brown fox" --quant 8bit --against none
+      optinspect compare "Hello" -q 4bit -a 8bit --layer all --filter '*.fc2'
+      optinspect compare "Hello" --model tiny -f json | jq -r .first_exceeding
+      optinspect compare --file prompts.txt --model tiny -f jsonl > compare.jsonl
     """
     from ..engine.preflight import check_load_settings
     from ..render.compare import render_compare, render_compare_header

@@ -52,12 +52,10 @@ def lens_command(
 
     Examples:
 
+    \b
       optinspect lens "The capital of France is"
-
       optinspect lens "The capital of France is" --top-k 3 --layer 12-23
-
-      optinspect lens "Hello" --model tiny --format json | jq '.layers[-1].predictions'
-
+      optinspect lens "Hello" --model tiny -f json | jq '.layers[-1].predictions'
       optinspect lens --file prompts.txt --model tiny --format jsonl > lens.jsonl
     """
     from ..render.lens import render_lens, render_lens_header

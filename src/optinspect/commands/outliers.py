@@ -43,11 +43,10 @@ def outliers_command(
 
     Examples:
 
+    \b
       optinspect outliers --file sentences.txt --model facebook/opt-6.7b
-
       cat sentences.txt | optinspect outliers - --quant none --threshold 4
-
-      optinspect outliers "Hello world" --model tiny --format json | jq '.recurring[].dim'
+      optinspect outliers "Hello" --model tiny -f json | jq '.recurring[].dim'
     """
     from ..render.common import write_json
     from ..render.outliers import render_outliers

@@ -57,11 +57,10 @@ def params_command(
 
     Examples:
 
+    \b
       optinspect params --model facebook/opt-175b
-
       optinspect params --model facebook/opt-350m --by layer --format csv
-
-      optinspect params --model tiny --loaded --quant 4bit --format json | jq .loaded
+      optinspect params --model tiny --loaded -q 4bit -f json | jq .loaded
     """
     from ..errors import UsageError
     from ..params import ParamsResult, count_params, inventory_params

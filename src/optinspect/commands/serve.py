@@ -68,12 +68,10 @@ def serve_command(
 
     Examples:
 
+    \b
       optinspect serve --model facebook/opt-6.7b --quant 8bit &
-
-      optinspect trace "The capital of France is" --model facebook/opt-6.7b --layer 5
-
+      optinspect trace "The capital of France is" -m facebook/opt-6.7b --layer 5
       optinspect serve --status
-
       optinspect serve --stop
     """
     from ..errors import UsageError

@@ -96,18 +96,13 @@ def trace_command(
 
     Examples:
 
+    \b
       optinspect trace "The quick brown fox jumps over the lazy dog" --layer 0
-
       optinspect trace "Hello" --model tiny --format json | jq '.modules[].name'
-
-      cat sentences.txt | optinspect trace - --filter '*.fc1' --format jsonl > fc1.jsonl
-
-      optinspect trace --file sentences.txt --layer all --format csv --stats mean,absmax,zeros
-
+      cat sentences.txt | optinspect trace - --filter '*.fc1' -f jsonl > fc1.jsonl
+      optinspect trace --file sentences.txt --layer all --format csv > stats.csv
       optinspect trace "text" --layer 3 --save layer3.safetensors
-
       optinspect trace "some text" --model facebook/opt-175b --dry-run --layer 0
-
       optinspect trace --file sentences.txt --layer all --plot layers.png
     """
     from ..engine.preflight import parse_stats

@@ -41,10 +41,9 @@ def tree_command(
 
     Examples:
 
+    \b
       optinspect tree --model facebook/opt-1.3b --depth 4
-
-      optinspect tree --model tiny --no-collapse --format json | jq '.modules[].name'
-
+      optinspect tree --model tiny --no-collapse -f json | jq '.modules[].name'
       optinspect tree --model facebook/opt-175b --format csv
     """
     from ..errors import UsageError

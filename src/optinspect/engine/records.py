@@ -140,13 +140,23 @@ class ModuleRecord:
         }
 
 
+def past_vocabulary_text(token_id: int) -> str:
+    """The text of an id past the tokenizer's vocabulary: ``<id 50265>``.
+
+    OPT's embedding matrix has rows no token has (50,272 against 50,265 tokens), so
+    the logit lens can rank such an id; it decodes to nothing.
+    """
+    return f"<id {token_id}>"
+
+
 @dataclass(frozen=True)
 class Token:
     """One token: its id and the text it decodes to on its own.
 
     ``bytes`` is the hex of the token's bytes when they are not whole UTF-8
     characters (a byte-level piece of one), where ``text`` is only U+FFFD;
-    None otherwise.
+    None otherwise. An id past the tokenizer's vocabulary has the text
+    ``past_vocabulary_text(id)``.
     """
 
     id: int

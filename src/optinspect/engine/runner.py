@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import ModelError, UsageError
 from ..model.placement import input_device
 from .preflight import check_batch_size, check_text
-from .records import Token
+from .records import Token, past_vocabulary_text
 
 if TYPE_CHECKING:
     from ..model.loading import LoadedModel
@@ -139,9 +139,13 @@ def describe_token(tokenizer: Any, token_id: int) -> Token:
 
     OPT's byte-level BPE splits a character such as "—" over several tokens;
     each decodes alone to U+FFFD, so the bytes (from the byte-to-unicode map
-    the tokenizer is built on) are what tells them apart.
+    the tokenizer is built on) are what tells them apart. An id the tokenizer does
+    not know (past its vocabulary) is shown as ``<id N>``.
     """
     text = tokenizer.decode([token_id])
+    if not text and tokenizer.convert_ids_to_tokens(token_id) is None:
+        # Past the vocabulary (OPT's embedding matrix is larger): an id, not "".
+        return Token(token_id, past_vocabulary_text(token_id))
     if "\ufffd" not in text:
         return Token(token_id, text)
     raw = _token_bytes(tokenizer, token_id)

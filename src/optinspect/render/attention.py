@@ -19,7 +19,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from .common import has_colour, header_line, print_header, token_label
+from .common import format_percent, has_colour, header_line, print_header, token_label
 
 if TYPE_CHECKING:
     from ..engine.records import Token
@@ -69,7 +69,7 @@ def attention_title(result: AttentionResult) -> str:
 
 def _row_label(pos: int, token: Token, digits: int = 0) -> str:
     """``pos "text"``, the position right-aligned to ``digits``, long texts shortened."""
-    label = token_label(token.text, token.bytes)
+    label = token_label(token)
     if cell_len(label) > LABEL_WIDTH:
         label = set_cell_size(label, LABEL_WIDTH - 1) + "…"
     return f"{pos:>{digits}} {label}"
@@ -130,7 +130,7 @@ def heads_table(result: AttentionResult, *, colour: bool = True) -> Table:
         table.add_row(
             label,
             _number(summary.entropy),
-            _number(summary.sink),
+            format_percent(summary.sink),
             style="bold" if shown and colour else None,
         )
     return table
@@ -140,8 +140,8 @@ def heads_notes(result: AttentionResult, colour: bool) -> list[str]:
     """The lines under the heads table: what entropy and sink mean, and the marked head."""
     lines = [
         "entropy: mean over query rows of -sum w ln w, in nats "
-        f"(evenly spread attention: {result.uniform_entropy:.3f})",
-        "sink: mean over query rows of the weight on position 0",
+        f"(evenly spread: {result.uniform_entropy:.3f})",
+        "sink: mean over query rows of the weight on position 0, in percent",
     ]
     if result.head is not None:
         lines.append("the head shown above is in bold" if colour else "*: the head shown above")
@@ -157,8 +157,8 @@ def render_attention(console: Console, result: AttentionResult) -> None:
         highlight=False,
     )
     for index, block in enumerate(heatmap_blocks(result, console.width, colour=colour)):
-        if index:
-            console.print()
+        if index:  # keys that did not fit: the same rows, titled as a table goes on
+            console.print(escape(f"{attention_title(result)}, continued"), highlight=False)
         console.print(block, highlight=False, crop=False)
     console.print(heads_table(result, colour=colour), highlight=False)
     for line in heads_notes(result, colour):

@@ -11,7 +11,8 @@ from rich.console import Console, RenderableType
 
 from ..engine.records import STAT_NAMES
 from ..model.names import is_layer_root
-from .common import Column, count_noun, fit_tables, format_number, header_line, print_header
+from .common import count_noun, format_number, format_stat, header_line, print_header
+from .layout import NAME_BREAKS, Column, fit_tables
 
 if TYPE_CHECKING:
     from ..results.calibration import CalibrationResult, LinearInput
@@ -26,25 +27,27 @@ def _worst_first(m: LinearInput) -> tuple[float, float]:
 
 
 def input_tables(result: CalibrationResult, width: int = 200) -> list[RenderableType]:
-    """One row per linear layer's input, the largest outlier ratio first."""
+    """One row per linear layer's input, the largest outlier ratio first: the ratio, the
+    largest channel max and its channel, then the median channel max, the p99.9 and the
+    input's channels (``in``)."""
     columns = [
-        Column("module", justify="left", key=True, wrap=True),
-        Column("channels"),
-        Column("max |x|"),
-        Column("channel"),
-        Column("median max"),
-        Column("outlier ratio"),
-        Column("p99.9 |x|"),
+        Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
+        Column("ratio", group="outlier"),
+        Column("max |x|", group="outlier"),
+        Column("channel", group="outlier"),
+        Column("median max", group="spread"),
+        Column("p99.9 |x|", group="spread"),
+        Column("in", group="spread"),
     ]
     rows = [
         [
             m.name,
-            str(m.in_features),
+            format_number(m.outlier_ratio),
             format_number(m.absmax),
             "-" if m.argmax is None else str(m.argmax),
             format_number(m.median),
-            format_number(m.outlier_ratio),
             format_number(m.percentiles.get("p99.9")),
+            str(m.in_features),
         ]
         for m in sorted(result.inputs, key=_worst_first)
     ]
@@ -53,12 +56,15 @@ def input_tables(result: CalibrationResult, width: int = 200) -> list[Renderable
 
 
 def output_tables(result: CalibrationResult, width: int = 200) -> list[RenderableType]:
-    """One row per decoder layer's output, the largest absmax first."""
+    """One row per decoder layer's output, the largest absmax first (and its column)."""
     layers = [o for o in result.outputs if is_layer_root(o.name)]
     layers.sort(key=lambda o: -(o.stats.absmax or 0.0))
-    columns = [Column("layer output", justify="left", key=True, wrap=True)]
-    columns += [Column(name) for name in STAT_NAMES]
-    rows = [[o.name, *(format_number(v) for v in o.stats.as_dict().values())] for o in layers]
+    stats = ("absmax", *(name for name in STAT_NAMES if name != "absmax"))
+    columns = [Column("layer output", justify="left", key=True, wrap=True, breaks=NAME_BREAKS)]
+    columns += [Column(name) for name in stats]
+    rows = [
+        [o.name, *(format_stat(name, o.stats.as_dict()[name]) for name in stats)] for o in layers
+    ]
     title = f"decoder layer outputs ({len(rows)}, largest absmax first)"
     return fit_tables(columns, rows, width, title=title)
 
@@ -78,7 +84,9 @@ def render_calibration(console: Console, result: CalibrationResult) -> None:
     for table in [*input_tables(result, console.width), *output_tables(result, console.width)]:
         console.print(table, highlight=False)
     console.print(
-        "outlier ratio: the largest channel max |x| over the median channel max; "
-        "p99.9 read from a histogram, within 3.2%",
+        "ratio: outlier ratio, the largest channel max |x| over the median channel max",
         highlight=False,
+    )
+    console.print(
+        "in: the input's channels; p99.9 read from a histogram, within 3.2%", highlight=False
     )

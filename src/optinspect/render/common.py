@@ -1,5 +1,6 @@
 """What every renderer shares: numbers, shapes, percentages, the model header line, the
-random-weights note, token labels, colour detection and JSON writing.
+random-weights note, token labels, names as a tree, colour detection and JSON writing.
+Tables and lines laid out for a width are in ``layout``.
 
 Renderers take a Console; they never create one. No torch here.
 """
@@ -9,33 +10,28 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from rich.cells import cell_len
-from rich.console import Console, Group, JustifyMethod, RenderableType
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
 
-from ..engine.records import ModelInfo
+from ..engine.records import ModelInfo, past_vocabulary_text
+from .layout import print_parts
 
 __all__ = [
+    "HEADER_SEPARATOR",
     "RANDOM_NOTE",
-    "Column",
     "count_noun",
-    "fit_tables",
     "format_bytes",
     "format_count",
     "format_number",
     "format_percent",
     "format_shape",
+    "format_stat",
     "has_colour",
     "header_line",
-    "layer_headings",
     "print_header",
-    "relative_names",
     "token_label",
+    "tree_rows",
     "write_json",
 ]
 
@@ -82,17 +78,40 @@ def format_percent(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}%}"
 
 
+def format_stat(name: str, value: float | int | None) -> str:
+    """A statistic as every table shows it: ``zeros`` (a fraction) as a percentage."""
+    return format_percent(value) if name == "zeros" else format_number(value)
+
+
 def count_noun(n: int, noun: str) -> str:
     """``1 token``, ``2 tokens``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def token_label(text: str, raw: str | None = None) -> str:
+class TokenLike(Protocol):
+    """What a table needs of a token or a predicted token."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def bytes(self) -> str | None: ...
+
+
+def token_label(token: TokenLike) -> str:
     """A token's text as a JSON string, so spaces and newlines stay visible; a piece of a
-    character (``raw``, its bytes in hex) as ``<0xE2><0x80>``, so different pieces differ."""
-    if raw is not None:
-        return "".join(f"<0x{byte.upper()}>" for byte in raw.split())
-    return json.dumps(text, ensure_ascii=False)
+    character (its ``bytes`` in hex) as ``<0xE2><0x80>``, so different pieces differ; an id
+    past the vocabulary as ``<id 50265>``, unquoted, as no text decodes to it."""
+    if token.bytes is not None:
+        return "".join(f"<0x{byte.upper()}>" for byte in token.bytes.split())
+    if token.text == past_vocabulary_text(token.id):
+        return token.text
+    return json.dumps(token.text, ensure_ascii=False)
+
+
+#: Between the parts of a header line; a long header breaks only there.
+HEADER_SEPARATOR = " · "
 
 
 def header_line(info: ModelInfo, *extra: str, quant: bool = True, dtype: bool = True) -> str:
@@ -103,12 +122,13 @@ def header_line(info: ModelInfo, *extra: str, quant: bool = True, dtype: bool = 
     parts.append(f"device {info.device}")
     if dtype:
         parts.append(f"dtype {info.dtype}")
-    return " · ".join([*parts, *extra])
+    return HEADER_SEPARATOR.join([*parts, *extra])
 
 
 def print_header(console: Console, line: str, random_weights: bool) -> None:
-    """Print a result's header line and, for random weights, the note under it."""
-    console.print(escape(line), highlight=False)
+    """Print a result's header line, broken only between its parts where it is wider than
+    the console, and, for random weights, the note under it."""
+    print_parts(console, line.split(HEADER_SEPARATOR), HEADER_SEPARATOR)
     if random_weights:
         console.print(RANDOM_NOTE, highlight=False)
 
@@ -124,148 +144,41 @@ def write_json(stream: IO[str], payload: Any, *, indent: int | None = 2) -> None
     stream.write("\n")
 
 
-@dataclass(frozen=True)
-class Column:
-    """One column of a table that ``fit_tables`` lays out.
+def tree_rows(
+    names: Sequence[str], depths: Sequence[int] | None = None
+) -> list[tuple[str, int | None]]:
+    """Rows of a name column that show ``names`` as a tree, each with its index in
+    ``names`` (None for a heading row).
 
-    ``key`` columns (the row number, the name) start every block; a ``wrap``
-    column (a long name) may wrap onto a second line; every other column keeps
-    its whole width, so a number is never cut.
+    A name is indented by its ``depth`` (its nesting among the rows; 0 for all when
+    None) and, under a parent shown above it, named relative to it
+    (``model.decoder.layers.0`` then ``  self_attn``). A module inside a decoder layer
+    that has no row of its own goes under a heading row, the layer's name, and is named
+    relative to it (``  self_attn.q_proj``), so ``--filter`` tables stay narrow. Modules
+    outside the layers keep their full name.
     """
-
-    header: str
-    justify: JustifyMethod = "right"
-    key: bool = False
-    wrap: bool = False
-
-
-#: What a column costs beside its content in a boxed table: a space each side and a rule.
-_COLUMN_EDGES = 3
-
-
-def _width(cell: str | Text) -> int:
-    plain = cell.plain if isinstance(cell, Text) else cell
-    return max((cell_len(line) for line in plain.split("\n")), default=0)
-
-
-def fit_tables(
-    columns: Sequence[Column],
-    rows: Sequence[Sequence[str | Text]],
-    width: int,
-    *,
-    title: str | None = None,
-    caption: str | None = None,
-    row_styles: Sequence[str] | None = None,
-    show_lines: bool = False,
-    section_before: int | None = None,
-) -> list[RenderableType]:
-    """The rows as one table, or as stacked blocks when the columns do not fit ``width``.
-
-    Columns keep their order; each block repeats the key columns and takes a
-    run of the others, as few blocks as fit and as even as they can be, so no
-    value is ever cut or dropped, only moved to the next block (as ``lens``
-    continues its layers). Cells are plain text: no markup is read from them.
-    ``section_before`` draws a rule above that row (a total). Titles and
-    captions are lines of their own, so they never wrap inside a narrow table.
-    """
-    natural = [
-        max([_width(column.header), *(_width(row[i]) for row in rows)])
-        for i, column in enumerate(columns)
-    ]
-    keys = [i for i, column in enumerate(columns) if column.key]
-    others = [i for i, column in enumerate(columns) if not column.key]
-    room = width - 1 - sum(natural[i] + _COLUMN_EDGES for i in keys)
-    costs = [natural[i] + _COLUMN_EDGES for i in others]
-    blocks = [[others[j] for j in block] for block in _partition(costs, room)]
-    out: list[RenderableType] = []
-    for number, block in enumerate(blocks):
-        table = Table(show_lines=show_lines)
-        for i in [*keys, *block]:
-            column = columns[i]
-            table.add_column(
-                column.header,
-                justify=column.justify,
-                no_wrap=not column.wrap,
-                overflow="fold" if column.wrap else "ellipsis",
-                min_width=None if column.wrap else natural[i],
-            )
-        for r, row in enumerate(rows):
-            if r == section_before:
-                table.add_section()
-            cells = [
-                row[i] if isinstance(row[i], Text) else Text(str(row[i])) for i in [*keys, *block]
-            ]
-            style = row_styles[r] if row_styles is not None else None
-            table.add_row(*cells, style=style or None)
-        parts: list[RenderableType] = []
-        if title:
-            heading = title if number == 0 else f"{title}, continued"
-            parts.append(Text(heading, style="table.title"))
-        parts.append(table)
-        if caption and number == len(blocks) - 1:
-            parts.append(Text(caption, style="table.caption"))
-        out.append(Group(*parts) if len(parts) > 1 else table)
-    return out
-
-
-def _partition(costs: Sequence[int], room: int) -> list[list[int]]:
-    """Split ``costs`` (in order) into the fewest runs that fit ``room`` each, then even
-    them out: the widest run is as narrow as that number of runs allows."""
-
-    def runs(limit: int) -> list[list[int]]:
-        out: list[list[int]] = [[]]
-        used = 0
-        for j, cost in enumerate(costs):
-            if out[-1] and used + cost > limit:
-                out.append([])
-                used = 0
-            out[-1].append(j)
-            used += cost
-        return out
-
-    fewest = runs(room)
-    low, high = max(costs, default=0), max(room, max(costs, default=0))
-    while low < high:  # the narrowest limit that still needs no more runs
-        middle = (low + high) // 2
-        if len(runs(middle)) <= len(fewest):
-            high = middle
-        else:
-            low = middle + 1
-    return runs(low)
-
-
-def relative_names(names: Sequence[str], depths: Sequence[int]) -> list[str]:
-    """Names as a tree: each indented by its depth and, inside a parent shown above it,
-    relative to that parent (``model.decoder.layers.0`` then ``  self_attn``)."""
-    shown: list[str] = []
-    parents: list[str] = []
-    for name, depth in zip(names, depths, strict=True):
-        del parents[depth:]
-        parent = parents[-1] if parents else None
-        if parent is not None and name.startswith(parent + "."):
-            shown.append("  " * depth + name[len(parent) + 1 :])
-        else:
-            shown.append("  " * depth + name)
-        parents.append(name)
-    return shown
-
-
-def layer_headings(names: Sequence[str]) -> list[tuple[str, int | None]]:
-    """Rows for ``names`` grouped by decoder layer: a heading row (the layer's name, with
-    None) before each layer's first module, then its modules named relative to it, each
-    with its index in ``names``. Modules outside the layers keep their full name."""
     from ..model.names import layer_group
 
     rows: list[tuple[str, int | None]] = []
-    heading = None
+    parents: list[str] = []
+    heading: str | None = None  # the layer named in the last heading row, or shown
+    shift = 0  # one more level under a heading row
     for index, name in enumerate(names):
-        root = layer_group(name)
-        if root == name:
-            rows.append((name, index))
-            heading = None
-            continue
-        if root != heading:
-            rows.append((root, None))
-            heading = root
-        rows.append(("  " + name[len(root) + 1 :], index))
+        depth = depths[index] if depths is not None else 0
+        del parents[depth:]
+        parent = parents[-1] if parents else None
+        if parent is not None and name.startswith(parent + "."):
+            rows.append(("  " * (depth + shift) + name[len(parent) + 1 :], index))
+        elif depth == 0 and layer_group(name) != name:
+            root = layer_group(name)
+            if root != heading:
+                rows.append((root, None))
+                heading = root
+            shift = 1
+            rows.append(("  " + name[len(root) + 1 :], index))
+        else:
+            if depth == 0:
+                heading, shift = layer_group(name), 0
+            rows.append(("  " * (depth + shift) + name, index))
+        parents.append(name)
     return rows

@@ -12,15 +12,14 @@ from typing import TYPE_CHECKING
 from rich.console import Console, RenderableType
 
 from .common import (
-    Column,
     count_noun,
-    fit_tables,
     format_number,
     format_shape,
     header_line,
     print_header,
-    relative_names,
+    tree_rows,
 )
+from .layout import NAME_BREAKS, Column, fit_tables
 
 if TYPE_CHECKING:
     from ..results.compare import CompareResult, ModuleDiff
@@ -45,25 +44,31 @@ def compare_summary(result: CompareResult) -> str:
 
 def compare_tables(result: CompareResult, width: int = 200) -> list[RenderableType]:
     """One row per module call in execution order, names as a tree; rows above the
-    tolerance are marked in words (``over``, ``FIRST``) and colour. Blocks fit ``width``."""
+    tolerance are marked in words (``over``, ``FIRST``) and colour. Blocks fit ``width``:
+    the metrics and the mark first, then each module's type and shape."""
     first = result.first_exceeding
     columns = [
-        Column("module", justify="left", key=True, wrap=True),
-        Column("#"),
-        Column("type", justify="left"),
-        Column("shape", justify="left"),
-        Column("cosine"),
-        Column("rel err"),
-        Column("max abs diff"),
-        Column("mark", justify="left"),
+        Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
+        Column("#", group="metrics"),
+        Column("rel err", group="metrics"),
+        Column("cosine", group="metrics"),
+        Column("max abs diff", group="metrics"),
+        Column("mark", justify="left", group="metrics"),
+        Column("type", justify="left", group="structure"),
+        Column("shape", justify="left", group="structure"),
     ]
-    names = relative_names([m.name for m in result.modules], [m.depth for m in result.modules])
+    modules = result.modules
     rows = []
     styles = []
-    for row, name in zip(result.modules, names, strict=True):
+    for name, index in tree_rows([m.name for m in modules], [m.depth for m in modules]):
+        if index is None:
+            rows.append([name, *([""] * (len(columns) - 1))])
+            styles.append("")
+            continue
+        row = modules[index]
         mark = "FIRST" if row is first else ("over" if row.exceeds else "")
         styles.append("bold red" if row is first else ("red" if row.exceeds else ""))
-        rows.append([*_diff_cells(row, name), mark])
+        rows.append(_diff_cells(row, name, mark))
     return fit_tables(
         columns,
         rows,
@@ -74,15 +79,14 @@ def compare_tables(result: CompareResult, width: int = 200) -> list[RenderableTy
     )
 
 
-def _diff_cells(row: ModuleDiff, name: str) -> list[str]:
+def _diff_cells(row: ModuleDiff, name: str, mark: str) -> list[str]:
     name += f" (call {row.call})" if row.call else ""
-    shape = format_shape(row.shape)
     if row.status != "compared":
         metrics = [row.status, "-", "-"]
     else:
         cosine = "-" if row.cosine is None else f"{row.cosine:.6f}"
-        metrics = [cosine, format_number(row.rel_error), format_number(row.max_abs_diff)]
-    return [name, str(row.index), row.type, shape, *metrics]
+        metrics = [format_number(row.rel_error), cosine, format_number(row.max_abs_diff)]
+    return [name, str(row.index), *metrics, mark, row.type, format_shape(row.shape)]
 
 
 def render_compare_header(console: Console, result: CompareResult) -> None:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from .common import Column, fit_tables, has_colour, header_line, print_header, token_label
+from .common import has_colour, header_line, print_header, token_label
+from .layout import Column, fit_tables
 
 if TYPE_CHECKING:
     from ..results.lens import LensResult, Ranked
@@ -32,7 +33,7 @@ def _cell(ranked: Ranked, top_k: int, final_id: int | None, colour: bool) -> Tex
         if rank:
             cell.append("\n")
         matched = rank == 0 and prediction.id == final_id
-        label = token_label(prediction.text, prediction.bytes)
+        label = token_label(prediction)
         if matched and not colour:
             label += MATCH_MARK
         if top_k > 1:
@@ -45,8 +46,8 @@ def lens_tables(result: LensResult, width: int, *, colour: bool = True) -> list[
     """Rows are input positions, columns the selected layers, cells the predicted next token.
 
     Layers that do not fit in ``width`` beside the position columns go to
-    further tables, so no layer is ever dropped. A top-1 token that is
-    already the model's own prediction at that position is green
+    further tables, titled ``…, continued``, so no layer is ever dropped. A top-1
+    token that is already the model's own prediction at that position is green
     (``colour``) or marked with ``*``.
     """
     finals = [ranked[0].id if ranked else None for ranked in result.output]
@@ -58,7 +59,7 @@ def lens_tables(result: LensResult, width: int, *, colour: bool = True) -> list[
     rows = [
         [
             str(pos),
-            Text(token_label(token.text, token.bytes)),
+            Text(token_label(token)),
             *(
                 _cell(layer.predictions[pos], result.top_k, finals[pos], colour)
                 for layer in result.layers
@@ -66,7 +67,14 @@ def lens_tables(result: LensResult, width: int, *, colour: bool = True) -> list[
         ]
         for pos, token in enumerate(result.tokens)
     ]
-    return fit_tables(columns, rows, width, show_lines=result.top_k > 1)
+    return fit_tables(columns, rows, width, title=lens_title(result), show_lines=result.top_k > 1)
+
+
+def lens_title(result: LensResult) -> str:
+    """``logit lens: top-1 next token after each layer``; with top-k, their probabilities."""
+    if result.top_k == 1:
+        return "logit lens: top-1 next token after each layer"
+    return f"logit lens: top-{result.top_k} next tokens after each layer, with probabilities"
 
 
 def render_lens_header(console: Console, result: LensResult) -> None:
@@ -80,10 +88,6 @@ def render_lens(console: Console, result: LensResult, *, header: bool = True) ->
     if header:
         render_lens_header(console, result)
     colour = has_colour(console)
-    what = "top-1 next token" if result.top_k == 1 else f"top-{result.top_k} next tokens"
-    if result.top_k > 1:
-        what += " with their probabilities"
-    console.print(f"logit lens: {what} after each layer (columns)", highlight=False)
     for table in lens_tables(result, console.width, colour=colour):
         console.print(table, highlight=False)
     marker = "green" if colour else MATCH_MARK

@@ -12,15 +12,14 @@ from typing import TYPE_CHECKING
 from rich.console import Console, RenderableType
 
 from .common import (
-    Column,
     count_noun,
-    fit_tables,
     format_number,
     format_percent,
     header_line,
-    layer_headings,
     print_header,
+    tree_rows,
 )
+from .layout import NAME_BREAKS, Column, fit_tables, print_parts
 
 if TYPE_CHECKING:
     from ..results.outliers import DimCount, ModuleOutliers, OutlierResult
@@ -29,6 +28,8 @@ __all__ = ["format_layers", "outlier_tables", "recurring_tables", "render_outlie
 
 #: Most dimensions listed in one row of the outlier table; the JSON has them all.
 MAX_DIMS_SHOWN = 5
+#: Where a list of dimensions may break: before a dimension, never inside ``17 (100%)``.
+_DIM_BREAKS = r"(?<= )(?=[0-9+])"
 
 
 def format_layers(layers: Sequence[int]) -> str:
@@ -59,20 +60,27 @@ def _dims_cell(dims: Sequence[DimCount]) -> str:
 
 def outlier_tables(result: OutlierResult, width: int = 200) -> list[RenderableType]:
     """One row per linear layer, under a heading row per decoder layer: where its input
-    reached the threshold. Blocks fit ``width``; the dimensions wrap at spaces."""
+    reached the threshold, then what the layer is. Blocks fit ``width``; the dimensions
+    wrap between two of them."""
     columns = [
-        Column("module", justify="left", key=True, wrap=True),
-        Column("type", justify="left"),
-        Column("in"),
-        Column("threshold"),
-        Column("tokens hit"),
-        Column("fraction"),
-        Column("absmax"),
-        Column("dimensions (most tokens first)", justify="left", wrap=True),
+        Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
+        Column("tokens hit", group="hits"),
+        Column("fraction", group="hits"),
+        Column("absmax", group="hits"),
+        Column(
+            "dimensions (most tokens first)",
+            justify="left",
+            wrap=True,
+            breaks=_DIM_BREAKS,
+            group="hits",
+        ),
+        Column("type", justify="left", group="layer"),
+        Column("in", group="layer"),
+        Column("threshold", group="layer"),
     ]
     rows: list[list[str]] = []
     styles: list[str] = []
-    for name, index in layer_headings([m.name for m in result.modules]):
+    for name, index in tree_rows([m.name for m in result.modules]):
         if index is None:
             rows.append([name, *([""] * (len(columns) - 1))])
             styles.append("")
@@ -86,13 +94,13 @@ def outlier_tables(result: OutlierResult, width: int = 200) -> list[RenderableTy
 
 def _outlier_cells(m: ModuleOutliers) -> list[str]:
     return [
-        m.type,
-        str(m.in_features),
-        f"{m.threshold:g} ({m.threshold_source})",
         str(m.tokens_affected),
         format_percent(m.token_fraction),
         format_number(m.absmax),
         _dims_cell(m.dims),
+        m.type,
+        str(m.in_features),
+        f"{m.threshold:g} ({m.threshold_source})",
     ]
 
 
@@ -100,7 +108,7 @@ def recurring_tables(result: OutlierResult, width: int = 200) -> list[Renderable
     """One row per recurring hidden dimension."""
     columns = [
         Column("dim", key=True),
-        Column("layers", justify="left", wrap=True),
+        Column("layers", justify="left", wrap=True, breaks=r"(?<=,)"),
         Column("of layers"),
         Column("of tokens"),
         Column("absmax"),
@@ -124,10 +132,14 @@ def render_outliers(console: Console, result: OutlierResult) -> None:
         result.info, count_noun(result.sentences, "sentence"), count_noun(result.tokens, "token")
     )
     print_header(console, line, result.random_weights)
-    console.print(
-        f"threshold: |x| >= the module's own LLM.int8 threshold (module), "
-        f"else --threshold {result.threshold:g} (option)",
-        highlight=False,
+    # One line at 80 columns; narrower, it breaks after the comma only.
+    print_parts(
+        console,
+        [
+            "threshold: |x| >= its LLM.int8 threshold (module)",
+            f"else --threshold {result.threshold:g} (option)",
+        ],
+        ", ",
     )
     for table in outlier_tables(result, console.width):
         console.print(table, highlight=False)

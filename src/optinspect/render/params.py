@@ -12,7 +12,8 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 
 from ..params import LoadedCount, ParamReport, WeightBytes
-from .common import Column, fit_tables, format_bytes, format_count, layer_headings
+from .common import format_bytes, format_count, tree_rows
+from .layout import NAME_BREAKS, Column, fit_tables, print_parts
 
 __all__ = ["params_tables", "render_params", "write_params_csv"]
 
@@ -23,10 +24,14 @@ _PRECISIONS = (
     ("int8", "int8"),
     ("nf4", "nf4"),
 )
+#: Under the table, broken only between its parts.
 _BYTES_NOTE = (
-    "bytes: weights only; int8 = LLM.int8, nf4 = 4-bit NF4, as bitsandbytes stores them "
-    "(lm_head, embeddings, norms and biases in float16)"
+    "bytes: weights only, as bitsandbytes stores them",
+    "int8 = LLM.int8, nf4 = 4-bit NF4",
+    "lm_head, embeddings, norms and biases in float16",
 )
+#: Where a row's name may break: as a module name does, or after a space of a group's.
+_NAME_BREAKS = rf"{NAME_BREAKS}|(?<= )"
 
 
 def _byte_cells(weights: WeightBytes) -> list[str]:
@@ -35,16 +40,17 @@ def _byte_cells(weights: WeightBytes) -> list[str]:
 
 
 def params_tables(report: ParamReport, width: int = 200) -> list[RenderableType]:
-    """The breakdown with a total row that the rows add up to; blocks that fit ``width``."""
+    """The breakdown with a total row that the rows add up to; blocks that fit ``width``,
+    the counts together and the bytes together."""
     columns = [
-        Column(report.by, justify="left", key=True, wrap=True),
-        Column("params"),
-        Column("share"),
-        *(Column(header) for _, header in _PRECISIONS),
+        Column(report.by, justify="left", key=True, wrap=True, breaks=_NAME_BREAKS),
+        Column("params", group="count"),
+        Column("share", group="count"),
+        *(Column(header, group="bytes") for _, header in _PRECISIONS),
     ]
     names = [row.name for row in report.rows]
     plain: list[tuple[str, int | None]] = [(name, i) for i, name in enumerate(names)]
-    shown = layer_headings(names) if report.by == "module" else plain
+    shown = tree_rows(names) if report.by == "module" else plain
     rows = []
     for name, index in shown:
         if index is None:
@@ -61,7 +67,8 @@ def params_tables(report: ParamReport, width: int = 200) -> list[RenderableType]
 
 
 def loaded_lines(report: ParamReport, loaded: LoadedCount) -> list[str]:
-    """Two lines comparing what a loaded model holds with the config-only count."""
+    """What a loaded model holds, against the config-only count: how it was loaded, then
+    its parameters, its stored elements and its memory, a line each."""
     same = (
         "the same as the config"
         if loaded.params == report.total
@@ -69,28 +76,31 @@ def loaded_lines(report: ParamReport, loaded: LoadedCount) -> list[str]:
     )
     packed = " (4-bit weights pack two values a byte)" if loaded.stored != loaded.params else ""
     return [
-        f"loaded with quant {loaded.quant} · device {loaded.device} · dtype {loaded.dtype}: "
-        f"{format_count(loaded.params)} parameters, {same}",
-        f"  stored as {format_count(loaded.stored)} elements{packed}; "
-        f"{format_bytes(loaded.bytes)} in memory with quantization statistics",
+        f"loaded with quant {loaded.quant} · device {loaded.device} · dtype {loaded.dtype}",
+        f"  {format_count(loaded.params)} parameters, {same}",
+        f"  stored as {format_count(loaded.stored)} elements{packed}",
+        f"  {format_bytes(loaded.bytes)} in memory with quantization statistics",
     ]
 
 
+def source_line(report: ParamReport, loaded: bool) -> str:
+    """Where the count comes from; that no weight was read only when none was."""
+    source = "the built-in config" if report.builtin else "the config on the meta device"
+    tail = "the loaded model is measured below" if loaded else "no weights read"
+    return f"counted from {source}; {tail}"
+
+
 def render_params(console: Console, report: ParamReport, loaded: LoadedCount | None = None) -> None:
-    """Print the header line, the breakdown table and the notes of one parameter report."""
-    source = "built-in config" if report.builtin else "config on the meta device"
-    header = (
-        f"model {report.model} · {format_count(report.total)} parameters · "
-        f"{source}, no weights read"
-    )
-    console.print(escape(header), highlight=False)
+    """Print the header lines, the breakdown table and the notes of one parameter report."""
+    print_parts(console, [f"model {report.model}", f"{format_count(report.total)} parameters"])
+    console.print(escape(source_line(report, loaded is not None)), highlight=False)
     for table in params_tables(report, console.width):
         console.print(table)
     if report.tied_to is not None:
         console.print(
             escape(f"lm_head.weight is tied to {report.tied_to}: counted once"), highlight=False
         )
-    console.print(_BYTES_NOTE, highlight=False)
+    print_parts(console, _BYTES_NOTE, "; ")
     if loaded is not None:
         for line in loaded_lines(report, loaded):
             console.print(escape(line), highlight=False)

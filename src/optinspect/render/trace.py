@@ -13,16 +13,15 @@ from rich.console import Console, RenderableType
 
 from ..engine.records import STAT_NAMES, ModuleRecord
 from .common import (
-    Column,
-    fit_tables,
-    format_number,
     format_percent,
     format_shape,
+    format_stat,
     header_line,
     print_header,
-    relative_names,
     token_label,
+    tree_rows,
 )
+from .layout import NAME_BREAKS, Column, fit_tables
 
 if TYPE_CHECKING:
     from ..results.sparsity import LayerSparsity
@@ -48,8 +47,7 @@ def tokens_tables(result: TraceResult, width: int = 200) -> list[RenderableType]
     """Every input token: position, id and the text it decodes to (bytes for a piece)."""
     columns = [Column("pos", key=True), Column("id"), Column("text", justify="left", wrap=True)]
     rows = [
-        [str(pos), str(token.id), token_label(token.text, token.bytes)]
-        for pos, token in enumerate(result.tokens)
+        [str(pos), str(token.id), token_label(token)] for pos, token in enumerate(result.tokens)
     ]
     return fit_tables(columns, rows, width, title=f"tokens ({len(result.tokens)})")
 
@@ -65,21 +63,24 @@ def table_stats(result: TraceResult, stats: Sequence[str] | None) -> tuple[str, 
 def modules_tables(
     result: TraceResult, stats: Sequence[str] | None = None, width: int = 200
 ) -> list[RenderableType]:
-    """The module calls in execution order, as a tree of names; blocks that fit ``width``."""
+    """The module calls in execution order, as a tree of names; blocks that fit ``width``:
+    the structure (``#``, type, shape, dtype) together, the weight and statistics together."""
     shown = table_stats(result, stats) if not result.dry_run else ()
     columns = [
-        Column("module", justify="left", key=True, wrap=True),
-        Column("#"),
-        Column("type", justify="left"),
-        Column("shape", justify="left"),
-        Column("dtype", justify="left"),
-        Column("weight", justify="left"),
-        *(Column(name) for name in shown),
+        Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
+        Column("#", group="structure"),
+        Column("type", justify="left", group="structure"),
+        Column("shape", justify="left", group="structure"),
+        Column("dtype", justify="left", group="structure"),
+        Column("weight", justify="left", group="values"),
+        *(Column(name, group="values") for name in shown),
     ]
-    names = relative_names([m.name for m in result.modules], [m.depth for m in result.modules])
+    modules = result.modules
     rows = [
-        _module_cells(record, name, shown)
-        for record, name in zip(result.modules, names, strict=True)
+        [name, *([""] * (len(columns) - 1))]
+        if index is None
+        else _module_cells(modules[index], name, shown)
+        for name, index in tree_rows([m.name for m in modules], [m.depth for m in modules])
     ]
     title = f"modules ({len(result.modules)}, execution order)"
     return fit_tables(columns, rows, width, title=title)
@@ -98,13 +99,7 @@ def _module_cells(record: ModuleRecord, name: str, stats: Sequence[str]) -> list
         _weight_cell(record),
     ]
     values = record.stats.as_dict() if record.stats is not None else {}
-    for stat in stats:
-        value = values.get(stat)
-        if stat == "zeros" and value is not None:
-            cells.append(format_percent(value))
-        else:
-            cells.append(format_number(value))
-    return cells
+    return [*cells, *(format_stat(stat, values.get(stat)) for stat in stats)]
 
 
 def _weight_cell(record: ModuleRecord) -> str:

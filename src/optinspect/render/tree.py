@@ -6,46 +6,58 @@ Renderers take a Console; they never create one. No torch here.
 from __future__ import annotations
 
 import csv
+import re
 from typing import IO
 
 from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
 from rich.tree import Tree
 
 from ..tree import TreeNode
 from .common import format_count, format_shape
+from .layout import NAME_BREAKS, print_parts, wrap_pieces
 
 __all__ = ["render_tree", "write_tree_csv"]
 
+#: The columns rich's tree guides take per level ("├── ", "│   ").
+_GUIDE = 4
+#: Between two values of a node's label.
+_GAP = "  "
+#: How far a label's continuation lines are indented under its first.
+_CONTINUED = 2
 
-def _tree_label(node: TreeNode) -> Text:
-    label = Text()
+
+def _tree_label(node: TreeNode, width: int) -> Text:
+    """The node's name, class, parameters, weight shape and what it is tied to, as lines
+    of at most ``width`` cells that break only between two of them (or, for a name wider
+    than that alone, after a dot of it): a count or a shape is never split."""
     if node.depth == 0:
-        label.append(node.type, style="bold")
-        label.append(f"  {format_count(node.params)} params")
-        return label
-    label.append(node.name, style="bold")
-    kind = f"{node.repeat} x {node.type}" if node.repeat > 1 else node.type
-    label.append(f"  {kind}", style="cyan")
-    if node.total or node.tied_to:
-        label.append(f"  {format_count(node.total)} params")
-        if node.repeat > 1:
-            label.append(f" ({format_count(node.params)} each)")
-    if node.weight_shape is not None:
-        label.append(f"  weight {format_shape(node.weight_shape)}", style="dim")
-    if node.tied_to is not None:
-        label.append(f"  tied to {node.tied_to}", style="dim")
-    return label
+        values = [Text(node.type, style="bold"), Text(f"{format_count(node.params)} params")]
+        name: list[Text] = []
+    else:
+        name = [Text(part, style="bold") for part in re.split(NAME_BREAKS, node.name)]
+        kind = f"{node.repeat} x {node.type}" if node.repeat > 1 else node.type
+        values = [Text(kind, style="cyan")]
+        if node.total or node.tied_to:
+            count = f"{format_count(node.total)} params"
+            if node.repeat > 1:
+                count += f" ({format_count(node.params)} each)"
+            values.append(Text(count))
+        if node.weight_shape is not None:
+            values.append(Text(f"weight {format_shape(node.weight_shape)}", style="dim"))
+        if node.tied_to is not None:
+            values.append(Text(f"tied to {node.tied_to}", style="dim"))
+    pieces = [*name[:-1], *(Text.assemble(piece, _GAP) for piece in [*name[-1:], *values[:-1]])]
+    lines = wrap_pieces([*pieces, values[-1]], width, indent=_CONTINUED)
+    return Text("\n").join(lines)
 
 
 def render_tree(console: Console, model: str, root: TreeNode, max_depth: int | None = None) -> None:
     """Print the header line and the hierarchy down to ``max_depth`` as a rich Tree."""
-    console.print(
-        escape(f"model {model} · {format_count(root.params)} parameters · meta device"),
-        highlight=False,
+    print_parts(
+        console, [f"model {model}", f"{format_count(root.params)} parameters", "meta device"]
     )
-    tree = Tree(_tree_label(root))
+    tree = Tree(_tree_label(root, console.width))
     branches: dict[int, Tree] = {id(root): tree}
     stack = [root]
     while stack:
@@ -53,7 +65,8 @@ def render_tree(console: Console, model: str, root: TreeNode, max_depth: int | N
         if max_depth is not None and node.depth >= max_depth:
             continue
         for child in node.children:
-            branches[id(child)] = branches[id(node)].add(_tree_label(child))
+            label = _tree_label(child, console.width - _GUIDE * child.depth)
+            branches[id(child)] = branches[id(node)].add(label)
         stack.extend(reversed(node.children))
     console.print(tree)
 
