@@ -113,8 +113,9 @@ def test_output_through_the_server_is_the_local_output(cli, server, sentences, c
         ["lens", "Hello", "--model", "tiny", "--top-k", "0"],
         ["attention", "Hello", "--model", "tiny", "--head", "9"],
         ["outliers", "--file", "/dev/null", "--model", "tiny"],  # outliers need sentences
+        ["trace", "abc\udcff", "--model", "tiny", "--format", "csv"],  # argv's abc\xff
     ],
-    ids=["layer", "filter", "top-k", "head", "empty-outliers"],
+    ids=["layer", "filter", "top-k", "head", "empty-outliers", "not-utf8"],
 )
 def test_errors_through_the_server_are_the_local_errors(cli, server, args) -> None:
     served = cli(*args)
@@ -122,6 +123,26 @@ def test_errors_through_the_server_are_the_local_errors(cli, server, args) -> No
     assert served.code == local.code == 2
     assert served.err == local.err
     assert served.err.startswith("Error: ") and served.err.count("\n") == 1
+
+
+def test_invalid_utf8_text_through_the_server_is_the_local_error(server) -> None:
+    # Real processes, so TEXT arrives as the bytes a shell passes: told before any job
+    # is sent, where the frame's UTF-8 encoding used to fail (exit 1, UnicodeEncodeError).
+    before = server.served
+    for extra in ([], ["--no-server"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "optinspect", "trace", b"abc\xff", "--model", "tiny",
+             "--format", "csv", *extra],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )  # fmt: skip
+        assert (proc.returncode, proc.stdout, proc.stderr) == (
+            2,
+            b"",
+            b"Error: the text is not valid UTF-8 (byte 4)\n",
+        ), extra
+    assert server.served == before  # no job was sent
 
 
 def test_files_written_through_the_server_match(cli, server, sentences, tmp_path) -> None:
