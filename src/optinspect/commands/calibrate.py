@@ -356,21 +356,15 @@ def _calibrate(
 def _write_files(
     result: CalibrationResult, paths: dict[str, Path], note: Callable[[str], None]
 ) -> None:
-    """Each requested file, atomically; a note on stderr names it."""
-    import torch
-
-    from ..engine.saving import write_atomic
+    """Each requested file, atomically; a note on stderr names it (``wrote PATH``, as
+    ``trace --save`` and ``--plot`` say)."""
+    from ..engine.saving import save_safetensors, save_torch
 
     for option, path in paths.items():
         if option == "--act-scales":
-            write_atomic(path, lambda tmp: torch.save(result.act_scales(), tmp))
+            save_torch(path, result.act_scales())
         elif option == "--act-shifts":
-            write_atomic(path, lambda tmp: torch.save(result.act_shifts(), tmp))
+            save_torch(path, result.act_shifts())
         else:
-            from safetensors.torch import save_file
-
-            write_atomic(
-                path,
-                lambda tmp: save_file(result.tensors(), str(tmp), metadata=result.metadata()),
-            )
-        note(f"wrote {option[2:]} to {path}")
+            save_safetensors(path, result.tensors(), result.metadata())
+        note(f"wrote {path}")
