@@ -193,3 +193,41 @@ def test_empty_input_traces_nothing(cli, monkeypatch) -> None:
     assert result.code == 0
     assert result.out.count("\n") == 1  # the header alone
     assert "no sentences" in result.err
+
+
+# --- --truncate says what it cut ---------------------------------------------------------
+
+LONG = " ".join(["word"] * 300)  # 602 tokens with </s>; the tiny model takes 128
+CUT = "note: {} has 602 tokens; --truncate kept the first 128\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "-f", "json"],
+        ["lens", "-f", "json"],
+        ["attention", "-f", "json"],
+        ["compare", "-f", "json"],  # two runs of the text, one note
+        ["outliers", "-f", "json"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_truncate_notes_a_cut_text_once(cli, args: list[str]) -> None:
+    result = cli(args[0], LONG, "--model", "tiny", "-q", "none", "--truncate", *args[1:])
+    assert result.code == 0, result.err
+    assert result.err == CUT.format("the text")
+
+
+def test_truncate_notes_each_cut_line_by_where_it_is(cli, tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text(f"{LONG}\nshort\n\n{LONG}\n", encoding="utf-8")
+    for command in ("trace", "calibrate"):
+        result = cli(command, "--file", str(path), "--model", "tiny", "-q", "none",
+                     "--truncate", "-f", "json")  # fmt: skip
+        assert result.code == 0, result.err
+        assert result.err == CUT.format(f"line 1 of {path}") + CUT.format(f"line 4 of {path}")
+
+
+def test_a_text_that_fits_is_not_noted(cli) -> None:
+    result = cli("trace", "Hello", "--model", "tiny", "-q", "none", "--truncate", "-f", "json")
+    assert (result.code, result.err) == (0, "")

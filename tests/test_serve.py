@@ -177,6 +177,24 @@ def test_files_written_through_the_server_match(cli, server, sentences, tmp_path
         assert served == local, name
 
 
+def test_notes_through_the_server_are_the_local_notes(cli, server, tmp_path) -> None:
+    long = " ".join(["word"] * 300)  # 601 tokens and </s>; tiny takes 128
+    save = tmp_path / "cut.safetensors"
+    before = server.served
+    served = cli("trace", long, "--model", "tiny", "--truncate", "--layer", "0", "-f", "json",
+                 "--save", str(save))  # fmt: skip
+    assert server.served == before + 1
+    save.unlink()
+    local = cli("trace", long, "--model", "tiny", "--truncate", "--layer", "0", "-f", "json",
+                "--save", str(save), "--no-server")  # fmt: skip
+    assert served.code == local.code == 0, served.err + local.err
+    assert (
+        served.err
+        == local.err
+        == (f"note: the text has 602 tokens; --truncate kept the first 128\nwrote {save}\n")
+    )
+
+
 def test_socket_and_folder_are_private(server) -> None:
     assert stat.S_IMODE(os.stat(socket_path().parent).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(socket_path()).st_mode) == 0o600

@@ -273,6 +273,7 @@ def _calibrate_ranks(
 ) -> CalibrationResult | None:
     """Calibrate as one of the ranks a launcher started; rank 0 writes and gets the result."""
     from ..engine.distributed import agree, process_group
+    from ..engine.notes import notes_to
     from ..engine.preflight import preflight
     from ..errors import OptinspectError
     from .common import note, progress
@@ -305,7 +306,10 @@ def _calibrate_ranks(
         loaded = load.load(device=device) if load.device_map is None else load.load()
         comm = device if device.startswith("cuda") else "cpu"
         with progress(ranks.leader, "calibrating", streams=False, totals=True) as advance:
-            result = _calibrate(loaded, texts, max_positions, values, ranks, comm, advance)
+            # Every rank tokenizes every sample: the leader alone tells what --truncate cut.
+            listener = getattr(advance, "note", note) if ranks.leader else None
+            with notes_to(listener):
+                result = _calibrate(loaded, texts, max_positions, values, ranks, comm, advance)
     if not ranks.leader:
         return None
     _write_files(result, paths, note)
