@@ -129,7 +129,7 @@ def trace_command(
         return
     texts, many = inputs.read()
     clock = _Clock()
-    run = _TraceRun(fmt.value, stat_names, many, plot=plot)
+    run = _TraceRun(fmt.value, stat_names, many, plot=plot, model=load.model)
     values = {"layers": layer, "filters": globs, "batch_size": inputs.batch_size}
     job = Job(
         "trace",
@@ -343,11 +343,17 @@ class _TraceRun:
     """One trace's output: results stream to the emitter as they come."""
 
     def __init__(
-        self, fmt: str, stat_names: tuple[str, ...] | None, many: bool, *, plot: Path | None
+        self,
+        fmt: str,
+        stat_names: tuple[str, ...] | None,
+        many: bool,
+        *,
+        plot: Path | None,
+        model: str,
     ) -> None:
         from .trace_output import trace_emitter
 
-        self.emitter: Emitter = trace_emitter(fmt, stat_names, many)
+        self.emitter: Emitter = trace_emitter(fmt, stat_names, many, model)
         self.kept: list[TraceResult] | None = [] if plot is not None else None
         self.first_bad: tuple[int, str] | None = None
         self.many = many

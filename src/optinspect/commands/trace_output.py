@@ -39,9 +39,12 @@ class CsvEmitter(Emitter):
         self.writer.finish()
 
 
-def trace_emitter(fmt: str, stats: Sequence[str] | None, many: bool) -> Emitter:
+def trace_emitter(
+    fmt: str, stats: Sequence[str] | None, many: bool, model: str | None = None
+) -> Emitter:
     """The emitter of ``trace --format fmt`` showing ``stats``: None is every statistic
-    in the data formats and the table's own default set in the table."""
+    in the data formats and the table's own default set in the table; ``model`` as in
+    ``make_emitter``."""
     chosen = tuple(stats) if stats is not None else STAT_NAMES
     if fmt == "csv":
         return CsvEmitter(chosen)
@@ -55,6 +58,7 @@ def trace_emitter(fmt: str, stats: Sequence[str] | None, many: bool) -> Emitter:
         render,
         header=render_trace_header,
         as_dict=lambda result: result.as_dict(chosen),
+        model=model,
     )
 
 
