@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     import torch
@@ -109,7 +109,25 @@ class _Entry:
     size: int
 
 
-class SafetensorsWriter:
+class _Closing:
+    """A ``with`` block's end calls ``close()``, on every path."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SafetensorsWriter(_Closing):
     """A safetensors file whose tensors go to disk as they are added, so memory holds one
     tensor at a time, whatever the file's size.
 
@@ -127,17 +145,6 @@ class SafetensorsWriter:
         self._spools: dict[int, IO[bytes]] = {}
         self._entries: dict[int, list[_Entry]] = {}
         self._names: set[str] = set()
-
-    def __enter__(self) -> SafetensorsWriter:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         """Write ``tensor`` (any device) to the spool; nothing of it is kept."""
@@ -231,7 +238,7 @@ def save_torch(path: Path, value: object) -> None:
     write_atomic(path, write)
 
 
-class ActivationStore:
+class ActivationStore(_Closing):
     """The file of ``trace --save``: tensors keyed ``sentence_index/module_name``, written
     to disk as they arrive, and each sentence's text and tokens in the metadata.
 
@@ -243,15 +250,8 @@ class ActivationStore:
         self.writer = SafetensorsWriter(path)
         self.metadata: dict[str, str] = {}
 
-    def __enter__(self) -> ActivationStore:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Remove what was spooled; after ``write`` only the file stays."""
         self.writer.close()
 
     def add(self, sentence: int, name: str, call: int, tensor: torch.Tensor) -> None:
