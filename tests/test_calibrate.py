@@ -203,6 +203,30 @@ def test_cli_files_json_and_metadata(cli, tmp_path: Path) -> None:
     assert again.code == 2 and again.err == f"Error: {scales} exists: use --force to overwrite it\n"
 
 
+def test_cli_files_are_named_and_the_same_bytes_each_run(cli, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    corpus = _write(tmp_path / "c.txt", TEXTS)
+    runs = []
+    for run in ("a", "b"):
+        paths = [tmp_path / f"{run}-{name}" for name in ("s.pt", "h.pt", "o.safetensors")]
+        files = ["--act-scales", str(paths[0]), "--act-shifts", str(paths[1])]
+        r = cli("calibrate", "--file", str(corpus), "--model", "tiny", *files,
+                "--out", str(paths[2]), "-f", "json")  # fmt: skip
+        assert r.code == 0, r.err
+        # Each file in the words --plot and trace --save use: "wrote PATH".
+        assert r.err == "".join(f"wrote {path}\n" for path in paths)
+        runs.append([path.read_bytes() for path in paths])
+    # torch.save named its archive after the random temporary file, and safetensors wrote
+    # the metadata in an order that changed from run to run.
+    assert runs[0] == runs[1]
+    with safe_open(str(tmp_path / "a-o.safetensors"), "pt") as f:
+        meta = f.metadata()
+    # Booleans are spelled one way in the file's metadata: as JSON spells them.
+    assert (meta["random_weights"], meta["quantized"]) == ("true", "false")
+    assert not {"True", "False"} & set(meta.values())
+
+
 def test_cli_quantized_says_so(cli, tmp_path: Path) -> None:
     corpus = _write(tmp_path / "c.txt", TEXTS)
     r = cli("calibrate", "--file", str(corpus), "--model", "tiny", "--quant", "4bit", "-f", "json")

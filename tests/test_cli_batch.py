@@ -72,6 +72,40 @@ def test_csv_columns_and_rows(cli, tmp_path: Path) -> None:
     assert fc1["shape"] == "4x256" and float(fc1["absmax"]) > 0
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "./no-such-folder"], "model folder ./no-such-folder does not exist"),
+        (["--device", "cuda"], "device cuda was asked for, but CUDA is not available here"),
+        (["--layer", "99"], "layer 99 does not exist: the model has layers 0-3"),
+        (["--filter", "nothing.*"], "no module matches --filter nothing.*"),
+        (["abc\udcff"], "the text is not valid UTF-8 (byte 4)"),  # argv's abc\xff
+    ],
+    ids=["model", "device", "layer", "filter", "text"],
+)
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl", "table"])
+def test_an_error_before_any_result_writes_nothing(
+    cli, fmt: str, args: list[str], message: str
+) -> None:
+    # A header alone would read as "no rows": CSV, like every format, writes nothing.
+    text = [] if args[0].startswith("abc") else ["Hello world"]
+    result = cli("trace", *text, "--model", "tiny", "-q", "none", *args, "-f", fmt)
+    assert (result.code, result.out, result.err) == (2, "", f"Error: {message}\n")
+
+
+def test_csv_quotes_a_bare_carriage_return(cli, monkeypatch) -> None:
+    # "x\ry" is one sentence (only \n ends a line of input); unquoted, a reader splits
+    # its row at the \r, as the csv module does when reading a universal-newline stream.
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"x\ry\n")))
+    result = cli("trace", "-", "--model", "tiny", "-q", "none", "--layer", "0", "-f", "csv")
+    assert result.code == 0, result.err
+    rows = list(csv.reader(io.StringIO(result.out, newline="")))
+    assert len(rows) == 1 + 11  # the header, then layer 0 and its 10 submodules
+    assert {row[1] for row in rows[1:]} == {"x\ry"}
+    translated = list(csv.reader(io.StringIO(result.out, newline=None)))  # as sys.stdin reads
+    assert len(translated) == len(rows)
+
+
 def test_filter_and_stats_selection(cli) -> None:
     result = cli(
         "trace", "Hello world", "--model", "tiny", "-q", "none", "-f", "json",

@@ -278,7 +278,10 @@ def test_empty_file_as_json_is_an_empty_results_document(
     path.write_bytes(b"")
     result = cli(command, "--file", str(path), *TINY, "-f", "json")
     assert result.code == 0, result.err
-    assert json.loads(result.out)["results"] == []
+    doc = json.loads(result.out)
+    assert doc["results"] == []
+    # The model is named as a document with results names it (as asked: none was loaded).
+    assert doc["model"] == "tiny"
     assert result.err.startswith("note: the input holds no sentences; nothing to ")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from optinspect.engine.inputs import iter_lines, read_texts
 from optinspect.errors import UsageError
 
+SRC = Path(__file__).resolve().parents[1] / "src"
 SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
 
 
@@ -82,6 +85,10 @@ def test_one_text_is_one_sentence() -> None:
         ("hi", Path("x.txt"), "give TEXT or --file, not both"),
         (None, None, "give the text to lens, - for stdin, or --file PATH"),
         ("  ", None, "the text is empty: give at least one word to lens"),
+        # Bytes that are not UTF-8 reach Python's argv as lone surrogates (surrogateescape):
+        # abc\xff is "abc\udcff", and the bad byte is counted in what was typed.
+        ("abc\udcff", None, "the text is not valid UTF-8 (byte 4)"),
+        ("\u00e9t\u00e9 \udcc3", None, "the text is not valid UTF-8 (byte 7)"),
     ],
 )
 def test_usage_errors(text: str | None, file: Path | None, message: str) -> None:
@@ -127,6 +134,48 @@ def test_invalid_utf8_on_stdin(cli, monkeypatch) -> None:
     assert result.err == "Error: line 2 of stdin is not valid UTF-8 (byte 1)\n"
 
 
+#: What Python's argv holds for the typed bytes abc\xff.
+NOT_UTF8 = "abc\udcff"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", NOT_UTF8, "-f", "csv"],
+        ["trace", NOT_UTF8, "-f", "json", "--dry-run"],
+        ["lens", NOT_UTF8],
+        ["attention", NOT_UTF8],
+        ["compare", NOT_UTF8, "-f", "jsonl"],
+        ["outliers", NOT_UTF8],
+        ["calibrate", NOT_UTF8],
+    ],
+    ids=lambda args: " ".join(a for a in args if a != NOT_UTF8),
+)
+def test_text_that_is_not_utf8_is_told_as_stdin_is(cli, args: list[str]) -> None:
+    # As invalid UTF-8 on stdin: a usage error naming the first bad byte, and no output.
+    result = cli(*args, "--model", "tiny", "-q", "none")
+    assert (result.code, result.out, result.err) == (
+        2,
+        "",
+        "Error: the text is not valid UTF-8 (byte 4)\n",
+    )
+
+
+def test_text_that_is_not_utf8_in_a_real_process() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "optinspect", "trace", b"abc\xff", "--model", "tiny", "-f", "csv"],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(SRC), "OPTINSPECT_NO_SERVER": "1"},
+        timeout=300,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        b"",
+        b"Error: the text is not valid UTF-8 (byte 4)\n",
+    )
+
+
 def test_text_and_file_together(cli, tmp_path: Path) -> None:
     result = cli("trace", "hi", "--file", str(tmp_path / "x.txt"), "--model", "tiny")
     assert (result.code, result.err) == (2, "Error: give TEXT or --file, not both\n")
@@ -144,3 +193,41 @@ def test_empty_input_traces_nothing(cli, monkeypatch) -> None:
     assert result.code == 0
     assert result.out.count("\n") == 1  # the header alone
     assert "no sentences" in result.err
+
+
+# --- --truncate says what it cut ---------------------------------------------------------
+
+LONG = " ".join(["word"] * 300)  # 602 tokens with </s>; the tiny model takes 128
+CUT = "note: {} has 602 tokens; --truncate kept the first 128\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "-f", "json"],
+        ["lens", "-f", "json"],
+        ["attention", "-f", "json"],
+        ["compare", "-f", "json"],  # two runs of the text, one note
+        ["outliers", "-f", "json"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_truncate_notes_a_cut_text_once(cli, args: list[str]) -> None:
+    result = cli(args[0], LONG, "--model", "tiny", "-q", "none", "--truncate", *args[1:])
+    assert result.code == 0, result.err
+    assert result.err == CUT.format("the text")
+
+
+def test_truncate_notes_each_cut_line_by_where_it_is(cli, tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text(f"{LONG}\nshort\n\n{LONG}\n", encoding="utf-8")
+    for command in ("trace", "calibrate"):
+        result = cli(command, "--file", str(path), "--model", "tiny", "-q", "none",
+                     "--truncate", "-f", "json")  # fmt: skip
+        assert result.code == 0, result.err
+        assert result.err == CUT.format(f"line 1 of {path}") + CUT.format(f"line 4 of {path}")
+
+
+def test_a_text_that_fits_is_not_noted(cli) -> None:
+    result = cli("trace", "Hello", "--model", "tiny", "-q", "none", "--truncate", "-f", "json")
+    assert (result.code, result.err) == (0, "")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -93,6 +96,36 @@ def test_output_path_checks(tmp_path: Path) -> None:
     orphan = tmp_path / "no" / "out.json"
     assert usage_message(pf.check_output_path, orphan) == (
         f"cannot write {orphan}: folder {tmp_path / 'no'} does not exist"
+    )
+
+
+def test_offload_dir_is_tried_by_writing_a_file(tmp_path: Path) -> None:
+    # /proc is a folder whose mode lets root write, and os.access said yes to root; no
+    # file can be made there, which only an attempt finds.
+    message = usage_message(pf.check_offload_dir, "/proc/optinspect-offload")
+    assert re.fullmatch(
+        r"--offload-dir /proc/optinspect-offload cannot be written: folder /proc takes no "
+        r"new file \([a-z ]+\)",
+        message,
+    ), message
+    assert pf.check_offload_dir(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
+    assert list(tmp_path.iterdir()) == []  # the trial file is gone, and nothing was made
+
+
+def test_offload_dir_refused_where_a_write_fails_though_access_says_yes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read-only mount, an ACL or root squash on NFS: the bits say yes, the write says no.
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    assert usage_message(pf.check_offload_dir, tmp_path) == (
+        f"--offload-dir {tmp_path} cannot be written: folder {tmp_path} takes no new file "
+        "(read-only file system)"
     )
 
 

@@ -113,8 +113,9 @@ def test_output_through_the_server_is_the_local_output(cli, server, sentences, c
         ["lens", "Hello", "--model", "tiny", "--top-k", "0"],
         ["attention", "Hello", "--model", "tiny", "--head", "9"],
         ["outliers", "--file", "/dev/null", "--model", "tiny"],  # outliers need sentences
+        ["trace", "abc\udcff", "--model", "tiny", "--format", "csv"],  # argv's abc\xff
     ],
-    ids=["layer", "filter", "top-k", "head", "empty-outliers"],
+    ids=["layer", "filter", "top-k", "head", "empty-outliers", "not-utf8"],
 )
 def test_errors_through_the_server_are_the_local_errors(cli, server, args) -> None:
     served = cli(*args)
@@ -124,22 +125,45 @@ def test_errors_through_the_server_are_the_local_errors(cli, server, args) -> No
     assert served.err.startswith("Error: ") and served.err.count("\n") == 1
 
 
+def test_invalid_utf8_text_through_the_server_is_the_local_error(server) -> None:
+    # Real processes, so TEXT arrives as the bytes a shell passes: told before any job
+    # is sent, where the frame's UTF-8 encoding used to fail (exit 1, UnicodeEncodeError).
+    before = server.served
+    for extra in ([], ["--no-server"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "optinspect", "trace", b"abc\xff", "--model", "tiny",
+             "--format", "csv", *extra],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )  # fmt: skip
+        assert (proc.returncode, proc.stdout, proc.stderr) == (
+            2,
+            b"",
+            b"Error: the text is not valid UTF-8 (byte 4)\n",
+        ), extra
+    assert server.served == before  # no job was sent
+
+
 def test_files_written_through_the_server_match(cli, server, sentences, tmp_path) -> None:
     import torch
     from safetensors.torch import load_file
 
     outputs = {}
+    files: dict[str, list[bytes]] = {}
     for where, extra in (("served", []), ("local", ["--no-server"])):
         save = tmp_path / f"{where}.safetensors"
         r = cli("trace", "--file", str(sentences), "--model", "tiny", "--layer", "0",
                 "--save", str(save), "--format", "json", *extra)  # fmt: skip
         assert r.code == 0, r.err
         scales = tmp_path / f"{where}-scales.pt"
+        out = tmp_path / f"{where}-stats.safetensors"
         r = cli("calibrate", "--file", str(sentences), "--model", "tiny", "--quant", "8bit",
-                "--act-scales", str(scales), *extra)  # fmt: skip
+                "--act-scales", str(scales), "--out", str(out), *extra)  # fmt: skip
         assert r.code == 0, r.err
-        assert r.err == f"wrote act-scales to {scales}\n"
+        assert r.err == f"wrote {scales}\nwrote {out}\n"
         outputs[where] = (load_file(save), torch.load(scales), stat.S_IMODE(save.stat().st_mode))
+        files[where] = [path.read_bytes() for path in (save, scales, out)]
     (saved_a, scales_a, mode_a), (saved_b, scales_b, mode_b) = outputs["served"], outputs["local"]
     assert mode_a == mode_b
     assert saved_a.keys() == saved_b.keys() and scales_a.keys() == scales_b.keys()
@@ -147,6 +171,28 @@ def test_files_written_through_the_server_match(cli, server, sentences, tmp_path
         assert torch.equal(saved_a[key], saved_b[key]), key
     for key in scales_a:
         assert torch.equal(scales_a[key], scales_b[key]), key
+    # Byte for byte, too: equal contents once differed from byte 27 on (the order of the
+    # metadata), and the .pt archives by the names of their temporary files.
+    for name, served, local in zip(("save", "act-scales", "out"), *files.values(), strict=True):
+        assert served == local, name
+
+
+def test_notes_through_the_server_are_the_local_notes(cli, server, tmp_path) -> None:
+    long = " ".join(["word"] * 300)  # 601 tokens and </s>; tiny takes 128
+    save = tmp_path / "cut.safetensors"
+    before = server.served
+    served = cli("trace", long, "--model", "tiny", "--truncate", "--layer", "0", "-f", "json",
+                 "--save", str(save))  # fmt: skip
+    assert server.served == before + 1
+    save.unlink()
+    local = cli("trace", long, "--model", "tiny", "--truncate", "--layer", "0", "-f", "json",
+                "--save", str(save), "--no-server")  # fmt: skip
+    assert served.code == local.code == 0, served.err + local.err
+    assert (
+        served.err
+        == local.err
+        == (f"note: the text has 602 tokens; --truncate kept the first 128\nwrote {save}\n")
+    )
 
 
 def test_socket_and_folder_are_private(server) -> None:

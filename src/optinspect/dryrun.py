@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from .engine.capture import capture
 from .engine.hooks import HookGroup
 from .engine.preflight import check_text
-from .engine.records import ModelInfo, Token
+from .engine.records import ModelInfo, ModuleRecord, Token
 from .engine.runner import Batch, describe_token, forward
 from .engine.selection import LayerSpec, select_names
 from .errors import ModelError, UsageError
@@ -22,7 +23,7 @@ from .model.quiet import quiet
 from .model.spec import build_meta_model, read_config, resolve_source
 from .results.trace import TraceResult
 
-__all__ = ["dry_run"]
+__all__ = ["dry_run", "output_bytes_per_token"]
 
 #: OPT checkpoints share one tokenizer; any of these found in the cache will do.
 _SHARED_TOKENIZERS = ("facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b")
@@ -109,22 +110,55 @@ def dry_run(
     if count > limit:
         raise UsageError(f"the text has {count} tokens; {spec} accepts at most {limit}")
 
-    model = build_meta_model(config, torch_dtype)
-    names = select_names(module_names(model), int(config.num_hidden_layers), layers, filters)
     # Any ids do for shapes when only a length was given: 2 is </s>.
     ids = token_list or [Token(2, "</s>")] * count
-    batch = Batch.of([text or ""], [ids], pad_id=1)
+    records = _meta_records(config, torch_dtype, layers, filters, ids, text or "")
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    return TraceResult(
+        info=ModelInfo(spec, quant, "meta", dtype_name, random_weights=False),
+        text=text if tokens is None else None,
+        tokens=tuple(token_list),
+        modules=records,
+        dry_run=True,
+    )
+
+
+def _meta_records(
+    config: Any,
+    dtype: torch.dtype,
+    layers: LayerSpec,
+    filters: Sequence[str],
+    ids: Sequence[Token],
+    text: str = "",
+) -> tuple[ModuleRecord, ...]:
+    """The selected modules' records (shapes and dtypes) from a pass of ``ids`` on the meta
+    device, stopped once each of them has run."""
+    model = build_meta_model(config, dtype)
+    names = select_names(module_names(model), int(config.num_hidden_layers), layers, filters)
+    batch = Batch.of([text], [ids], pad_id=1)
     with (
         capture(model, names, stats=False) as cap,
         _StopAfter(model, names) as stop,
         contextlib.suppress(_Done),
     ):
         forward(model, batch, [cap, stop])
-    dtype_name = str(torch_dtype).removeprefix("torch.")
-    return TraceResult(
-        info=ModelInfo(spec, quant, "meta", dtype_name, random_weights=False),
-        text=text if tokens is None else None,
-        tokens=tuple(token_list),
-        modules=tuple(cap.collect()[0]),
-        dry_run=True,
+    return tuple(cap.collect()[0])
+
+
+def output_bytes_per_token(
+    config: Any, dtype: torch.dtype, *, layers: LayerSpec = None, filters: Sequence[str] = ()
+) -> int:
+    """The bytes one token adds to the selected modules' outputs (what ``trace --save``
+    writes of it), from a one-token pass on the meta device: no weights. Every output a
+    trace records grows with the tokens and nothing else, so a text of N tokens takes N
+    times this."""
+    records = _meta_records(config, dtype, layers, filters, [Token(2, "</s>")])
+    return sum(
+        math.prod(record.shape) * _element_size(record.dtype)
+        for record in records
+        if record.output == "tensor" and record.shape is not None and record.dtype is not None
     )
+
+
+def _element_size(dtype_name: str) -> int:
+    return torch.empty((), dtype=getattr(torch, dtype_name), device="meta").element_size()

@@ -66,6 +66,19 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def os_reason(error: OSError) -> str:
+    """What the system said of a failed file operation, as the end of a sentence:
+    ``permission denied``, ``read-only file system``."""
+    return (error.strerror or type(error).__name__).lower()
+
+
+def _permission_denied(error: BaseException) -> str:
+    filename = getattr(error, "filename", None)
+    if filename is None:
+        return first_line(error)
+    return f"cannot access {filename}: permission denied"
+
+
 @dataclass(frozen=True)
 class LibraryError:
     """One row of the map: a library exception class and what the user is told instead."""
@@ -88,6 +101,9 @@ LIBRARY_ERRORS: tuple[LibraryError, ...] = (
     LibraryError("torch.cuda", "OutOfMemoryError", ResourceError, lambda e: OOM_HINT),
     LibraryError("safetensors", "SafetensorError", CheckpointError, first_line),
     LibraryError("pickle", "UnpicklingError", CheckpointError, lambda e: PICKLE_REFUSED),
+    # A path the user cannot enter or read (a folder of another user's) is a bad path:
+    # the checks name it first; this catches any the checks do not reach.
+    LibraryError("builtins", "PermissionError", UsageError, _permission_denied),
 )
 
 

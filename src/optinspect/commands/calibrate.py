@@ -271,6 +271,7 @@ def _calibrate_ranks(
 ) -> CalibrationResult | None:
     """Calibrate as one of the ranks a launcher started; rank 0 writes and gets the result."""
     from ..engine.distributed import agree, process_group
+    from ..engine.notes import notes_to
     from ..engine.preflight import preflight
     from ..errors import OptinspectError
     from .common import note, progress
@@ -303,7 +304,10 @@ def _calibrate_ranks(
         loaded = load.load(device=device) if load.device_map is None else load.load()
         comm = device if device.startswith("cuda") else "cpu"
         with progress(ranks.leader, "calibrating", streams=False, totals=True) as advance:
-            result = _calibrate(loaded, texts, max_positions, values, ranks, comm, advance)
+            # Every rank tokenizes every sample: the leader alone tells what --truncate cut.
+            listener = getattr(advance, "note", note) if ranks.leader else None
+            with notes_to(listener):
+                result = _calibrate(loaded, texts, max_positions, values, ranks, comm, advance)
     if not ranks.leader:
         return None
     _write_files(result, paths, note)
@@ -354,21 +358,15 @@ def _calibrate(
 def _write_files(
     result: CalibrationResult, paths: dict[str, Path], note: Callable[[str], None]
 ) -> None:
-    """Each requested file, atomically; a note on stderr names it."""
-    import torch
-
-    from ..engine.saving import write_atomic
+    """Each requested file, atomically; a note on stderr names it (``wrote PATH``, as
+    ``trace --save`` and ``--plot`` say)."""
+    from ..engine.saving import save_safetensors, save_torch
 
     for option, path in paths.items():
         if option == "--act-scales":
-            write_atomic(path, lambda tmp: torch.save(result.act_scales(), tmp))
+            save_torch(path, result.act_scales())
         elif option == "--act-shifts":
-            write_atomic(path, lambda tmp: torch.save(result.act_shifts(), tmp))
+            save_torch(path, result.act_shifts())
         else:
-            from safetensors.torch import save_file
-
-            write_atomic(
-                path,
-                lambda tmp: save_file(result.tensors(), str(tmp), metadata=result.metadata()),
-            )
-        note(f"wrote {option[2:]} to {path}")
+            save_safetensors(path, result.tensors(), result.metadata())
+        note(f"wrote {path}")

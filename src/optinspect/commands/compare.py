@@ -98,7 +98,9 @@ def compare_command(
         },
         texts=texts,
     )
-    emitter = make_emitter(fmt.value, many, render_compare, header=render_compare_header)
+    emitter = make_emitter(
+        fmt.value, many, render_compare, header=render_compare_header, model=load.model
+    )
     emit_job(job, emitter, many=many, label="comparing", verb=VERB)
 
 

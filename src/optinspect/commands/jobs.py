@@ -79,11 +79,14 @@ class Context(Protocol):
 
 
 def execute(job: Job, ctx: Context) -> Iterator[Any]:
-    """Check the job's values against the model's config, then run its compute function."""
+    """Check the job's values against the model's config, then run its compute function;
+    the engine's notes (``--truncate`` cut a text) go to ``ctx.note``."""
+    from ..engine.notes import notes_to
     from ..engine.preflight import preflight
 
     plan = preflight(job.load, **job.checks) if job.checks is not None else None
-    return (yield from compute_function(job.command)(ctx, plan, job.texts, **job.params))
+    with notes_to(ctx.note):
+        return (yield from compute_function(job.command)(ctx, plan, job.texts, **job.params))
 
 
 def compute_function(command: str) -> Callable[..., Iterator[Any]]:

@@ -62,7 +62,9 @@ def lens_command(
     from .output import make_emitter
 
     texts, many = inputs.read()
-    emitter = make_emitter(fmt.value, many, render_lens, header=render_lens_header)
+    emitter = make_emitter(
+        fmt.value, many, render_lens, header=render_lens_header, model=load.model
+    )
     values = {"layers": layer, "top_k": top_k, "batch_size": inputs.batch_size}
     job = Job(
         "lens", load, checks=values, params={**values, "truncate": inputs.truncate}, texts=texts

@@ -8,7 +8,8 @@ streaming where the format allows.
 
 Every result serialises itself (``as_dict``). One TEXT gives one JSON object;
 a file or stdin gives ``{"schema", "model", "quant", "device", "dtype", ...,
-"results": [...]}`` in ``json`` and one object per line in ``jsonl``.
+"results": [...]}`` in ``json`` (the model as asked for even when the input held no
+sentence) and one object per line in ``jsonl``.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ class Emitter:
         render: Render,
         as_dict: Callable[[Any], dict[str, Any]],
         header: Header | None = None,
+        model: str | None = None,
     ):
         self.many = many
         self.render = render
         self.as_dict = as_dict
         self.header = header
+        self.model = model  # as the user named it: the document's "model" before any result
         self.count = 0
 
     def emit(self, result: Any) -> None:
@@ -111,7 +114,13 @@ class JsonEmitter(Emitter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.results: list[dict[str, Any]] = []
-        self.head: dict[str, Any] = {"model": None, "quant": None, "device": None, "dtype": None}
+        # Until a result says how the model was loaded, only its name is known.
+        self.head: dict[str, Any] = {
+            "model": self.model,
+            "quant": None,
+            "device": None,
+            "dtype": None,
+        }
 
     def _emit(self, result: Any) -> None:
         if not self.results:
@@ -153,9 +162,12 @@ def make_emitter(
     *,
     header: Header | None = None,
     as_dict: Callable[[Any], dict[str, Any]] | None = None,
+    model: str | None = None,
 ) -> Emitter:
     """The emitter for ``--format fmt``; ``as_dict`` defaults to the result's own.
 
     With ``header``, a table of many sentences shows the model line once, at the top.
+    ``model`` (``--model``) names the model in a JSON document that holds no result.
     """
-    return EMITTERS[fmt](many, render, as_dict or (lambda result: result.as_dict()), header)
+    as_dict = as_dict or (lambda result: result.as_dict())
+    return EMITTERS[fmt](many, render, as_dict, header, model)

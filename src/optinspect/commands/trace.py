@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from ..engine.preflight import Plan
+    from ..model.loading import LoadedModel
     from ..results.sparsity import LayerSparsity
     from ..results.trace import TraceResult
     from .jobs import Context
@@ -122,7 +124,7 @@ def trace_command(
         return
     texts, many = inputs.read()
     clock = _Clock()
-    run = _TraceRun(fmt.value, stat_names, many, plot=plot)
+    run = _TraceRun(fmt.value, stat_names, many, plot=plot, model=load.model)
     values = {"layers": layer, "filters": globs, "batch_size": inputs.batch_size}
     job = Job(
         "trace",
@@ -175,33 +177,70 @@ def compute(
     if texts is None:
         return None
     loaded = ctx.model()
-    store = None
-    if save is not None:
-        from ..engine.saving import ActivationStore
-
-        store = ActivationStore()
     sparsity = None
     if summary:
         from ..sparsity import FfnSparsity
 
         sparsity = FfnSparsity(loaded.model, plan.layers)
-    for result in iter_trace(
-        loaded,
-        texts,
-        layers=layers,
-        filters=filters,
-        batch_size=batch_size,
-        sink=store.add if store is not None else None,
-        truncate=truncate,
-        sparsity=sparsity,
-        advance=ctx.advance,
-    ):
-        if store is not None:
-            store.describe(result.index, result)
-        yield result
-    if store is not None and save is not None:  # what a full run paid for, first
-        store.write(Path(save), model=loaded.name, quant=loaded.quant)
+    with contextlib.ExitStack() as stack:
+        store = None
+        if save is not None:
+            from ..engine.saving import ActivationStore
+
+            texts = list(texts)  # counted first, for the size of the file
+            _say_save_size(ctx, plan, loaded, texts, save, layers, filters, truncate)
+            store = stack.enter_context(ActivationStore(Path(save)))
+        for result in iter_trace(
+            loaded,
+            texts,
+            layers=layers,
+            filters=filters,
+            batch_size=batch_size,
+            sink=store.add if store is not None else None,
+            truncate=truncate,
+            sparsity=sparsity,
+            advance=ctx.advance,
+        ):
+            if store is not None:
+                store.describe(result.index, result)
+            yield result
+        if store is not None:  # what a full run paid for, first
+            store.write(model=loaded.name, quant=loaded.quant)
+            ctx.note(f"wrote {save}")
     return sparsity.summary() if sparsity is not None else None
+
+
+#: A --save file at least this large is announced before the run (bytes).
+SAVE_NOTE_BYTES = 100 << 20
+
+
+def _say_save_size(
+    ctx: Context,
+    plan: Plan,
+    loaded: LoadedModel,
+    texts: list[str],
+    save: str,
+    layers: str | None,
+    filters: tuple[str, ...],
+    truncate: bool,
+) -> None:
+    """A note before a run whose --save file will be large: how large, from the tokens of
+    the input and what one token's outputs take (a pass on the meta device)."""
+    from ..dryrun import output_bytes_per_token
+    from ..render.common import count_noun, format_bytes, format_count
+
+    per_token = output_bytes_per_token(plan.config, loaded.dtype, layers=layers, filters=filters)
+    lengths = [len(ids) for ids in loaded.tokenizer(texts)["input_ids"]] if texts else []
+    if truncate:
+        lengths = [min(n, loaded.max_positions) for n in lengths]
+    tokens = sum(lengths)
+    size = per_token * tokens
+    if size >= SAVE_NOTE_BYTES:
+        ctx.note(
+            f"note: --save will write about {format_bytes(size)} to {save} "
+            f"({count_noun(len(texts), 'sentence')}, {format_count(tokens)} tokens), "
+            "and needs as much again on disk while it is written"
+        )
 
 
 def _check_options(
@@ -213,31 +252,30 @@ def _check_options(
     tokens: int | None,
     fail_on_nonfinite: bool,
 ) -> None:
-    """Options that cannot go together, and output files that cannot be written."""
+    """Options that cannot go together, then output files that cannot be written."""
     from ..engine.preflight import check_output_path
     from ..errors import UsageError
 
     if force and save is None and plot is None:
         raise UsageError("--force only applies with --save or --plot")
+    if not dry_run and tokens is not None:
+        raise UsageError("--tokens only applies with --dry-run")
+    if dry_run:
+        if save is not None or fail_on_nonfinite or plot is not None:
+            raise UsageError(
+                "--dry-run computes no values: it cannot --save, --plot or --fail-on-nonfinite"
+            )
+        if inputs.file is not None or inputs.text == "-":
+            raise UsageError("--dry-run takes one TEXT or --tokens N, not - or --file")
+        if tokens is not None and inputs.text is not None:
+            raise UsageError("give TEXT or --tokens, not both")
     if save is not None:
-        check_output_path(save, force=force)
+        check_output_path(save, force=force, suffix=".safetensors", option="--save")
     if plot is not None:
         from ..render.images import require_matplotlib
 
         require_matplotlib("--plot")
         check_output_path(plot, force=force, suffix=".png", option="--plot")
-    if not dry_run:
-        if tokens is not None:
-            raise UsageError("--tokens only applies with --dry-run")
-        return
-    if save is not None or fail_on_nonfinite or plot is not None:
-        raise UsageError(
-            "--dry-run computes no values: it cannot --save, --plot or --fail-on-nonfinite"
-        )
-    if inputs.file is not None or inputs.text == "-":
-        raise UsageError("--dry-run takes one TEXT or --tokens N, not - or --file")
-    if tokens is not None and inputs.text is not None:
-        raise UsageError("give TEXT or --tokens, not both")
 
 
 def _check_plot_selection(names: tuple[str, ...]) -> None:
@@ -300,11 +338,17 @@ class _TraceRun:
     """One trace's output: results stream to the emitter as they come."""
 
     def __init__(
-        self, fmt: str, stat_names: tuple[str, ...] | None, many: bool, *, plot: Path | None
+        self,
+        fmt: str,
+        stat_names: tuple[str, ...] | None,
+        many: bool,
+        *,
+        plot: Path | None,
+        model: str,
     ) -> None:
         from .trace_output import trace_emitter
 
-        self.emitter: Emitter = trace_emitter(fmt, stat_names, many)
+        self.emitter: Emitter = trace_emitter(fmt, stat_names, many, model)
         self.kept: list[TraceResult] | None = [] if plot is not None else None
         self.first_bad: tuple[int, str] | None = None
         self.many = many
@@ -338,7 +382,7 @@ class _TraceRun:
             self.first_bad = (result.index, bad.name)
 
     def finish(self, plot: Path | None, clock: _Clock) -> None:
-        from .common import stderr_console
+        from .common import note
         from .trace_output import close_trace_output
 
         start = time.perf_counter()
@@ -347,5 +391,5 @@ class _TraceRun:
             from ..render.layer_plot import save_layer_plot
 
             save_layer_plot(self.kept, self.summary or [], plot)
-            stderr_console().print(f"wrote {plot}", highlight=False, markup=False)
+            note(f"wrote {plot}")
         clock.render += time.perf_counter() - start

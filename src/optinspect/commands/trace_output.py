@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -20,7 +20,8 @@ __all__ = ["close_trace_output", "trace_emitter"]
 
 
 class CsvEmitter(Emitter):
-    """One row per (sentence, module call); the header comes first."""
+    """One row per (sentence, module call); the header comes with the first result, so a
+    run that fails before one writes nothing, as the other formats do."""
 
     def __init__(self, stats: Sequence[str]) -> None:
         super().__init__(True, lambda console, result: None, lambda result: {})
@@ -30,10 +31,20 @@ class CsvEmitter(Emitter):
         self.writer.write(result)
         sys.stdout.flush()
 
+    def close(
+        self,
+        extra: dict[str, Any] | None = None,
+        tail: Callable[[Console], None] | None = None,
+    ) -> None:
+        self.writer.finish()
 
-def trace_emitter(fmt: str, stats: Sequence[str] | None, many: bool) -> Emitter:
+
+def trace_emitter(
+    fmt: str, stats: Sequence[str] | None, many: bool, model: str | None = None
+) -> Emitter:
     """The emitter of ``trace --format fmt`` showing ``stats``: None is every statistic
-    in the data formats and the table's own default set in the table."""
+    in the data formats and the table's own default set in the table; ``model`` as in
+    ``make_emitter``."""
     chosen = tuple(stats) if stats is not None else STAT_NAMES
     if fmt == "csv":
         return CsvEmitter(chosen)
@@ -47,6 +58,7 @@ def trace_emitter(fmt: str, stats: Sequence[str] | None, many: bool) -> Emitter:
         render,
         header=render_trace_header,
         as_dict=lambda result: result.as_dict(chosen),
+        model=model,
     )
 
 

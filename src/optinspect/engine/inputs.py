@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import UsageError
+from ..errors import UsageError, os_reason
+from .preflight import check_text, not_utf8
 
 __all__ = ["Line", "iter_lines", "peek", "read_texts"]
 
@@ -35,9 +36,7 @@ def iter_lines(stream: Iterable[bytes], source: str) -> Iterator[str]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise UsageError(
-                f"line {number} of {source} is not valid UTF-8 (byte {e.start + 1})"
-            ) from e
+            raise not_utf8(f"line {number} of {source}", e.start + 1) from e
         if number == 1:
             line = line.removeprefix(_BOM)
         line = line.rstrip("\r\n")
@@ -55,9 +54,13 @@ def read_texts(
     if text is not None and file is not None:
         raise UsageError("give TEXT or --file, not both")
     if file is not None and str(file) != "-":
-        if file.is_dir():
+        try:
+            is_dir, is_file = file.is_dir(), file.is_file()
+        except OSError as e:  # a folder on the way that this user cannot enter
+            raise UsageError(f"cannot read input file {file}: {os_reason(e)}") from e
+        if is_dir:
             raise UsageError(f"input file {file} is a folder")
-        if not file.is_file():
+        if not is_file:
             raise UsageError(f"input file {file} does not exist")
         return _file_lines(file), True
     if text == "-" or file is not None:  # --file - reads stdin, as most tools do
@@ -65,13 +68,15 @@ def read_texts(
         return iter_lines(stream, "stdin"), True
     if text is None:
         raise UsageError(f"give the text to {verb}, - for stdin, or --file PATH")
-    if not text.strip():
-        raise UsageError(f"the text is empty: give at least one word to {verb}")
-    return iter([text]), False
+    return iter([check_text(text, verb)]), False
 
 
 def _file_lines(path: Path) -> Iterator[str]:
-    with path.open("rb") as handle:
+    try:
+        handle = path.open("rb")
+    except OSError as e:  # read when the first sentence is wanted, before any model loads
+        raise UsageError(f"cannot read input file {path}: {os_reason(e)}") from e
+    with handle:
         yield from iter_lines(handle, str(path))
 
 

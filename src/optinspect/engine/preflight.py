@@ -12,14 +12,13 @@ a command asked for. Messages name the bad input and exit 2.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import UsageError
+from ..errors import UsageError, os_reason
 from ..model.family import config_value
 from .records import STAT_NAMES
 from .selection import LayerSpec, resolve_layers, select_names
@@ -29,6 +28,7 @@ __all__ = [
     "Plan",
     "check_batch_size",
     "check_load_settings",
+    "check_new_file",
     "check_offload_dir",
     "check_output_path",
     "check_placement",
@@ -37,6 +37,7 @@ __all__ = [
     "check_threshold",
     "check_tolerance",
     "check_top_k",
+    "check_utf8",
     "parse_stats",
     "preflight",
     "resolve_head",
@@ -44,8 +45,26 @@ __all__ = [
 ]
 
 
+def not_utf8(where: str, byte: int) -> UsageError:
+    """The error for input that is not UTF-8: ``where`` names it, ``byte`` (from 1) is
+    the first bad byte. TEXT, a file's lines and stdin's are all told alike."""
+    return UsageError(f"{where} is not valid UTF-8 (byte {byte})")
+
+
+def check_utf8(text: str, where: str) -> str:
+    """``text`` when it is valid Unicode text. An argument holding bytes that are not UTF-8
+    reaches Python as lone surrogates (``surrogateescape``), which no tokenizer, JSON
+    or socket takes; refused here, naming the first bad byte of what was typed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise not_utf8(where, len(text[: e.start].encode("utf-8")) + 1) from e
+    return text
+
+
 def check_text(text: str, verb: str) -> str:
-    """``text`` when it holds a word; ``verb`` names the command in the message."""
+    """``text`` when it is UTF-8 and holds a word; ``verb`` names the command in the message."""
+    check_utf8(text, "the text")
     if not text.strip():
         raise UsageError(f"the text is empty: give at least one word to {verb}")
     return text
@@ -116,28 +135,37 @@ def check_output_path(
     path: str | Path, *, force: bool = False, suffix: str | None = None, option: str = ""
 ) -> Path:
     """An output file's path, refused before any work: a folder, a missing folder, a
-    folder that cannot be written, a file that exists (without ``force``), or a name
-    without ``suffix`` (the format written, such as ``.png``)."""
+    folder that cannot be entered or written, a file that exists (without ``force``),
+    or a name without ``suffix`` (the format written, such as ``.png``)."""
     target = Path(path).expanduser()
-    if target.is_dir():
+    try:
+        is_dir, parent_is_dir = target.is_dir(), target.parent.is_dir()
+        exists = target.exists()
+    except OSError as e:  # a folder on the way that this user cannot enter
+        raise UsageError(f"cannot write {path}: {os_reason(e)}") from e
+    if is_dir:
         raise UsageError(f"cannot write {path}: it is a folder")
-    if not target.parent.is_dir():
+    if not parent_is_dir:
         raise UsageError(f"cannot write {path}: folder {target.parent} does not exist")
     if suffix is not None and target.suffix.lower() != suffix:
         raise UsageError(
             f"{option} writes {suffix[1:].upper()}: give a file name ending in {suffix}"
         )
-    if target.exists() and not force:
+    if exists and not force:
         raise UsageError(f"{path} exists: use --force to overwrite it")
-    try:  # the only sure test that the folder takes a new file: make one
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}."):
+    check_new_file(target.parent, f"cannot write {path}", prefix=f".{target.name}.")
+    return target
+
+
+def check_new_file(folder: Path, what: str, *, prefix: str = ".optinspect.") -> None:
+    """Refuse ``folder`` unless it takes a new file; ``what`` begins the message. The only
+    sure test is to make one (a temporary file, removed at once): permission bits say
+    yes to root for a read-only folder, and an ACL or a full disk can say no."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=prefix):
             pass
     except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise UsageError(
-            f"cannot write {path}: folder {target.parent} takes no new file ({reason.lower()})"
-        ) from e
-    return target
+        raise UsageError(f"{what}: folder {folder} takes no new file ({os_reason(e)})") from e
 
 
 def check_quant_dtype(quant: str, dtype: str) -> None:
@@ -191,16 +219,21 @@ def check_placement(
 
 
 def check_offload_dir(path: str | Path) -> Path:
-    """``--offload-dir``: a folder that can be written, or one that can be made (with its
-    missing parents, as accelerate does)."""
+    """``--offload-dir``: a folder that takes a new file, or one that can be made (with its
+    missing parents, as accelerate does) in a folder that does."""
     folder = Path(path).expanduser().absolute()
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--offload-dir {path} is a file: give a folder")
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--offload-dir {path} cannot be written")
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--offload-dir {path} is a file: give a folder")
+        existing = folder
+        while not existing.exists():
+            existing = existing.parent
+        is_dir = existing.is_dir()
+    except OSError as e:  # a folder on the way that this user cannot enter
+        raise UsageError(f"--offload-dir {path} cannot be written: {os_reason(e)}") from e
+    if not is_dir:
+        raise UsageError(f"--offload-dir {path} cannot be written: {existing} is a file")
+    check_new_file(existing, f"--offload-dir {path} cannot be written")
     return folder
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import ModelError, UsageError
 from ..model.placement import input_device
+from .notes import say_truncated
 from .preflight import check_batch_size, check_text
 from .records import Token, past_vocabulary_text
 
@@ -119,12 +120,14 @@ class Batch:
 def encode(loaded: LoadedModel, text: str, *, truncate: bool = False) -> list[Token]:
     """Token ids and texts for one sentence, checked against the model's positions.
 
-    With ``truncate`` a text that is too long keeps its first tokens instead of failing.
+    With ``truncate`` a text that is too long keeps its first tokens instead of failing,
+    and a note says so (``engine.notes``).
     """
     ids = loaded.tokenizer(text)["input_ids"]
     if not ids:  # a folder without tokenizer files can load a tokenizer that knows no text
         raise ModelError(f"the tokenizer of {loaded.name} gives no tokens for {text!r}")
-    if truncate:
+    if truncate and len(ids) > loaded.max_positions:
+        say_truncated(getattr(text, "where", "the text"), len(ids), loaded.max_positions)
         ids = ids[: loaded.max_positions]
     if len(ids) > loaded.max_positions:
         raise UsageError(

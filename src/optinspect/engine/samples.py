@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from ..errors import UsageError
 from .inputs import Line, read_texts
+from .notes import say_truncated
 
 __all__ = ["DEFAULT_SEED", "VERB", "choose", "pack_blocks", "read_samples", "tokenize_samples"]
 
@@ -121,6 +122,7 @@ def tokenize_samples(
                     f"{where}: the sample has {len(ids)} tokens; the model takes at most "
                     f"{max_positions} (use --seq-len or --truncate)"
                 )
+            say_truncated(where, len(ids), max_positions)
             ids = ids[:max_positions]
         yield ids
 

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError, UsageError
+from ..errors import ModelError, UsageError, os_reason
 from .quiet import quiet
 
 __all__ = [
@@ -56,11 +56,14 @@ def tiny_path() -> Path:
 
 def local_folder(spec: str) -> Path | None:
     """The folder ``--model`` names (``~`` expanded), or None: ``tiny``, a hub id, or a
-    path with no folder there."""
+    path with no folder there (or none this user can see: ``resolve_source`` says why)."""
     if spec == "tiny" or not spec.strip():
         return None
     path = Path(spec).expanduser()
-    return path if path.is_dir() else None
+    try:
+        return path if path.is_dir() else None
+    except OSError:
+        return None
 
 
 def resolve_source(spec: str) -> ModelSource:
@@ -73,7 +76,11 @@ def resolve_source(spec: str) -> ModelSource:
     if folder is not None:
         return ModelSource(spec=spec, location=str(folder), is_local=True)
     path = Path(spec).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # a folder on the way that this user cannot enter
+        raise UsageError(f"cannot read model folder {spec}: {os_reason(e)}") from e
+    if exists:
         raise UsageError(f"model path {spec} is a file: give the folder that holds config.json")
     # A hub id is "name" or "org/name"; anything else was meant as a folder.
     if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
@@ -103,12 +110,15 @@ def read_raw_config(source: ModelSource) -> dict[str, Any]:
 
     if source.is_local:
         config_file = Path(source.location) / "config.json"
-        if not config_file.is_file():
-            raise ModelError(f"model folder {source.spec} has no config.json")
         try:
-            raw = json.loads(config_file.read_text(encoding="utf-8"))
+            found = config_file.is_file()
+            raw = json.loads(config_file.read_text(encoding="utf-8")) if found else None
+        except PermissionError as e:  # a folder or file of another user's
+            raise UsageError(f"cannot read model folder {source.spec}: {os_reason(e)}") from e
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot read {config_file}: {e}") from e
+        if not found:
+            raise ModelError(f"model folder {source.spec} has no config.json")
         if not isinstance(raw, dict):
             raise ModelError(f"{config_file} does not hold a JSON object")
     elif (builtin := family_config(source.location)) is not None:

@@ -5,7 +5,6 @@ Renderers take a Console; they never create one. No torch here.
 
 from __future__ import annotations
 
-import csv
 from typing import IO
 
 from rich.console import Console, RenderableType
@@ -13,6 +12,7 @@ from rich.markup import escape
 
 from ..params import LoadedCount, ParamReport, WeightBytes
 from .common import format_bytes, format_count, tree_rows
+from .csvfile import csv_rows
 from .layout import NAME_BREAKS, Column, fit_tables, print_parts
 
 __all__ = ["params_tables", "render_params", "write_params_csv"]
@@ -108,7 +108,7 @@ def render_params(console: Console, report: ParamReport, loaded: LoadedCount | N
 
 def write_params_csv(stream: IO[str], report: ParamReport) -> None:
     """One header line, then one line per row: name, params and bytes at each precision."""
-    writer = csv.writer(stream, lineterminator="\n")
+    writer = csv_rows(stream)
     writer.writerow(["name", "params", *(key for key, _ in _PRECISIONS)])
     for row in report.rows:
         values = row.bytes.as_dict()

@@ -5,7 +5,6 @@ Renderers take a Console; they never create one.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from .common import (
     token_label,
     tree_rows,
 )
+from .csvfile import csv_rows
 from .layout import NAME_BREAKS, Column, fit_tables
 
 if TYPE_CHECKING:
@@ -150,7 +150,8 @@ def sparsity_tables(
 
 
 class CsvWriter:
-    """One row per (sentence, module call); the header comes with the first row."""
+    """One row per (sentence, module call); the header comes with the first row, or at
+    ``finish`` when there was none, so an error found before any result writes nothing."""
 
     BASE_COLUMNS = (
         "sentence",  # the sentence's position in the input ("index" in the JSON)
@@ -169,14 +170,20 @@ class CsvWriter:
 
     def __init__(self, stream: IO[str], stats: Sequence[str] = STAT_NAMES) -> None:
         self._stats = tuple(stats)
-        self._writer = csv.writer(stream, lineterminator="\n")
-        self._writer.writerow((*self.BASE_COLUMNS, *self._stats))
+        self._rows = csv_rows(stream)
+        self._header = False
+
+    def _write_header(self) -> None:
+        if not self._header:
+            self._header = True
+            self._rows.writerow((*self.BASE_COLUMNS, *self._stats))
 
     def write(self, result: TraceResult) -> None:
+        self._write_header()
         for m in result.modules:
             values = m.stats.as_dict(self._stats) if m.stats is not None else {}
             shape = "x".join(str(d) for d in m.shape) if m.shape is not None else ""
-            self._writer.writerow(
+            self._rows.writerow(
                 (
                     result.index,
                     result.text if result.text is not None else "",
@@ -193,6 +200,10 @@ class CsvWriter:
                     *(_csv_value(values.get(name)) for name in self._stats),
                 )
             )
+
+    def finish(self) -> None:
+        """End a run that went through: an input without sentences still gets its header."""
+        self._write_header()
 
 
 def _csv_value(value: float | int | None) -> str:

@@ -5,7 +5,6 @@ Renderers take a Console; they never create one. No torch here.
 
 from __future__ import annotations
 
-import csv
 import re
 from typing import IO
 
@@ -15,6 +14,7 @@ from rich.tree import Tree
 
 from ..tree import TreeNode
 from .common import format_count, format_shape
+from .csvfile import csv_rows
 from .layout import NAME_BREAKS, print_parts, wrap_pieces
 
 __all__ = ["render_tree", "write_tree_csv"]
@@ -73,7 +73,7 @@ def render_tree(console: Console, model: str, root: TreeNode, max_depth: int | N
 
 def write_tree_csv(stream: IO[str], root: TreeNode, max_depth: int | None = None) -> None:
     """One header line, then one line per node, parents first; shapes read ``8192x2048``."""
-    writer = csv.writer(stream, lineterminator="\n")
+    writer = csv_rows(stream)
     columns = ["name", "type", "depth", "repeat", "params", "own_params", "weight_shape"]
     writer.writerow([*columns, "tied_to"])
     for node in root.walk(max_depth):

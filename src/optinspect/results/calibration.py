@@ -127,14 +127,17 @@ class CalibrationResult(DescribesModel):
         }
 
     def metadata(self) -> dict[str, str]:
-        """The --out file's metadata: strings only, as safetensors requires."""
+        """The --out file's metadata: strings only, as safetensors requires; booleans are
+        ``true`` and ``false``."""
         import json
+
+        from ..engine.saving import metadata_text
 
         return {
             "format": "pt",
             "schema": str(SCHEMA_VERSION),
-            **{k: str(v) for k, v in self.info.as_dict().items()},
-            "quantized": str(self.quantized).lower(),
+            **{k: metadata_text(v) for k, v in self.info.as_dict().items()},
+            "quantized": metadata_text(self.quantized),
             "settings": json.dumps(self.settings.as_dict()),
             "samples": str(self.samples),
             "tokens": str(self.tokens),
