@@ -257,18 +257,18 @@ def test_a_folder_spelled_another_way_from_another_folder_is_served(
 
 
 def test_one_server_per_user(own_runtime) -> None:
-    from optinspect.serve.place import claim
+    from optinspect.serve.place import claim, lock_dir
 
-    folder = private_dir(create=True)
-    first = claim(folder)
+    first = claim()
     assert first is not None
     try:
-        assert claim(folder) is None
+        assert claim() is None
     finally:
-        os.close(first)
-    again = claim(folder)
+        first.release()
+    assert not (lock_dir() / "server.lock").exists()  # released, it is removed
+    again = claim()
     assert again is not None
-    os.close(again)
+    again.release()
 
 
 def test_turns_are_taken_in_order_of_arrival() -> None:
@@ -426,6 +426,31 @@ def test_serve_stop_and_status_without_a_server(cli, own_runtime) -> None:
         assert r.err == f"Error: no optinspect server is running (no socket at {socket_path()})\n"
 
 
+def test_status_and_stop_say_why_they_cannot_ask_a_server(cli, own_runtime, load_tiny) -> None:
+    from optinspect.serve.server import ModelServer
+
+    private_dir(create=True)
+    running = ModelServer(socket_path(), LoadOptions(model="tiny"), load_tiny("8bit"), idle=None)
+    thread = threading.Thread(target=running.serve, daemon=True)
+    thread.start()
+    try:
+        os.chmod(own_runtime, 0o750)  # changed after the server started
+        for option in ("--status", "--stop"):
+            r = cli("serve", option)
+            assert (r.code, r.out) == (2, "")
+            assert r.err == (
+                f"Error: {own_runtime} can be entered by other users (mode 750): make it "
+                "0700 or remove it\n"
+            )
+        assert running.stopping is None  # --stop did not reach it
+        os.chmod(own_runtime, 0o700)
+        r = cli("serve", "--status", "--format", "json")
+        assert r.code == 0 and json.loads(r.out)["pid"] == os.getpid()
+    finally:
+        running.stop("test over")
+        thread.join(timeout=30)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("45", 45.0), ("1.5m", 90.0), ("0", None)],
@@ -502,8 +527,11 @@ def _serve(runtime: Path, *args: str) -> subprocess.Popen[str]:
     return proc
 
 
-def _client(runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime.parent)}
+def _client(runtime: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """``optinspect *args`` with ``runtime`` for its runtime folder, or no XDG_RUNTIME_DIR."""
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    if runtime is not None:
+        env["XDG_RUNTIME_DIR"] = str(runtime.parent)
     return subprocess.run(
         [sys.executable, "-m", "optinspect", *args],
         capture_output=True,
@@ -562,3 +590,32 @@ def test_serve_idle_limit_ends_the_process(own_runtime) -> None:
     assert proc.returncode == 0
     assert err.endswith("optinspect serve: idle; 0 requests served\n")
     assert not (own_runtime / "server.sock").exists()
+
+
+@pytest.mark.slow
+def test_one_server_per_user_whatever_xdg_runtime_dir_says(own_runtime) -> None:
+    from optinspect.serve.place import lock_dir
+
+    proc = _serve(own_runtime, "--idle", "0")  # with XDG_RUNTIME_DIR; the rest without
+    try:
+        second = _client(None, "serve", "--model", "tiny")
+        assert second.returncode == 1
+        assert second.stderr == (
+            f"Error: a server is already running (pid {proc.pid}, tiny): stop it with "
+            "optinspect serve --stop\n"
+        )
+        traced = _client(None, "trace", "Hello world", "--model", "tiny", "--format", "json")
+        assert traced.returncode == 0 and traced.stderr == ""
+        status = _client(None, "serve", "--status", "--format", "json")
+        assert status.returncode == 0, status.stderr
+        state = json.loads(status.stdout)
+        assert state["pid"] == proc.pid and state["requests"] == 1  # it served the trace
+        stop = _client(None, "serve", "--stop")
+        assert stop.returncode == 0 and stop.stderr == "stopped the optinspect server\n"
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert err.endswith("optinspect serve: stopped; 1 requests served\n")
+    assert not (own_runtime / "server.sock").exists()
+    assert not (lock_dir() / "server.lock").exists()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .options import LoadOptions, ViewFormat, model_command
+
+if TYPE_CHECKING:
+    from ..model.loading import LoadedModel
+    from ..serve.place import Holder
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
@@ -90,13 +94,14 @@ def serve_command(
 def _ask(op: str, fmt: ViewFormat) -> None:
     from ..errors import OptinspectError
     from ..serve.client import request
-    from ..serve.place import socket_path
+    from ..serve.place import find_socket, socket_path
 
-    answer = request(op)
-    if answer is None:
+    path = find_socket()  # a folder that is not private is an error: it cannot be asked
+    answer = request(op, path) if path is not None else None
+    if path is None or answer is None:
         raise OptinspectError(f"no optinspect server is running (no socket at {socket_path()})")
     if op == "stop":
-        if _wait_until_gone(socket_path()):
+        if _wait_until_gone(path):
             sys.stderr.write("stopped the optinspect server\n")
         else:
             sys.stderr.write("the optinspect server stops when its current job ends\n")
@@ -161,37 +166,53 @@ def _serve(load: LoadOptions, idle: float | None) -> None:
     import signal
 
     from ..errors import OptinspectError
-    from ..serve.client import request
-    from ..serve.place import claim, private_dir, socket_path
+    from ..serve.place import claim, holder, private_dir, socket_path
     from ..serve.server import ModelServer
 
-    folder = private_dir(create=True)
-    assert folder is not None
+    private_dir(create=True)
     path = socket_path()
-    lock = claim(folder)  # held until this process ends
+    lock = claim()  # held until the server stops, or this process ends
     if lock is None:
-        running = request("status")
-        who = "(still loading its model)"
-        if running is not None and "status" in running:
-            who = f"(pid {running['status']['pid']}, {running['status']['model']})"
         raise OptinspectError(
-            f"a server is already running {who}: stop it with optinspect serve --stop"
+            f"a server is already running {_who(holder())}: stop it with optinspect serve --stop"
         )
+    server = None
+    try:
+        try:
+            lock.name(path)
+            loaded = _load(load)
+            path.unlink(missing_ok=True)  # a dead server's: the lock says none other runs
+            server = ModelServer(path, load, loaded, idle=idle)
+            signal.signal(signal.SIGTERM, lambda signum, frame: server.stop("terminated"))
+            limit = f"stops after {_duration(idle)} idle" if idle else "no idle limit"
+            sys.stderr.write(
+                f"serving {loaded.name} ({loaded.quant}, {loaded.device}, "
+                f"{loaded.dtype_name}) on {path}; {limit}\n"
+            )
+            sys.stderr.flush()
+            reason = server.serve()
+        except KeyboardInterrupt:
+            reason = "interrupted"
+    finally:
+        lock.release()
+    served = server.served if server is not None else 0
+    sys.stderr.write(f"optinspect serve: {reason}; {served} requests served\n")
+
+
+def _who(named: Holder | None) -> str:
+    """The running server, as a second ``serve`` names it: ``(pid 12, tiny)``."""
+    from ..serve.client import request
+
+    if named is None:
+        return "(still loading its model)"
+    running = request("status", named.socket) if named.socket.exists() else None
+    if running is not None and "status" in running:
+        return f"(pid {running['status']['pid']}, {running['status']['model']})"
+    return f"(pid {named.pid}, still loading its model)"
+
+
+def _load(load: LoadOptions) -> LoadedModel:
     from ..engine.preflight import preflight
 
     preflight(load)
-    loaded = load.load()
-    path.unlink(missing_ok=True)  # a dead server's: the lock says none other runs
-    server = ModelServer(path, load, loaded, idle=idle)
-    signal.signal(signal.SIGTERM, lambda signum, frame: server.stop("terminated"))
-    limit = f"stops after {_duration(idle)} idle" if idle else "no idle limit"
-    sys.stderr.write(
-        f"serving {loaded.name} ({loaded.quant}, {loaded.device}, {loaded.dtype_name}) "
-        f"on {path}; {limit}\n"
-    )
-    sys.stderr.flush()
-    try:
-        reason = server.serve()
-    except KeyboardInterrupt:
-        reason = "interrupted"
-    sys.stderr.write(f"optinspect serve: {reason}; {server.served} requests served\n")
+    return load.load()

@@ -17,14 +17,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_RUNTIME, OptinspectError, UsageError
-from .place import private_dir, socket_path
+from .place import find_socket
 from .wire import WireError, decode, encode, receive, send
 
 if TYPE_CHECKING:
     from ..commands.jobs import Context, Job
     from ..commands.options import LoadOptions
 
-__all__ = ["RemoteError", "Server", "ServerGone", "connect", "find_server", "protocol"]
+__all__ = [
+    "RemoteError",
+    "Server",
+    "ServerGone",
+    "connect",
+    "find_server",
+    "job_from",
+    "job_message",
+    "open_socket",
+    "protocol",
+    "request",
+]
 
 #: How long the first answer may take before the server is taken for stuck.
 HELLO_TIMEOUT = 10.0
@@ -57,17 +68,24 @@ def note(text: str) -> None:
 
 
 def connect(path: Path | None = None, *, then: str | None = "loading here") -> socket.socket | None:
-    """A connection to the server, or None when none is running.
+    """A connection to the server, or None when none is running or its folder is not
+    private (said in a note, as is a dead server's socket: see ``open_socket``)."""
+    try:
+        return open_socket(path, then=then)
+    except UsageError as e:
+        note(f"{e}; not using a server")
+        return None
+
+
+def open_socket(path: Path | None = None, *, then: str | None = None) -> socket.socket | None:
+    """A connection to the server at ``path`` (by default, this user's: ``find_socket``),
+    or None when none is running. Raises ``UsageError`` when its folder is not private.
 
     A socket that refuses connections is a dead server's: it is removed, with a note
     that ends with ``then`` (what happens instead; no note when None).
     """
-    path = path or socket_path()
-    try:
-        if private_dir(create=False) is None or not path.exists():
-            return None
-    except UsageError as e:
-        note(f"{e}; not using a server")
+    path = path or find_socket()
+    if path is None or not path.exists():
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -184,10 +202,11 @@ def job_from(message: dict[str, Any]) -> Job:
     )
 
 
-def request(op: str) -> dict[str, Any] | None:
+def request(op: str, path: Path | None = None) -> dict[str, Any] | None:
     """A one-off request (``status``, ``stop``) to the running server; None when none runs
-    (a dead server's socket is removed without a word)."""
-    sock = connect(then=None)
+    (a dead server's socket is removed without a word). Raises ``UsageError`` when the
+    server's folder is not private: whether a server runs there is not known."""
+    sock = open_socket(path)
     if sock is None:
         return None
     with sock:
