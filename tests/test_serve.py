@@ -509,17 +509,32 @@ def test_frames_are_length_prefixed_json() -> None:
 # ---- the real command, in a subprocess ------------------------------------------------
 
 
-def _serve(runtime: Path, *args: str) -> subprocess.Popen[str]:
+def _serve(
+    runtime: Path, *args: str, until: str = "serving", nohup: bool = False
+) -> subprocess.Popen[str]:
+    """``optinspect serve`` in ``runtime``, returned once it serves, or once it has its
+    lock and loads (``until="loading"``); ``nohup`` ignores SIGHUP, as nohup does."""
+    from optinspect.serve.place import lock_dir
+
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime.parent)}
+    ignore_hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "optinspect", "serve", "--model", "tiny", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=ignore_hup,
     )
+
+    def ready() -> bool:  # the lock file names the server once it holds the lock
+        if until == "serving":
+            return (runtime / "server.sock").exists()
+        lock = lock_dir() / "server.lock"
+        return lock.exists() and lock.stat().st_size > 0
+
     deadline = time.monotonic() + 180
-    while not (runtime / "server.sock").exists():
+    while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the server did not start: {proc.communicate()}")
@@ -590,6 +605,48 @@ def test_serve_idle_limit_ends_the_process(own_runtime) -> None:
     assert proc.returncode == 0
     assert err.endswith("optinspect serve: idle; 0 requests served\n")
     assert not (own_runtime / "server.sock").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["loading", "serving"])
+def test_sighup_stops_the_server_as_a_normal_stop_does(own_runtime, when) -> None:
+    # Closing the terminal that runs serve sends SIGHUP.
+    from optinspect.serve.place import lock_dir
+
+    proc = _serve(own_runtime, "--idle", "0", until=when)
+    os.kill(proc.pid, signal.SIGHUP)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out == ""
+    lines = err.splitlines()
+    assert lines[-1] == "optinspect serve: hung up; 0 requests served"
+    assert [line.split(" on ")[0] for line in lines[:-1]] == (
+        ["serving tiny (8bit, cpu, float16)"] if when == "serving" else []
+    )
+    assert not (own_runtime / "server.sock").exists()
+    assert not (lock_dir() / "server.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_server_under_nohup_outlives_sighup_and_sigterm_stops_it(own_runtime) -> None:
+    from optinspect.serve.place import lock_dir
+
+    proc = _serve(own_runtime, "--idle", "0", nohup=True)
+    try:
+        os.kill(proc.pid, signal.SIGHUP)
+        status = _client(own_runtime, "serve", "--status", "--format", "json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["pid"] == proc.pid
+        os.kill(proc.pid, signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert err.splitlines()[1:] == ["optinspect serve: terminated; 0 requests served"]
+    assert not (own_runtime / "server.sock").exists()
+    assert not (lock_dir() / "server.lock").exists()
 
 
 @pytest.mark.slow

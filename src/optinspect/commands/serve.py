@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
@@ -162,6 +163,15 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
+#: The signals that stop the server as ``serve --stop`` does, and the reason it logs.
+_STOPPING_SIGNALS = {"SIGTERM": "terminated", "SIGHUP": "hung up"}
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP before the server serves: the load is abandoned (a
+    ``BaseException``, as Ctrl-C's, so that no ``except Exception`` of a library keeps it)."""
+
+
 def _serve(load: LoadOptions, idle: float | None) -> None:
     import signal
 
@@ -177,13 +187,25 @@ def _serve(load: LoadOptions, idle: float | None) -> None:
             f"a server is already running {_who(holder())}: stop it with optinspect serve --stop"
         )
     server = None
+
+    def on_signal(signum: int, frame: object) -> None:
+        reason = _STOPPING_SIGNALS[signal.Signals(signum).name]
+        if server is None:
+            raise _Signalled(reason)
+        server.stop(reason)  # after the job that runs, as serve --stop
+
+    before = {}
+    for name in _STOPPING_SIGNALS:
+        number = getattr(signal, name, None)
+        # nohup ignores SIGHUP so that the server outlives its terminal: so be it.
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            before[number] = signal.signal(number, on_signal)
     try:
         try:
             lock.name(path)
             loaded = _load(load)
             path.unlink(missing_ok=True)  # a dead server's: the lock says none other runs
             server = ModelServer(path, load, loaded, idle=idle)
-            signal.signal(signal.SIGTERM, lambda signum, frame: server.stop("terminated"))
             limit = f"stops after {_duration(idle)} idle" if idle else "no idle limit"
             sys.stderr.write(
                 f"serving {loaded.name} ({loaded.quant}, {loaded.device}, "
@@ -193,10 +215,16 @@ def _serve(load: LoadOptions, idle: float | None) -> None:
             reason = server.serve()
         except KeyboardInterrupt:
             reason = "interrupted"
+        except _Signalled as signalled:
+            reason = str(signalled)
     finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
         lock.release()
     served = server.served if server is not None else 0
-    sys.stderr.write(f"optinspect serve: {reason}; {served} requests served\n")
+    with contextlib.suppress(OSError):  # the terminal that SIGHUP came from is gone
+        sys.stderr.write(f"optinspect serve: {reason}; {served} requests served\n")
+        sys.stderr.flush()
 
 
 def _who(named: Holder | None) -> str:

@@ -5,8 +5,8 @@ Built on ``socketserver.ThreadingUnixStreamServer``: each connection has a threa
 forward runs at a time. A client that goes away (Ctrl-C) cancels its job
 between batches. Peers of another uid are refused (``SO_PEERCRED``), besides the 0700
 directory and the 0600 socket (Linux; elsewhere the folder alone keeps others out). The
-server stops after ``idle`` seconds without a request, on ``serve --stop`` or SIGTERM
-(after the job that runs), or on Ctrl-C, and removes its socket.
+server stops after ``idle`` seconds without a request, on ``serve --stop``, SIGTERM or
+SIGHUP (after the job that runs), or on Ctrl-C, and removes its socket.
 
 Messages (``wire`` frames), client to server:
 
