@@ -7,6 +7,8 @@ Most tests run a server in a thread of this process (the model loads once); the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -328,8 +330,40 @@ def hooks_of(model: object) -> dict[str, set[int]]:
     }
 
 
-def test_a_client_that_goes_away_cancels_its_job(server) -> None:
-    job = Job(
+def send_job(job: Job, *, started: bool = True) -> socket.socket:
+    """A connection on which ``job`` was sent as a client sends it; with ``started``, once
+    the server started it, its sentences go in frames from a thread (the server reads
+    them as it runs, so sending them all could wait for the whole job)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(socket_path()))
+    wire.send(sock, {"op": "hello", "protocol": __import__("optinspect").__version__,
+                     "settings": job.load.settings()})  # fmt: skip
+    assert wire.receive(sock)["match"] is True
+    wire.send(sock, {"op": "run", "job": job_message(job)})
+    if started:
+        assert wire.receive(sock) == {"started": True}
+        threading.Thread(target=_send_texts, args=(sock, job.texts), daemon=True).start()
+    return sock
+
+
+def hang_up(sock: socket.socket) -> None:
+    """Go away as a client process that ends does: a bare ``close`` would leave the
+    socket open while the thread of ``send_job`` still waits in sending on it."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def _send_texts(sock: socket.socket, texts: list[str]) -> None:
+    with contextlib.suppress(OSError):  # the test closed the connection
+        for start in range(0, len(texts), 100):
+            wire.send(sock, {"texts": [[t, None] for t in texts[start : start + 100]]})
+        wire.send(sock, {"end": True})
+
+
+def long_trace() -> Job:
+    """A trace job of minutes: many sentences, one forward each."""
+    return Job(
         "trace",
         LoadOptions(model="tiny"),
         checks={"batch_size": 1},
@@ -342,24 +376,98 @@ def test_a_client_that_goes_away_cancels_its_job(server) -> None:
             "plot": False,
             "save": None,
         },
-        texts=["one sentence of a long corpus"] * 20000,  # minutes of forwards
+        texts=["one sentence of a long corpus"] * 20000,
     )
+
+
+def test_a_client_that_goes_away_cancels_its_job(server) -> None:
+    job = long_trace()
     hooks_before = hooks_of(server.loaded.model)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(socket_path()))
-    wire.send(sock, {"op": "hello", "protocol": __import__("optinspect").__version__,
-                     "settings": job.load.settings()})  # fmt: skip
-    assert wire.receive(sock)["match"] is True
-    wire.send(sock, {"op": "run", "job": job_message(job)})
+    sock = send_job(job)
     first = wire.receive(sock)
     assert first is not None and ("progress" in first or "result" in first)
-    sock.close()
+    hang_up(sock)
     deadline = time.monotonic() + 20
     while server.active and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.active == 0, "the job went on after its client left"
     assert hooks_of(server.loaded.model) == hooks_before, "the cancelled job left hooks on"
     assert request("status")["status"]["running"] == 0  # and the server still answers
+
+
+def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> io.BytesIO:
+    raw = io.BytesIO(data)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw))
+    return raw
+
+
+def test_stdin_goes_to_the_server_in_frames_as_it_is_read(cli, server, monkeypatch) -> None:
+    import optinspect.serve.client as client
+
+    lines = [f"Sentence number {i} of a long input" for i in range(300)]
+    data = ("\n".join(lines) + "\n").encode()
+    frames: list[tuple[int, int]] = []  # (sentences in the frame, bytes of stdin read then)
+    stdin = feed_stdin(monkeypatch, data)
+
+    def spy(sock: socket.socket, message: dict) -> None:
+        if "texts" in message:
+            frames.append((len(message["texts"]), stdin.tell()))
+        wire.send(sock, message)
+
+    monkeypatch.setattr(client, "send", spy)
+    before = server.served
+    served = cli("trace", "-", "--model", "tiny", "--format", "jsonl", "-b", "4")
+    assert server.served == before + 1
+    feed_stdin(monkeypatch, data)
+    local = cli("trace", "-", "--model", "tiny", "--format", "jsonl", "-b", "4", "--no-server")
+    assert served.code == local.code == 0, served.err + local.err
+    assert served.out == local.out and served.out.count("\n") == len(lines)
+    assert served.err == ""
+    assert sum(n for n, _ in frames) == len(lines)
+    assert len(frames) >= len(lines) // client.FRAME_SENTENCES
+    assert max(n for n, _ in frames) <= client.FRAME_SENTENCES
+    # The client had read at most a frame and a queue of sentences when it sent the
+    # first: it does not read the whole input before sending it.
+    per_line = len(data) / len(lines)
+    assert frames[0][1] <= (2 * client.FRAME_SENTENCES + 2) * per_line < len(data)
+
+
+def test_a_bad_line_on_stdin_through_the_server_is_told_as_locally(
+    cli, server, monkeypatch
+) -> None:
+    data = "\n".join(["Hello world"] * 10).encode() + b"\nbad \xff line\nnever read\n"
+    args = ("trace", "-", "--model", "tiny", "--format", "jsonl", "-b", "2")
+    before = server.served
+    feed_stdin(monkeypatch, data)
+    served = cli(*args)
+    assert server.served == before + 1
+    feed_stdin(monkeypatch, data)
+    local = cli(*args, "--no-server")
+    assert served.code == local.code == 2
+    assert served.err == local.err == "Error: line 11 of stdin is not valid UTF-8 (byte 5)\n"
+    assert served.out == local.out and served.out.count("\n") == 10  # the lines before it
+
+
+def test_a_client_ends_cleanly_while_its_stdin_is_still_open(server) -> None:
+    # The job fails before it reads its input; the thread that reads stdin for the
+    # server still waits for a line. Python must not abort at exit over that thread.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optinspect", "trace", "-", "--model", "tiny", "--layer", "99"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proc.stdin.write("Hello world\n")
+        proc.stdin.flush()
+        code = proc.wait(timeout=120)  # stdin stays open
+        err = proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert code == 2, err
+    assert err.startswith("Error: layer 99 does not exist") and err.count("\n") == 1
 
 
 def test_status_reports_the_model_and_counts(server) -> None:

@@ -146,8 +146,6 @@ def run_job(job: Job, advance: Callable[..., None] | None = None) -> JobRun:
 
         server = find_server(job.load)
         if server is not None:
-            if job.texts is not None:  # read to the end: sent now, and kept to run here
-                job = dataclasses.replace(job, texts=list(job.texts))
             return JobRun(_served(server, job, here), here)
     return JobRun(execute(job, here), here)
 

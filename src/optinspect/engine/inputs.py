@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import sys
 from collections.abc import Iterable, Iterator
@@ -61,7 +63,7 @@ def read_texts(
             raise UsageError(f"input file {file} does not exist")
         return _file_lines(file), True
     if text == "-" or file is not None:  # --file - reads stdin, as most tools do
-        stream = stdin if stdin is not None else sys.stdin.buffer
+        stream = stdin if stdin is not None else _stdin_bytes()
         return iter_lines(stream, "stdin"), True
     if text is None:
         raise UsageError(f"give the text to {verb}, - for stdin, or --file PATH")
@@ -73,6 +75,16 @@ def read_texts(
 def _file_lines(path: Path) -> Iterator[str]:
     with path.open("rb") as handle:
         yield from iter_lines(handle, str(path))
+
+
+def _stdin_bytes() -> BinaryIO:
+    """The process's stdin, as bytes. The real stdin is read through a reader of its own:
+    a thread that sends it to the server may still wait in a read when the program
+    ends, and Python aborts at exit when that thread holds ``sys.stdin``'s own lock."""
+    if sys.stdin is not None and sys.stdin is sys.__stdin__:
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            return open(sys.stdin.fileno(), "rb", closefd=False)
+    return sys.stdin.buffer
 
 
 def peek(texts: Iterator[str]) -> Iterator[str] | None:

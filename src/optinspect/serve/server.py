@@ -11,10 +11,14 @@ SIGHUP (after the job that runs), or on Ctrl-C, and removes its socket.
 Messages (``wire`` frames), client to server:
 
 - ``{"op": "hello", "protocol", "settings"}``: answered ``{"match": bool, "server": {...}}``.
-- ``{"op": "run", "job": {...}}`` after a matching hello: answered by any number of
-  ``{"progress": [sentences, tokens]}``, ``{"note": line}`` and ``{"result": record}``,
-  then ``{"done": tail}`` or ``{"error": line, "exit": code, "hint": bool, "traceback"}``,
-  or ``{"gone": reason}`` when the server stopped before the job ran.
+- ``{"op": "run", "job": {...}}`` after a matching hello: answered ``{"gone": reason}``
+  when the server turns it down (it is stopping), or ``{"started": true}`` when it
+  runs: from then on the client sends the job's sentences
+  (``{"texts": [[text, where], ...]}`` frames, then ``{"end": true}``, or
+  ``{"abort": true}`` when its input cannot be read), and the server answers any
+  number of ``{"progress": [sentences, tokens, totals]}``, ``{"note": line}`` and
+  ``{"result": record}``, then ``{"done": tail}`` or
+  ``{"error": line, "exit": code, "hint": bool, "traceback"}``.
 - ``{"op": "status"}``: ``{"status": {...}}``. ``{"op": "stop"}``: ``{"stopping": true}``.
 
 A job runs in the client's working folder, with its umask, and names the model as the
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..commands.options import LoadOptions
 from ..errors import OptinspectError, UsageError, describe
-from .client import job_from, protocol
+from .client import job_from, protocol, sentences_of
 from .wire import WireError, encode, receive, send
 
 if TYPE_CHECKING:
@@ -324,6 +328,25 @@ class _Job:
         """Tell the client to run the job itself."""
         self.outbox.put({"gone": reason})
 
+    def texts(self) -> Iterator[str]:
+        """The job's sentences, read from the client's frames as the job asks for them;
+        ``Cancelled`` when the client goes away or cannot read its input."""
+        while True:
+            try:
+                message = receive(self.sock)
+            except (OSError, WireError) as e:
+                raise Cancelled from e
+            if message is None or "abort" in message:
+                raise Cancelled
+            if "end" in message:
+                return
+            try:
+                rows = message["texts"]
+                texts = sentences_of(rows)
+            except (KeyError, TypeError, ValueError) as e:
+                raise Cancelled from e  # not a client of this version: nothing to answer
+            yield from texts
+
     def run(self, message: dict[str, Any]) -> None:
         from ..commands.jobs import execute
 
@@ -332,7 +355,7 @@ class _Job:
         results: Iterator[Any] | None = None
         try:
             try:
-                job = job_from(message["job"])
+                job = job_from(message["job"], self.texts())
                 os.chdir(job.cwd)  # relative paths mean what they mean to the client
                 if job.load.settings() != self.server.settings:
                     self.refuse("it holds another model")
@@ -340,6 +363,7 @@ class _Job:
             except (KeyError, TypeError, ValueError, OSError) as e:
                 self.refuse(f"the job could not be read: {e}")
                 return
+            self.outbox.put({"started": True})
             self._spelling = job.load.model
             if job.umask is not None:
                 mask = os.umask(job.umask)
