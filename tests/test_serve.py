@@ -395,6 +395,29 @@ def test_a_client_that_goes_away_cancels_its_job(server) -> None:
     assert request("status")["status"]["running"] == 0  # and the server still answers
 
 
+def test_a_queued_job_is_told_it_waits_once(cli, server) -> None:
+    first = send_job(long_trace())
+    assert "progress" in wire.receive(first)  # the first job runs
+
+    def let_the_first_go() -> None:  # once the second waits behind it
+        deadline = time.monotonic() + 60
+        while server.active < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        hang_up(first)
+
+    closer = threading.Thread(target=let_the_first_go)
+    closer.start()
+    before = server.served
+    r = cli("trace", "Hello world", "--model", "tiny", "--format", "json")
+    closer.join()
+    assert r.code == 0 and json.loads(r.out)["text"] == "Hello world"
+    assert server.served == before + 1
+    assert r.err == "waiting for the server: another job is running\n"
+    r = cli("trace", "Hello world", "--model", "tiny", "--format", "json")
+    assert r.code == 0 and r.err == ""  # alone, it does not wait
+
+
 def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> io.BytesIO:
     raw = io.BytesIO(data)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw))

@@ -166,6 +166,8 @@ class Server:
                     here.advance(*message["progress"])
                 elif "note" in message:
                     here.note(message["note"])
+                elif "queued" in message:
+                    here.note(f"waiting for the server: {message['queued']}")
                 elif "started" in message:
                     if job.texts is not None:
                         feed = _Feed(self.sock, job.texts)

@@ -11,11 +11,11 @@ SIGHUP (after the job that runs), or on Ctrl-C, and removes its socket.
 Messages (``wire`` frames), client to server:
 
 - ``{"op": "hello", "protocol", "settings"}``: answered ``{"match": bool, "server": {...}}``.
-- ``{"op": "run", "job": {...}}`` after a matching hello: answered ``{"gone": reason}``
-  when the server turns it down (it is stopping), or ``{"started": true}`` when it
-  runs: from then on the client sends the job's sentences
-  (``{"texts": [[text, where], ...]}`` frames, then ``{"end": true}``, or
-  ``{"abort": true}`` when its input cannot be read), and the server answers any
+- ``{"op": "run", "job": {...}}`` after a matching hello: answered ``{"queued": why}``
+  when it waits for another job, then ``{"gone": reason}`` when the server turns it down
+  (it is stopping), or ``{"started": true}`` when it runs: from then on the client sends
+  the job's sentences (``{"texts": [[text, where], ...]}`` frames, then ``{"end": true}``,
+  or ``{"abort": true}`` when its input cannot be read), and the server answers any
   number of ``{"progress": [sentences, tokens, totals]}``, ``{"note": line}`` and
   ``{"result": record}``, then ``{"done": tail}`` or
   ``{"error": line, "exit": code, "hint": bool, "traceback"}``.
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
     from ..model.loading import LoadedModel
 
 __all__ = ["ModelServer", "peer_uid"]
+
+#: What a job that waits for its turn is told.
+QUEUED = "another job is running"
 
 
 class Cancelled(Exception):
@@ -90,10 +93,14 @@ class Turns:
         self._serving = 0  # the ticket whose turn it is
 
     @contextlib.contextmanager
-    def turn(self) -> Iterator[None]:
+    def turn(self, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold the turn for the block; ``waiting`` is called once when another holds it
+        or is ahead."""
         with self._ready:
             ticket = self._next
             self._next += 1
+            if self._serving != ticket and waiting is not None:
+                waiting()
             while self._serving != ticket:
                 self._ready.wait()
         try:
@@ -221,7 +228,7 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
         job = _Job(self, sock)
         with self.busy():
             try:
-                with self.turns.turn():
+                with self.turns.turn(waiting=job.queued):
                     if self.stopping is not None:
                         job.refuse(f"the server is stopping ({self.stopping})")
                     elif not _hung_up(sock):  # else the client left while it waited
@@ -327,6 +334,10 @@ class _Job:
     def refuse(self, reason: str) -> None:
         """Tell the client to run the job itself."""
         self.outbox.put({"gone": reason})
+
+    def queued(self) -> None:
+        """Tell the client that its job waits for another's."""
+        self.outbox.put({"queued": QUEUED})
 
     def texts(self) -> Iterator[str]:
         """The job's sentences, read from the client's frames as the job asks for them;
