@@ -395,6 +395,37 @@ def test_a_client_that_goes_away_cancels_its_job(server) -> None:
     assert request("status")["status"]["running"] == 0  # and the server still answers
 
 
+def test_a_compare_job_is_cancelled_in_its_reference_pass(server) -> None:
+    # The reference pass sends no progress: it must look for its client all the same.
+    # Its setting is the server's own, so it runs on the resident model.
+    job = Job(
+        "compare",
+        LoadOptions(model="tiny"),
+        checks={"batch_size": 1},
+        params={
+            "setting": ["8bit", "auto"],
+            "reference": ["8bit", "auto"],
+            "layers": None,
+            "filters": (),
+            "tolerance": 0.05,
+            "batch_size": 1,
+            "truncate": False,
+        },
+        texts=["one sentence of a long corpus"] * 3000,  # minutes of reference forwards
+    )
+    hooks_before = hooks_of(server.loaded.model)
+    sock = send_job(job)
+    deadline = time.monotonic() + 20
+    while server.active == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(1)  # the sentences are read, the reference pass has begun
+    hang_up(sock)
+    while server.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.active == 0, "the reference pass went on after its client left"
+    assert hooks_of(server.loaded.model) == hooks_before, "the cancelled job left hooks on"
+
+
 def test_a_queued_job_is_told_it_waits_once(cli, server) -> None:
     first = send_job(long_trace())
     assert "progress" in wire.receive(first)  # the first job runs

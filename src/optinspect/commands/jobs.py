@@ -77,6 +77,11 @@ class Context(Protocol):
         """A line for the user's stderr (``wrote …``)."""
         ...
 
+    def check_cancelled(self) -> None:
+        """Raise when the job is to stop (a server's client went away): for a pass that
+        reports no progress, which is where the other passes find out."""
+        ...
+
 
 def execute(job: Job, ctx: Context) -> Iterator[Any]:
     """Check the job's values against the model's config, then run its compute function."""
@@ -133,6 +138,9 @@ class _Here:
 
         # Through the progress display when one is live, so the line is not drawn over.
         getattr(self._advance, "note", note)(text)
+
+    def check_cancelled(self) -> None:
+        pass  # a local job stops on Ctrl-C, which reaches it at once
 
 
 def run_job(job: Job, advance: Callable[..., None] | None = None) -> JobRun:

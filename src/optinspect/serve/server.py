@@ -312,9 +312,13 @@ class _Job:
     def note(self, text: str) -> None:
         self._send({"note": text})
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def check_cancelled(self) -> None:
+        """Raise ``Cancelled`` when the client went away."""
         if self.broken or _hung_up(self.sock):
             raise Cancelled
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.check_cancelled()
         self.outbox.put(message)
 
     def _send_all(self) -> None:
