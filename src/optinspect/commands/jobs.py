@@ -146,8 +146,13 @@ class _Here:
 def run_job(job: Job, advance: Callable[..., None] | None = None) -> JobRun:
     """The job's results from a matching server, or from running it here.
 
-    ``--no-server`` (``load.server`` False) always runs here.
+    ``--no-server`` (``load.server`` False) always runs here. A progress counter hears
+    of the number of sentences when it is known before they are read (a file's).
     """
+    total = getattr(job.texts, "total", None)
+    expect = getattr(advance, "expect", None)
+    if total is not None and expect is not None:
+        expect(total)
     here = _Here(job.load, advance)
     if job.load.server:
         from ..serve.client import find_server
