@@ -718,28 +718,40 @@ def _client(runtime: Path | None, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+def _status(runtime: Path | None) -> dict:
+    """``serve --status --format json``, run as ``_client`` runs it."""
+    status = _client(runtime, "serve", "--status", "--format", "json")
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)
+
+
+def _stop(proc: subprocess.Popen[str], runtime: Path | None) -> str:
+    """Stop the server ``proc`` with ``serve --stop``, run as ``_client`` runs it; what the
+    server wrote on stderr (on stdout, nothing)."""
+    stop = _client(runtime, "serve", "--stop")
+    assert stop.returncode == 0 and stop.stderr == "stopped the optinspect server\n"
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == ""
+    return err
+
+
 @pytest.mark.slow
 def test_serve_status_stop(own_runtime) -> None:
     proc = _serve(own_runtime, "--idle", "30m")
     try:
-        status = _client(own_runtime, "serve", "--status", "--format", "json")
-        assert status.returncode == 0, status.stderr
-        state = json.loads(status.stdout)
+        state = _status(own_runtime)
         assert state["model"] == "tiny" and state["pid"] == proc.pid
         text = _client(own_runtime, "serve", "--status")
         assert text.stdout.startswith("model: tiny (random weights)\nquant: 8bit\n")
         again = _client(own_runtime, "serve", "--model", "tiny")
         assert again.returncode == 1
         assert f"a server is already running (pid {proc.pid}, tiny)" in again.stderr
-        stop = _client(own_runtime, "serve", "--stop")
-        assert stop.returncode == 0 and stop.stderr == "stopped the optinspect server\n"
-        out, err = proc.communicate(timeout=60)
+        err = _stop(proc, own_runtime)
     finally:
         proc.kill()
-    assert proc.returncode == 0
     assert err.startswith(f"serving tiny (8bit, cpu, float16) on {own_runtime / 'server.sock'}")
     assert err.endswith("optinspect serve: stopped; 0 requests served\n")
-    assert out == "" and not (own_runtime / "server.sock").exists()
+    assert not (own_runtime / "server.sock").exists()
 
 
 @pytest.mark.slow
@@ -798,9 +810,7 @@ def test_a_server_under_nohup_outlives_sighup_and_sigterm_stops_it(own_runtime) 
     proc = _serve(own_runtime, "--idle", "0", nohup=True)
     try:
         os.kill(proc.pid, signal.SIGHUP)
-        status = _client(own_runtime, "serve", "--status", "--format", "json")
-        assert status.returncode == 0, status.stderr
-        assert json.loads(status.stdout)["pid"] == proc.pid
+        assert _status(own_runtime)["pid"] == proc.pid  # it still serves
         os.kill(proc.pid, signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     finally:
@@ -825,16 +835,11 @@ def test_one_server_per_user_whatever_xdg_runtime_dir_says(own_runtime) -> None:
         )
         traced = _client(None, "trace", "Hello world", "--model", "tiny", "--format", "json")
         assert traced.returncode == 0 and traced.stderr == ""
-        status = _client(None, "serve", "--status", "--format", "json")
-        assert status.returncode == 0, status.stderr
-        state = json.loads(status.stdout)
+        state = _status(None)
         assert state["pid"] == proc.pid and state["requests"] == 1  # it served the trace
-        stop = _client(None, "serve", "--stop")
-        assert stop.returncode == 0 and stop.stderr == "stopped the optinspect server\n"
-        _out, err = proc.communicate(timeout=60)
+        err = _stop(proc, None)
     finally:
         proc.kill()
-    assert proc.returncode == 0
     assert err.endswith("optinspect serve: stopped; 1 requests served\n")
     assert not (own_runtime / "server.sock").exists()
     assert not (lock_dir() / "server.lock").exists()
