@@ -1,7 +1,8 @@
 """``optinspect serve`` against a local load: every call a whole ``python -m optinspect`` process.
 
 The server runs in its own private, short ``XDG_RUNTIME_DIR`` (a Unix socket path holds
-about 104 bytes), so a server of the user's is neither used nor disturbed; it is stopped
+about 104 bytes), and the same folder is its ``TMPDIR`` (where the one lock per user
+lives), so a server of the user's is neither used nor disturbed; it is stopped
 with ``serve --stop`` at the end and killed on any error.
 """
 
@@ -81,7 +82,7 @@ class Server:
     """``optinspect serve`` in a subprocess, in a runtime folder of its own."""
 
     def __init__(self, model: str, quant: str, runtime: Path, log: IO[bytes]) -> None:
-        self.env = {**child_env(), "XDG_RUNTIME_DIR": str(runtime)}
+        self.env = {**child_env(), "XDG_RUNTIME_DIR": str(runtime), "TMPDIR": str(runtime)}
         self.socket = runtime / "optinspect" / "server.sock"
         self.log = log
         argv = module_argv("serve", "--model", model, "--quant", quant, "--idle", "30m")

@@ -21,6 +21,12 @@ _HF_HOME = tempfile.mkdtemp(prefix="optinspect-hf-")
 # A private runtime folder, so no test talks to a server the user runs (optinspect serve).
 _RUNTIME = tempfile.mkdtemp(prefix="oi-run-")
 atexit.register(shutil.rmtree, _RUNTIME, ignore_errors=True)
+# A private temp folder too: a server's lock is <temp dir>/optinspect-<uid>, one per user
+# whatever XDG_RUNTIME_DIR says, so a test's server must not meet the user's, nor those
+# of another test run at the same time. This process's tempfile reads it from here on.
+_TMPDIR = tempfile.mkdtemp(prefix="oi-tmp-")
+atexit.register(shutil.rmtree, _TMPDIR, ignore_errors=True)
+tempfile.tempdir = _TMPDIR
 
 # What every test sees, whatever shell runs the suite: set here, and again before
 # each test (a test that changes one gets it back). The names below them are removed.
@@ -29,6 +35,7 @@ ISOLATED_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "XDG_RUNTIME_DIR": _RUNTIME,
+    "TMPDIR": _TMPDIR,
     "COLUMNS": "200",
 }
 REMOVED_ENV = (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from optinspect.engine.inputs import iter_lines, read_texts
+from optinspect.engine.inputs import iter_lines, peek, read_texts
 from optinspect.errors import UsageError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -52,6 +52,19 @@ def test_file_is_read_and_counts_as_many(tmp_path: Path) -> None:
     path.write_bytes(b"first\r\n\nsecond\n")
     texts, many = read_texts(None, path)
     assert (list(texts), many) == (["first", "second"], True)
+
+
+def test_a_file_knows_how_many_sentences_it_holds(tmp_path: Path) -> None:
+    # The progress counter's total: what iter_lines yields, counted before the run.
+    path = tmp_path / "s.txt"
+    path.write_bytes(b"\xef\xbb\xbf\nfirst\r\n\n  \nsecond\n\xff bad\nlast")
+    texts, _ = read_texts(None, path)
+    assert texts.total == 4  # blank lines (a BOM alone too) are none; a bad line is one
+    peeked = peek(texts)
+    assert peeked is not None and peeked.total == 4
+    assert [next(peeked), next(peeked)] == ["first", "second"]
+    from_stdin, _ = read_texts("-", None, io.BytesIO(b"a\nb\n"))
+    assert from_stdin.total is None  # not known before its end
 
 
 def test_invalid_utf8_in_a_file_names_the_file(tmp_path: Path) -> None:

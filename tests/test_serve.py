@@ -7,6 +7,8 @@ Most tests run a server in a thread of this process (the model loads once); the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -303,18 +305,18 @@ def test_a_folder_spelled_another_way_from_another_folder_is_served(
 
 
 def test_one_server_per_user(own_runtime) -> None:
-    from optinspect.serve.place import claim
+    from optinspect.serve.place import claim, lock_dir
 
-    folder = private_dir(create=True)
-    first = claim(folder)
+    first = claim()
     assert first is not None
     try:
-        assert claim(folder) is None
+        assert claim() is None
     finally:
-        os.close(first)
-    again = claim(folder)
+        first.release()
+    assert not (lock_dir() / "server.lock").exists()  # released, it is removed
+    again = claim()
     assert again is not None
-    os.close(again)
+    again.release()
 
 
 def test_turns_are_taken_in_order_of_arrival() -> None:
@@ -374,8 +376,40 @@ def hooks_of(model: object) -> dict[str, set[int]]:
     }
 
 
-def test_a_client_that_goes_away_cancels_its_job(server) -> None:
-    job = Job(
+def send_job(job: Job, *, started: bool = True) -> socket.socket:
+    """A connection on which ``job`` was sent as a client sends it; with ``started``, once
+    the server started it, its sentences go in frames from a thread (the server reads
+    them as it runs, so sending them all could wait for the whole job)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(socket_path()))
+    wire.send(sock, {"op": "hello", "protocol": __import__("optinspect").__version__,
+                     "settings": job.load.settings()})  # fmt: skip
+    assert wire.receive(sock)["match"] is True
+    wire.send(sock, {"op": "run", "job": job_message(job)})
+    if started:
+        assert wire.receive(sock) == {"started": True}
+        threading.Thread(target=_send_texts, args=(sock, job.texts), daemon=True).start()
+    return sock
+
+
+def hang_up(sock: socket.socket) -> None:
+    """Go away as a client process that ends does: a bare ``close`` would leave the
+    socket open while the thread of ``send_job`` still waits in sending on it."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def _send_texts(sock: socket.socket, texts: list[str]) -> None:
+    with contextlib.suppress(OSError):  # the test closed the connection
+        for start in range(0, len(texts), 100):
+            wire.send(sock, {"texts": [[t, None] for t in texts[start : start + 100]]})
+        wire.send(sock, {"end": True})
+
+
+def long_trace() -> Job:
+    """A trace job of minutes: many sentences, one forward each."""
+    return Job(
         "trace",
         LoadOptions(model="tiny"),
         checks={"batch_size": 1},
@@ -388,24 +422,152 @@ def test_a_client_that_goes_away_cancels_its_job(server) -> None:
             "plot": False,
             "save": None,
         },
-        texts=["one sentence of a long corpus"] * 20000,  # minutes of forwards
+        texts=["one sentence of a long corpus"] * 20000,
     )
+
+
+def test_a_client_that_goes_away_cancels_its_job(server) -> None:
+    job = long_trace()
     hooks_before = hooks_of(server.loaded.model)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(socket_path()))
-    wire.send(sock, {"op": "hello", "protocol": __import__("optinspect").__version__,
-                     "settings": job.load.settings()})  # fmt: skip
-    assert wire.receive(sock)["match"] is True
-    wire.send(sock, {"op": "run", "job": job_message(job)})
+    sock = send_job(job)
     first = wire.receive(sock)
     assert first is not None and ("progress" in first or "result" in first)
-    sock.close()
+    hang_up(sock)
     deadline = time.monotonic() + 20
     while server.active and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.active == 0, "the job went on after its client left"
     assert hooks_of(server.loaded.model) == hooks_before, "the cancelled job left hooks on"
     assert request("status")["status"]["running"] == 0  # and the server still answers
+
+
+def test_a_compare_job_is_cancelled_in_its_reference_pass(server) -> None:
+    # The reference pass sends no progress: it must look for its client all the same.
+    # Its setting is the server's own, so it runs on the resident model.
+    job = Job(
+        "compare",
+        LoadOptions(model="tiny"),
+        checks={"batch_size": 1},
+        params={
+            "setting": ["8bit", "auto"],
+            "reference": ["8bit", "auto"],
+            "layers": None,
+            "filters": (),
+            "tolerance": 0.05,
+            "batch_size": 1,
+            "truncate": False,
+        },
+        texts=["one sentence of a long corpus"] * 3000,  # minutes of reference forwards
+    )
+    hooks_before = hooks_of(server.loaded.model)
+    sock = send_job(job)
+    deadline = time.monotonic() + 20
+    while server.active == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(1)  # the sentences are read, the reference pass has begun
+    hang_up(sock)
+    while server.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.active == 0, "the reference pass went on after its client left"
+    assert hooks_of(server.loaded.model) == hooks_before, "the cancelled job left hooks on"
+
+
+def test_a_queued_job_is_told_it_waits_once(cli, server) -> None:
+    first = send_job(long_trace())
+    assert "progress" in wire.receive(first)  # the first job runs
+
+    def let_the_first_go() -> None:  # once the second waits behind it
+        deadline = time.monotonic() + 60
+        while server.active < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        hang_up(first)
+
+    closer = threading.Thread(target=let_the_first_go)
+    closer.start()
+    before = server.served
+    r = cli("trace", "Hello world", "--model", "tiny", "--format", "json")
+    closer.join()
+    assert r.code == 0 and json.loads(r.out)["text"] == "Hello world"
+    assert server.served == before + 1
+    assert r.err == "waiting for the server: another job is running\n"
+    r = cli("trace", "Hello world", "--model", "tiny", "--format", "json")
+    assert r.code == 0 and r.err == ""  # alone, it does not wait
+
+
+def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> io.BytesIO:
+    raw = io.BytesIO(data)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw))
+    return raw
+
+
+def test_stdin_goes_to_the_server_in_frames_as_it_is_read(cli, server, monkeypatch) -> None:
+    import optinspect.serve.client as client
+
+    lines = [f"Sentence number {i} of a long input" for i in range(300)]
+    data = ("\n".join(lines) + "\n").encode()
+    frames: list[tuple[int, int]] = []  # (sentences in the frame, bytes of stdin read then)
+    stdin = feed_stdin(monkeypatch, data)
+
+    def spy(sock: socket.socket, message: dict) -> None:
+        if "texts" in message:
+            frames.append((len(message["texts"]), stdin.tell()))
+        wire.send(sock, message)
+
+    monkeypatch.setattr(client, "send", spy)
+    before = server.served
+    served = cli("trace", "-", "--model", "tiny", "--format", "jsonl", "-b", "4")
+    assert server.served == before + 1
+    feed_stdin(monkeypatch, data)
+    local = cli("trace", "-", "--model", "tiny", "--format", "jsonl", "-b", "4", "--no-server")
+    assert served.code == local.code == 0, served.err + local.err
+    assert served.out == local.out and served.out.count("\n") == len(lines)
+    assert served.err == ""
+    assert sum(n for n, _ in frames) == len(lines)
+    assert len(frames) >= len(lines) // client.FRAME_SENTENCES
+    assert max(n for n, _ in frames) <= client.FRAME_SENTENCES
+    # The client had read at most a frame and a queue of sentences when it sent the
+    # first: it does not read the whole input before sending it.
+    per_line = len(data) / len(lines)
+    assert frames[0][1] <= (2 * client.FRAME_SENTENCES + 2) * per_line < len(data)
+
+
+def test_a_bad_line_on_stdin_through_the_server_is_told_as_locally(
+    cli, server, monkeypatch
+) -> None:
+    data = "\n".join(["Hello world"] * 10).encode() + b"\nbad \xff line\nnever read\n"
+    args = ("trace", "-", "--model", "tiny", "--format", "jsonl", "-b", "2")
+    before = server.served
+    feed_stdin(monkeypatch, data)
+    served = cli(*args)
+    assert server.served == before + 1
+    feed_stdin(monkeypatch, data)
+    local = cli(*args, "--no-server")
+    assert served.code == local.code == 2
+    assert served.err == local.err == "Error: line 11 of stdin is not valid UTF-8 (byte 5)\n"
+    assert served.out == local.out and served.out.count("\n") == 10  # the lines before it
+
+
+def test_a_client_ends_cleanly_while_its_stdin_is_still_open(server) -> None:
+    # The job fails before it reads its input; the thread that reads stdin for the
+    # server still waits for a line. Python must not abort at exit over that thread.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optinspect", "trace", "-", "--model", "tiny", "--layer", "99"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proc.stdin.write("Hello world\n")
+        proc.stdin.flush()
+        code = proc.wait(timeout=120)  # stdin stays open
+        err = proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert code == 2, err
+    assert err.startswith("Error: layer 99 does not exist") and err.count("\n") == 1
 
 
 def test_status_reports_the_model_and_counts(server) -> None:
@@ -472,6 +634,31 @@ def test_serve_stop_and_status_without_a_server(cli, own_runtime) -> None:
         assert r.err == f"Error: no optinspect server is running (no socket at {socket_path()})\n"
 
 
+def test_status_and_stop_say_why_they_cannot_ask_a_server(cli, own_runtime, load_tiny) -> None:
+    from optinspect.serve.server import ModelServer
+
+    private_dir(create=True)
+    running = ModelServer(socket_path(), LoadOptions(model="tiny"), load_tiny("8bit"), idle=None)
+    thread = threading.Thread(target=running.serve, daemon=True)
+    thread.start()
+    try:
+        os.chmod(own_runtime, 0o750)  # changed after the server started
+        for option in ("--status", "--stop"):
+            r = cli("serve", option)
+            assert (r.code, r.out) == (2, "")
+            assert r.err == (
+                f"Error: {own_runtime} can be entered by other users (mode 750): make it "
+                "0700 or remove it\n"
+            )
+        assert running.stopping is None  # --stop did not reach it
+        os.chmod(own_runtime, 0o700)
+        r = cli("serve", "--status", "--format", "json")
+        assert r.code == 0 and json.loads(r.out)["pid"] == os.getpid()
+    finally:
+        running.stop("test over")
+        thread.join(timeout=30)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("45", 45.0), ("1.5m", 90.0), ("0", None)],
@@ -530,17 +717,32 @@ def test_frames_are_length_prefixed_json() -> None:
 # ---- the real command, in a subprocess ------------------------------------------------
 
 
-def _serve(runtime: Path, *args: str) -> subprocess.Popen[str]:
+def _serve(
+    runtime: Path, *args: str, until: str = "serving", nohup: bool = False
+) -> subprocess.Popen[str]:
+    """``optinspect serve`` in ``runtime``, returned once it serves, or once it has its
+    lock and loads (``until="loading"``); ``nohup`` ignores SIGHUP, as nohup does."""
+    from optinspect.serve.place import lock_dir
+
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime.parent)}
+    ignore_hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "optinspect", "serve", "--model", "tiny", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=ignore_hup,
     )
+
+    def ready() -> bool:  # the lock file names the server once it holds the lock
+        if until == "serving":
+            return (runtime / "server.sock").exists()
+        lock = lock_dir() / "server.lock"
+        return lock.exists() and lock.stat().st_size > 0
+
     deadline = time.monotonic() + 180
-    while not (runtime / "server.sock").exists():
+    while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the server did not start: {proc.communicate()}")
@@ -548,8 +750,11 @@ def _serve(runtime: Path, *args: str) -> subprocess.Popen[str]:
     return proc
 
 
-def _client(runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime.parent)}
+def _client(runtime: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """``optinspect *args`` with ``runtime`` for its runtime folder, or no XDG_RUNTIME_DIR."""
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    if runtime is not None:
+        env["XDG_RUNTIME_DIR"] = str(runtime.parent)
     return subprocess.run(
         [sys.executable, "-m", "optinspect", *args],
         capture_output=True,
@@ -559,28 +764,40 @@ def _client(runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _status(runtime: Path | None) -> dict:
+    """``serve --status --format json``, run as ``_client`` runs it."""
+    status = _client(runtime, "serve", "--status", "--format", "json")
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)
+
+
+def _stop(proc: subprocess.Popen[str], runtime: Path | None) -> str:
+    """Stop the server ``proc`` with ``serve --stop``, run as ``_client`` runs it; what the
+    server wrote on stderr (on stdout, nothing)."""
+    stop = _client(runtime, "serve", "--stop")
+    assert stop.returncode == 0 and stop.stderr == "stopped the optinspect server\n"
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == ""
+    return err
+
+
 @pytest.mark.slow
 def test_serve_status_stop(own_runtime) -> None:
     proc = _serve(own_runtime, "--idle", "30m")
     try:
-        status = _client(own_runtime, "serve", "--status", "--format", "json")
-        assert status.returncode == 0, status.stderr
-        state = json.loads(status.stdout)
+        state = _status(own_runtime)
         assert state["model"] == "tiny" and state["pid"] == proc.pid
         text = _client(own_runtime, "serve", "--status")
         assert text.stdout.startswith("model: tiny (random weights)\nquant: 8bit\n")
         again = _client(own_runtime, "serve", "--model", "tiny")
         assert again.returncode == 1
         assert f"a server is already running (pid {proc.pid}, tiny)" in again.stderr
-        stop = _client(own_runtime, "serve", "--stop")
-        assert stop.returncode == 0 and stop.stderr == "stopped the optinspect server\n"
-        out, err = proc.communicate(timeout=60)
+        err = _stop(proc, own_runtime)
     finally:
         proc.kill()
-    assert proc.returncode == 0
     assert err.startswith(f"serving tiny (8bit, cpu, float16) on {own_runtime / 'server.sock'}")
     assert err.endswith("optinspect serve: stopped; 0 requests served\n")
-    assert out == "" and not (own_runtime / "server.sock").exists()
+    assert not (own_runtime / "server.sock").exists()
 
 
 @pytest.mark.slow
@@ -608,3 +825,67 @@ def test_serve_idle_limit_ends_the_process(own_runtime) -> None:
     assert proc.returncode == 0
     assert err.endswith("optinspect serve: idle; 0 requests served\n")
     assert not (own_runtime / "server.sock").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["loading", "serving"])
+def test_sighup_stops_the_server_as_a_normal_stop_does(own_runtime, when) -> None:
+    # Closing the terminal that runs serve sends SIGHUP.
+    from optinspect.serve.place import lock_dir
+
+    proc = _serve(own_runtime, "--idle", "0", until=when)
+    os.kill(proc.pid, signal.SIGHUP)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out == ""
+    lines = err.splitlines()
+    assert lines[-1] == "optinspect serve: hung up; 0 requests served"
+    assert [line.split(" on ")[0] for line in lines[:-1]] == (
+        ["serving tiny (8bit, cpu, float16)"] if when == "serving" else []
+    )
+    assert not (own_runtime / "server.sock").exists()
+    assert not (lock_dir() / "server.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_server_under_nohup_outlives_sighup_and_sigterm_stops_it(own_runtime) -> None:
+    from optinspect.serve.place import lock_dir
+
+    proc = _serve(own_runtime, "--idle", "0", nohup=True)
+    try:
+        os.kill(proc.pid, signal.SIGHUP)
+        assert _status(own_runtime)["pid"] == proc.pid  # it still serves
+        os.kill(proc.pid, signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert err.splitlines()[1:] == ["optinspect serve: terminated; 0 requests served"]
+    assert not (own_runtime / "server.sock").exists()
+    assert not (lock_dir() / "server.lock").exists()
+
+
+@pytest.mark.slow
+def test_one_server_per_user_whatever_xdg_runtime_dir_says(own_runtime) -> None:
+    from optinspect.serve.place import lock_dir
+
+    proc = _serve(own_runtime, "--idle", "0")  # with XDG_RUNTIME_DIR; the rest without
+    try:
+        second = _client(None, "serve", "--model", "tiny")
+        assert second.returncode == 1
+        assert second.stderr == (
+            f"Error: a server is already running (pid {proc.pid}, tiny): stop it with "
+            "optinspect serve --stop\n"
+        )
+        traced = _client(None, "trace", "Hello world", "--model", "tiny", "--format", "json")
+        assert traced.returncode == 0 and traced.stderr == ""
+        state = _status(None)
+        assert state["pid"] == proc.pid and state["requests"] == 1  # it served the trace
+        err = _stop(proc, None)
+    finally:
+        proc.kill()
+    assert err.endswith("optinspect serve: stopped; 1 requests served\n")
+    assert not (own_runtime / "server.sock").exists()
+    assert not (lock_dir() / "server.lock").exists()

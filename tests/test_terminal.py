@@ -23,6 +23,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -281,11 +282,19 @@ def test_redirected_data_is_whole_and_the_terminal_shows_only_progress(
     case.check(run.redirected)
     assert "\x1b" not in run.redirected  # a file gets no colour or cursor codes
 
-    # The terminal holds only the loading spinner and the sentence counter: every
-    # piece of text drawn on it is one of those, and the counter drew at least once.
+    check_progress(run, case.label)
+
+
+def check_progress(run: TerminalRun, label: str, *, loads: bool = True) -> None:
+    """The terminal holds only the loading spinner (when the model loads here) and the
+    sentence counter, which counts up to the file's 5 sentences: every piece of text
+    drawn on it is one of those, and the counter drew at least once."""
     # (Pieces are split at each spinner glyph: two displays may share a line, which
     # test_one_live_display_at_a_time checks; here the question is what was drawn.)
-    allowed = re.compile(rf"{SPINNER} (loading tiny \(none\)|{case.label} \d+/\?)")
+    # Done, the counter's spinner gives way to a blank: "tracing 5/5".
+    counter = rf"(?:{SPINNER} )?{label} \d+/{len(SENTENCES)}"
+    loading = rf"{SPINNER} loading tiny \(none\)|" if loads else ""
+    allowed = re.compile(loading + counter)
     pieces = [
         part.strip()
         for piece in run.lines
@@ -294,9 +303,40 @@ def test_redirected_data_is_whole_and_the_terminal_shows_only_progress(
     ]
     strays = [piece for piece in pieces if not allowed.fullmatch(piece)]
     assert strays == [], f"data or noise on the terminal: {strays[:5]}"
-    assert any(re.fullmatch(rf". {case.label} \d+/\?", piece) for piece in pieces), pieces
+    assert any(re.fullmatch(counter, piece) for piece in pieces), pieces
     # The spinner and the counter hide the cursor while they draw: it must come back.
     assert run.raw.count("\x1b[?25l") == run.raw.count("\x1b[?25h") > 0
+
+
+def test_the_counter_shows_the_total_through_a_server_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server in this process, in a runtime folder of this test's own; the command in
+    # the terminal finds it there. The file's total is known: the counter says n/5.
+    import tempfile
+
+    from optinspect.commands.options import LoadOptions
+    from optinspect.serve.place import private_dir, socket_path
+    from optinspect.serve.server import ModelServer
+
+    runtime = tempfile.mkdtemp(prefix="oi-")  # short: socket paths have a length limit
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    private_dir(create=True)
+    load = LoadOptions(model="tiny", quant="none")
+    server = ModelServer(socket_path(), load, load.load(), idle=None)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    (tmp_path / "sentences.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    try:
+        args = ("trace", "--file", "sentences.txt", *TINY, "-b", "2", "-f", "jsonl")
+        run = run_in_terminal(args, columns=80, tty="stderr", folder=tmp_path, name="served")
+    finally:
+        server.stop("test over")
+        thread.join(timeout=30)
+    assert run.code == 0, run.terminal
+    assert server.served == 1, "the server did not answer"
+    check_jsonl(run.redirected)
+    check_progress(run, "tracing", loads=False)
 
 
 @pytest.mark.parametrize("data_case", DATA_CASES)

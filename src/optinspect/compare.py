@@ -146,16 +146,19 @@ def compare_many(
     batch_size: int = 8,
     truncate: bool = False,
     advance: Progress | None = None,
+    check: Callable[[], None] | None = None,
 ) -> list[CompareResult]:
     """``compare_settings`` for many sentences, in batches; one result per sentence.
 
     Both settings run the same batches, so padding is the same on both sides.
-    ``advance`` hears of the compared setting's batches.
+    ``advance`` hears of the compared setting's batches; ``check`` is called after each
+    batch of the reference setting, and may raise to stop the comparison there.
     """
     check_tolerance(tolerance)
     sentences = list(texts)
     loaded = load(reference.quant, reference.dtype)
-    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB)
+    checked = (lambda _sentences: check()) if check is not None else None
+    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=checked)
     names = select_names(module_names(loaded.model), loaded.num_layers, layers, filters)
     resolved_reference = Setting(loaded.quant, loaded.dtype_name)
     stored: dict[_Key, torch.Tensor] = {}

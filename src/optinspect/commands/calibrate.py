@@ -15,7 +15,7 @@ from .jobs import Job, plan_of, run_job, with_umask
 from .options import InputOptions, LoadOptions, Quant, ViewFormat, ViewFormatOpt, model_command
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from ..engine.distributed import Ranks
     from ..engine.preflight import Plan
@@ -198,19 +198,21 @@ def _check_values(*, seq_len: int | None, pack: bool, samples: int | None) -> No
         raise UsageError(f"--samples must be at least 1, not {samples}")
 
 
-def _read(inputs: InputOptions, field: str | None) -> list[str]:
-    from ..engine.samples import read_samples
+def _read(inputs: InputOptions, field: str | None) -> Iterator[str]:
+    """The samples, read as the job asks for them (a server's job: as they are sent)."""
+    from ..engine.inputs import peek
+    from ..engine.samples import iter_samples
     from ..errors import UsageError
 
-    texts = read_samples(inputs.text, inputs.file, field=field)
-    if not texts:
+    texts = peek(iter_samples(inputs.text, inputs.file, field=field))
+    if texts is None:
         raise UsageError("the input holds no samples: give at least one line of text")
     return texts
 
 
 def _choose(
     plan: Plan,
-    texts: list[str],
+    samples_read: Iterable[str],
     *,
     model: str,
     samples: int | None,
@@ -219,10 +221,12 @@ def _choose(
     pack: bool,
     allow_fewer: bool,
 ) -> tuple[list[str], int]:
-    """The samples to run, and the model's positions; checked against its config."""
+    """The samples to run, and the model's positions; checked against its config. The
+    input is read to its end here: a seeded shuffle needs all of it."""
     from ..engine.samples import choose, shuffled
     from ..errors import UsageError
 
+    texts = list(samples_read)
     max_positions = int(config_value(plan.config, "max_position_embeddings"))
     if seq_len is not None and seq_len > max_positions:
         raise UsageError(
@@ -237,7 +241,7 @@ def _choose(
 def compute(
     ctx: Context,
     plan: Plan | None,
-    texts: list[str],
+    texts: Iterable[str],
     *,
     model: str,
     outputs: dict[str, str],

@@ -78,8 +78,10 @@ def progress(
 
     A sentence counter that appears at the first ``advance``, so a model loaded
     inside the block (compare loads two) shows its own spinner alone, never beside
-    it. With ``totals`` (calibrate), a bar with both counts, a rate and an ETA, from
-    the ``advance(0, 0, totals=(samples, tokens))`` that gives them. ``streams``:
+    it; ``advance.expect(sentences)`` gives it its total before then (``n/total``
+    rather than ``n/?``). With ``totals`` (calibrate), a bar with both counts, a rate
+    and an ETA, from the ``advance(0, 0, totals=(samples, tokens))`` that gives them.
+    ``advance.note(line)`` prints a line above the display. ``streams``:
     results are drawn on stdout while the block runs; when stdout is then the
     terminal, the tables are the progress there, and no counter is drawn between them.
     The display never captures stdout: data written while it is live goes where
@@ -136,7 +138,13 @@ def progress(
     def say(text: str) -> None:  # a line above the live display, which then goes on
         (bar.console if task else err).print(text, highlight=False, markup=False, soft_wrap=True)
 
+    def expect(sentences: int) -> None:
+        limits[0] = sentences
+        if task:
+            bar.update(task[0], total=sentences)
+
     advance.note = say  # type: ignore[attr-defined]
+    advance.expect = expect  # type: ignore[attr-defined]
     try:
         yield advance
     finally:

@@ -139,4 +139,5 @@ def compute(
         batch_size=batch_size,
         truncate=truncate,
         advance=ctx.advance,
+        check=ctx.check_cancelled,
     )

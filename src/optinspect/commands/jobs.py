@@ -77,6 +77,11 @@ class Context(Protocol):
         """A line for the user's stderr (``wrote …``)."""
         ...
 
+    def check_cancelled(self) -> None:
+        """Raise when the job is to stop (a server's client went away): for a pass that
+        reports no progress, which is where the other passes find out."""
+        ...
+
 
 def execute(job: Job, ctx: Context) -> Iterator[Any]:
     """Check the job's values against the model's config, then run its compute function;
@@ -137,20 +142,26 @@ class _Here:
         # Through the progress display when one is live, so the line is not drawn over.
         getattr(self._advance, "note", note)(text)
 
+    def check_cancelled(self) -> None:
+        pass  # a local job stops on Ctrl-C, which reaches it at once
+
 
 def run_job(job: Job, advance: Callable[..., None] | None = None) -> JobRun:
     """The job's results from a matching server, or from running it here.
 
-    ``--no-server`` (``load.server`` False) always runs here.
+    ``--no-server`` (``load.server`` False) always runs here. A progress counter hears
+    of the number of sentences when it is known before they are read (a file's).
     """
+    total = getattr(job.texts, "total", None)
+    expect = getattr(advance, "expect", None)
+    if total is not None and expect is not None:
+        expect(total)
     here = _Here(job.load, advance)
     if job.load.server:
         from ..serve.client import find_server
 
         server = find_server(job.load)
         if server is not None:
-            if job.texts is not None:  # read to the end: sent now, and kept to run here
-                job = dataclasses.replace(job, texts=list(job.texts))
             return JobRun(_served(server, job, here), here)
     return JobRun(execute(job, here), here)
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .options import LoadOptions, ViewFormat, model_command
+
+if TYPE_CHECKING:
+    from ..model.loading import LoadedModel
+    from ..serve.place import Holder
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
@@ -88,13 +93,14 @@ def serve_command(
 def _ask(op: str, fmt: ViewFormat) -> None:
     from ..errors import OptinspectError
     from ..serve.client import request
-    from ..serve.place import socket_path
+    from ..serve.place import find_socket, socket_path
 
-    answer = request(op)
-    if answer is None:
+    path = find_socket()  # a folder that is not private is an error: it cannot be asked
+    answer = request(op, path) if path is not None else None
+    if path is None or answer is None:
         raise OptinspectError(f"no optinspect server is running (no socket at {socket_path()})")
     if op == "stop":
-        if _wait_until_gone(socket_path()):
+        if _wait_until_gone(path):
             sys.stderr.write("stopped the optinspect server\n")
         else:
             sys.stderr.write("the optinspect server stops when its current job ends\n")
@@ -155,41 +161,84 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
+#: The signals that stop the server as ``serve --stop`` does, and the reason it logs.
+_STOPPING_SIGNALS = {"SIGTERM": "terminated", "SIGHUP": "hung up"}
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP before the server serves: the load is abandoned (a
+    ``BaseException``, as Ctrl-C's, so that no ``except Exception`` of a library keeps it)."""
+
+
 def _serve(load: LoadOptions, idle: float | None) -> None:
     import signal
 
     from ..errors import OptinspectError
-    from ..serve.client import request
-    from ..serve.place import claim, private_dir, socket_path
+    from ..serve.place import claim, holder, private_dir, socket_path
     from ..serve.server import ModelServer
 
-    folder = private_dir(create=True)
-    assert folder is not None
+    private_dir(create=True)
     path = socket_path()
-    lock = claim(folder)  # held until this process ends
+    lock = claim()  # held until the server stops, or this process ends
     if lock is None:
-        running = request("status")
-        who = "(still loading its model)"
-        if running is not None and "status" in running:
-            who = f"(pid {running['status']['pid']}, {running['status']['model']})"
         raise OptinspectError(
-            f"a server is already running {who}: stop it with optinspect serve --stop"
+            f"a server is already running {_who(holder())}: stop it with optinspect serve --stop"
         )
+    server = None
+
+    def on_signal(signum: int, frame: object) -> None:
+        reason = _STOPPING_SIGNALS[signal.Signals(signum).name]
+        if server is None:
+            raise _Signalled(reason)
+        server.stop(reason)  # after the job that runs, as serve --stop
+
+    before = {}
+    for name in _STOPPING_SIGNALS:
+        number = getattr(signal, name, None)
+        # nohup ignores SIGHUP so that the server outlives its terminal: so be it.
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            before[number] = signal.signal(number, on_signal)
+    try:
+        try:
+            lock.name(path)
+            loaded = _load(load)
+            path.unlink(missing_ok=True)  # a dead server's: the lock says none other runs
+            server = ModelServer(path, load, loaded, idle=idle)
+            limit = f"stops after {_duration(idle)} idle" if idle else "no idle limit"
+            sys.stderr.write(
+                f"serving {loaded.name} ({loaded.quant}, {loaded.device}, "
+                f"{loaded.dtype_name}) on {path}; {limit}\n"
+            )
+            sys.stderr.flush()
+            reason = server.serve()
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        except _Signalled as signalled:
+            reason = str(signalled)
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        lock.release()
+    served = server.served if server is not None else 0
+    with contextlib.suppress(OSError):  # the terminal that SIGHUP came from is gone
+        sys.stderr.write(f"optinspect serve: {reason}; {served} requests served\n")
+        sys.stderr.flush()
+
+
+def _who(named: Holder | None) -> str:
+    """The running server, as a second ``serve`` names it: ``(pid 12, tiny)``."""
+    from ..serve.client import request
+
+    if named is None:
+        return "(still loading its model)"
+    running = request("status", named.socket) if named.socket.exists() else None
+    if running is not None and "status" in running:
+        return f"(pid {running['status']['pid']}, {running['status']['model']})"
+    return f"(pid {named.pid}, still loading its model)"
+
+
+def _load(load: LoadOptions) -> LoadedModel:
     from ..engine.preflight import preflight
 
     preflight(load)
-    loaded = load.load()
-    path.unlink(missing_ok=True)  # a dead server's: the lock says none other runs
-    server = ModelServer(path, load, loaded, idle=idle)
-    signal.signal(signal.SIGTERM, lambda signum, frame: server.stop("terminated"))
-    limit = f"stops after {_duration(idle)} idle" if idle else "no idle limit"
-    sys.stderr.write(
-        f"serving {loaded.name} ({loaded.quant}, {loaded.device}, {loaded.dtype_name}) "
-        f"on {path}; {limit}\n"
-    )
-    sys.stderr.flush()
-    try:
-        reason = server.serve()
-    except KeyboardInterrupt:
-        reason = "interrupted"
-    sys.stderr.write(f"optinspect serve: {reason}; {server.served} requests served\n")
+    return load.load()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import sys
 from collections.abc import Iterable, Iterator
@@ -11,7 +13,7 @@ from typing import BinaryIO
 from ..errors import UsageError, os_reason
 from .preflight import check_text, not_utf8
 
-__all__ = ["Line", "iter_lines", "peek", "read_texts"]
+__all__ = ["Line", "Sentences", "count_lines", "iter_lines", "peek", "read_texts"]
 
 _BOM = "\ufeff"
 
@@ -27,6 +29,18 @@ class Line(str):
         return line
 
 
+class Sentences(Iterator[str]):
+    """Sentences read lazily, with ``total``, how many there are, where that is known
+    before they are read (a file's); None where it is not (stdin)."""
+
+    def __init__(self, texts: Iterator[str], total: int | None = None) -> None:
+        self._texts = texts
+        self.total = total
+
+    def __next__(self) -> str:
+        return next(self._texts)
+
+
 def iter_lines(stream: Iterable[bytes], source: str) -> Iterator[str]:
     """Decode UTF-8 lines lazily, skipping blank ones; bad bytes name their line.
 
@@ -34,14 +48,30 @@ def iter_lines(stream: Iterable[bytes], source: str) -> Iterator[str]:
     """
     for number, raw in enumerate(stream, start=1):
         try:
-            line = raw.decode("utf-8")
+            line = _sentence(raw, number)
         except UnicodeDecodeError as e:
             raise not_utf8(f"line {number} of {source}", e.start + 1) from e
-        if number == 1:
-            line = line.removeprefix(_BOM)
-        line = line.rstrip("\r\n")
-        if line.strip():
+        if line is not None:
             yield Line(line, f"line {number} of {source}")
+
+
+def count_lines(path: Path) -> int:
+    """How many sentences ``iter_lines`` reads from the file at ``path``; a line that is
+    not UTF-8 counts as one (reading it stops the run there anyway)."""
+    with path.open("rb") as handle:
+        return sum(
+            _sentence(raw, number, errors="replace") is not None
+            for number, raw in enumerate(handle, start=1)
+        )
+
+
+def _sentence(raw: bytes, number: int, *, errors: str = "strict") -> str | None:
+    """Line ``number`` as a sentence, or None when it is blank."""
+    line = raw.decode("utf-8", errors)
+    if number == 1:
+        line = line.removeprefix(_BOM)
+    line = line.rstrip("\r\n")
+    return line if line.strip() else None
 
 
 def read_texts(
@@ -49,7 +79,8 @@ def read_texts(
 ) -> tuple[Iterator[str], bool]:
     """The sentences to trace, and whether they came from a file or stdin (many-sentence mode).
 
-    ``text`` ``-`` means stdin. Lines are read lazily so a long input streams.
+    ``text`` ``-`` means stdin. Lines are read lazily so a long input streams; a file's
+    are counted first (``Sentences.total``), for the progress counter.
     """
     if text is not None and file is not None:
         raise UsageError("give TEXT or --file, not both")
@@ -62,10 +93,10 @@ def read_texts(
             raise UsageError(f"input file {file} is a folder")
         if not is_file:
             raise UsageError(f"input file {file} does not exist")
-        return _file_lines(file), True
+        return Sentences(_file_lines(file), count_lines(file)), True
     if text == "-" or file is not None:  # --file - reads stdin, as most tools do
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        return iter_lines(stream, "stdin"), True
+        stream = stdin if stdin is not None else _stdin_bytes()
+        return Sentences(iter_lines(stream, "stdin")), True
     if text is None:
         raise UsageError(f"give the text to {verb}, - for stdin, or --file PATH")
     return iter([check_text(text, verb)]), False
@@ -80,7 +111,20 @@ def _file_lines(path: Path) -> Iterator[str]:
         yield from iter_lines(handle, str(path))
 
 
+def _stdin_bytes() -> BinaryIO:
+    """The process's stdin, as bytes. The real stdin is read through a reader of its own:
+    a thread that sends it to the server may still wait in a read when the program
+    ends, and Python aborts at exit when that thread holds ``sys.stdin``'s own lock."""
+    if sys.stdin is not None and sys.stdin is sys.__stdin__:
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            return open(sys.stdin.fileno(), "rb", closefd=False)
+    return sys.stdin.buffer
+
+
 def peek(texts: Iterator[str]) -> Iterator[str] | None:
-    """``texts`` unchanged, or None when it holds nothing: read before any model loads."""
+    """``texts`` unchanged (its ``total`` kept), or None when it holds nothing: read
+    before any model loads."""
     first = next(texts, None)
-    return None if first is None else itertools.chain([first], texts)
+    if first is None:
+        return None
+    return Sentences(itertools.chain([first], texts), getattr(texts, "total", None))

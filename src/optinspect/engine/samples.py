@@ -1,6 +1,6 @@
 """Calibration samples: text lines or one JSONL field, a seeded choice, and token ids.
 
-    texts = read_samples(None, Path("pile_val.jsonl"), field="text")
+    texts = list(iter_samples(None, Path("pile_val.jsonl"), field="text"))
     chosen = choose(texts, 512, seed=42)          # the samples SmoothQuant's script takes
     ids = tokenize_samples(tokenizer, chosen, seq_len=512, max_positions=2048)
 
@@ -21,7 +21,14 @@ from ..errors import UsageError
 from .inputs import Line, read_texts
 from .notes import say_truncated
 
-__all__ = ["DEFAULT_SEED", "VERB", "choose", "pack_blocks", "read_samples", "tokenize_samples"]
+__all__ = [
+    "DEFAULT_SEED",
+    "VERB",
+    "choose",
+    "iter_samples",
+    "pack_blocks",
+    "tokenize_samples",
+]
 
 #: SmoothQuant's (and AWQ's) seed for the calibration shuffle.
 DEFAULT_SEED = 42
@@ -29,14 +36,15 @@ VERB = "calibrate"
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
-def read_samples(
+def iter_samples(
     text: str | None,
     file: Path | None,
     *,
     field: str | None = None,
     stdin: BinaryIO | None = None,
-) -> list[str]:
-    """Every sample, in input order: non-blank lines, or each JSONL line's ``field``.
+) -> Iterator[str]:
+    """Every sample, in input order: non-blank lines, or each JSONL line's ``field``;
+    read lazily (a server's job gets them as they are read), its options checked now.
 
     Each sample knows its line (``Line.where``) for the messages that name it.
     A ``.jsonl`` file without ``field`` is refused rather than read as text.
@@ -45,8 +53,8 @@ def read_samples(
         raise UsageError(f"{file} holds JSON lines: give --field NAME (such as --field text)")
     texts, _many = read_texts(text, file, stdin, verb=VERB)
     if field is None:
-        return list(texts)
-    return [_field_of(line, field) for line in texts]
+        return texts
+    return (_field_of(line, field) for line in texts)
 
 
 def _field_of(line: str, field: str) -> str:

@@ -5,16 +5,20 @@ Built on ``socketserver.ThreadingUnixStreamServer``: each connection has a threa
 forward runs at a time. A client that goes away (Ctrl-C) cancels its job
 between batches. Peers of another uid are refused (``SO_PEERCRED``), besides the 0700
 directory and the 0600 socket (Linux; elsewhere the folder alone keeps others out). The
-server stops after ``idle`` seconds without a request, on ``serve --stop`` or SIGTERM
-(after the job that runs), or on Ctrl-C, and removes its socket.
+server stops after ``idle`` seconds without a request, on ``serve --stop``, SIGTERM or
+SIGHUP (after the job that runs), or on Ctrl-C, and removes its socket.
 
 Messages (``wire`` frames), client to server:
 
 - ``{"op": "hello", "protocol", "settings"}``: answered ``{"match": bool, "server": {...}}``.
-- ``{"op": "run", "job": {...}}`` after a matching hello: answered by any number of
-  ``{"progress": [sentences, tokens]}``, ``{"note": line}`` and ``{"result": record}``,
-  then ``{"done": tail}`` or ``{"error": line, "exit": code, "hint": bool, "traceback"}``,
-  or ``{"gone": reason}`` when the server stopped before the job ran.
+- ``{"op": "run", "job": {...}}`` after a matching hello: answered ``{"queued": why}``
+  when it waits for another job, then ``{"gone": reason}`` when the server turns it down
+  (it is stopping), or ``{"started": true}`` when it runs: from then on the client sends
+  the job's sentences (``{"texts": [[text, where], ...]}`` frames, then ``{"end": true}``,
+  or ``{"abort": true}`` when its input cannot be read), and the server answers any
+  number of ``{"progress": [sentences, tokens, totals]}``, ``{"note": line}`` and
+  ``{"result": record}``, then ``{"done": tail}`` or
+  ``{"error": line, "exit": code, "hint": bool, "traceback"}``.
 - ``{"op": "status"}``: ``{"status": {...}}``. ``{"op": "stop"}``: ``{"stopping": true}``.
 
 A job runs in the client's working folder, with its umask, and names the model as the
@@ -41,13 +45,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..commands.options import LoadOptions
 from ..errors import OptinspectError, UsageError, describe
-from .client import job_from, protocol
+from .client import job_from, protocol, sentences_of
 from .wire import WireError, encode, receive, send
 
 if TYPE_CHECKING:
     from ..model.loading import LoadedModel
 
 __all__ = ["ModelServer", "peer_uid"]
+
+#: What a job that waits for its turn is told.
+QUEUED = "another job is running"
 
 
 class Cancelled(Exception):
@@ -86,10 +93,14 @@ class Turns:
         self._serving = 0  # the ticket whose turn it is
 
     @contextlib.contextmanager
-    def turn(self) -> Iterator[None]:
+    def turn(self, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold the turn for the block; ``waiting`` is called once when another holds it
+        or is ahead."""
         with self._ready:
             ticket = self._next
             self._next += 1
+            if self._serving != ticket and waiting is not None:
+                waiting()
             while self._serving != ticket:
                 self._ready.wait()
         try:
@@ -217,7 +228,7 @@ class ModelServer(socketserver.ThreadingUnixStreamServer):
         job = _Job(self, sock)
         with self.busy():
             try:
-                with self.turns.turn():
+                with self.turns.turn(waiting=job.queued):
                     if self.stopping is not None:
                         job.refuse(f"the server is stopping ({self.stopping})")
                     elif not _hung_up(sock):  # else the client left while it waited
@@ -301,9 +312,13 @@ class _Job:
     def note(self, text: str) -> None:
         self._send({"note": text})
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def check_cancelled(self) -> None:
+        """Raise ``Cancelled`` when the client went away."""
         if self.broken or _hung_up(self.sock):
             raise Cancelled
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.check_cancelled()
         self.outbox.put(message)
 
     def _send_all(self) -> None:
@@ -324,6 +339,29 @@ class _Job:
         """Tell the client to run the job itself."""
         self.outbox.put({"gone": reason})
 
+    def queued(self) -> None:
+        """Tell the client that its job waits for another's."""
+        self.outbox.put({"queued": QUEUED})
+
+    def texts(self) -> Iterator[str]:
+        """The job's sentences, read from the client's frames as the job asks for them;
+        ``Cancelled`` when the client goes away or cannot read its input."""
+        while True:
+            try:
+                message = receive(self.sock)
+            except (OSError, WireError) as e:
+                raise Cancelled from e
+            if message is None or "abort" in message:
+                raise Cancelled
+            if "end" in message:
+                return
+            try:
+                rows = message["texts"]
+                texts = sentences_of(rows)
+            except (KeyError, TypeError, ValueError) as e:
+                raise Cancelled from e  # not a client of this version: nothing to answer
+            yield from texts
+
     def run(self, message: dict[str, Any]) -> None:
         from ..commands.jobs import execute
 
@@ -332,7 +370,7 @@ class _Job:
         results: Iterator[Any] | None = None
         try:
             try:
-                job = job_from(message["job"])
+                job = job_from(message["job"], self.texts())
                 os.chdir(job.cwd)  # relative paths mean what they mean to the client
                 if job.load.settings() != self.server.settings:
                     self.refuse("it holds another model")
@@ -340,6 +378,7 @@ class _Job:
             except (KeyError, TypeError, ValueError, OSError) as e:
                 self.refuse(f"the job could not be read: {e}")
                 return
+            self.outbox.put({"started": True})
             self._spelling = job.load.model
             if job.umask is not None:
                 mask = os.umask(job.umask)
