@@ -229,7 +229,9 @@ def _say_save_size(
     from ..dryrun import output_bytes_per_token
     from ..render.common import count_noun, format_bytes, format_count
 
-    per_token = output_bytes_per_token(plan.config, loaded.dtype, layers=layers, filters=filters)
+    per_token = output_bytes_per_token(
+        loaded.model.config, loaded.dtype, layers=layers, filters=filters
+    )
     lengths = [len(ids) for ids in loaded.tokenizer(texts)["input_ids"]] if texts else []
     if truncate:
         lengths = [min(n, loaded.max_positions) for n in lengths]

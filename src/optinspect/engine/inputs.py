@@ -93,7 +93,11 @@ def read_texts(
             raise UsageError(f"input file {file} is a folder")
         if not is_file:
             raise UsageError(f"input file {file} does not exist")
-        return Sentences(_file_lines(file), count_lines(file)), True
+        try:
+            count = count_lines(file)
+        except OSError as e:  # a file this user cannot open
+            raise UsageError(f"cannot read input file {file}: {os_reason(e)}") from e
+        return Sentences(_file_lines(file), count), True
     if text == "-" or file is not None:  # --file - reads stdin, as most tools do
         stream = stdin if stdin is not None else _stdin_bytes()
         return Sentences(iter_lines(stream, "stdin")), True
