@@ -210,6 +210,26 @@ class CliResult:
     err: str
 
 
+def json_of(cli: Callable[..., CliResult], *args: str) -> dict:
+    """``cli(*args, "--format", "json")``, which must succeed, parsed."""
+    import json
+
+    result = cli(*args, "--format", "json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+#: The hidden dimension ``plant_outlier`` makes an outlier in every pre-LN input.
+PLANTED = 5
+
+
+def plant_outlier(model: object) -> None:
+    """A LayerNorm bias of 20 at dimension PLANTED: every q/k/v and fc1 input carries it."""
+    for layer in model.model.decoder.layers:  # type: ignore[attr-defined]
+        layer.self_attn_layer_norm.bias[PLANTED] = 20.0
+        layer.final_layer_norm.bias[PLANTED] = 20.0
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """Run the real CLI entry point in-process and capture what it printed."""

@@ -12,6 +12,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from conftest import json_of
 from optinspect.attention import (
     compute_attention,
     head_entropy,
@@ -28,9 +29,7 @@ TOKENS = 10  # </s> and nine words in the tiny tokenizer
 
 
 def attention_json(cli, *args: str) -> dict:
-    result = cli("attention", SENTENCE, "--model", "tiny", "--format", "json", *args)
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    return json_of(cli, "attention", SENTENCE, "--model", "tiny", *args)
 
 
 def manual_entropy(rows: list[list[float]]) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import json_of
 from optinspect.engine.records import STAT_NAMES
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
@@ -27,9 +28,7 @@ MODULE_KEYS = {
 
 
 def trace_json(cli, *args: str) -> dict:
-    result = cli("trace", SENTENCE, "--model", "tiny", "--format", "json", *args)
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    return json_of(cli, "trace", SENTENCE, "--model", "tiny", *args)
 
 
 @pytest.mark.parametrize("quant", ["none", "8bit", "4bit"])

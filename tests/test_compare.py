@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
-import json
 import math
 import weakref
 
 import pytest
 import torch
 
+from conftest import json_of
 from optinspect.compare import Setting, compare_settings, compare_tensors
 from optinspect.model.loading import load_model
 
@@ -45,9 +45,7 @@ MODULE_KEYS = {
 
 
 def compare_json(cli, *args: str) -> dict:
-    result = cli("compare", SENTENCE, "--model", "tiny", "--format", "json", *args)
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    return json_of(cli, "compare", SENTENCE, "--model", "tiny", *args)
 
 
 def test_json_has_the_documented_keys(cli) -> None:

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from conftest import json_of
+
 
 def run_json(cli, *args: str) -> dict:
-    result = cli("trace", *args, "--model", "tiny", "-f", "json")
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    return json_of(cli, "trace", *args, "--model", "tiny")
 
 
 @pytest.mark.parametrize("layer", [None, "all"])

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import PLANTED, json_of, plant_outlier
 from optinspect import load
 from optinspect.model.names import layer_of, layer_root
 from optinspect.model.placement import placement_name, placement_of
@@ -37,20 +36,12 @@ OPT_1_3B_WIDTHS = {
     "max_position_embeddings": 2048,
     "num_hidden_layers": 4,
 }
-PLANTED = 5  # every pre-LN input carries this hidden dimension at about 20
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog",
     "Hello",
     "A longer sentence, with some punctuation; it pads the others in its batch.",
 ]
 STATS = ("mean", "std", "min", "max", "absmax", "rms")
-
-
-def plant_outlier(model) -> None:
-    """A LayerNorm bias of 20 at one dimension, as in test_outliers.py, to find on CUDA."""
-    for layer in model.model.decoder.layers:
-        layer.self_attn_layer_norm.bias[PLANTED] = 20.0
-        layer.final_layer_norm.bias[PLANTED] = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +116,8 @@ def test_logits_are_identical_with_and_without_tracing(wide: Path, quant: str) -
     assert torch.equal(bare, again)
 
 
-def run_json(cli: Callable, *args: str) -> dict:
-    result = cli(*args, "--format", "json")
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+def run_json(cli, *args: str) -> dict:
+    return json_of(cli, *args)
 
 
 @gpu

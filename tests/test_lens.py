@@ -13,6 +13,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from conftest import json_of
 from optinspect.lens import compute_lens, project_hidden, rank_top_k
 from optinspect.model.loading import load_model
 from optinspect.render.lens import render_lens
@@ -21,9 +22,7 @@ SENTENCE = "The capital of France is"
 
 
 def lens_json(cli, *args: str) -> dict:
-    result = cli("lens", SENTENCE, "--format", "json", *args)
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    return json_of(cli, "lens", SENTENCE, *args)
 
 
 def model_argmax(loaded, text: str) -> list[int]:

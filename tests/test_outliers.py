@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 import sys
 from pathlib import Path
 
 import pytest
 from torch import nn
 
+from conftest import PLANTED, json_of, plant_outlier
 from optinspect.engine.runner import encode
 from optinspect.errors import UsageError
 from optinspect.model.loading import load_model
@@ -21,7 +21,6 @@ from optinspect.outliers import (
     summarize_recurring,
 )
 
-PLANTED = 5  # the hidden dimension every pre-LN input carries at about 20
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog",
     "Hello",
@@ -59,13 +58,6 @@ MODULE_KEYS = {
 }
 
 
-def plant_outlier(model) -> None:
-    """A LayerNorm bias of 20 at one dimension: every q/k/v and fc1 input carries it."""
-    for layer in model.model.decoder.layers:
-        layer.self_attn_layer_norm.bias[PLANTED] = 20.0
-        layer.final_layer_norm.bias[PLANTED] = 20.0
-
-
 @pytest.fixture(scope="module")
 def planted(make_fixture_model) -> Path:
     return make_fixture_model("planted", mutate=plant_outlier, num_hidden_layers=4)
@@ -84,9 +76,7 @@ def sentences_file(tmp_path: Path) -> Path:
 
 
 def outliers_json(cli, *args: str) -> dict:
-    result = cli("outliers", "--format", "json", *args)
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    return json_of(cli, "outliers", *args)
 
 
 def token_count(model: str) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from conftest import json_of
 from optinspect.model.family import FAMILY, ParamEntry, list_config_params
 from optinspect.params import (
     LoadedCount,
@@ -57,9 +58,7 @@ def closed_form(layers: int, d: int, ffn: int, word: int, pre_ln: bool) -> int:
 
 
 def params_json(cli, *args: str) -> dict:
-    result = cli("params", *args, "--format", "json")
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    return json_of(cli, "params", *args)
 
 
 def test_closed_form_matches_the_known_figures() -> None:

@@ -8,14 +8,13 @@ import json
 
 import pytest
 
+from conftest import json_of
 from optinspect.model.family import FAMILY
 from optinspect.tree import TreeNode, build_tree
 
 
 def tree_json(cli, *args: str) -> dict:
-    result = cli("tree", *args, "--format", "json")
-    assert result.code == 0, result.err
-    return json.loads(result.out)
+    return json_of(cli, "tree", *args)
 
 
 def params_total(cli, model: str) -> int:
