@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .jobs import Job, run_job
-from .options import InputOptions, LoadOptions, ViewFormat, ViewFormatOpt, model_command
+from .options import Format, InputOptions, LoadOptions, ViewFormatOpt, model_command
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,7 +49,7 @@ def attention_command(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing --png file.")
     ] = False,
-    fmt: ViewFormatOpt = ViewFormat.table,
+    fmt: ViewFormatOpt = Format.table,
     *,
     load: LoadOptions,
     inputs: InputOptions,
@@ -97,7 +97,7 @@ def attention_command(
     if png is not None:
         save_attention_png(result, png)
         stderr_console().print(f"wrote {png}", highlight=False, markup=False)
-    if fmt is ViewFormat.json:
+    if fmt is Format.json:
         write_json(sys.stdout, result.as_dict())
     else:
         render_attention(stdout_console(), result)

@@ -12,7 +12,7 @@ import typer
 
 from ..model.family import config_value
 from .jobs import Job, plan_of, run_job, with_umask
-from .options import InputOptions, LoadOptions, Quant, ViewFormat, ViewFormatOpt, model_command
+from .options import Format, InputOptions, LoadOptions, Quant, ViewFormatOpt, model_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -84,7 +84,7 @@ def calibrate_command(
     act_shifts: ActShiftsOpt = None,
     out: OutOpt = None,
     force: ForceOpt = False,
-    fmt: ViewFormatOpt = ViewFormat.table,
+    fmt: ViewFormatOpt = Format.table,
     *,
     load: LoadOptions,
     inputs: InputOptions,
@@ -141,7 +141,7 @@ def calibrate_command(
         )
         with progress(True, "calibrating", streams=False, totals=True) as advance:
             (result,) = run_job(with_umask(job), advance)
-    if fmt is ViewFormat.json:
+    if fmt is Format.json:
         from ..render.common import write_json
 
         write_json(sys.stdout, result.as_dict())

@@ -11,11 +11,11 @@ from .jobs import Job, emit_job
 from .options import (
     Dtype,
     FilterOpt,
+    Format,
     InputOptions,
     LayerOpt,
     LoadOptions,
     Quant,
-    ResultFormat,
     ResultFormatOpt,
     model_command,
 )
@@ -57,7 +57,7 @@ def compare_command(
     ] = 0.05,
     layer: LayerOpt = None,
     filters: FilterOpt = None,
-    fmt: ResultFormatOpt = ResultFormat.table,
+    fmt: ResultFormatOpt = Format.table,
     *,
     load: LoadOptions,
     inputs: InputOptions,

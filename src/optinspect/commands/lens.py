@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .jobs import Job, emit_job
-from .options import InputOptions, LoadOptions, ResultFormat, ResultFormatOpt, model_command
+from .options import Format, InputOptions, LoadOptions, ResultFormatOpt, model_command
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -39,7 +39,7 @@ def lens_command(
             help="Show the K most likely next tokens, with probabilities.",
         ),
     ] = 1,
-    fmt: ResultFormatOpt = ResultFormat.table,
+    fmt: ResultFormatOpt = Format.table,
     *,
     load: LoadOptions,
     inputs: InputOptions,

@@ -46,11 +46,30 @@ class Dtype(str, Enum):
     float32 = "float32"
 
 
-class TraceFormat(str, Enum):
+class Format(str, Enum):
+    """Every output format, in one vocabulary; each command offers some (``format_option``)."""
+
     table = "table"
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+
+
+def format_option(*offered: Format, help: str) -> Any:
+    """The ``--format`` option of a command that offers ``offered``: Typer lists and checks
+    just those, case-blind, and the command receives a ``Format``."""
+    # Typer takes its choices from an enum: one of just these names, per command.
+    choices = Enum("Format", {f.name: f.value for f in offered}, type=str)  # type: ignore[misc]
+    return Annotated[
+        choices,
+        typer.Option(
+            "--format",
+            "-f",
+            case_sensitive=False,
+            help=help,
+            callback=lambda value: None if value is None else Format(value.value),
+        ),
+    ]
 
 
 ModelOpt = Annotated[
@@ -132,49 +151,21 @@ OffloadDirOpt = Annotated[
 ]
 
 
-class ViewFormat(str, Enum):
-    """Output of the lens and attention commands: a table for people or JSON for scripts."""
-
-    table = "table"
-    json = "json"
-
-
-ViewFormatOpt = Annotated[
-    ViewFormat,
-    typer.Option(
-        "--format", "-f", case_sensitive=False, help="table for people, json for scripts."
-    ),
-]
-
-
-class TableFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
-TableFormatOpt = Annotated[
-    TableFormat,
-    typer.Option(
-        "--format", "-f", case_sensitive=False, help="table for people, json or csv for scripts."
-    ),
-]
-
-
-class ResultFormat(str, Enum):
-    """Output of the commands that give one result per sentence (lens, compare)."""
-
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-
-
-ResultFormatOpt = Annotated[
-    ResultFormat,
-    typer.Option(
-        "--format", "-f", case_sensitive=False, help="table for people; json or jsonl for scripts."
-    ),
-]
+#: The --format options of the commands, each offering what its records can be written as.
+ViewFormatOpt = format_option(Format.table, Format.json, help="table for people, json for scripts.")
+TableFormatOpt = format_option(
+    Format.table, Format.json, Format.csv, help="table for people, json or csv for scripts."
+)
+ResultFormatOpt = format_option(
+    Format.table, Format.json, Format.jsonl, help="table for people; json or jsonl for scripts."
+)
+TraceFormatOpt = format_option(
+    Format.table,
+    Format.json,
+    Format.jsonl,
+    Format.csv,
+    help="table for people; json, jsonl or csv for scripts.",
+)
 LayerOpt = Annotated[
     str | None,
     typer.Option(

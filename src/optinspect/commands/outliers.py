@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .jobs import Job, run_job
-from .options import InputOptions, LoadOptions, ViewFormat, ViewFormatOpt, model_command
+from .options import Format, InputOptions, LoadOptions, ViewFormatOpt, model_command
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -30,7 +30,7 @@ def outliers_command(
             help="|x| that makes an outlier, for layers without their own LLM.int8 threshold.",
         ),
     ] = 6.0,
-    fmt: ViewFormatOpt = ViewFormat.table,
+    fmt: ViewFormatOpt = Format.table,
     *,
     load: LoadOptions,
     inputs: InputOptions,
@@ -59,7 +59,7 @@ def outliers_command(
     )
     with progress(enabled=many, label="inspecting") as advance:
         (result,) = run_job(job, advance)
-    if fmt is ViewFormat.json:
+    if fmt is Format.json:
         write_json(sys.stdout, result.as_dict())
     else:
         render_outliers(stdout_console(), result)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .jobs import Job, run_job
-from .options import LoadOptions, TableFormat, TableFormatOpt, model_command
+from .options import Format, LoadOptions, TableFormatOpt, model_command
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -44,7 +44,7 @@ def params_command(
             "its logical and stored parameters and its real memory.",
         ),
     ] = False,
-    fmt: TableFormatOpt = TableFormat.table,
+    fmt: TableFormatOpt = Format.table,
     *,
     load: LoadOptions,
 ) -> None:
@@ -68,7 +68,7 @@ def params_command(
     from ..render.params import render_params, write_params_csv
     from .common import stdout_console
 
-    if loaded and fmt is TableFormat.csv:
+    if loaded and fmt is Format.csv:
         raise UsageError("--loaded has no CSV form: use --format table or --format json")
     if loaded:  # the count too, where the model is: the client imports no torch
         (result,) = run_job(
@@ -76,9 +76,9 @@ def params_command(
         )
     else:
         result = ParamsResult(count_params(inventory_params(load.model), by=by.value))
-    if fmt is TableFormat.json:
+    if fmt is Format.json:
         write_json(sys.stdout, result.as_dict())
-    elif fmt is TableFormat.csv:
+    elif fmt is Format.csv:
         write_params_csv(sys.stdout, result.report)
     else:
         render_params(stdout_console(), result.report, result.loaded)

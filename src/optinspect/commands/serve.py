@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .options import LoadOptions, ViewFormat, model_command
+from .options import Format, LoadOptions, format_option, model_command
 
 if TYPE_CHECKING:
     from ..model.loading import LoadedModel
@@ -29,6 +29,12 @@ def parse_duration(text: str) -> float | None:
         raise UsageError(f"--idle {text!r} is not a duration: give e.g. 90s, 30m, 2h or 0 (never)")
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     return seconds or None
+
+
+#: How --status prints.
+StatusFormatOpt = format_option(
+    Format.table, Format.json, help="How --status prints: lines for people, json for scripts."
+)
 
 
 @model_command(serves=False)
@@ -50,15 +56,7 @@ def serve_command(
             "--status", help="Show the running server's model, settings, uptime and memory."
         ),
     ] = False,
-    fmt: Annotated[
-        ViewFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            case_sensitive=False,
-            help="How --status prints: lines for people, json for scripts.",
-        ),
-    ] = ViewFormat.table,
+    fmt: StatusFormatOpt = Format.table,
     *,
     load: LoadOptions,
 ) -> None:
@@ -90,7 +88,7 @@ def serve_command(
     _serve(load, seconds)
 
 
-def _ask(op: str, fmt: ViewFormat) -> None:
+def _ask(op: str, fmt: Format) -> None:
     from ..errors import OptinspectError
     from ..serve.client import request
     from ..serve.place import find_socket, socket_path
@@ -106,7 +104,7 @@ def _ask(op: str, fmt: ViewFormat) -> None:
             sys.stderr.write("the optinspect server stops when its current job ends\n")
         return
     state = answer["status"]
-    if fmt is ViewFormat.json:
+    if fmt is Format.json:
         from ..render.common import write_json
 
         write_json(sys.stdout, state)

@@ -13,10 +13,11 @@ import typer
 from .jobs import Job, plan_of, run_job, with_umask
 from .options import (
     FilterOpt,
+    Format,
     InputOptions,
     LayerOpt,
     LoadOptions,
-    TraceFormat,
+    TraceFormatOpt,
     model_command,
 )
 
@@ -44,15 +45,7 @@ def trace_command(
             "jsonl and csv; mean, std, absmax, zeros (and nan, inf when present) in the table.",
         ),
     ] = None,
-    fmt: Annotated[
-        TraceFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            case_sensitive=False,
-            help="table for people; json, jsonl or csv for scripts.",
-        ),
-    ] = TraceFormat.table,
+    fmt: TraceFormatOpt = Format.table,
     save: Annotated[
         Path | None,
         typer.Option(

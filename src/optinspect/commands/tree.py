@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DEFAULT_MODEL, DebugOpt, ModelOpt, TableFormat, TableFormatOpt
+from .options import DEFAULT_MODEL, DebugOpt, Format, ModelOpt, TableFormatOpt
 
 
 def tree_command(
@@ -30,7 +30,7 @@ def tree_command(
             "(24 x OPTDecoderLayer), like print(model) does.",
         ),
     ] = True,
-    fmt: TableFormatOpt = TableFormat.table,
+    fmt: TableFormatOpt = Format.table,
     debug: DebugOpt = False,
 ) -> None:
     """Show the module hierarchy of an OPT model: names, classes, parameters, weight shapes.
@@ -55,11 +55,11 @@ def tree_command(
     if depth is not None and depth < 0:
         raise UsageError(f"--depth must be 0 or more, not {depth}")
     root = tree_model(model, collapse=collapse)
-    if fmt is TableFormat.json:
+    if fmt is Format.json:
         write_json(
             sys.stdout, TreeResult(model, root, max_depth=depth, collapsed=collapse).as_dict()
         )
-    elif fmt is TableFormat.csv:
+    elif fmt is Format.csv:
         write_tree_csv(sys.stdout, root, depth)
     else:
         render_tree(stdout_console(), model, root, depth)
