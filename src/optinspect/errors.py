@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Exit codes, documented in the README.
+#: Exit codes, documented in docs/errors.md.
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
