@@ -227,9 +227,11 @@ def _say_save_size(
     """A note before a run whose --save file will be large: how large, from the tokens of
     the input and what one token's outputs take (a pass on the meta device)."""
     from ..dryrun import output_bytes_per_token
+    from ..model.spec import config_from_raw
     from ..render.common import count_noun, format_bytes, format_count
 
-    per_token = output_bytes_per_token(plan.config, loaded.dtype, layers=layers, filters=filters)
+    config = config_from_raw(plan.config)  # the plan's is the raw dict: no model builds on it
+    per_token = output_bytes_per_token(config, loaded.dtype, layers=layers, filters=filters)
     lengths = [len(ids) for ids in loaded.tokenizer(texts)["input_ids"]] if texts else []
     if truncate:
         lengths = [min(n, loaded.max_positions) for n in lengths]
