@@ -19,7 +19,7 @@ from optinspect.calibrate import (
     linear_names,
     percentile_from_histogram,
 )
-from optinspect.engine.runner import Batch
+from optinspect.engine.batch import Batch
 from optinspect.engine.samples import choose, pack_blocks, tokenize_samples
 
 SRC = Path(__file__).resolve().parent.parent / "src"

@@ -46,11 +46,12 @@ import torch
 from torch import nn
 
 from .calibration import _SIGN_OFF, PERCENTILES, percentile_from_histogram
+from .engine.batch import Batch
 from .engine.capture import main_tensor
 from .engine.distributed import Ranks, all_reduce, gather
 from .engine.hooks import HookGroup
 from .engine.records import TensorStats, finite_or_none
-from .engine.runner import Batch, Runner
+from .engine.runner import Runner
 from .engine.stats import (
     PARTIALS,
     OncePerTensor,

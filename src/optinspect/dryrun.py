@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 
+from .engine.batch import Batch
 from .engine.capture import capture
 from .engine.hooks import HookGroup
 from .engine.preflight import check_text
 from .engine.records import ModelInfo, ModuleRecord, Token
-from .engine.runner import Batch, describe_token, forward
+from .engine.runner import describe_token, forward
 from .engine.selection import LayerSpec, select_names
 from .errors import ModelError, UsageError
 from .model.loading import resolve_dtype

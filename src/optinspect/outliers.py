@@ -42,10 +42,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .engine.batch import Batch
 from .engine.hooks import HookGroup
 from .engine.preflight import check_threshold
 from .engine.records import finite_or_none
-from .engine.runner import Batch, Progress, Runner
+from .engine.runner import Progress, Runner
 from .errors import UsageError
 from .model.loading import LoadedModel
 from .model.names import layer_of, role_of

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .engine.batch import Batch, BatchLayout
 from .engine.hooks import HookGroup
-from .engine.runner import Batch, BatchLayout
 from .model.names import ACTIVATION, layer_of, role_of
 from .results.sparsity import LayerSparsity
 
