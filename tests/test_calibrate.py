@@ -58,7 +58,7 @@ def _reference_scales(loaded, ids: list[list[int]], batch_size: int) -> dict[str
     ]
     try:
         for start in range(0, len(ids), batch_size):
-            from optinspect.engine.records import Token
+            from optinspect.results.records import Token
 
             chunk = ids[start : start + batch_size]
             batch = Batch.of([""] * len(chunk), [[Token(i, "") for i in s] for s in chunk], 1)

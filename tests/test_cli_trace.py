@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from optinspect.engine.records import STAT_NAMES
+from optinspect.results.records import STAT_NAMES
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 MODULE_KEYS = {

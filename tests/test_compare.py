@@ -189,7 +189,7 @@ def test_compare_tensors_definitions() -> None:
 
 def test_undefined_error_exceeds_the_tolerance() -> None:
     from optinspect.compare import _diff_rows
-    from optinspect.engine.records import ModuleRecord
+    from optinspect.results.records import ModuleRecord
 
     record = ModuleRecord(0, "lm_head", "Linear", None, 0, 0, "tensor", (1,), "float32", "cpu",
                           None, None, None)  # fmt: skip

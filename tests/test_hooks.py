@@ -8,7 +8,7 @@ from torch import nn
 
 from optinspect.engine.batch import Batch
 from optinspect.engine.hooks import HookGroup
-from optinspect.engine.records import Token
+from optinspect.results.records import Token
 
 
 def hook_count(model: nn.Module) -> int:

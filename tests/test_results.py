@@ -18,7 +18,7 @@ import optinspect.results.calibration
 import optinspect.render.trace, optinspect.render.lens, optinspect.render.attention
 import optinspect.render.compare, optinspect.render.outliers, optinspect.render.calibrate
 import optinspect.render.params
-from optinspect.engine.records import ModelInfo
+from optinspect.results.records import ModelInfo
 from optinspect.results.calibration import CalibrationResult, CalibrationSettings
 
 info = ModelInfo("tiny", "none", "cpu", "float32", True)
@@ -88,7 +88,7 @@ def test_public_trace_result_is_the_record() -> None:
 
 
 def test_fast_new_builds_what_the_constructor_builds() -> None:
-    from optinspect.engine.records import ModuleRecord, TensorStats, fast_new
+    from optinspect.results.records import ModuleRecord, TensorStats, fast_new
 
     values = (0.5, 1.0, -2.0, 3.0, 3.0, 1.2, 0.1, 0, 2)
     stats = fast_new(TensorStats, *values)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from optinspect.engine.saving import write_atomic
+from optinspect.results.files import write_atomic
 
 # One bound for how far a padded batch moves a module's output; test_runner.py explains it.
 from test_runner import OUTPUT_DRIFT
@@ -196,7 +196,7 @@ def test_write_atomic_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path) -> 
     import os
     import stat
 
-    from optinspect.engine.saving import write_atomic
+    from optinspect.results.files import write_atomic
 
     target = tmp_path / "private.bin"
     target.write_bytes(b"old")

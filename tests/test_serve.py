@@ -676,7 +676,7 @@ def test_a_bad_idle_duration_is_a_usage_error(cli, own_runtime) -> None:
 
 
 def test_the_codec_keeps_what_json_would_lose() -> None:
-    from optinspect.engine.records import ModelInfo, TensorStats, Token
+    from optinspect.results.records import ModelInfo, TensorStats, Token
     from optinspect.results.trace import TraceResult
 
     stats = TensorStats(mean=math.nan, std=math.inf, min=-math.inf, max=1e-310, absmax=0.1,

@@ -26,9 +26,9 @@ _LAZY = {
     "iter_trace": "optinspect.tracing",
     "LoadedModel": "optinspect.model.loading",
     "TraceResult": "optinspect.results.trace",
-    "ModuleRecord": "optinspect.engine.records",
-    "TensorStats": "optinspect.engine.records",
-    "Token": "optinspect.engine.records",
+    "ModuleRecord": "optinspect.results.records",
+    "TensorStats": "optinspect.results.records",
+    "Token": "optinspect.results.records",
 }
 
 __all__ = [
@@ -44,8 +44,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .api import load, trace
-    from .engine.records import ModuleRecord, TensorStats, Token
     from .model.loading import LoadedModel
+    from .results.records import ModuleRecord, TensorStats, Token
     from .results.trace import TraceResult
     from .tracing import iter_trace
 

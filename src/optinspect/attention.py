@@ -24,12 +24,12 @@ import math
 import torch
 
 from .engine.preflight import resolve_head, resolve_single_layer
-from .engine.records import finite_or_none
 from .engine.runner import Runner
 from .errors import ModelError
 from .model.loading import LoadedModel
 from .results.attention import AttentionResult, HeadSummary
 from .results.attention import Matrix as Matrix
+from .results.records import finite_or_none
 
 __all__ = [
     "AttentionResult",

@@ -50,7 +50,6 @@ from .engine.batch import Batch
 from .engine.capture import main_tensor
 from .engine.distributed import Ranks, all_reduce, gather
 from .engine.hooks import HookGroup
-from .engine.records import TensorStats, finite_or_none
 from .engine.runner import Runner
 from .engine.stats import (
     PARTIALS,
@@ -73,6 +72,7 @@ from .results.calibration import (
     LinearInput,
     ModuleOutput,
 )
+from .results.records import TensorStats, finite_or_none
 
 __all__ = [
     "HIST_BINS",

@@ -13,7 +13,6 @@ from .engine.batch import Batch
 from .engine.capture import capture
 from .engine.hooks import HookGroup
 from .engine.preflight import check_text
-from .engine.records import ModelInfo, ModuleRecord, Token
 from .engine.runner import describe_token, forward
 from .engine.selection import LayerSpec, select_names
 from .errors import ModelError, UsageError
@@ -22,6 +21,7 @@ from .model.names import module_names
 from .model.placement import resolve_device
 from .model.quiet import quiet
 from .model.spec import build_meta_model, read_config, resolve_source
+from .results.records import ModelInfo, ModuleRecord, Token
 from .results.trace import TraceResult
 
 __all__ = ["dry_run", "output_bytes_per_token"]

@@ -45,7 +45,6 @@ from torch import nn
 from .engine.batch import Batch
 from .engine.hooks import HookGroup
 from .engine.preflight import check_threshold
-from .engine.records import finite_or_none
 from .engine.runner import Progress, Runner
 from .errors import UsageError
 from .model.loading import LoadedModel
@@ -58,6 +57,7 @@ from .results.outliers import (
     OutlierResult,
     RecurringDim,
 )
+from .results.records import finite_or_none
 
 __all__ = [
     "DEFAULT_THRESHOLD",

@@ -191,7 +191,7 @@ def emit_job(job: Job, emitter: Emitter, *, many: bool, label: str, verb: str) -
 
 def with_umask(job: Job) -> Job:
     """The job with this process's umask, for the files it writes."""
-    from ..engine.saving import umask
+    from ..results.files import umask
 
     return dataclasses.replace(job, umask=umask())
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from ..engine.records import STAT_NAMES
 from ..render.trace import CsvWriter, render_trace, render_trace_header, sparsity_tables
+from ..results.records import STAT_NAMES
 from .output import Emitter, make_emitter
 
 if TYPE_CHECKING:

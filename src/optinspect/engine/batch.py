@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .records import Token
+from ..results.records import Token
 
 __all__ = ["Batch", "BatchLayout"]
 

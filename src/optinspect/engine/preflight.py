@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ..errors import UsageError, os_reason
 from ..model.family import config_value
-from .records import STAT_NAMES
+from ..results.records import STAT_NAMES
 from .selection import LayerSpec, resolve_layers, select_names
 
 __all__ = [

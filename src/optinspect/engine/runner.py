@@ -24,10 +24,10 @@ from torch import nn
 
 from ..errors import ModelError, UsageError
 from ..model.placement import input_device
+from ..results.records import Token, past_vocabulary_text
 from .batch import Batch
 from .notes import say_truncated
 from .preflight import check_batch_size, check_text
-from .records import Token, past_vocabulary_text
 
 if TYPE_CHECKING:
     from ..model.loading import LoadedModel

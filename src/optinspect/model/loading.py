@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.records import ModelInfo
 from ..errors import (
     PICKLE_REFUSED,
     CheckpointError,
@@ -26,6 +25,7 @@ from ..errors import (
     first_line,
     translate,
 )
+from ..results.records import ModelInfo
 from .placement import mapped_device, parse_max_memory, resolve_device
 from .quiet import no_hub_kernels, quiet
 from .spec import RANDOM_WEIGHTS_KEY, ModelSource, build_meta_model, read_config, resolve_source

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo
+from .records import SCHEMA_VERSION, DescribesModel, ModelInfo
 
 __all__ = [
     "MIN_LAYER_FRACTION",
