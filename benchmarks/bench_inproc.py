@@ -337,7 +337,7 @@ def batch_throughput(
     """Sentences per second: optinspect's ``iter_trace`` against bare batched forwards."""
     import torch
 
-    from optinspect.tracing import iter_trace
+    from optinspect.analyses.trace import iter_trace
 
     loaded = wrap_loaded(model, tokenizer, "random-weight opt-125m shape")
     texts = sentences(tokenizer, count, tokens)

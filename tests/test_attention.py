@@ -12,7 +12,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from optinspect.attention import (
+from optinspect.analyses.attention import (
     compute_attention,
     head_entropy,
     sink_mass,

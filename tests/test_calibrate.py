@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from optinspect.calibrate import (
+from optinspect.analyses.calibrate import (
     CalibrationSettings,
     calibrate,
     linear_names,
@@ -160,7 +160,7 @@ def test_seeded_choice_is_reproducible_and_datasets_like() -> None:
 
 
 def test_percentile_within_bound() -> None:
-    from optinspect.calibrate import HIST_BINS, _reduce_rows
+    from optinspect.analyses.calibrate import HIST_BINS, _reduce_rows
 
     x = torch.randn(4000, 8)
     _lo, _hi, _sums, hist = _reduce_rows(x)

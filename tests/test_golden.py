@@ -25,7 +25,7 @@ import pytest
 from rich.console import Console
 
 from conftest import NUMBER
-from optinspect.params import count_params, inventory_params
+from optinspect.analyses.params import count_params, inventory_params
 from optinspect.render.attention import render_attention
 from optinspect.render.calibrate import render_calibration
 from optinspect.render.compare import render_compare

@@ -13,7 +13,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from optinspect.lens import compute_lens, project_hidden, rank_top_k
+from optinspect.analyses.lens import compute_lens, project_hidden, rank_top_k
 from optinspect.model.loading import load_model
 from optinspect.render.lens import render_lens
 

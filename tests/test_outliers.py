@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from optinspect.engine.runner import encode
-from optinspect.errors import UsageError
-from optinspect.model.loading import load_model
-from optinspect.outliers import (
+from optinspect.analyses.outliers import (
     DimCount,
     ModuleOutliers,
     find_outliers,
     module_threshold,
     summarize_recurring,
 )
+from optinspect.engine.runner import encode
+from optinspect.errors import UsageError
+from optinspect.model.loading import load_model
 
 PLANTED = 5  # the hidden dimension every pre-LN input carries at about 20
 SENTENCES = (

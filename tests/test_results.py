@@ -43,7 +43,7 @@ def test_results_and_renderers_do_not_import_torch() -> None:
 
 #: (analysis module, its records' home, the names it re-exports from there)
 REEXPORTS = [
-    ("tracing", "trace", "TraceResult"),
+    ("trace", "trace", "TraceResult"),
     ("sparsity", "sparsity", "LayerSparsity"),
     ("lens", "lens", "Prediction LensLayer LensResult Ranked"),
     ("attention", "attention", "HeadSummary AttentionResult Matrix"),
@@ -69,7 +69,7 @@ REEXPORTS = [
 
 @pytest.mark.parametrize(("old", "home", "names"), REEXPORTS)
 def test_analyses_reexport_their_records(old: str, home: str, names: str) -> None:
-    module = importlib.import_module(f"optinspect.{old}")
+    module = importlib.import_module(f"optinspect.analyses.{old}")
     records = importlib.import_module(f"optinspect.results.{home}")
     for name in names.split():
         assert getattr(module, name) is getattr(records, name), name
@@ -81,8 +81,8 @@ def test_analyses_reexport_their_records(old: str, home: str, names: str) -> Non
 
 def test_public_trace_result_is_the_record() -> None:
     import optinspect
+    from optinspect.analyses.trace import TraceResult as Reexported
     from optinspect.results.trace import TraceResult
-    from optinspect.tracing import TraceResult as Reexported
 
     assert optinspect.TraceResult is TraceResult is Reexported
 

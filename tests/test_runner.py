@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import optinspect.engine.runner as runner_module
+from optinspect.analyses.trace import iter_trace
 from optinspect.engine.batch import Batch
 from optinspect.engine.hooks import HookGroup
 from optinspect.engine.runner import Runner, encode, forward
 from optinspect.errors import UsageError
 from optinspect.results.records import Token
-from optinspect.tracing import iter_trace
 
 SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
 

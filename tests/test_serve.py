@@ -347,13 +347,13 @@ def test_turns_are_taken_in_order_of_arrival() -> None:
 def test_a_failure_inside_the_server_is_reported_and_the_server_stays_up(
     cli, server, monkeypatch
 ) -> None:
-    import optinspect.tracing
+    import optinspect.analyses.trace
 
     def broken(*args: object, **kwargs: object) -> Iterator[object]:
         raise RuntimeError("boom\nsecond line")
         yield
 
-    monkeypatch.setattr(optinspect.tracing, "iter_trace", broken)
+    monkeypatch.setattr(optinspect.analyses.trace, "iter_trace", broken)
     r = cli("trace", "Hello", "--model", "tiny")
     assert r.code == 1
     # The server (a thread here) logs the failure on its own stderr, then the client tells it.

@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "optinspect.api",
     "trace": "optinspect.api",
-    "iter_trace": "optinspect.tracing",
+    "iter_trace": "optinspect.analyses.trace",
     "LoadedModel": "optinspect.model.loading",
     "TraceResult": "optinspect.results.trace",
     "ModuleRecord": "optinspect.results.records",
@@ -43,11 +43,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .analyses.trace import iter_trace
     from .api import load, trace
     from .model.loading import LoadedModel
     from .results.records import ModuleRecord, TensorStats, Token
     from .results.trace import TraceResult
-    from .tracing import iter_trace
 
 
 def __getattr__(name: str) -> Any:

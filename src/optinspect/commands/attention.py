@@ -114,7 +114,7 @@ def compute(
     truncate: bool,
 ) -> Iterator[AttentionResult]:
     """The attention job, where the model is: eager attention, the kind that gives weights."""
-    from ..attention import compute_attention
+    from ..analyses.attention import compute_attention
 
     loaded = ctx.model(attn_implementation="eager")
     chosen = plan.layers[0] if plan is not None and plan.layers else layer

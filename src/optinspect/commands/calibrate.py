@@ -328,7 +328,7 @@ def _calibrate(
     advance: Callable[..., None],
 ) -> CalibrationResult:
     """Tokenize (and pack) the chosen samples and run them through ``loaded``."""
-    from ..calibrate import CalibrationSettings, calibrate
+    from ..analyses.calibrate import CalibrationSettings, calibrate
     from ..engine.samples import pack_blocks, tokenize_samples
 
     seq_len = values["seq_len"]

@@ -119,7 +119,7 @@ def compute(
 ) -> Iterator[CompareResult]:
     """The compare job, where the model is: the reference setting first (loaded for the
     job), then the asked one; one result per sentence."""
-    from ..compare import Setting, compare_many
+    from ..analyses.compare import Setting, compare_many
     from ..model.loading import LoadedModel
 
     if texts is None:

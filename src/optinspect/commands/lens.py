@@ -83,7 +83,7 @@ def compute(
     truncate: bool,
 ) -> Iterator[LensResult]:
     """The lens job, where the model is: one result per sentence."""
-    from ..lens import iter_lens
+    from ..analyses.lens import iter_lens
 
     if texts is None:
         return

@@ -75,7 +75,7 @@ def compute(
     truncate: bool,
 ) -> Iterator[OutlierResult]:
     """The outliers job, where the model is: one result for the whole input."""
-    from ..outliers import find_outliers
+    from ..analyses.outliers import find_outliers
 
     if texts is None:  # outliers summarise a corpus: an empty one has no answer
         from ..errors import UsageError

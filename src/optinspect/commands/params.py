@@ -14,7 +14,7 @@ from .options import LoadOptions, TableFormat, TableFormatOpt, model_command
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ..params import ParamsResult
+    from ..analyses.params import ParamsResult
     from .jobs import Context
 
 
@@ -62,8 +62,8 @@ def params_command(
       optinspect params --model facebook/opt-350m --by layer --format csv
       optinspect params --model tiny --loaded -q 4bit -f json | jq .loaded
     """
+    from ..analyses.params import ParamsResult, count_params, inventory_params
     from ..errors import UsageError
-    from ..params import ParamsResult, count_params, inventory_params
     from ..render.common import write_json
     from ..render.params import render_params, write_params_csv
     from .common import stdout_console
@@ -89,7 +89,7 @@ def compute(
 ) -> Iterator[ParamsResult]:
     """``params --loaded``, where the model is: the count from the config, then the
     loaded model's logical and stored parameters and memory."""
-    from ..params import ParamsResult, count_params, inventory_params, measure_loaded
+    from ..analyses.params import ParamsResult, count_params, inventory_params, measure_loaded
 
     report = count_params(inventory_params(model), by=by)
     loaded = ctx.model()

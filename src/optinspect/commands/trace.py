@@ -169,7 +169,7 @@ def compute(
 ) -> Iterator[TraceResult]:
     """The trace job, where the model is: one result per sentence, then the FFN summary
     when ``summary`` (json and table show it; ``--plot`` draws it)."""
-    from ..tracing import iter_trace
+    from ..analyses.trace import iter_trace
 
     plan = plan_of(plan)
     if plot and plan.names is not None:
@@ -179,7 +179,7 @@ def compute(
     loaded = ctx.model()
     sparsity = None
     if summary:
-        from ..sparsity import FfnSparsity
+        from ..analyses.sparsity import FfnSparsity
 
         sparsity = FfnSparsity(loaded.model, plan.layers)
     with contextlib.ExitStack() as stack:
@@ -226,7 +226,7 @@ def _say_save_size(
 ) -> None:
     """A note before a run whose --save file will be large: how large, from the tokens of
     the input and what one token's outputs take (a pass on the meta device)."""
-    from ..dryrun import output_bytes_per_token
+    from ..analyses.dryrun import output_bytes_per_token
     from ..model.spec import config_from_raw
     from ..render.common import count_noun, format_bytes, format_count
 
@@ -301,7 +301,7 @@ def _dry_run(
     fmt: str,
     stat_names: tuple[str, ...] | None,
 ) -> None:
-    from ..dryrun import dry_run
+    from ..analyses.dryrun import dry_run
     from .trace_output import close_trace_output, trace_emitter
 
     result = dry_run(

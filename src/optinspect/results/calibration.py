@@ -4,7 +4,7 @@ output over the corpus, and the histogram layout they were read from.
 ``CalibrationResult`` also holds the per-channel tensors and builds the files
 quantization tools read (SmoothQuant's act_scales, OmniQuant's act_shifts, the
 full safetensors dump); only those methods import torch, when called.
-``optinspect.calibrate`` collects the statistics and describes the histogram.
+``optinspect.analyses.calibrate`` collects the statistics and describes the histogram.
 """
 
 from __future__ import annotations

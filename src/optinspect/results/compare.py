@@ -1,5 +1,5 @@
 """The comparison records: every module call of one sentence under two settings, and
-how far apart their outputs are. The metrics are defined in ``optinspect.compare``."""
+how far apart their outputs are. The metrics are defined in ``optinspect.analyses.compare``."""
 
 from __future__ import annotations
 

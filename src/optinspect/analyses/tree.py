@@ -1,6 +1,6 @@
 """The module hierarchy of an OPT model built on the meta device, as plain records.
 
-    from optinspect.tree import tree_model
+    from optinspect.analyses.tree import tree_model
     root = tree_model("facebook/opt-1.3b")          # no weights read or downloaded
     [(node.name, node.params) for node in root.walk(max_depth=3)]
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from .results.tree import TreeNode, TreeResult
+from ..results.tree import TreeNode, TreeResult
 
 if TYPE_CHECKING:
     from torch import nn
@@ -114,12 +114,12 @@ def tree_model(spec: str, *, collapse: bool = True) -> TreeNode:
     """
     from pathlib import Path
 
-    from .model.family import family_config
+    from ..model.family import family_config
 
     raw = None if Path(spec).expanduser().exists() else family_config(spec)
     if raw is not None:
         return family_tree(raw, collapse=collapse)
-    from .model.spec import build_meta_model, read_config, resolve_source
+    from ..model.spec import build_meta_model, read_config, resolve_source
 
     config = read_config(resolve_source(spec))
     return build_tree(build_meta_model(config), collapse=collapse)
@@ -137,8 +137,8 @@ def family_tree(raw: dict[str, Any], *, collapse: bool = True) -> TreeNode:
     attention block and its ReLU), in ``named_modules()`` order. All decoder
     layers of one config are identical, so collapsing keeps one of them.
     """
-    from .model.family import list_config_params
-    from .model.names import HEAD, LAYERS_PREFIX, layer_of, layer_root, role_of
+    from ..model.family import list_config_params
+    from ..model.names import HEAD, LAYERS_PREFIX, layer_of, layer_root, role_of
 
     entries, tied_to = list_config_params(raw)
     modules: dict[str, str] = dict(_HOLDERS)

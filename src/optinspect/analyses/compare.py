@@ -45,15 +45,15 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from .engine.capture import capture
-from .engine.notes import notes_to
-from .engine.preflight import check_tolerance
-from .engine.runner import Progress, Runner
-from .engine.selection import LayerSpec, select_names
-from .model.loading import LoadedModel, resolve_dtype
-from .model.names import module_names
-from .results.compare import CompareResult, ModuleDiff, Setting
-from .results.records import ModuleRecord, Token, finite_or_none
+from ..engine.capture import capture
+from ..engine.notes import notes_to
+from ..engine.preflight import check_tolerance
+from ..engine.runner import Progress, Runner
+from ..engine.selection import LayerSpec, select_names
+from ..model.loading import LoadedModel, resolve_dtype
+from ..model.names import module_names
+from ..results.compare import CompareResult, ModuleDiff, Setting
+from ..results.records import ModuleRecord, Token, finite_or_none
 
 __all__ = [
     "CompareResult",

@@ -42,14 +42,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine.batch import Batch
-from .engine.hooks import HookGroup
-from .engine.preflight import check_threshold
-from .engine.runner import Progress, Runner
-from .errors import UsageError
-from .model.loading import LoadedModel
-from .model.names import layer_of, role_of
-from .results.outliers import (
+from ..engine.batch import Batch
+from ..engine.hooks import HookGroup
+from ..engine.preflight import check_threshold
+from ..engine.runner import Progress, Runner
+from ..errors import UsageError
+from ..model.loading import LoadedModel
+from ..model.names import layer_of, role_of
+from ..results.outliers import (
     MIN_LAYER_FRACTION,
     MIN_TOKEN_FRACTION,
     DimCount,
@@ -57,7 +57,7 @@ from .results.outliers import (
     OutlierResult,
     RecurringDim,
 )
-from .results.records import finite_or_none
+from ..results.records import finite_or_none
 
 __all__ = [
     "DEFAULT_THRESHOLD",

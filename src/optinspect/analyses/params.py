@@ -1,6 +1,6 @@
 """Exact parameter and weight-byte counts of an OPT model, from its config alone.
 
-    from optinspect.params import count_params, inventory_params
+    from optinspect.analyses.params import count_params, inventory_params
     report = count_params(inventory_params("facebook/opt-1.3b"), by="group")
     report.total, [(row.name, row.params) for row in report.rows]
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .model.family import ParamEntry, family_config, list_config_params
-from .model.names import HEAD, TOKEN_EMBEDDINGS, layer_group, role_of
-from .results.params import LoadedCount, ParamReport, ParamRow, ParamsResult, WeightBytes
+from ..model.family import ParamEntry, family_config, list_config_params
+from ..model.names import HEAD, TOKEN_EMBEDDINGS, layer_group, role_of
+from ..results.params import LoadedCount, ParamReport, ParamRow, ParamsResult, WeightBytes
 
 if TYPE_CHECKING:
     from torch import nn
@@ -116,7 +116,7 @@ def inventory_params(spec: str) -> ParamInventory:
         entries, tied_to = list_config_params(raw)
         return ParamInventory(model=spec, entries=entries, tied_to=tied_to, builtin=True)
 
-    from .model.spec import build_meta_model, read_config, resolve_source
+    from ..model.spec import build_meta_model, read_config, resolve_source
 
     config = read_config(resolve_source(spec))
     entries, tied_to = list_module_params(build_meta_model(config))
@@ -186,7 +186,7 @@ def count_params(inventory: ParamInventory, by: str = "group") -> ParamReport:
     first parameter appears in ``named_parameters()`` (the order of ``print(model)``).
     Empty groups are left out.
     """
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if by not in BY_MODES:
         raise UsageError(f"unknown breakdown {by!r}: use {', '.join(BY_MODES)}")

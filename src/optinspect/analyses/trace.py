@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 
-from .engine.capture import TensorSink, capture
-from .engine.runner import Progress, Runner
-from .engine.selection import LayerSpec, select_names
-from .model.loading import LoadedModel
-from .model.names import module_names
-from .results.trace import TraceResult
+from ..engine.capture import TensorSink, capture
+from ..engine.runner import Progress, Runner
+from ..engine.selection import LayerSpec, select_names
+from ..model.loading import LoadedModel
+from ..model.names import module_names
+from ..results.trace import TraceResult
 from .sparsity import FfnSparsity
 
 __all__ = ["LayerSpec", "TraceResult", "iter_trace"]

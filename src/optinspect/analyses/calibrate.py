@@ -45,13 +45,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .calibration import _SIGN_OFF, PERCENTILES, percentile_from_histogram
-from .engine.batch import Batch
-from .engine.capture import main_tensor
-from .engine.distributed import Ranks, all_reduce, gather
-from .engine.hooks import HookGroup
-from .engine.runner import Runner
-from .engine.stats import (
+from ..engine.batch import Batch
+from ..engine.capture import main_tensor
+from ..engine.distributed import Ranks, all_reduce, gather
+from ..engine.hooks import HookGroup
+from ..engine.runner import Runner
+from ..engine.stats import (
     PARTIALS,
     OncePerTensor,
     TokenPartials,
@@ -61,10 +60,10 @@ from .engine.stats import (
     finalize_stats,
     pool_partials,
 )
-from .errors import UsageError
-from .model.loading import LoadedModel
-from .model.names import NEVER_CALLED, layer_of, module_names
-from .results.calibration import (
+from ..errors import UsageError
+from ..model.loading import LoadedModel
+from ..model.names import NEVER_CALLED, layer_of, module_names
+from ..results.calibration import (
     _SHIFT,
     HIST_BINS,
     CalibrationResult,
@@ -72,7 +71,8 @@ from .results.calibration import (
     LinearInput,
     ModuleOutput,
 )
-from .results.records import TensorStats, finite_or_none
+from ..results.records import TensorStats, finite_or_none
+from .calibration import _SIGN_OFF, PERCENTILES, percentile_from_histogram
 
 __all__ = [
     "HIST_BINS",

@@ -22,14 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine.capture import capture
-from .engine.preflight import check_top_k
-from .engine.runner import Progress, Runner, describe_token
-from .engine.selection import LayerSpec, resolve_layers
-from .model.loading import LoadedModel
-from .model.names import layer_of, layer_root
-from .results.lens import LensLayer, LensResult, Prediction, Ranked
-from .results.records import Token, finite_or_none
+from ..engine.capture import capture
+from ..engine.preflight import check_top_k
+from ..engine.runner import Progress, Runner, describe_token
+from ..engine.selection import LayerSpec, resolve_layers
+from ..model.loading import LoadedModel
+from ..model.names import layer_of, layer_root
+from ..results.lens import LensLayer, LensResult, Prediction, Ranked
+from ..results.records import Token, finite_or_none
 
 __all__ = [
     "LensLayer",

@@ -1,9 +1,9 @@
-"""Percentiles read from the |x| histograms that ``optinspect.calibrate`` collects, and
+"""Percentiles read from the |x| histograms that ``optinspect.analyses.calibrate`` collects, and
 the percentiles it reports.
 
 The calibration records (``CalibrationResult`` with its act_scales, act_shifts and
 safetensors files, ``LinearInput``, ...) and the histogram layout live in
-``optinspect.results.calibration``; they are re-exported here. ``optinspect.calibrate``
+``optinspect.results.calibration``; they are re-exported here. ``optinspect.analyses.calibrate``
 collects them; the histogram layout and its error bound are described there.
 """
 
@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .results.calibration import (
+from ..results.calibration import (
     _SHIFT,
     CHANNEL_STATS,
     HIST_BINS,
@@ -23,7 +23,7 @@ from .results.calibration import (
     LinearInput,
     ModuleOutput,
 )
-from .results.calibration import SUB_BITS as SUB_BITS
+from ..results.calibration import SUB_BITS as SUB_BITS
 
 __all__ = [
     "CHANNEL_STATS",

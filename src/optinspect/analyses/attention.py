@@ -23,13 +23,13 @@ import math
 
 import torch
 
-from .engine.preflight import resolve_head, resolve_single_layer
-from .engine.runner import Runner
-from .errors import ModelError
-from .model.loading import LoadedModel
-from .results.attention import AttentionResult, HeadSummary
-from .results.attention import Matrix as Matrix
-from .results.records import finite_or_none
+from ..engine.preflight import resolve_head, resolve_single_layer
+from ..engine.runner import Runner
+from ..errors import ModelError
+from ..model.loading import LoadedModel
+from ..results.attention import AttentionResult, HeadSummary
+from ..results.attention import Matrix as Matrix
+from ..results.records import finite_or_none
 
 __all__ = [
     "AttentionResult",
