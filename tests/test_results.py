@@ -54,15 +54,10 @@ REEXPORTS = [
         "DimCount ModuleOutliers RecurringDim OutlierResult MIN_LAYER_FRACTION MIN_TOKEN_FRACTION",
     ),
     (
-        "calibration",
+        "calibrate",  # absorbed calibration.py, and what it re-exported
         "calibration",
         "CalibrationSettings LinearInput ModuleOutput CalibrationResult "
         "HIST_BINS SUB_BITS PERCENTILE_ERROR CHANNEL_STATS _SHIFT",
-    ),
-    (
-        "calibrate",
-        "calibration",
-        "CalibrationSettings LinearInput ModuleOutput CalibrationResult HIST_BINS _SHIFT",
     ),
 ]
 

@@ -354,10 +354,10 @@ def test_save_says_where_it_wrote_and_gives_the_same_bytes_each_run(cli, tmp_pat
 
 
 def test_save_announces_a_large_file_before_the_run(cli, tmp_path: Path, monkeypatch) -> None:
-    import optinspect.commands.trace as trace_command
+    import optinspect.analyses.trace as trace_analysis
     from optinspect.render.common import format_bytes
 
-    monkeypatch.setattr(trace_command, "SAVE_NOTE_BYTES", 1)  # every file counts as large
+    monkeypatch.setattr(trace_analysis, "SAVE_NOTE_BYTES", 1)  # every file counts as large
     texts = tmp_path / "s.txt"
     texts.write_text("\n".join(SENTENCES), encoding="utf-8")
     target = tmp_path / "all.safetensors"

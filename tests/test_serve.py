@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from optinspect.commands.jobs import Job
+from optinspect.analyses.job import Job
 from optinspect.commands.options import LoadOptions
 from optinspect.serve import wire
 from optinspect.serve.client import find_server, job_message, request

@@ -10,13 +10,13 @@ No weights are read or downloaded. A member of the OPT family
 without importing torch; any other model is built on the meta device and its
 parameters listed with ``list_module_params``. Both give the same entries for the
 same config, which the tests check for every family member. The records (``ParamReport``,
-``ParamsResult``, ...) are ``results.params``'.
+``ParamsResult``, ...) are ``results.params``'; ``compute`` is ``params --loaded``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,8 @@ from ..results.params import LoadedCount, ParamReport, ParamRow, ParamsResult, W
 if TYPE_CHECKING:
     from torch import nn
 
+    from .job import Context
+
 __all__ = [
     "BY_MODES",
     "GROUPS",
@@ -38,6 +40,7 @@ __all__ = [
     "ParamRow",
     "ParamsResult",
     "WeightBytes",
+    "compute",
     "count_params",
     "estimate_bytes",
     "inventory_params",
@@ -268,3 +271,16 @@ def measure_loaded(model: nn.Module, *, quant: str, device: str, dtype: str) -> 
     for buffer in model.buffers():
         add_bytes(buffer)
     return LoadedCount(quant, device, dtype, params, stored, nbytes)
+
+
+def compute(
+    ctx: Context, plan: None, texts: None, *, model: str, by: str
+) -> Iterator[ParamsResult]:
+    """``params --loaded``, where the model is: the count from the config, then the
+    loaded model's logical and stored parameters and memory."""
+    report = count_params(inventory_params(model), by=by)
+    loaded = ctx.model()
+    measured = measure_loaded(
+        loaded.model, quant=loaded.quant, device=loaded.device, dtype=loaded.dtype_name
+    )
+    yield ParamsResult(report, measured)

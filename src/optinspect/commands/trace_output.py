@@ -13,8 +13,8 @@ from ..results.records import STAT_NAMES
 from .output import Emitter, make_emitter
 
 if TYPE_CHECKING:
-    from ..analyses.sparsity import LayerSparsity
-    from ..analyses.trace import TraceResult
+    from ..results.sparsity import LayerSparsity
+    from ..results.trace import TraceResult
 
 __all__ = ["close_trace_output", "trace_emitter"]
 

@@ -15,7 +15,7 @@ exit 2.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "check_batch_size",
     "check_load_settings",
     "check_output_path",
+    "check_output_paths",
     "check_text",
     "check_threshold",
     "check_tolerance",
@@ -154,6 +155,24 @@ def check_output_path(
         raise UsageError(f"{path} exists: use --force to overwrite it")
     check_new_file(target.parent, f"cannot write {path}", prefix=f".{target.name}.")
     return target
+
+
+def check_output_paths(
+    wanted: Mapping[str, tuple[str | Path | None, str]], *, force: bool = False
+) -> dict[str, Path]:
+    """The output files a command was given, by option (``{"--out": (path, ".safetensors")}``,
+    None where not given), each checked as ``check_output_path`` does; refused when two
+    options name one file."""
+    paths: dict[str, Path] = {}
+    for option, (path, suffix) in wanted.items():
+        if path is None:
+            continue
+        target = check_output_path(path, force=force, suffix=suffix, option=option)
+        for other, known in paths.items():
+            if known.resolve() == target.resolve():
+                raise UsageError(f"{other} and {option} name the same file: give each its own")
+        paths[option] = target
+    return paths
 
 
 #: More layers than any model has: checks a layer spec's syntax before the config is read.

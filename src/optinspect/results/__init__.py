@@ -4,9 +4,9 @@ the server's wire and a torch-free client can hold them. The bottom layer, besid
 
 One submodule per analysis (``trace``, ``sparsity``, ``lens``, ``attention``,
 ``compare``, ``outliers``, ``calibration``, ``params``, ``tree``); the analysis modules
-re-export their records, so ``from optinspect.analyses.lens import LensResult`` works too.
-``records`` holds what every result shares (model description, tokens, module calls,
-statistics, the schema version); ``units`` counts and sizes as text; ``files`` the
-atomic write every writer uses. Nothing here imports torch or transformers (but the
-calibration record's file builders, when called).
+re-export their records, so ``from optinspect.analyses.lens import LensResult`` works
+too. ``records`` holds what every result shares (model description, tokens, module
+calls, statistics, the schema version); ``units`` counts and sizes as text; ``files``
+the atomic write every writer uses. Nothing here imports torch or transformers (but
+the calibration record's file builders, when called).
 """
