@@ -81,7 +81,7 @@ def ids_for(loaded, texts: list[str], tokens: int) -> list[list[int]]:
 def overhead(model: Path, samples: int, tokens: int, repeats: int = 3) -> None:
     import torch
 
-    from optinspect.calibrate import CalibrationSettings, calibrate
+    from optinspect.analyses.calibrate import CalibrationSettings, calibrate
     from optinspect.engine.runner import Runner
     from optinspect.model.loading import load_model
 

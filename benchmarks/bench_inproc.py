@@ -93,8 +93,9 @@ def optinspect_runner(model: Any, ids: Any, names: list[str], stats: bool = True
     """optinspect's capture as ``iter_trace`` drives it: hook, one forward, collect records."""
     import torch
 
+    from optinspect.engine.batch import Batch, BatchLayout
     from optinspect.engine.capture import capture
-    from optinspect.engine.runner import Batch, BatchLayout, forward
+    from optinspect.engine.runner import forward
 
     mask = torch.ones_like(ids)
     texts = ("",) * ids.shape[0]
@@ -336,7 +337,7 @@ def batch_throughput(
     """Sentences per second: optinspect's ``iter_trace`` against bare batched forwards."""
     import torch
 
-    from optinspect.tracing import iter_trace
+    from optinspect.analyses.trace import iter_trace
 
     loaded = wrap_loaded(model, tokenizer, "random-weight opt-125m shape")
     texts = sentences(tokenizer, count, tokens)

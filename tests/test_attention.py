@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 
 from conftest import json_of
-from optinspect.attention import (
+from optinspect.analyses.attention import (
     compute_attention,
     head_entropy,
     sink_mass,

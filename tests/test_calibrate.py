@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from optinspect.calibrate import (
+from optinspect.analyses.calibrate import (
     CalibrationSettings,
     calibrate,
     linear_names,
     percentile_from_histogram,
 )
-from optinspect.engine.runner import Batch
+from optinspect.engine.batch import Batch
 from optinspect.engine.samples import choose, pack_blocks, tokenize_samples
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -58,7 +58,7 @@ def _reference_scales(loaded, ids: list[list[int]], batch_size: int) -> dict[str
     ]
     try:
         for start in range(0, len(ids), batch_size):
-            from optinspect.engine.records import Token
+            from optinspect.results.records import Token
 
             chunk = ids[start : start + batch_size]
             batch = Batch.of([""] * len(chunk), [[Token(i, "") for i in s] for s in chunk], 1)
@@ -160,7 +160,7 @@ def test_seeded_choice_is_reproducible_and_datasets_like() -> None:
 
 
 def test_percentile_within_bound() -> None:
-    from optinspect.calibrate import HIST_BINS, _reduce_rows
+    from optinspect.analyses.calibrate import HIST_BINS, _reduce_rows
 
     x = torch.randn(4000, 8)
     _lo, _hi, _sums, hist = _reduce_rows(x)

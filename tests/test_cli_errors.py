@@ -7,8 +7,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from optinspect.analyses.trace import iter_trace
 from optinspect.errors import OptinspectError
-from optinspect.tracing import iter_trace
 
 
 @settings(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import json_of
-from optinspect.engine.records import STAT_NAMES
+from optinspect.results.records import STAT_NAMES
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 MODULE_KEYS = {

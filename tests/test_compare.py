@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import json_of
-from optinspect.compare import Setting, compare_settings, compare_tensors
+from optinspect.analyses.compare import Setting, compare_settings, compare_tensors
 from optinspect.model.loading import load_model
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
@@ -186,8 +186,8 @@ def test_compare_tensors_definitions() -> None:
 
 
 def test_undefined_error_exceeds_the_tolerance() -> None:
-    from optinspect.compare import _diff_rows
-    from optinspect.engine.records import ModuleRecord
+    from optinspect.analyses.compare import _diff_rows
+    from optinspect.results.records import ModuleRecord
 
     record = ModuleRecord(0, "lm_head", "Linear", None, 0, 0, "tensor", (1,), "float32", "cpu",
                           None, None, None)  # fmt: skip

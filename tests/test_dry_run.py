@@ -74,7 +74,7 @@ def test_dry_run_of_the_largest_family_member(cli) -> None:
 @pytest.fixture
 def layer_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Forward calls of every decoder layer and of lm_head in the dry run's meta model."""
-    import optinspect.dryrun as dryrun
+    import optinspect.analyses.dryrun as dryrun
 
     calls: dict[str, int] = {}
     build = dryrun.build_meta_model
@@ -94,7 +94,7 @@ def layer_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def test_dry_run_stops_after_the_last_selected_module(layer_calls: dict[str, int]) -> None:
-    from optinspect.dryrun import dry_run
+    from optinspect.analyses.dryrun import dry_run
 
     result = dry_run("tiny", None, tokens=5, quant="none", layers="1")
     # Layer 1 is the last selected: layers 2 and 3 and the head never run.
@@ -117,7 +117,7 @@ def test_dry_run_stops_after_the_last_selected_module(layer_calls: dict[str, int
 
 
 def test_dry_run_of_the_overview_runs_to_the_head(layer_calls: dict[str, int]) -> None:
-    from optinspect.dryrun import dry_run
+    from optinspect.analyses.dryrun import dry_run
 
     result = dry_run("tiny", None, tokens=3, quant="none")
     assert set(layer_calls.values()) == {1}

@@ -25,8 +25,7 @@ import pytest
 from rich.console import Console
 
 from conftest import NUMBER
-from optinspect.engine.records import ModelInfo, ModuleRecord, TensorStats, Token
-from optinspect.params import count_params, inventory_params
+from optinspect.analyses.params import count_params, inventory_params
 from optinspect.render.attention import render_attention
 from optinspect.render.calibrate import render_calibration
 from optinspect.render.compare import render_compare
@@ -44,6 +43,7 @@ from optinspect.results.calibration import (
 from optinspect.results.compare import CompareResult, ModuleDiff, Setting
 from optinspect.results.lens import LensLayer, LensResult, Prediction
 from optinspect.results.outliers import DimCount, ModuleOutliers, OutlierResult, RecurringDim
+from optinspect.results.records import ModelInfo, ModuleRecord, TensorStats, Token
 from optinspect.results.sparsity import LayerSparsity
 from optinspect.results.trace import TraceResult
 

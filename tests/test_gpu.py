@@ -19,9 +19,9 @@ import torch
 
 from conftest import PLANTED, json_of, plant_outlier
 from optinspect import load
+from optinspect.analyses.trace import iter_trace
 from optinspect.model.names import layer_of, layer_root
 from optinspect.model.placement import placement_name, placement_of
-from optinspect.tracing import iter_trace
 
 gpu = pytest.mark.gpu
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from optinspect.engine.batch import Batch
 from optinspect.engine.hooks import HookGroup
-from optinspect.engine.records import Token
-from optinspect.engine.runner import Batch
+from optinspect.results.records import Token
 
 
 def hook_count(model: nn.Module) -> int:

@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 
 from conftest import json_of
-from optinspect.lens import compute_lens, project_hidden, rank_top_k
+from optinspect.analyses.lens import compute_lens, project_hidden, rank_top_k
 from optinspect.model.loading import load_model
 from optinspect.render.lens import render_lens
 

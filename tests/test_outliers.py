@@ -10,16 +10,16 @@ import pytest
 from torch import nn
 
 from conftest import PLANTED, json_of, plant_outlier
-from optinspect.engine.runner import encode
-from optinspect.errors import UsageError
-from optinspect.model.loading import load_model
-from optinspect.outliers import (
+from optinspect.analyses.outliers import (
     DimCount,
     ModuleOutliers,
     find_outliers,
     module_threshold,
     summarize_recurring,
 )
+from optinspect.engine.runner import encode
+from optinspect.errors import UsageError
+from optinspect.model.loading import load_model
 
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog",

@@ -13,14 +13,14 @@ import pytest
 from rich.console import Console
 
 from conftest import json_of
-from optinspect.model.family import FAMILY, ParamEntry, list_config_params
-from optinspect.params import (
+from optinspect.analyses.params import (
     LoadedCount,
     ParamInventory,
     count_params,
     estimate_bytes,
     inventory_params,
 )
+from optinspect.model.family import FAMILY, ParamEntry, list_config_params
 from optinspect.render.common import format_bytes
 from optinspect.render.params import render_params
 
@@ -109,8 +109,8 @@ def test_unknown_hub_model_offline_is_a_clear_error(cli) -> None:
 def _meta_entries(raw: dict) -> tuple[tuple[ParamEntry, ...], str | None]:
     from transformers import OPTConfig
 
+    from optinspect.analyses.params import list_module_params
     from optinspect.model.spec import build_meta_model
-    from optinspect.params import list_module_params
 
     return list_module_params(build_meta_model(OPTConfig.from_dict(raw)))
 

@@ -287,11 +287,11 @@ def test_outliers_with_the_embedding_on_disk(cli, tmp_path: Path, planted: Path)
 
 def test_python_api_with_the_embedding_on_disk(load_tiny, tmp_path: Path, planted: Path) -> None:
     from optinspect import trace
-    from optinspect.attention import compute_attention
-    from optinspect.compare import Setting, compare_settings
-    from optinspect.lens import compute_lens, iter_lens
+    from optinspect.analyses.attention import compute_attention
+    from optinspect.analyses.compare import Setting, compare_settings
+    from optinspect.analyses.lens import compute_lens, iter_lens
+    from optinspect.analyses.outliers import find_outliers
     from optinspect.model.loading import load_model
-    from optinspect.outliers import find_outliers
 
     plain = load_tiny("none")
     offloaded = load_offloaded("tiny", tmp_path / "lm")

@@ -12,6 +12,7 @@ import pytest
 
 from optinspect.engine import preflight as pf
 from optinspect.errors import EXIT_USAGE, UsageError
+from optinspect.model.placement import check_offload_dir
 
 
 def usage_message(call, *args, **kwargs) -> str:
@@ -102,13 +103,13 @@ def test_output_path_checks(tmp_path: Path) -> None:
 def test_offload_dir_is_tried_by_writing_a_file(tmp_path: Path) -> None:
     # /proc is a folder whose mode lets root write, and os.access said yes to root; no
     # file can be made there, which only an attempt finds.
-    message = usage_message(pf.check_offload_dir, "/proc/optinspect-offload")
+    message = usage_message(check_offload_dir, "/proc/optinspect-offload")
     assert re.fullmatch(
         r"--offload-dir /proc/optinspect-offload cannot be written: folder /proc takes no "
         r"new file \([a-z ]+\)",
         message,
     ), message
-    assert pf.check_offload_dir(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
+    assert check_offload_dir(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
     assert list(tmp_path.iterdir()) == []  # the trial file is gone, and nothing was made
 
 
@@ -123,7 +124,7 @@ def test_offload_dir_refused_where_a_write_fails_though_access_says_yes(
 
     monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
-    assert usage_message(pf.check_offload_dir, tmp_path) == (
+    assert usage_message(check_offload_dir, tmp_path) == (
         f"--offload-dir {tmp_path} cannot be written: folder {tmp_path} takes no new file "
         "(read-only file system)"
     )

@@ -7,9 +7,9 @@ import json
 
 from rich.console import Console
 
-from optinspect.engine.records import ModelInfo, ModuleRecord, TensorStats, Token
 from optinspect.render.common import format_number, write_json
 from optinspect.render.trace import render_trace
+from optinspect.results.records import ModelInfo, ModuleRecord, TensorStats, Token
 from optinspect.results.trace import TraceResult
 
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import optinspect.engine.runner as runner_module
+from optinspect.analyses.trace import iter_trace
+from optinspect.engine.batch import Batch
 from optinspect.engine.hooks import HookGroup
-from optinspect.engine.records import Token
-from optinspect.engine.runner import Batch, Runner, encode, forward
+from optinspect.engine.runner import Runner, encode, forward
 from optinspect.errors import UsageError
-from optinspect.tracing import iter_trace
+from optinspect.results.records import Token
 
 SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
 

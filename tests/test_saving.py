@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from optinspect.engine.saving import write_atomic
+from optinspect.results.files import write_atomic
 
 # One bound for how far a padded batch moves a module's output; test_runner.py explains it.
 from test_runner import OUTPUT_DRIFT
@@ -196,7 +196,7 @@ def test_write_atomic_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path) -> 
     import os
     import stat
 
-    from optinspect.engine.saving import write_atomic
+    from optinspect.results.files import write_atomic
 
     target = tmp_path / "private.bin"
     target.write_bytes(b"old")
@@ -354,10 +354,10 @@ def test_save_says_where_it_wrote_and_gives_the_same_bytes_each_run(cli, tmp_pat
 
 
 def test_save_announces_a_large_file_before_the_run(cli, tmp_path: Path, monkeypatch) -> None:
-    import optinspect.commands.trace as trace_command
+    import optinspect.analyses.trace as trace_analysis
     from optinspect.render.common import format_bytes
 
-    monkeypatch.setattr(trace_command, "SAVE_NOTE_BYTES", 1)  # every file counts as large
+    monkeypatch.setattr(trace_analysis, "SAVE_NOTE_BYTES", 1)  # every file counts as large
     texts = tmp_path / "s.txt"
     texts.write_text("\n".join(SENTENCES), encoding="utf-8")
     target = tmp_path / "all.safetensors"

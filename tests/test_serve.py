@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from optinspect.commands.jobs import Job
+from optinspect.analyses.job import Job
 from optinspect.commands.options import LoadOptions
 from optinspect.serve import wire
 from optinspect.serve.client import find_server, job_message, request
@@ -347,13 +347,13 @@ def test_turns_are_taken_in_order_of_arrival() -> None:
 def test_a_failure_inside_the_server_is_reported_and_the_server_stays_up(
     cli, server, monkeypatch
 ) -> None:
-    import optinspect.tracing
+    import optinspect.analyses.trace
 
     def broken(*args: object, **kwargs: object) -> Iterator[object]:
         raise RuntimeError("boom\nsecond line")
         yield
 
-    monkeypatch.setattr(optinspect.tracing, "iter_trace", broken)
+    monkeypatch.setattr(optinspect.analyses.trace, "iter_trace", broken)
     r = cli("trace", "Hello", "--model", "tiny")
     assert r.code == 1
     # The server (a thread here) logs the failure on its own stderr, then the client tells it.
@@ -676,7 +676,7 @@ def test_a_bad_idle_duration_is_a_usage_error(cli, own_runtime) -> None:
 
 
 def test_the_codec_keeps_what_json_would_lose() -> None:
-    from optinspect.engine.records import ModelInfo, TensorStats, Token
+    from optinspect.results.records import ModelInfo, TensorStats, Token
     from optinspect.results.trace import TraceResult
 
     stats = TensorStats(mean=math.nan, std=math.inf, min=-math.inf, max=1e-310, absmax=0.1,

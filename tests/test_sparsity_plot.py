@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from optinspect.sparsity import FfnSparsity
-from optinspect.tracing import iter_trace
+from optinspect.analyses.sparsity import FfnSparsity
+from optinspect.analyses.trace import iter_trace
 
 SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
 

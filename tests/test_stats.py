@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from optinspect.engine import fused
-from optinspect.engine.records import STAT_NAMES, TensorStats
 from optinspect.engine.stats import finalize_stats, summarize_batch, summarize_tensor
+from optinspect.results.records import STAT_NAMES, TensorStats
 
 
 @pytest.fixture(autouse=True, scope="module", params=["kernel", "eager"])

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from conftest import json_of
+from optinspect.analyses.tree import TreeNode, build_tree
 from optinspect.model.family import FAMILY
-from optinspect.tree import TreeNode, build_tree
 
 
 def tree_json(cli, *args: str) -> dict:
@@ -142,9 +142,9 @@ def test_family_tree_in_plain_python_equals_the_meta_model(name: str) -> None:
     # the model transformers builds, node for node, collapsed and not.
     from transformers import OPTConfig
 
+    from optinspect.analyses.tree import family_tree
     from optinspect.model.family import family_config
     from optinspect.model.spec import build_meta_model
-    from optinspect.tree import family_tree
 
     raw = family_config(name)
     meta = build_meta_model(OPTConfig.from_dict(raw))
@@ -192,8 +192,8 @@ def test_tree_labels_break_only_between_values_at_80_to_120_columns(collapse: bo
     # `params`. Each label may take several lines, but only between two of its values.
     from rich.console import Console
 
+    from optinspect.analyses.tree import tree_model
     from optinspect.render.tree import render_tree
-    from optinspect.tree import tree_model
 
     root = tree_model("facebook/opt-1.3b", collapse=collapse)
 

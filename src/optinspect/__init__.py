@@ -23,12 +23,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "optinspect.api",
     "trace": "optinspect.api",
-    "iter_trace": "optinspect.tracing",
+    "iter_trace": "optinspect.analyses.trace",
     "LoadedModel": "optinspect.model.loading",
     "TraceResult": "optinspect.results.trace",
-    "ModuleRecord": "optinspect.engine.records",
-    "TensorStats": "optinspect.engine.records",
-    "Token": "optinspect.engine.records",
+    "ModuleRecord": "optinspect.results.records",
+    "TensorStats": "optinspect.results.records",
+    "Token": "optinspect.results.records",
 }
 
 __all__ = [
@@ -43,11 +43,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .analyses.trace import iter_trace
     from .api import load, trace
-    from .engine.records import ModuleRecord, TensorStats, Token
     from .model.loading import LoadedModel
+    from .results.records import ModuleRecord, TensorStats, Token
     from .results.trace import TraceResult
-    from .tracing import iter_trace
 
 
 def __getattr__(name: str) -> Any:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .analyses.trace import LayerSpec, TraceResult, iter_trace
 from .model.loading import LoadedModel
 from .model.loading import load_model as load
-from .tracing import LayerSpec, TraceResult, iter_trace
 
 __all__ = ["load", "trace"]
 

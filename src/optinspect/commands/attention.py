@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from .jobs import Job, run_job
-from .options import Format, InputOptions, LoadOptions, ViewFormatOpt, model_command
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from ..engine.preflight import Plan
-    from ..results.attention import AttentionResult
-    from .jobs import Context
+from ..analyses.job import Job
+from .jobs import run_job
+from .options import (
+    Format,
+    InputOptions,
+    LoadOptions,
+    ViewFormatOpt,
+    model_command,
+)
 
 VERB = "show the attention of"
 
@@ -101,21 +101,3 @@ def attention_command(
         write_json(sys.stdout, result.as_dict())
     else:
         render_attention(stdout_console(), result)
-
-
-def compute(
-    ctx: Context,
-    plan: Plan | None,
-    texts: None,
-    *,
-    text: str,
-    layer: str,
-    head: int | None,
-    truncate: bool,
-) -> Iterator[AttentionResult]:
-    """The attention job, where the model is: eager attention, the kind that gives weights."""
-    from ..attention import compute_attention
-
-    loaded = ctx.model(attn_implementation="eager")
-    chosen = plan.layers[0] if plan is not None and plan.layers else layer
-    yield compute_attention(loaded, text, layer=chosen, head=head, truncate=truncate)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from ..model.loading import LoadedModel
-    from .options import LoadOptions
+    from ..model.settings import LoadSettings
 
 #: Width used when neither stdout nor stderr is a terminal and COLUMNS is unset, so tables
 #: written to a file do not wrap.
@@ -47,27 +47,17 @@ def stderr_console() -> Console:
 
 
 def load_with_status(
-    options: LoadOptions, *, attn_implementation: str | None = None
+    settings: LoadSettings, *, attn_implementation: str | None = None
 ) -> LoadedModel:
-    """Load a model as ``options`` say, showing a spinner on stderr while it loads.
+    """Load a model as ``settings`` say, showing a spinner on stderr while it loads.
 
     ``attn_implementation`` is passed to ``load_model`` (``"eager"`` for attention weights).
     """
-    from ..model.loading import load_model
+    from ..model.loading import load_from_settings
 
     err = stderr_console()
-    with err.status(f"loading {options.model} ({options.quant})", spinner="dots"):
-        return load_model(
-            options.model,
-            quant=options.quant,
-            device=options.device,
-            dtype=options.dtype,
-            verbose=options.verbose,
-            attn_implementation=attn_implementation,
-            device_map=options.device_map,
-            max_memory=options.max_memory,
-            offload_dir=options.offload_dir,
-        )
+    with err.status(f"loading {settings.model} ({settings.quant})", spinner="dots"):
+        return load_from_settings(settings, attn_implementation=attn_implementation)
 
 
 @contextlib.contextmanager

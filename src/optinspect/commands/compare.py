@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from .jobs import Job, emit_job
+from ..analyses.job import Job
+from .jobs import emit_job
 from .options import (
     Dtype,
     FilterOpt,
@@ -19,13 +20,6 @@ from .options import (
     ResultFormatOpt,
     model_command,
 )
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-
-    from ..engine.preflight import Plan
-    from ..results.compare import CompareResult
-    from .jobs import Context
 
 VERB = "compare"
 
@@ -102,42 +96,3 @@ def compare_command(
         fmt.value, many, render_compare, header=render_compare_header, model=load.model
     )
     emit_job(job, emitter, many=many, label="comparing", verb=VERB)
-
-
-def compute(
-    ctx: Context,
-    plan: Plan | None,
-    texts: Iterable[str] | None,
-    *,
-    setting: list[str],
-    reference: list[str],
-    layers: str | None,
-    filters: tuple[str, ...],
-    tolerance: float,
-    batch_size: int,
-    truncate: bool,
-) -> Iterator[CompareResult]:
-    """The compare job, where the model is: the reference setting first (loaded for the
-    job), then the asked one; one result per sentence."""
-    from ..compare import Setting, compare_many
-    from ..model.loading import LoadedModel
-
-    if texts is None:
-        return
-
-    def load_setting(quant_name: str, dtype_name: str) -> LoadedModel:
-        return ctx.model(quant=quant_name, dtype=dtype_name)
-
-    yield from compare_many(
-        load_setting,
-        texts,
-        setting=Setting(*setting),
-        reference=Setting(*reference),
-        layers=layers,
-        filters=filters,
-        tolerance=tolerance,
-        batch_size=batch_size,
-        truncate=truncate,
-        advance=ctx.advance,
-        check=ctx.check_cancelled,
-    )

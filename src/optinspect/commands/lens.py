@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from .jobs import Job, emit_job
-from .options import Format, InputOptions, LoadOptions, ResultFormatOpt, model_command
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-
-    from ..engine.preflight import Plan
-    from ..results.lens import LensResult
-    from .jobs import Context
+from ..analyses.job import Job
+from .jobs import emit_job
+from .options import (
+    Format,
+    InputOptions,
+    LoadOptions,
+    ResultFormatOpt,
+    model_command,
+)
 
 VERB = "read through the lens"
 
@@ -70,29 +70,3 @@ def lens_command(
         "lens", load, checks=values, params={**values, "truncate": inputs.truncate}, texts=texts
     )
     emit_job(job, emitter, many=many, label="lens", verb=VERB)
-
-
-def compute(
-    ctx: Context,
-    plan: Plan | None,
-    texts: Iterable[str] | None,
-    *,
-    layers: str | None,
-    top_k: int,
-    batch_size: int,
-    truncate: bool,
-) -> Iterator[LensResult]:
-    """The lens job, where the model is: one result per sentence."""
-    from ..lens import iter_lens
-
-    if texts is None:
-        return
-    yield from iter_lens(
-        ctx.model(),
-        texts,
-        layers=layers,
-        top_k=top_k,
-        batch_size=batch_size,
-        truncate=truncate,
-        advance=ctx.advance,
-    )

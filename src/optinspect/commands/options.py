@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -25,12 +24,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 
+from ..model.settings import DEFAULT_MODEL, LoadSettings
+
 if TYPE_CHECKING:
     from ..model.loading import LoadedModel
-
-DEFAULT_MODEL = (
-    "facebook/opt-1.3b"  # mirrored in loading.DEFAULT_MODEL; kept here so --help needs no torch
-)
 
 
 class Quant(str, Enum):
@@ -189,40 +186,11 @@ BatchSizeOpt = Annotated[
 
 
 @dataclass(frozen=True)
-class LoadOptions:
-    """How to load the model: the loading options every model command takes."""
+class LoadOptions(LoadSettings):
+    """The loading options every model command takes: the settings, and whether a running
+    ``optinspect serve`` with these settings may answer (``--no-server`` says not)."""
 
-    model: str = DEFAULT_MODEL
-    quant: str = "8bit"
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str | None = None
-    max_memory: str | None = None
-    offload_dir: str | None = None
-    verbose: bool = False
-    #: Whether a running ``optinspect serve`` with these settings may answer.
     server: bool = True
-
-    def settings(self) -> dict[str, str | None]:
-        """What makes two loads the same model: every loading option but the display ones.
-
-        A local folder is named by its absolute path, so a server started elsewhere
-        matches it.
-        """
-        from ..model.spec import local_folder
-
-        folder = local_folder(self.model)
-        model = os.path.abspath(folder) if folder is not None else self.model
-        offload = os.path.abspath(self.offload_dir) if self.offload_dir else None
-        return {
-            "model": model,
-            "quant": self.quant,
-            "device": self.device,
-            "dtype": self.dtype,
-            "device_map": self.device_map,
-            "max_memory": self.max_memory,
-            "offload_dir": offload,
-        }
 
     def load(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
         """Load the model as these options say (``changes`` override some), behind a

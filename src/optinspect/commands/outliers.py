@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from .jobs import Job, run_job
-from .options import Format, InputOptions, LoadOptions, ViewFormatOpt, model_command
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-
-    from ..engine.preflight import Plan
-    from ..results.outliers import OutlierResult
-    from .jobs import Context
+from ..analyses.job import Job
+from .jobs import run_job
+from .options import (
+    Format,
+    InputOptions,
+    LoadOptions,
+    ViewFormatOpt,
+    model_command,
+)
 
 VERB = "inspect"
 
@@ -63,29 +63,3 @@ def outliers_command(
         write_json(sys.stdout, result.as_dict())
     else:
         render_outliers(stdout_console(), result)
-
-
-def compute(
-    ctx: Context,
-    plan: Plan | None,
-    texts: Iterable[str] | None,
-    *,
-    threshold: float,
-    batch_size: int,
-    truncate: bool,
-) -> Iterator[OutlierResult]:
-    """The outliers job, where the model is: one result for the whole input."""
-    from ..outliers import find_outliers
-
-    if texts is None:  # outliers summarise a corpus: an empty one has no answer
-        from ..errors import UsageError
-
-        raise UsageError("the input holds no sentences: give at least one line of text")
-    yield find_outliers(
-        ctx.model(),
-        texts,
-        threshold=threshold,
-        batch_size=batch_size,
-        truncate=truncate,
-        advance=ctx.advance,
-    )

@@ -21,8 +21,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ..engine.records import SCHEMA_VERSION
 from ..render.common import write_json
+from ..results.records import SCHEMA_VERSION
 from .common import stdout_console
 
 __all__ = ["Emitter", "make_emitter"]

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from .jobs import Job, run_job
-from .options import Format, LoadOptions, TableFormatOpt, model_command
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from ..params import ParamsResult
-    from .jobs import Context
+from ..analyses.job import Job
+from .jobs import run_job
+from .options import (
+    Format,
+    LoadOptions,
+    TableFormatOpt,
+    model_command,
+)
 
 
 class ParamsBy(str, Enum):
@@ -62,10 +62,11 @@ def params_command(
       optinspect params --model facebook/opt-350m --by layer --format csv
       optinspect params --model tiny --loaded -q 4bit -f json | jq .loaded
     """
+    from ..analyses.params import count_params, inventory_params
     from ..errors import UsageError
-    from ..params import ParamsResult, count_params, inventory_params
     from ..render.common import write_json
     from ..render.params import render_params, write_params_csv
+    from ..results.params import ParamsResult
     from .common import stdout_console
 
     if loaded and fmt is Format.csv:
@@ -82,18 +83,3 @@ def params_command(
         write_params_csv(sys.stdout, result.report)
     else:
         render_params(stdout_console(), result.report, result.loaded)
-
-
-def compute(
-    ctx: Context, plan: None, texts: None, *, model: str, by: str
-) -> Iterator[ParamsResult]:
-    """``params --loaded``, where the model is: the count from the config, then the
-    loaded model's logical and stored parameters and memory."""
-    from ..params import ParamsResult, count_params, inventory_params, measure_loaded
-
-    report = count_params(inventory_params(model), by=by)
-    loaded = ctx.model()
-    measured = measure_loaded(
-        loaded.model, quant=loaded.quant, device=loaded.device, dtype=loaded.dtype_name
-    )
-    yield ParamsResult(report, measured)

@@ -174,6 +174,7 @@ def _serve(load: LoadOptions, idle: float | None) -> None:
     from ..errors import OptinspectError
     from ..serve.place import claim, holder, private_dir, socket_path
     from ..serve.server import ModelServer
+    from .common import load_with_status
 
     private_dir(create=True)
     path = socket_path()
@@ -201,7 +202,8 @@ def _serve(load: LoadOptions, idle: float | None) -> None:
             lock.name(path)
             loaded = _load(load)
             path.unlink(missing_ok=True)  # a dead server's: the lock says none other runs
-            server = ModelServer(path, load, loaded, idle=idle)
+            # Another setting a job asks for (compare's reference) loads behind the spinner.
+            server = ModelServer(path, load, loaded, idle=idle, loader=load_with_status)
             limit = f"stops after {_duration(idle)} idle" if idle else "no idle limit"
             sys.stderr.write(
                 f"serving {loaded.name} ({loaded.quant}, {loaded.device}, "

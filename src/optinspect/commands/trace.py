@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .jobs import Job, plan_of, run_job, with_umask
+from ..analyses.job import Job
+from .jobs import run_job, with_umask
 from .options import (
     FilterOpt,
     Format,
@@ -22,13 +22,8 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-
-    from ..engine.preflight import Plan
-    from ..model.loading import LoadedModel
     from ..results.sparsity import LayerSparsity
     from ..results.trace import TraceResult
-    from .jobs import Context
     from .output import Emitter
 
 
@@ -147,97 +142,6 @@ def trace_command(
         raise NonFiniteError(f"{name} produced NaN or Inf (sentence {index})")
 
 
-def compute(
-    ctx: Context,
-    plan: Plan | None,
-    texts: Iterable[str] | None,
-    *,
-    layers: str | None,
-    filters: tuple[str, ...],
-    batch_size: int,
-    truncate: bool,
-    summary: bool,
-    plot: bool,
-    save: str | None,
-) -> Iterator[TraceResult]:
-    """The trace job, where the model is: one result per sentence, then the FFN summary
-    when ``summary`` (json and table show it; ``--plot`` draws it)."""
-    from ..tracing import iter_trace
-
-    plan = plan_of(plan)
-    if plot and plan.names is not None:
-        _check_plot_selection(plan.names)
-    if texts is None:
-        return None
-    loaded = ctx.model()
-    sparsity = None
-    if summary:
-        from ..sparsity import FfnSparsity
-
-        sparsity = FfnSparsity(loaded.model, plan.layers)
-    with contextlib.ExitStack() as stack:
-        store = None
-        if save is not None:
-            from ..engine.saving import ActivationStore
-
-            texts = list(texts)  # counted first, for the size of the file
-            _say_save_size(ctx, plan, loaded, texts, save, layers, filters, truncate)
-            store = stack.enter_context(ActivationStore(Path(save)))
-        for result in iter_trace(
-            loaded,
-            texts,
-            layers=layers,
-            filters=filters,
-            batch_size=batch_size,
-            sink=store.add if store is not None else None,
-            truncate=truncate,
-            sparsity=sparsity,
-            advance=ctx.advance,
-        ):
-            if store is not None:
-                store.describe(result.index, result)
-            yield result
-        if store is not None:  # what a full run paid for, first
-            store.write(model=loaded.name, quant=loaded.quant)
-            ctx.note(f"wrote {save}")
-    return sparsity.summary() if sparsity is not None else None
-
-
-#: A --save file at least this large is announced before the run (bytes).
-SAVE_NOTE_BYTES = 100 << 20
-
-
-def _say_save_size(
-    ctx: Context,
-    plan: Plan,
-    loaded: LoadedModel,
-    texts: list[str],
-    save: str,
-    layers: str | None,
-    filters: tuple[str, ...],
-    truncate: bool,
-) -> None:
-    """A note before a run whose --save file will be large: how large, from the tokens of
-    the input and what one token's outputs take (a pass on the meta device)."""
-    from ..dryrun import output_bytes_per_token
-    from ..render.common import count_noun, format_bytes, format_count
-
-    per_token = output_bytes_per_token(
-        loaded.model.config, loaded.dtype, layers=layers, filters=filters
-    )
-    lengths = [len(ids) for ids in loaded.tokenizer(texts)["input_ids"]] if texts else []
-    if truncate:
-        lengths = [min(n, loaded.max_positions) for n in lengths]
-    tokens = sum(lengths)
-    size = per_token * tokens
-    if size >= SAVE_NOTE_BYTES:
-        ctx.note(
-            f"note: --save will write about {format_bytes(size)} to {save} "
-            f"({count_noun(len(texts), 'sentence')}, {format_count(tokens)} tokens), "
-            "and needs as much again on disk while it is written"
-        )
-
-
 def _check_options(
     inputs: InputOptions,
     save: Path | None,
@@ -273,18 +177,6 @@ def _check_options(
         check_output_path(plot, force=force, suffix=".png", option="--plot")
 
 
-def _check_plot_selection(names: tuple[str, ...]) -> None:
-    """``--plot`` draws the decoder layers' outputs: refused before loading when the
-    selection holds none of them."""
-    from ..errors import UsageError
-    from ..model.names import is_layer_root
-
-    if not any(is_layer_root(name) for name in names):
-        raise UsageError(
-            "--plot needs the decoder layers' outputs: use it without --filter, or with --layer all"
-        )
-
-
 def _dry_run(
     load: LoadOptions,
     text: str | None,
@@ -294,7 +186,7 @@ def _dry_run(
     fmt: str,
     stat_names: tuple[str, ...] | None,
 ) -> None:
-    from ..dryrun import dry_run
+    from ..analyses.dryrun import dry_run
     from .trace_output import close_trace_output, trace_emitter
 
     result = dry_run(

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from ..engine.records import STAT_NAMES
 from ..render.trace import CsvWriter, render_trace, render_trace_header, sparsity_tables
+from ..results.records import STAT_NAMES
 from .output import Emitter, make_emitter
 
 if TYPE_CHECKING:
-    from ..sparsity import LayerSparsity
-    from ..tracing import TraceResult
+    from ..results.sparsity import LayerSparsity
+    from ..results.trace import TraceResult
 
 __all__ = ["close_trace_output", "trace_emitter"]
 

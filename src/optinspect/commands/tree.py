@@ -46,10 +46,11 @@ def tree_command(
       optinspect tree --model tiny --no-collapse -f json | jq '.modules[].name'
       optinspect tree --model facebook/opt-175b --format csv
     """
+    from ..analyses.tree import tree_model
     from ..errors import UsageError
     from ..render.common import write_json
     from ..render.tree import render_tree, write_tree_csv
-    from ..tree import TreeResult, tree_model
+    from ..results.tree import TreeResult
     from .common import stdout_console
 
     if depth is not None and depth < 0:

@@ -1,2 +1,3 @@
-"""The engine every analysis shares: the runner, hooks, capture, statistics, selection,
-preflight checks, inputs and saving."""
+"""The engine every analysis shares: the runner and its batches, hooks, capture,
+statistics, selection, preflight checks, inputs, samples, ranks and saving. It imports
+``model``, ``results`` and ``errors``, never an analysis."""

@@ -20,9 +20,9 @@ from torch import nn
 
 from ..model.names import layer_of
 from ..model.placement import placement_name, placement_of
+from ..results.records import ModuleRecord, TensorStats, fast_new
+from .batch import Batch, BatchLayout
 from .hooks import HookGroup
-from .records import ModuleRecord, TensorStats, fast_new
-from .runner import Batch, BatchLayout
 from .stats import OncePerTensor, TokenPartials, finalize_stats, merge_partials
 
 __all__ = ["Capture", "TensorSink", "capture", "main_tensor"]

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 if TYPE_CHECKING:
-    from .runner import Batch
+    from .batch import Batch
 
 __all__ = ["HookGroup", "PostHook", "PreHook"]
 

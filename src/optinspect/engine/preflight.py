@@ -6,33 +6,33 @@
 Each check is one function; the library functions call the same ones, so a
 value is judged the same way from the CLI, before loading, and from Python.
 ``preflight`` reads the model's config (never a weight) and runs the checks
-a command asked for. Messages name the bad input and exit 2.
+a command asked for. The loading settings (``model.settings.LoadSettings``) are
+judged by the checks that live beside them in ``model`` (``check_quant_dtype``,
+``check_placement``), which the loader runs again. Messages name the bad input and
+exit 2.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import UsageError, os_reason
 from ..model.family import config_value
-from .records import STAT_NAMES
+from ..model.placement import check_new_file, check_placement
+from ..model.settings import LoadSettings, check_quant_dtype
+from ..results.records import STAT_NAMES
 from .selection import LayerSpec, resolve_layers, select_names
 
 __all__ = [
-    "LoadSettings",
     "Plan",
     "check_batch_size",
     "check_load_settings",
-    "check_new_file",
-    "check_offload_dir",
     "check_output_path",
-    "check_placement",
-    "check_quant_dtype",
+    "check_output_paths",
     "check_text",
     "check_threshold",
     "check_tolerance",
@@ -157,115 +157,30 @@ def check_output_path(
     return target
 
 
-def check_new_file(folder: Path, what: str, *, prefix: str = ".optinspect.") -> None:
-    """Refuse ``folder`` unless it takes a new file; ``what`` begins the message. The only
-    sure test is to make one (a temporary file, removed at once): permission bits say
-    yes to root for a read-only folder, and an ACL or a full disk can say no."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=prefix):
-            pass
-    except OSError as e:
-        raise UsageError(f"{what}: folder {folder} takes no new file ({os_reason(e)})") from e
-
-
-def check_quant_dtype(quant: str, dtype: str) -> None:
-    """LLM.int8 layers compute in float16 whatever the model's dtype (bitsandbytes casts
-    their inputs), so another explicit dtype would be reported but not used."""
-    if quant == "8bit" and dtype in ("float32", "bfloat16"):
-        raise UsageError(
-            f"--quant 8bit computes in float16, not {dtype}: use --dtype auto or float16, "
-            f"or --quant 4bit or none for {dtype}"
-        )
-
-
-def check_placement(
-    device: str,
-    device_map: str | None,
-    *,
-    quant: str = "none",
-    max_memory: str | None = None,
-    offload_dir: str | None = None,
-) -> None:
-    """Placement options that cannot work, refused before any weight is read.
-
-    A device map places the model itself, so a device beside it would be ignored;
-    ``--max-memory`` must parse; and offloading quantized layers needs CUDA:
-    accelerate moves an offloaded 8-bit or 4-bit weight through the GPU each time
-    it runs, so without one it would fail in the middle of the forward pass.
-    """
-    from ..model.placement import DEVICE_MAPS, parse_max_memory
-
-    device = device.strip().lower()
-    device_map = device_map.strip().lower() if device_map is not None else None
-    if device_map is not None and device != "auto":
-        raise UsageError(
-            f"give --device or --device-map, not both: the map {device_map!r} places the model"
-        )
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
-    if max_memory is not None:
-        parse_max_memory(max_memory)
-    if offload_dir is not None:
-        check_offload_dir(offload_dir)
-    if (max_memory is not None or offload_dir is not None) and quant != "none":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError(
-                f"--quant {quant} cannot offload weights without CUDA (bitsandbytes moves "
-                "them through a GPU): use --quant none with --max-memory or --offload-dir "
-                "on the CPU"
-            )
-
-
-def check_offload_dir(path: str | Path) -> Path:
-    """``--offload-dir``: a folder that takes a new file, or one that can be made (with its
-    missing parents, as accelerate does) in a folder that does."""
-    folder = Path(path).expanduser().absolute()
-    try:
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"--offload-dir {path} is a file: give a folder")
-        existing = folder
-        while not existing.exists():
-            existing = existing.parent
-        is_dir = existing.is_dir()
-    except OSError as e:  # a folder on the way that this user cannot enter
-        raise UsageError(f"--offload-dir {path} cannot be written: {os_reason(e)}") from e
-    if not is_dir:
-        raise UsageError(f"--offload-dir {path} cannot be written: {existing} is a file")
-    check_new_file(existing, f"--offload-dir {path} cannot be written")
-    return folder
-
-
-class LoadSettings(Protocol):
-    """What preflight reads of the loading options (``commands.options.LoadOptions``)."""
-
-    model: str
-    quant: str
-    dtype: str
-    device: str
-    device_map: str | None
-    max_memory: str | None
-    offload_dir: str | None
+def check_output_paths(
+    wanted: Mapping[str, tuple[str | Path | None, str]], *, force: bool = False
+) -> dict[str, Path]:
+    """The output files a command was given, by option (``{"--out": (path, ".safetensors")}``,
+    None where not given), each checked as ``check_output_path`` does; refused when two
+    options name one file."""
+    paths: dict[str, Path] = {}
+    for option, (path, suffix) in wanted.items():
+        if path is None:
+            continue
+        target = check_output_path(path, force=force, suffix=suffix, option=option)
+        for other, known in paths.items():
+            if known.resolve() == target.resolve():
+                raise UsageError(f"{other} and {option} name the same file: give each its own")
+        paths[option] = target
+    return paths
 
 
 #: More layers than any model has: checks a layer spec's syntax before the config is read.
 _ANY_LAYERS = 1 << 20
 
 
-@dataclass(frozen=True)
-class _Defaults:
-    model: str
-    quant: str = "8bit"
-    dtype: str = "auto"
-    device: str = "auto"
-    device_map: str | None = None
-    max_memory: str | None = None
-    offload_dir: str | None = None
-
-
 def check_load_settings(load: LoadSettings) -> None:
-    """The loading options that cannot work together, judged from the options alone."""
+    """The loading settings that cannot work together, judged from the settings alone."""
     check_quant_dtype(load.quant, load.dtype)
     check_placement(
         load.device,
@@ -306,7 +221,7 @@ def preflight(
     and check what depends on it, all without importing torch (but for a hub id
     outside the OPT family, whose config comes through transformers).
 
-    ``load`` is the loading options, or just the model (default settings);
+    ``load`` is the loading settings, or just the model (default settings);
     ``layers`` is a layer spec; ``single_layer`` one layer (attention);
     ``filters`` are matched against the module names of the model built on
     the module names the config gives; ``head`` and ``top_k`` against its sizes.
@@ -317,7 +232,7 @@ def preflight(
     if layers is not None:  # the syntax first: it needs no config, so it answers at once
         resolve_layers(layers, _ANY_LAYERS)
     if isinstance(load, str):
-        load = _Defaults(load)
+        load = LoadSettings(model=load)
     check_load_settings(load)
     if batch_size is not None:
         check_batch_size(batch_size)

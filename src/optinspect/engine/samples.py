@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UsageError
-from .inputs import Line, read_texts
+from .inputs import Line, peek, read_texts
 from .notes import say_truncated
 
 __all__ = [
     "DEFAULT_SEED",
     "VERB",
+    "check_sample_options",
     "choose",
     "iter_samples",
     "pack_blocks",
+    "read_samples",
     "tokenize_samples",
 ]
 
@@ -55,6 +57,25 @@ def iter_samples(
     if field is None:
         return texts
     return (_field_of(line, field) for line in texts)
+
+
+def read_samples(text: str | None, file: Path | None, *, field: str | None = None) -> Iterator[str]:
+    """The samples of ``iter_samples``, read as the job asks for them (a server's job: as
+    they are sent); refused at once when the input holds none."""
+    texts = peek(iter_samples(text, file, field=field))
+    if texts is None:
+        raise UsageError("the input holds no samples: give at least one line of text")
+    return texts
+
+
+def check_sample_options(*, seq_len: int | None, pack: bool, samples: int | None) -> None:
+    """``--seq-len``, ``--pack`` and ``--samples``, judged before any sample is read."""
+    if seq_len is not None and seq_len < 1:
+        raise UsageError(f"--seq-len must be at least 1, not {seq_len}")
+    if pack and seq_len is None:
+        raise UsageError("--pack needs --seq-len L: the length of every block")
+    if samples is not None and samples < 1:
+        raise UsageError(f"--samples must be at least 1, not {samples}")
 
 
 def _field_of(line: str, field: str) -> str:

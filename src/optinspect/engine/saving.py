@@ -1,7 +1,5 @@
-"""Files written atomically (a temporary file beside the target, then a rename), and
-safetensors files written as their tensors come: ``trace --save`` and ``calibrate --out``.
-
-    write_atomic(Path("out.json"), lambda tmp: tmp.write_text("{}"))
+"""Safetensors files written as their tensors come: ``trace --save`` and ``calibrate --out``;
+``torch.save`` files likewise. Each is written atomically (``results.files.write_atomic``).
 
     with SafetensorsWriter(Path("acts.safetensors")) as writer:
         writer.add("0/model.decoder.layers.0", tensor)   # on disk now, not kept
@@ -12,17 +10,16 @@ A failed or interrupted write leaves no partial file and no temporary behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import stat
 import struct
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Self
+
+from ..results.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -32,48 +29,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ActivationStore",
     "SafetensorsWriter",
-    "metadata_text",
     "save_safetensors",
     "save_torch",
-    "umask",
-    "write_atomic",
 ]
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    The file gets the permissions a plain ``open`` would give it (0666 less the
-    umask), not the private 0600 of a temporary file; a file it replaces keeps
-    its own permissions.
-    """
-    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def umask() -> int:
-    """This process's umask."""
-    mask = os.umask(0)  # the only way to read it is to set it; put it back at once
-    os.umask(mask)
-    return mask
-
-
-def metadata_text(value: str | int | float | bool) -> str:
-    """A value as the metadata of a safetensors file holds it (strings only): booleans are
-    ``true`` and ``false``, as in JSON, in every file optinspect writes."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 #: safetensors' names of the dtypes it stores.

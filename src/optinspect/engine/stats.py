@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 import torch
 
+from ..results.records import STAT_NAMES, TensorStats
 from .fused import one_pass_partials, pooled_statistics, switched_off
-from .records import STAT_NAMES, TensorStats
 
 __all__ = [
     "PARTIALS",

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.records import ModelInfo
 from ..errors import (
     PICKLE_REFUSED,
     CheckpointError,
@@ -26,8 +25,10 @@ from ..errors import (
     first_line,
     translate,
 )
-from .placement import mapped_device, parse_max_memory, resolve_device
+from ..results.records import ModelInfo
+from .placement import check_placement, mapped_device, parse_max_memory, resolve_device
 from .quiet import no_hub_kernels, quiet
+from .settings import DEFAULT_MODEL, LoadSettings, check_quant_dtype
 from .spec import RANDOM_WEIGHTS_KEY, ModelSource, build_meta_model, read_config, resolve_source
 
 __all__ = [
@@ -35,13 +36,13 @@ __all__ = [
     "QUANTS",
     "LoadedModel",
     "Placement",
+    "load_from_settings",
     "load_model",
     "quantization_config",
     "resolve_dtype",
     "resolve_placement",
 ]
 
-DEFAULT_MODEL = "facebook/opt-1.3b"
 QUANTS = ("8bit", "4bit", "none")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -118,11 +119,9 @@ def resolve_placement(
 ) -> Placement:
     """Check the placement options; ``--max-memory`` or ``--offload-dir`` imply a map.
 
-    The checks that need no weights live in ``preflight.check_placement``; they run
-    here too, for callers of the Python API.
+    The checks that need no weights are ``placement.check_placement``, which preflight
+    runs before loading; they run here too, for callers of the Python API.
     """
-    from ..engine.preflight import check_placement
-
     check_placement(
         device,
         device_map,
@@ -147,8 +146,6 @@ def resolve_placement(
 
 def resolve_dtype(dtype: str, quant: str, device: str) -> torch.dtype:
     """``auto``: float16 for quantized models and on CUDA, float32 on the CPU."""
-    from ..engine.preflight import check_quant_dtype
-
     check_quant_dtype(quant, dtype)
     if dtype != "auto":
         if dtype not in DTYPES:
@@ -271,6 +268,23 @@ def load_model(
         device=placement.label,
         dtype=torch_dtype,
         random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
+    )
+
+
+def load_from_settings(
+    settings: LoadSettings, *, attn_implementation: str | None = None
+) -> LoadedModel:
+    """Load the model as ``settings`` say (``load_model`` with each of them)."""
+    return load_model(
+        settings.model,
+        quant=settings.quant,
+        device=settings.device,
+        dtype=settings.dtype,
+        verbose=settings.verbose,
+        attn_implementation=attn_implementation,
+        device_map=settings.device_map,
+        max_memory=settings.max_memory,
+        offload_dir=settings.offload_dir,
     )
 
 

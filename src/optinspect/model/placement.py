@@ -1,11 +1,15 @@
-"""Where a model runs: devices, accelerate device maps, memory caps and offloaded weights."""
+"""Where a model runs: devices, accelerate device maps, memory caps and offloaded weights;
+and the checks of those options that need no weights (``check_placement``), which
+preflight runs before loading and the loader again for callers of the Python API."""
 
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import UsageError, os_reason
 from .names import TOKEN_EMBEDDINGS
 
 if TYPE_CHECKING:  # torch is imported where a device is resolved: the checks need none
@@ -14,6 +18,9 @@ if TYPE_CHECKING:  # torch is imported where a device is resolved: the checks ne
 
 __all__ = [
     "DEVICE_MAPS",
+    "check_new_file",
+    "check_offload_dir",
+    "check_placement",
     "input_device",
     "mapped_device",
     "parse_max_memory",
@@ -82,6 +89,74 @@ def parse_max_memory(spec: str) -> dict[int | str, int]:
         else:
             raise UsageError(usage)
     return memory
+
+
+def check_placement(
+    device: str,
+    device_map: str | None,
+    *,
+    quant: str = "none",
+    max_memory: str | None = None,
+    offload_dir: str | None = None,
+) -> None:
+    """Placement options that cannot work, refused before any weight is read.
+
+    A device map places the model itself, so a device beside it would be ignored;
+    ``--max-memory`` must parse; and offloading quantized layers needs CUDA:
+    accelerate moves an offloaded 8-bit or 4-bit weight through the GPU each time
+    it runs, so without one it would fail in the middle of the forward pass.
+    """
+    device = device.strip().lower()
+    device_map = device_map.strip().lower() if device_map is not None else None
+    if device_map is not None and device != "auto":
+        raise UsageError(
+            f"give --device or --device-map, not both: the map {device_map!r} places the model"
+        )
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UsageError(f"unknown device map {device_map!r}: use {', '.join(DEVICE_MAPS)}")
+    if max_memory is not None:
+        parse_max_memory(max_memory)
+    if offload_dir is not None:
+        check_offload_dir(offload_dir)
+    if (max_memory is not None or offload_dir is not None) and quant != "none":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--quant {quant} cannot offload weights without CUDA (bitsandbytes moves "
+                "them through a GPU): use --quant none with --max-memory or --offload-dir "
+                "on the CPU"
+            )
+
+
+def check_offload_dir(path: str | Path) -> Path:
+    """``--offload-dir``: a folder that takes a new file, or one that can be made (with its
+    missing parents, as accelerate does) in a folder that does."""
+    folder = Path(path).expanduser().absolute()
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--offload-dir {path} is a file: give a folder")
+        existing = folder
+        while not existing.exists():
+            existing = existing.parent
+        is_dir = existing.is_dir()
+    except OSError as e:  # a folder on the way that this user cannot enter
+        raise UsageError(f"--offload-dir {path} cannot be written: {os_reason(e)}") from e
+    if not is_dir:
+        raise UsageError(f"--offload-dir {path} cannot be written: {existing} is a file")
+    check_new_file(existing, f"--offload-dir {path} cannot be written")
+    return folder
+
+
+def check_new_file(folder: Path, what: str, *, prefix: str = ".optinspect.") -> None:
+    """Refuse ``folder`` unless it takes a new file; ``what`` begins the message. The only
+    sure test is to make one (a temporary file, removed at once): permission bits say
+    yes to root for a read-only folder, and an ACL or a full disk can say no."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=prefix):
+            pass
+    except OSError as e:
+        raise UsageError(f"{what}: folder {folder} takes no new file ({os_reason(e)})") from e
 
 
 def input_device(model: nn.Module) -> torch.device:

@@ -24,6 +24,7 @@ __all__ = [
     "RANDOM_WEIGHTS_KEY",
     "ModelSource",
     "build_meta_model",
+    "config_from_raw",
     "read_config",
     "read_raw_config",
     "resolve_source",
@@ -90,9 +91,14 @@ def resolve_source(spec: str) -> ModelSource:
 
 def read_config(source: ModelSource) -> Any:
     """The checked ``OPTConfig`` of ``source``, reading no weight (see ``read_raw_config``)."""
+    return config_from_raw(read_raw_config(source))
+
+
+def config_from_raw(raw: dict[str, Any]) -> Any:
+    """The ``OPTConfig`` of a config ``read_raw_config`` read (a preflight plan's)."""
     from transformers import OPTConfig
 
-    return OPTConfig.from_dict(read_raw_config(source))
+    return OPTConfig.from_dict(raw)
 
 
 def read_raw_config(source: ModelSource) -> dict[str, Any]:

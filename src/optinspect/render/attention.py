@@ -22,8 +22,8 @@ from rich.text import Text
 from .common import format_percent, has_colour, header_line, print_header, token_label
 
 if TYPE_CHECKING:
-    from ..engine.records import Token
     from ..results.attention import AttentionResult
+    from ..results.records import Token
 
 __all__ = [
     "attention_title",

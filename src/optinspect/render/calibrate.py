@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console, RenderableType
 
-from ..engine.records import STAT_NAMES
 from ..model.names import is_layer_root
+from ..results.records import STAT_NAMES
 from .common import count_noun, format_number, format_stat, header_line, print_header
 from .layout import NAME_BREAKS, Column, fit_tables
 

@@ -1,6 +1,7 @@
 """What every renderer shares: numbers, shapes, percentages, the model header line, the
 random-weights note, token labels, names as a tree, colour detection and JSON writing.
-Tables and lines laid out for a width are in ``layout``.
+Tables and lines laid out for a width are in ``layout``; counts and byte sizes are
+``results.units``' (re-exported here), which the analyses' notes use too.
 
 Renderers take a Console; they never create one. No torch here.
 """
@@ -14,7 +15,8 @@ from typing import IO, Any, Protocol
 
 from rich.console import Console
 
-from ..engine.records import ModelInfo, past_vocabulary_text
+from ..results.records import ModelInfo, past_vocabulary_text
+from ..results.units import count_noun, format_bytes, format_count
 from .layout import print_parts
 
 __all__ = [
@@ -50,24 +52,6 @@ def format_number(value: float | int | None) -> str:
     return f"{value:.4g}"
 
 
-def format_count(value: int) -> str:
-    """An exact count with thousands separators."""
-    return f"{value:,}"
-
-
-def format_bytes(value: int) -> str:
-    """Bytes in binary units with three significant digits: ``2.45 GiB``."""
-    if value < 1024:
-        return f"{value} B"
-    size = value / 1024
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            break
-        size /= 1024
-    digits = 0 if size >= 100 else 1 if size >= 10 else 2
-    return f"{size:.{digits}f} {unit}"
-
-
 def format_shape(shape: Sequence[int] | None, *, missing: str = "-") -> str:
     """``[1, 9, 768]``; ``missing`` when there is no shape."""
     return missing if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
@@ -81,11 +65,6 @@ def format_percent(value: float | None, digits: int = 1) -> str:
 def format_stat(name: str, value: float | int | None) -> str:
     """A statistic as every table shows it: ``zeros`` (a fraction) as a percentage."""
     return format_percent(value) if name == "zeros" else format_number(value)
-
-
-def count_noun(n: int, noun: str) -> str:
-    """``1 token``, ``2 tokens``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class TokenLike(Protocol):

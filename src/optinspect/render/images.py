@@ -72,7 +72,7 @@ def save_figure(figure: Figure, path: str | Path, *, image_format: str | None = 
     tight bounding box. The file is written atomically, so a failed write
     leaves no partial image.
     """
-    from ..engine.saving import write_atomic
+    from ..results.files import write_atomic
 
     target = Path(path).expanduser()
     chosen = image_format or target.suffix.lstrip(".").lower() or "png"

@@ -10,7 +10,7 @@ from typing import IO
 from rich.console import Console, RenderableType
 from rich.markup import escape
 
-from ..params import LoadedCount, ParamReport, WeightBytes
+from ..results.params import LoadedCount, ParamReport, WeightBytes
 from .common import format_bytes, format_count, tree_rows
 from .csvfile import csv_rows
 from .layout import NAME_BREAKS, Column, fit_tables, print_parts

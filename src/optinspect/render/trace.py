@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING
 
 from rich.console import Console, RenderableType
 
-from ..engine.records import STAT_NAMES, ModuleRecord
+from ..results.records import STAT_NAMES, ModuleRecord
 from .common import (
     format_percent,
     format_shape,

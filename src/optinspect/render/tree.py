@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from ..tree import TreeNode
+from ..results.tree import TreeNode
 from .common import format_count, format_shape
 from .csvfile import csv_rows
 from .layout import NAME_BREAKS, print_parts, wrap_pieces

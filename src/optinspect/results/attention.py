@@ -1,6 +1,6 @@
 """The attention records: one layer's weights for one sentence and each head's summary.
 
-Entropy and sink mass are defined in ``optinspect.attention``'s docstring.
+Entropy and sink mass are defined in ``optinspect.analyses.attention``'s docstring.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
+from .records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
 
 __all__ = ["AttentionResult", "HeadSummary", "Matrix"]
 
@@ -17,7 +17,7 @@ Matrix = tuple[tuple[float | None, ...], ...]
 
 @dataclass(frozen=True)
 class HeadSummary:
-    """Entropy (nats) and sink mass of one head, as defined in ``optinspect.attention``."""
+    """Entropy (nats) and sink mass of one head, as defined in ``optinspect.analyses.attention``."""
 
     head: int
     entropy: float | None

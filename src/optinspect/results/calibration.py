@@ -4,7 +4,7 @@ output over the corpus, and the histogram layout they were read from.
 ``CalibrationResult`` also holds the per-channel tensors and builds the files
 quantization tools read (SmoothQuant's act_scales, OmniQuant's act_shifts, the
 full safetensors dump); only those methods import torch, when called.
-``optinspect.calibrate`` collects the statistics and describes the histogram.
+``optinspect.analyses.calibrate`` collects the statistics and describes the histogram.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, TensorStats
+from .records import SCHEMA_VERSION, DescribesModel, ModelInfo, TensorStats
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +27,7 @@ __all__ = [
     "CalibrationSettings",
     "LinearInput",
     "ModuleOutput",
+    "metadata_text",
 ]
 
 #: Mantissa bits kept in a histogram bin: 16 bins per power of two.
@@ -38,6 +39,14 @@ HIST_BINS = 1 << (31 - _SHIFT)
 PERCENTILE_ERROR = 1 / (1 << (SUB_BITS + 1))
 #: Per-channel statistics in the --out file, in this order.
 CHANNEL_STATS = ("absmax", "min", "max", "mean_abs", "mean", "sum_squares")
+
+
+def metadata_text(value: str | int | float | bool) -> str:
+    """A value as the metadata of a safetensors file holds it (strings only): booleans are
+    ``true`` and ``false``, as in JSON, in every file optinspect writes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -130,8 +139,6 @@ class CalibrationResult(DescribesModel):
         """The --out file's metadata: strings only, as safetensors requires; booleans are
         ``true`` and ``false``."""
         import json
-
-        from ..engine.saving import metadata_text
 
         return {
             "format": "pt",

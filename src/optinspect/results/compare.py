@@ -1,12 +1,12 @@
 """The comparison records: every module call of one sentence under two settings, and
-how far apart their outputs are. The metrics are defined in ``optinspect.compare``."""
+how far apart their outputs are. The metrics are defined in ``optinspect.analyses.compare``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
+from .records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
 
 __all__ = ["CompareResult", "ModuleDiff", "Setting"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
+from .records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
 
 __all__ = ["LensLayer", "LensResult", "Prediction", "Ranked"]
 

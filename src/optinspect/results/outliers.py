@@ -1,7 +1,7 @@
 """The outlier-feature records: per linear-layer input, the dimensions that reached the
 LLM.int8 threshold, and the dimensions that recur across layers.
 
-The threshold and both recurrence criteria are described in ``optinspect.outliers``.
+The threshold and both recurrence criteria are described in ``optinspect.analyses.outliers``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..engine.records import SCHEMA_VERSION, DescribesModel, ModelInfo
+from .records import SCHEMA_VERSION, DescribesModel, ModelInfo
 
 __all__ = [
     "MIN_LAYER_FRACTION",
@@ -63,7 +63,7 @@ class ModuleOutliers:
 
 @dataclass(frozen=True)
 class RecurringDim:
-    """A hidden dimension that meets both criteria of ``optinspect.outliers``'s docstring."""
+    """A hidden dimension that meets both criteria in ``optinspect.analyses.outliers``."""
 
     dim: int
     layers: tuple[int, ...]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.records import (
+from .records import (
     SCHEMA_VERSION,
     STAT_NAMES,
     DescribesModel,

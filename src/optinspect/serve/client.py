@@ -20,13 +20,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..analyses.job import Job
 from ..errors import EXIT_RUNTIME, OptinspectError, UsageError
+from ..model.settings import LoadSettings
 from .place import find_socket
 from .wire import WireError, decode, encode, receive, send
 
 if TYPE_CHECKING:
-    from ..commands.jobs import Context, Job
-    from ..commands.options import LoadOptions
+    from ..analyses.job import Context
 
 __all__ = [
     "RemoteError",
@@ -110,7 +111,7 @@ def open_socket(path: Path | None = None, *, then: str | None = None) -> socket.
     return sock
 
 
-def find_server(load: LoadOptions) -> Server | None:
+def find_server(load: LoadSettings) -> Server | None:
     """A server holding the model ``load`` asks for, or None (the command loads it here)."""
     sock = connect()
     if sock is None:
@@ -285,7 +286,7 @@ def job_message(job: Job) -> dict[str, Any]:
     """The job as a frame's payload; ``texts`` says whether sentences follow in frames."""
     return {
         "command": job.command,
-        "load": dataclasses.asdict(job.load),
+        "load": {f.name: getattr(job.load, f.name) for f in dataclasses.fields(LoadSettings)},
         "checks": encode(job.checks),
         "params": encode(job.params),
         "texts": job.texts is not None,
@@ -297,12 +298,9 @@ def job_message(job: Job) -> dict[str, Any]:
 def job_from(message: dict[str, Any], texts: Iterable[str] | None) -> Job:
     """The job a frame's payload describes (the server's side of ``job_message``), with
     ``texts`` for its sentences when the client has some to send."""
-    from ..commands.jobs import Job
-    from ..commands.options import LoadOptions
-
     return Job(
         command=message["command"],
-        load=LoadOptions(**message["load"]),
+        load=LoadSettings(**message["load"]),
         checks=decode(message["checks"]),
         params=decode(message["params"]),
         texts=texts if message["texts"] else None,

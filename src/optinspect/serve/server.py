@@ -43,13 +43,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..commands.options import LoadOptions
+from ..analyses.job import execute
 from ..errors import OptinspectError, UsageError, describe
+from ..model.settings import LoadSettings
 from .client import job_from, protocol, sentences_of
 from .wire import WireError, encode, receive, send
 
 if TYPE_CHECKING:
     from ..model.loading import LoadedModel
+
+    #: Loads the model ``settings`` say, with an ``attn_implementation`` or None.
+    Loader = Callable[..., LoadedModel]
 
 __all__ = ["ModelServer", "peer_uid"]
 
@@ -112,17 +116,28 @@ class Turns:
 
 
 class ModelServer(socketserver.ThreadingUnixStreamServer):
-    """Serves ``loaded`` (loaded with ``load``) on ``path`` until idle or stopped."""
+    """Serves ``loaded`` (loaded with ``load``) on ``path`` until idle or stopped.
+
+    A job that asks for other settings (compare's reference) has its model loaded by
+    ``loader`` (by default ``model.loading.load_from_settings``), for that job only.
+    """
 
     daemon_threads = True
     #: Seconds between checks of the idle limit.
     tick = 0.5
 
     def __init__(
-        self, path: Path, load: LoadOptions, loaded: LoadedModel, *, idle: float | None
+        self,
+        path: Path,
+        load: LoadSettings,
+        loaded: LoadedModel,
+        *,
+        idle: float | None,
+        loader: Loader | None = None,
     ) -> None:
         self.path = path
         self.load = load
+        self.loader = loader
         self.settings = load.settings()  # now: jobs change the working folder
         self.loaded = loaded
         self.idle = idle
@@ -294,7 +309,7 @@ class _Job:
         wanted = dataclasses.replace(self.server.load, model=self._spelling, **changes)
         if wanted.settings() != self.server.settings:
             # compare's reference setting: loaded for this job only, and freed after it
-            return wanted.load(attn_implementation=attn_implementation)
+            return self._load(wanted, attn_implementation)
         loaded = self.server.loaded
         if attn_implementation is not None:
             config = loaded.model.config
@@ -305,6 +320,12 @@ class _Job:
         # The model as the client named it (a folder may be spelled another way).
         source = dataclasses.replace(loaded.source, spec=self._spelling)
         return dataclasses.replace(loaded, source=source)
+
+    def _load(self, settings: LoadSettings, attn_implementation: str | None) -> LoadedModel:
+        loader = self.server.loader
+        if loader is None:
+            from ..model.loading import load_from_settings as loader
+        return loader(settings, attn_implementation=attn_implementation)
 
     def advance(self, n: int = 1, t: int = 0, totals: tuple[int, int] | None = None) -> None:
         self._send({"progress": [n, t, list(totals) if totals is not None else None]})
@@ -363,8 +384,6 @@ class _Job:
             yield from texts
 
     def run(self, message: dict[str, Any]) -> None:
-        from ..commands.jobs import execute
-
         mask = None
         folder = os.getcwd()
         results: Iterator[Any] | None = None

@@ -4,10 +4,9 @@
 many bytes of UTF-8 JSON holding one object. ``send`` writes one; ``receive`` reads one,
 or returns None at a clean end of stream.
 
-**Records.** Results are frozen dataclasses of plain values (``optinspect.results``,
-``engine.records``, ``params``). ``encode`` turns one into JSON values that keep
-everything JSON would lose, so that ``decode(encode(r)) == r`` and the client draws
-exactly what a local run draws:
+**Records.** Results are frozen dataclasses of plain values (``optinspect.results``).
+``encode`` turns one into JSON values that keep everything JSON would lose, so that
+``decode(encode(r)) == r`` and the client draws exactly what a local run draws:
 
 - a dataclass is ``{"$record": "module:Class", "fields": {...}}``; only classes of the
   modules in ``RECORD_MODULES`` are rebuilt;
@@ -36,7 +35,7 @@ _HEADER = struct.Struct("!I")
 #: The largest frame either side accepts (a 50k-token trace is a few MB).
 MAX_FRAME = 1 << 30
 #: The modules whose dataclasses may be rebuilt from a frame; none imports torch.
-RECORD_MODULES = ("optinspect.results.", "optinspect.engine.records", "optinspect.params")
+RECORD_MODULES = ("optinspect.results.",)
 
 
 class WireError(Exception):

@@ -1,6 +1,6 @@
 """The module hierarchy of an OPT model built on the meta device, as plain records.
 
-    from optinspect.tree import tree_model
+    from optinspect.analyses.tree import tree_model
     root = tree_model("facebook/opt-1.3b")          # no weights read or downloaded
     [(node.name, node.params) for node in root.walk(max_depth=3)]
 
@@ -8,93 +8,20 @@ Like ``print(model)``, identical consecutive entries of a ``ModuleList`` are
 collapsed into one node by default: the 24 decoder layers of opt-1.3b become
 ``model.decoder.layers.0-23`` with ``repeat`` 24, whose children describe one
 layer (``model.decoder.layers.0-23.fc1``). Pass ``collapse=False`` for one node
-per module.
+per module. The records (``TreeNode``, ``TreeResult``) are ``results.tree``'s.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .engine.records import SCHEMA_VERSION
+from ..results.tree import TreeNode, TreeResult
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["TreeNode", "TreeResult", "build_tree", "tree_model"]
-
-
-@dataclass(frozen=True)
-class TreeNode:
-    """One module, or ``repeat`` identical siblings shown once.
-
-    name is the full dotted name (``""`` for the model itself; a collapsed run
-    of siblings reads ``model.decoder.layers.0-23``). params counts the
-    parameters of the subtree of one instance, each shared tensor once (where
-    it first appears), so ``params == own_params + sum(c.params * c.repeat)``
-    over the children. weight_shape is the shape of the module's own
-    ``weight``; tied_to names the parameter that weight is shared with, when
-    it was counted there.
-    """
-
-    name: str
-    type: str
-    depth: int
-    repeat: int
-    params: int
-    own_params: int
-    weight_shape: tuple[int, ...] | None
-    tied_to: str | None
-    children: tuple[TreeNode, ...]
-
-    @property
-    def total(self) -> int:
-        """Parameters of all ``repeat`` instances together."""
-        return self.params * self.repeat
-
-    def walk(self, max_depth: int | None = None) -> Iterator[TreeNode]:
-        """This node and its descendants, parents first, down to ``max_depth``."""
-        if max_depth is not None and self.depth > max_depth:
-            return
-        yield self
-        for child in self.children:
-            yield from child.walk(max_depth)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The flat JSON form of this node alone (children are separate entries)."""
-        return {
-            "name": self.name,
-            "type": self.type,
-            "depth": self.depth,
-            "repeat": self.repeat,
-            "params": self.params,
-            "own_params": self.own_params,
-            "weight_shape": list(self.weight_shape) if self.weight_shape is not None else None,
-            "tied_to": self.tied_to,
-        }
-
-
-@dataclass(frozen=True)
-class TreeResult:
-    """What ``optinspect tree`` shows: the hierarchy of ``model`` down to ``max_depth``."""
-
-    model: str
-    root: TreeNode
-    max_depth: int | None = None
-    collapsed: bool = True
-
-    def as_dict(self) -> dict[str, Any]:
-        """The ``--format json`` document: a flat, parents-first list."""
-        return {
-            "schema": SCHEMA_VERSION,
-            "model": self.model,
-            "total": self.root.params,
-            "collapsed": self.collapsed,
-            "max_depth": self.max_depth,
-            "modules": [node.as_dict() for node in self.root.walk(self.max_depth)],
-        }
 
 
 def _join(prefix: str, name: str) -> str:
@@ -187,12 +114,12 @@ def tree_model(spec: str, *, collapse: bool = True) -> TreeNode:
     """
     from pathlib import Path
 
-    from .model.family import family_config
+    from ..model.family import family_config
 
     raw = None if Path(spec).expanduser().exists() else family_config(spec)
     if raw is not None:
         return family_tree(raw, collapse=collapse)
-    from .model.spec import build_meta_model, read_config, resolve_source
+    from ..model.spec import build_meta_model, read_config, resolve_source
 
     config = read_config(resolve_source(spec))
     return build_tree(build_meta_model(config), collapse=collapse)
@@ -210,8 +137,8 @@ def family_tree(raw: dict[str, Any], *, collapse: bool = True) -> TreeNode:
     attention block and its ReLU), in ``named_modules()`` order. All decoder
     layers of one config are identical, so collapsing keeps one of them.
     """
-    from .model.family import list_config_params
-    from .model.names import HEAD, LAYERS_PREFIX, layer_of, layer_root, role_of
+    from ..model.family import list_config_params
+    from ..model.names import HEAD, LAYERS_PREFIX, layer_of, layer_root, role_of
 
     entries, tied_to = list_config_params(raw)
     modules: dict[str, str] = dict(_HOLDERS)

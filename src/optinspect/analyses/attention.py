@@ -20,20 +20,27 @@ Definitions, per head, over the T query rows of one sentence:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
-from .engine.preflight import resolve_head, resolve_single_layer
-from .engine.records import finite_or_none
-from .engine.runner import Runner
-from .errors import ModelError
-from .model.loading import LoadedModel
-from .results.attention import AttentionResult, HeadSummary
-from .results.attention import Matrix as Matrix
+from ..engine.preflight import resolve_head, resolve_single_layer
+from ..engine.runner import Runner
+from ..errors import ModelError
+from ..model.loading import LoadedModel
+from ..results.attention import AttentionResult, HeadSummary
+from ..results.attention import Matrix as Matrix
+from ..results.records import finite_or_none
+
+if TYPE_CHECKING:
+    from ..engine.preflight import Plan
+    from .job import Context
 
 __all__ = [
     "AttentionResult",
     "HeadSummary",
+    "compute",
     "compute_attention",
     "head_entropy",
     "sink_mass",
@@ -102,3 +109,19 @@ def compute_attention(
         ),
         uniform_entropy=uniform_entropy(len(tokens)),
     )
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: None,
+    *,
+    text: str,
+    layer: str,
+    head: int | None,
+    truncate: bool,
+) -> Iterator[AttentionResult]:
+    """The attention job, where the model is: eager attention, the kind that gives weights."""
+    loaded = ctx.model(attn_implementation="eager")
+    chosen = plan.layers[0] if plan is not None and plan.layers else layer
+    yield compute_attention(loaded, text, layer=chosen, head=head, truncate=truncate)

@@ -32,26 +32,44 @@ Under a launcher each rank runs the batches ``i % world == rank`` of the
 batches one process would form, and the counters are merged with
 ``torch.distributed``: MIN and MAX for the extremes, SUM for sums, counts and
 histograms; the output partials are gathered and pooled.
+
+The job (``compute``; ``calibrate_ranks`` under a launcher) chooses the samples (a
+seeded shuffle, ``--samples``), tokenizes and packs them (``--seq-len``, ``--pack``),
+runs them, and writes the files (``--act-scales``, ``--act-shifts``, ``--out``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .calibration import _SIGN_OFF, PERCENTILES, percentile_from_histogram
-from .engine.capture import main_tensor
-from .engine.distributed import Ranks, all_reduce, gather
-from .engine.hooks import HookGroup
-from .engine.records import TensorStats, finite_or_none
-from .engine.runner import Batch, Runner
-from .engine.stats import (
+from ..engine.batch import Batch
+from ..engine.capture import main_tensor
+from ..engine.distributed import Ranks, agree, all_reduce, gather, process_group
+from ..engine.hooks import HookGroup
+from ..engine.notes import notes_to
+from ..engine.preflight import check_output_paths, preflight
+from ..engine.runner import Runner
+from ..engine.samples import (
+    check_sample_options,
+    choose,
+    pack_blocks,
+    read_samples,
+    shuffled,
+    tokenize_samples,
+)
+from ..engine.saving import save_safetensors, save_torch
+from ..engine.stats import (
     PARTIALS,
     OncePerTensor,
     TokenPartials,
@@ -61,21 +79,35 @@ from .engine.stats import (
     finalize_stats,
     pool_partials,
 )
-from .errors import UsageError
-from .model.loading import LoadedModel
-from .model.names import NEVER_CALLED, layer_of, module_names
-from .results.calibration import (
+from ..errors import OptinspectError, UsageError
+from ..model.family import config_value
+from ..model.loading import LoadedModel
+from ..model.names import NEVER_CALLED, layer_of, module_names
+from ..results.calibration import (
     _SHIFT,
+    CHANNEL_STATS,
     HIST_BINS,
+    PERCENTILE_ERROR,
+    SUB_BITS,
     CalibrationResult,
     CalibrationSettings,
     LinearInput,
     ModuleOutput,
 )
+from ..results.records import TensorStats, finite_or_none
+from .job import plan_of
+
+if TYPE_CHECKING:
+    from ..engine.preflight import Plan
+    from ..model.settings import LoadSettings
+    from .job import Context
 
 __all__ = [
+    "CHANNEL_STATS",
     "HIST_BINS",
     "PERCENTILES",
+    "PERCENTILE_ERROR",
+    "SUB_BITS",
     "CalibrationResult",
     "CalibrationSettings",
     "ChannelStats",
@@ -83,9 +115,40 @@ __all__ = [
     "ModuleOutput",
     "OutputSummary",
     "calibrate",
+    "calibrate_ranks",
+    "calibrate_samples",
+    "choose_samples",
+    "compute",
     "linear_names",
     "percentile_from_histogram",
+    "rank_device",
+    "write_files",
 ]
+
+#: The percentiles reported per linear input, by name.
+PERCENTILES: dict[str, float] = {"p99": 0.99, "p99.9": 0.999, "p99.99": 0.9999}
+_SIGN_OFF = 0x7FFFFFFF
+
+
+def percentile_from_histogram(
+    hist: torch.Tensor, q: float, elements: int, cap: float | None
+) -> float | None:
+    """The nearest-rank ``q`` quantile of |x| read from its histogram: the middle of the
+    bin holding rank ceil(q * elements), capped at ``cap`` (the exact max |x|).
+
+    None when there are no elements or the rank falls among Inf and NaN.
+    """
+    if elements <= 0:
+        return None
+    rank = max(1, math.ceil(q * elements))
+    cumulative = hist.cumsum(0)
+    index = int(torch.searchsorted(cumulative, torch.tensor(rank, dtype=cumulative.dtype)))
+    edges = torch.tensor([index, index + 1], dtype=torch.int64).mul(1 << _SHIFT)
+    low, high = edges.to(torch.int32).view(torch.float32).tolist()
+    if not math.isfinite(low):
+        return None
+    middle = (low + high) / 2 if math.isfinite(high) else low
+    return min(middle, cap) if cap is not None else middle
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -390,3 +453,173 @@ def calibrate(
         ),
         channels=per_channel,
     )
+
+
+def choose_samples(
+    plan: Plan,
+    samples_read: Iterable[str],
+    *,
+    model: str,
+    samples: int | None,
+    seed: int,
+    seq_len: int | None,
+    pack: bool,
+    allow_fewer: bool,
+) -> tuple[list[str], int]:
+    """The samples to run, and the model's positions; checked against its config. The
+    input is read to its end here: a seeded shuffle needs all of it."""
+    texts = list(samples_read)
+    max_positions = int(config_value(plan.config, "max_position_embeddings"))
+    if seq_len is not None and seq_len > max_positions:
+        raise UsageError(
+            f"--seq-len {seq_len} is more than the {max_positions} positions of {model}"
+        )
+    if pack:  # --samples counts blocks: the shuffled order is read until they are full
+        order = shuffled(len(texts), seed) if samples is not None else range(len(texts))
+        return [texts[i] for i in order], max_positions
+    return choose(texts, samples, seed=seed, allow_fewer=allow_fewer), max_positions
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: Iterable[str],
+    *,
+    model: str,
+    outputs: dict[str, str],
+    **values: Any,
+) -> Iterator[CalibrationResult]:
+    """The calibrate job of one process, where the model is: it writes the files, and
+    yields the result without its per-channel tensors (the files hold them)."""
+    chosen, max_positions = choose_samples(plan_of(plan), texts, model=model, **_choice(values))
+    loaded = ctx.model()
+    comm = "cuda" if loaded.device.startswith("cuda") else "cpu"
+    result = calibrate_samples(loaded, chosen, max_positions, values, Ranks(), comm, ctx.advance)
+    write_files(result, {k: Path(v) for k, v in outputs.items()}, ctx.note)
+    yield dataclasses.replace(result, channels={})
+
+
+def _choice(values: dict[str, Any]) -> dict[str, Any]:
+    keys = ("samples", "seed", "seq_len", "pack", "allow_fewer")
+    return {key: values[key] for key in keys}
+
+
+def rank_device(device: str, ranks: Ranks) -> str:
+    """The device this rank computes on: its own GPU under a launcher."""
+    if device in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return f"cuda:{ranks.local_rank}" if ranks.many else "cuda"
+        return "cpu" if device == "auto" else device
+    return device
+
+
+def calibrate_ranks(
+    ctx: Context,
+    load: LoadSettings,
+    ranks: Ranks,
+    *,
+    text: str | None,
+    file: Path | None,
+    outputs: Mapping[str, tuple[Path | None, str]],
+    force: bool,
+    values: dict[str, Any],
+) -> CalibrationResult | None:
+    """Calibrate as one of the ranks a launcher started; rank 0 writes the files and gets
+    the result, the others None.
+
+    Every rank checks its options and reads the samples (``text`` or ``file``); an error
+    on any rank stops them all (``agree``). ``outputs`` are the files asked for, by option,
+    with their suffixes (``check_output_paths``). ``ctx`` loads the model onto this
+    rank's device; its progress and notes are the leader's.
+    """
+    device = rank_device(load.device, ranks)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    with process_group(ranks, backend):
+        error: str | None = None
+        texts: list[str] = []
+        max_positions = 0
+        paths: dict[str, Path] = {}
+        try:
+            paths = check_output_paths(outputs, force=force) if ranks.leader else {}
+            check_sample_options(
+                seq_len=values["seq_len"], pack=values["pack"], samples=values["samples"]
+            )
+            plan = preflight(load, batch_size=values["batch_size"])
+            read = read_samples(text, file, field=values["field"])
+            texts, max_positions = choose_samples(plan, read, model=load.model, **_choice(values))
+        except OptinspectError as e:
+            error = str(e)
+        settings = {k: values[k] for k in ("field", *_choice(values), "batch_size")}
+        fingerprint = {
+            "model": load.model,
+            "quant": load.quant,
+            "dtype": load.dtype,
+            "settings": json.dumps(settings),
+            "samples": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16],
+        }
+        agree(ranks, fingerprint, error)
+        loaded = ctx.model(device=device) if load.device_map is None else ctx.model()
+        comm = device if device.startswith("cuda") else "cpu"
+        # Every rank tokenizes every sample: the leader alone tells what --truncate cut.
+        with notes_to(ctx.note if ranks.leader else None):
+            result = calibrate_samples(
+                loaded, texts, max_positions, values, ranks, comm, ctx.advance
+            )
+    if not ranks.leader:
+        return None
+    write_files(result, paths, ctx.note)
+    return result
+
+
+def calibrate_samples(
+    loaded: LoadedModel,
+    texts: list[str],
+    max_positions: int,
+    values: dict[str, Any],
+    ranks: Ranks,
+    comm: str,
+    advance: Callable[..., None],
+) -> CalibrationResult:
+    """Tokenize (and pack) the chosen samples and run them through ``loaded``; ``values``
+    are the command's (``--seq-len``, ``--pack``, ...), ``comm`` where the ranks meet."""
+    seq_len = values["seq_len"]
+    tokenized = tokenize_samples(
+        loaded.tokenizer,
+        texts,
+        seq_len=seq_len,
+        max_positions=min(max_positions, loaded.max_positions),
+        truncate=values["truncate"],
+    )
+    if values["pack"]:
+        assert seq_len is not None
+        ids = pack_blocks(tokenized, seq_len, values["samples"], allow_fewer=values["allow_fewer"])
+    else:
+        ids = list(tokenized)
+    settings = CalibrationSettings(
+        file=values["source"],
+        field=values["field"],
+        samples=values["samples"],
+        seed=values["seed"],
+        seq_len=seq_len,
+        pack=values["pack"],
+        batch_size=values["batch_size"],
+        truncate=values["truncate"],
+        allow_fewer=values["allow_fewer"],
+    )
+    advance(0, 0, totals=(len(ids), sum(len(i) for i in ids)))
+    return calibrate(loaded, ids, settings=settings, ranks=ranks, device=comm, advance=advance)
+
+
+def write_files(
+    result: CalibrationResult, paths: dict[str, Path], note: Callable[[str], None]
+) -> None:
+    """Each requested file (by option), atomically; a note names it (``wrote PATH``, as
+    ``trace --save`` and ``--plot`` say)."""
+    for option, path in paths.items():
+        if option == "--act-scales":
+            save_torch(path, result.act_scales())
+        elif option == "--act-shifts":
+            save_torch(path, result.act_shifts())
+        else:
+            save_safetensors(path, result.tensors(), result.metadata())
+        note(f"wrote {path}")

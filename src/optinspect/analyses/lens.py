@@ -17,24 +17,29 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .engine.capture import capture
-from .engine.preflight import check_top_k
-from .engine.records import Token, finite_or_none
-from .engine.runner import Progress, Runner, describe_token
-from .engine.selection import LayerSpec, resolve_layers
-from .model.loading import LoadedModel
-from .model.names import layer_of, layer_root
-from .results.lens import LensLayer, LensResult, Prediction, Ranked
+from ..engine.capture import capture
+from ..engine.preflight import check_top_k
+from ..engine.runner import Progress, Runner, describe_token
+from ..engine.selection import LayerSpec, resolve_layers
+from ..model.loading import LoadedModel
+from ..model.names import layer_of, layer_root
+from ..results.lens import LensLayer, LensResult, Prediction, Ranked
+from ..results.records import Token, finite_or_none
+
+if TYPE_CHECKING:
+    from ..engine.preflight import Plan
+    from .job import Context
 
 __all__ = [
     "LensLayer",
     "LensResult",
     "Prediction",
+    "compute",
     "compute_lens",
     "iter_lens",
     "project_hidden",
@@ -198,4 +203,28 @@ def _lens_of(
         layers=lens_layers,
         output=_predictions(logits[: len(tokens)], top_k, tokenizer),
         index=index,
+    )
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: Iterable[str] | None,
+    *,
+    layers: str | None,
+    top_k: int,
+    batch_size: int,
+    truncate: bool,
+) -> Iterator[LensResult]:
+    """The lens job, where the model is: one result per sentence."""
+    if texts is None:
+        return
+    yield from iter_lens(
+        ctx.model(),
+        texts,
+        layers=layers,
+        top_k=top_k,
+        batch_size=batch_size,
+        truncate=truncate,
+        advance=ctx.advance,
     )

@@ -41,19 +41,24 @@ output had another shape.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from .engine.capture import capture
-from .engine.notes import notes_to
-from .engine.preflight import check_tolerance
-from .engine.records import ModuleRecord, Token, finite_or_none
-from .engine.runner import Progress, Runner
-from .engine.selection import LayerSpec, select_names
-from .model.loading import LoadedModel, resolve_dtype
-from .model.names import module_names
-from .results.compare import CompareResult, ModuleDiff, Setting
+from ..engine.capture import capture
+from ..engine.notes import notes_to
+from ..engine.preflight import check_tolerance
+from ..engine.runner import Progress, Runner
+from ..engine.selection import LayerSpec, select_names
+from ..model.loading import LoadedModel, resolve_dtype
+from ..model.names import module_names
+from ..results.compare import CompareResult, ModuleDiff, Setting
+from ..results.records import ModuleRecord, Token, finite_or_none
+
+if TYPE_CHECKING:
+    from ..engine.preflight import Plan
+    from .job import Context
 
 __all__ = [
     "CompareResult",
@@ -62,6 +67,7 @@ __all__ = [
     "compare_many",
     "compare_settings",
     "compare_tensors",
+    "compute",
 ]
 
 #: What ``the text is empty`` asks for.
@@ -283,3 +289,39 @@ def _diff_rows(
             )
         )
     return rows
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: Iterable[str] | None,
+    *,
+    setting: list[str],
+    reference: list[str],
+    layers: str | None,
+    filters: tuple[str, ...],
+    tolerance: float,
+    batch_size: int,
+    truncate: bool,
+) -> Iterator[CompareResult]:
+    """The compare job, where the model is: the reference setting first (loaded for the
+    job), then the asked one; one result per sentence."""
+    if texts is None:
+        return
+
+    def load_setting(quant_name: str, dtype_name: str) -> LoadedModel:
+        return ctx.model(quant=quant_name, dtype=dtype_name)
+
+    yield from compare_many(
+        load_setting,
+        texts,
+        setting=Setting(*setting),
+        reference=Setting(*reference),
+        layers=layers,
+        filters=filters,
+        tolerance=tolerance,
+        batch_size=batch_size,
+        truncate=truncate,
+        advance=ctx.advance,
+        check=ctx.check_cancelled,
+    )

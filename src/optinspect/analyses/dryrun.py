@@ -9,19 +9,20 @@ from typing import Any
 
 import torch
 
-from .engine.capture import capture
-from .engine.hooks import HookGroup
-from .engine.preflight import check_text
-from .engine.records import ModelInfo, ModuleRecord, Token
-from .engine.runner import Batch, describe_token, forward
-from .engine.selection import LayerSpec, select_names
-from .errors import ModelError, UsageError
-from .model.loading import resolve_dtype
-from .model.names import module_names
-from .model.placement import resolve_device
-from .model.quiet import quiet
-from .model.spec import build_meta_model, read_config, resolve_source
-from .results.trace import TraceResult
+from ..engine.batch import Batch
+from ..engine.capture import capture
+from ..engine.hooks import HookGroup
+from ..engine.preflight import check_text
+from ..engine.runner import describe_token, forward
+from ..engine.selection import LayerSpec, select_names
+from ..errors import ModelError, UsageError
+from ..model.loading import resolve_dtype
+from ..model.names import module_names
+from ..model.placement import resolve_device
+from ..model.quiet import quiet
+from ..model.spec import build_meta_model, read_config, resolve_source
+from ..results.records import ModelInfo, ModuleRecord, Token
+from ..results.trace import TraceResult
 
 __all__ = ["dry_run", "output_bytes_per_token"]
 

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine.hooks import HookGroup
-from .engine.runner import Batch, BatchLayout
-from .model.names import ACTIVATION, layer_of, role_of
-from .results.sparsity import LayerSparsity
+from ..engine.batch import Batch, BatchLayout
+from ..engine.hooks import HookGroup
+from ..model.names import ACTIVATION, layer_of, role_of
+from ..results.sparsity import LayerSparsity
 
 __all__ = ["FfnSparsity", "LayerSparsity"]
 

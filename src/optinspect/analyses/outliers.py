@@ -35,21 +35,21 @@ module but, as in the paper, left out. Dimension d recurs when both:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .engine.hooks import HookGroup
-from .engine.preflight import check_threshold
-from .engine.records import finite_or_none
-from .engine.runner import Batch, Progress, Runner
-from .errors import UsageError
-from .model.loading import LoadedModel
-from .model.names import layer_of, role_of
-from .results.outliers import (
+from ..engine.batch import Batch
+from ..engine.hooks import HookGroup
+from ..engine.preflight import check_threshold
+from ..engine.runner import Progress, Runner
+from ..errors import UsageError
+from ..model.loading import LoadedModel
+from ..model.names import layer_of, role_of
+from ..results.outliers import (
     MIN_LAYER_FRACTION,
     MIN_TOKEN_FRACTION,
     DimCount,
@@ -57,6 +57,11 @@ from .results.outliers import (
     OutlierResult,
     RecurringDim,
 )
+from ..results.records import finite_or_none
+
+if TYPE_CHECKING:
+    from ..engine.preflight import Plan
+    from .job import Context
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -67,6 +72,7 @@ __all__ = [
     "OutlierCounter",
     "OutlierResult",
     "RecurringDim",
+    "compute",
     "find_outliers",
     "linear_inputs",
     "module_threshold",
@@ -289,4 +295,26 @@ def _module_row(tally: _Tally, hits: list[int], peaks: list[float], rows: int) -
         tokens_affected=rows,
         absmax=finite_or_none(max(numbers)) if numbers else None,
         dims=dims,
+    )
+
+
+def compute(
+    ctx: Context,
+    plan: Plan | None,
+    texts: Iterable[str] | None,
+    *,
+    threshold: float,
+    batch_size: int,
+    truncate: bool,
+) -> Iterator[OutlierResult]:
+    """The outliers job, where the model is: one result for the whole input."""
+    if texts is None:  # outliers summarise a corpus: an empty one has no answer
+        raise UsageError("the input holds no sentences: give at least one line of text")
+    yield find_outliers(
+        ctx.model(),
+        texts,
+        threshold=threshold,
+        batch_size=batch_size,
+        truncate=truncate,
+        advance=ctx.advance,
     )

@@ -1,6 +1,6 @@
 """Exact parameter and weight-byte counts of an OPT model, from its config alone.
 
-    from optinspect.params import count_params, inventory_params
+    from optinspect.analyses.params import count_params, inventory_params
     report = count_params(inventory_params("facebook/opt-1.3b"), by="group")
     report.total, [(row.name, row.params) for row in report.rows]
 
@@ -9,23 +9,26 @@ No weights are read or downloaded. A member of the OPT family
 ``list_config_params``, in pure Python, so it answers in well under a second
 without importing torch; any other model is built on the meta device and its
 parameters listed with ``list_module_params``. Both give the same entries for the
-same config, which the tests check for every family member.
+same config, which the tests check for every family member. The records (``ParamReport``,
+``ParamsResult``, ...) are ``results.params``'; ``compute`` is ``params --loaded``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .engine.records import SCHEMA_VERSION
-from .model.family import ParamEntry, family_config, list_config_params
-from .model.names import HEAD, TOKEN_EMBEDDINGS, layer_group, role_of
+from ..model.family import ParamEntry, family_config, list_config_params
+from ..model.names import HEAD, TOKEN_EMBEDDINGS, layer_group, role_of
+from ..results.params import LoadedCount, ParamReport, ParamRow, ParamsResult, WeightBytes
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from .job import Context
 
 __all__ = [
     "BY_MODES",
@@ -37,6 +40,7 @@ __all__ = [
     "ParamRow",
     "ParamsResult",
     "WeightBytes",
+    "compute",
     "count_params",
     "estimate_bytes",
     "inventory_params",
@@ -62,32 +66,6 @@ NF4_CODE_BYTES = 16 * 4
 
 
 @dataclass(frozen=True)
-class WeightBytes:
-    """Bytes of weights stored at each precision; see ``estimate_bytes`` for the layout."""
-
-    float32: int = 0
-    float16: int = 0
-    int8: int = 0
-    nf4: int = 0
-
-    def __add__(self, other: WeightBytes) -> WeightBytes:
-        return WeightBytes(
-            self.float32 + other.float32,
-            self.float16 + other.float16,
-            self.int8 + other.int8,
-            self.nf4 + other.nf4,
-        )
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "float32": self.float32,
-            "float16": self.float16,
-            "int8": self.int8,
-            "nf4": self.nf4,
-        }
-
-
-@dataclass(frozen=True)
 class ParamInventory:
     """Every distinct parameter of a model, in ``named_parameters()`` order.
 
@@ -104,43 +82,6 @@ class ParamInventory:
     @property
     def total(self) -> int:
         return sum(entry.numel for entry in self.entries)
-
-
-@dataclass(frozen=True)
-class ParamRow:
-    """One row of a breakdown: a name and what its parameters hold and weigh."""
-
-    name: str
-    params: int
-    bytes: WeightBytes
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params, "bytes": self.bytes.as_dict()}
-
-
-@dataclass(frozen=True)
-class ParamReport:
-    """A breakdown of one model's parameters; the rows add up to total and bytes."""
-
-    model: str
-    by: str
-    total: int
-    tied_to: str | None
-    builtin: bool
-    rows: tuple[ParamRow, ...]
-    bytes: WeightBytes
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "by": self.by,
-            "total": self.total,
-            "tied": self.tied_to is not None,
-            "tied_to": self.tied_to,
-            "builtin_config": self.builtin,
-            "rows": [row.as_dict() for row in self.rows],
-            "bytes": self.bytes.as_dict(),
-        }
 
 
 def list_module_params(model: nn.Module) -> tuple[tuple[ParamEntry, ...], str | None]:
@@ -178,7 +119,7 @@ def inventory_params(spec: str) -> ParamInventory:
         entries, tied_to = list_config_params(raw)
         return ParamInventory(model=spec, entries=entries, tied_to=tied_to, builtin=True)
 
-    from .model.spec import build_meta_model, read_config, resolve_source
+    from ..model.spec import build_meta_model, read_config, resolve_source
 
     config = read_config(resolve_source(spec))
     entries, tied_to = list_module_params(build_meta_model(config))
@@ -248,7 +189,7 @@ def count_params(inventory: ParamInventory, by: str = "group") -> ParamReport:
     first parameter appears in ``named_parameters()`` (the order of ``print(model)``).
     Empty groups are left out.
     """
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if by not in BY_MODES:
         raise UsageError(f"unknown breakdown {by!r}: use {', '.join(BY_MODES)}")
@@ -272,51 +213,6 @@ def count_params(inventory: ParamInventory, by: str = "group") -> ParamReport:
         rows=rows,
         bytes=total_bytes,
     )
-
-
-@dataclass(frozen=True)
-class LoadedCount:
-    """What a loaded model really holds.
-
-    params is the logical count (a 4-bit weight counts its unpacked values);
-    stored is the plain sum of ``numel()`` over the stored tensors (two 4-bit
-    values share one uint8 element); bytes is the memory of parameters, buffers
-    and quantization statistics (int8 ``SCB``, NF4 absmax and code tables),
-    each distinct tensor once.
-    """
-
-    quant: str
-    device: str
-    dtype: str
-    params: int
-    stored: int
-    bytes: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "quant": self.quant,
-            "device": self.device,
-            "dtype": self.dtype,
-            "params": self.params,
-            "stored": self.stored,
-            "bytes": self.bytes,
-        }
-
-
-@dataclass(frozen=True)
-class ParamsResult:
-    """What ``optinspect params`` reports: the config-only count, and what a load holds."""
-
-    report: ParamReport
-    loaded: LoadedCount | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The ``--format json`` document."""
-        payload: dict[str, Any] = {"schema": SCHEMA_VERSION, **self.report.as_dict()}
-        if self.loaded is not None:
-            matches = self.loaded.params == self.report.total
-            payload["loaded"] = {**self.loaded.as_dict(), "matches_config": matches}
-        return payload
 
 
 def _quant_tensors(module: Any, param: Any) -> list[Any]:
@@ -375,3 +271,16 @@ def measure_loaded(model: nn.Module, *, quant: str, device: str, dtype: str) -> 
     for buffer in model.buffers():
         add_bytes(buffer)
     return LoadedCount(quant, device, dtype, params, stored, nbytes)
+
+
+def compute(
+    ctx: Context, plan: None, texts: None, *, model: str, by: str
+) -> Iterator[ParamsResult]:
+    """``params --loaded``, where the model is: the count from the config, then the
+    loaded model's logical and stored parameters and memory."""
+    report = count_params(inventory_params(model), by=by)
+    loaded = ctx.model()
+    measured = measure_loaded(
+        loaded.model, quant=loaded.quant, device=loaded.device, dtype=loaded.dtype_name
+    )
+    yield ParamsResult(report, measured)
