@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import atexit
 import difflib
+import io
+import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,6 +231,54 @@ def plant_outlier(model: object) -> None:
     for layer in model.model.decoder.layers:  # type: ignore[attr-defined]
         layer.self_attn_layer_norm.bias[PLANTED] = 20.0
         layer.final_layer_norm.bias[PLANTED] = 20.0
+
+
+#: The options of a quick CPU run of the tiny model.
+TINY = ("--model", "tiny", "-q", "none")
+
+
+def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    """Make ``data`` the process's stdin for this test."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def jsonl(out: str) -> list[dict]:
+    """One parsed document per line of JSONL output."""
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def assert_error(result: CliResult, code: int, message: str) -> None:
+    """The run failed with ``code`` and exactly the line ``Error: <message>`` on stderr."""
+    assert (result.code, result.err) == (code, f"Error: {message}\n"), result.out
+
+
+@pytest.fixture
+def no_load(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make loading a model fail the test (pytest.fail is a BaseException, so the CLI's
+    error boundary cannot turn it into an exit code). Returns the calls seen."""
+    import optinspect.commands.common as common
+    import optinspect.model.loading as loading
+
+    calls: list[str] = []
+
+    def spy(name: str) -> Callable[..., object]:
+        def refuse(*args: object, **kwargs: object) -> object:
+            calls.append(name)
+            pytest.fail(f"{name} was called: this check must come before any model loads")
+
+        return refuse
+
+    monkeypatch.setattr(common, "load_with_status", spy("load_with_status"))
+    monkeypatch.setattr(loading, "load_model", spy("load_model"))
+    return calls
+
+
+@pytest.fixture
+def sentences_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A file holding the test module's ``SENTENCES``, one a line."""
+    path = tmp_path / "s.txt"
+    path.write_text("\n".join(request.module.SENTENCES) + "\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture

@@ -10,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY, feed_stdin, jsonl
 from optinspect import trace
 
 SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
-
-
-def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
 
 
 def test_jsonl_streams_before_the_last_batch_runs(cli, monkeypatch, load_tiny) -> None:
@@ -157,3 +154,19 @@ def test_python_api_returns_what_the_cli_prints(cli, load_tiny) -> None:
                          "-f", "json").out)  # fmt: skip
     assert doc.pop("ffn")[0]["layer"] == 0  # the CLI adds the FFN sparsity summary
     assert result.as_dict() == doc
+
+
+@pytest.mark.parametrize("command", ["lens", "compare"])
+def test_results_over_a_file_in_order(cli, sentences_file: Path, command: str) -> None:
+    args = (command, "--file", str(sentences_file), *TINY, "-b", "2")
+    document = json.loads(cli(*args, "-f", "json").out)
+    assert [r["index"] for r in document["results"]] == [0, 1, 2]
+    assert [r["text"] for r in document["results"]] == SENTENCES
+    lines = jsonl(cli(*args, "-f", "jsonl").out)
+    assert [(r["index"], r["text"]) for r in lines] == list(enumerate(SENTENCES))
+
+
+def test_csv_over_a_file_has_one_header(cli, sentences_file: Path) -> None:
+    out = cli("trace", "--file", str(sentences_file), *TINY, "--layer", "0", "-f", "csv").out
+    rows = list(csv.reader(io.StringIO(out)))
+    assert sum(1 for row in rows if row == rows[0]) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import json_of
+from conftest import TINY, json_of
 from optinspect.results.records import STAT_NAMES
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
@@ -216,3 +216,43 @@ def test_debug_shows_the_traceback(cli) -> None:
     assert result.code == 2
     assert "Traceback" in result.err
     assert result.err.rstrip().endswith("Error: layer 9 does not exist: the model has layers 0-3")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--format", "JSON", "-q", "none"),
+        ("-f", "json", "-q", "none", "--stats", "ABSMAX"),
+        ("-f", "json", "--quant", "NONE"),
+        ("-f", "json", "-q", "none", "--layer", "ALL"),
+    ],
+    ids=["format", "stats", "quant", "layer"],
+)
+def test_choices_are_case_insensitive(cli, args) -> None:
+    result = cli("trace", "Hello", "--model", "tiny", *args)
+    assert result.code == 0, result.err
+    document = json.loads(result.out)  # --format JSON gave JSON
+    assert document["quant"] == "none"
+    if "ABSMAX" in args:
+        assert set(document["modules"][0]["stats"]) == {"absmax"}
+    if "ALL" in args:
+        assert {m["layer"] for m in document["modules"]} == {0, 1, 2, 3}
+
+
+# --- what the tables show ---------------------------------------------------------------------
+
+
+def test_byte_level_tokens_have_bytes_and_distinct_labels(cli) -> None:
+    # "—" (U+2014) is three UTF-8 bytes that OPT's byte-level BPE splits over tokens;
+    # each piece decodes to U+FFFD alone, so only its bytes tell the pieces apart.
+    text = "a—b"
+    data = json.loads(cli("trace", text, *TINY, "--layer", "0", "-f", "json").out)
+    pieces = [token for token in data["tokens"] if "bytes" in token]
+    assert len(pieces) >= 2
+    assert "".join(token["bytes"].replace(" ", "") for token in pieces).lower() == "e28094"
+    table = cli("trace", text, *TINY, "--layer", "0").out
+    labels = ["".join(f"<0x{b.upper()}>" for b in token["bytes"].split()) for token in pieces]
+    assert len(set(labels)) == len(labels)
+    for label in labels:
+        assert label in table
+    assert "\ufffd" not in table

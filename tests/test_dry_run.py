@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import json_of
+from conftest import assert_error, json_of
 
 
 def run_json(cli, *args: str) -> dict:
@@ -122,3 +122,21 @@ def test_dry_run_of_the_overview_runs_to_the_head(layer_calls: dict[str, int]) -
     result = dry_run("tiny", None, tokens=3, quant="none")
     assert set(layer_calls.values()) == {1}
     assert result.modules[-1].name == "lm_head" and result.modules[-1].shape == (1, 3, 512)
+
+
+@pytest.mark.parametrize("option", [["--device-map", "auto"], ["--max-memory", "cpu=1GB"]])
+def test_dry_run_refuses_placement_it_would_ignore(cli, no_load, option: list[str]) -> None:
+    result = cli("trace", "x", "--model", "tiny", "--dry-run", *option)
+    assert_error(
+        result,
+        2,
+        "--dry-run builds the model on the meta device: it takes no --device-map, "
+        "--max-memory or --offload-dir",
+    )
+
+
+def test_dry_run_tokens_carry_their_bytes(cli) -> None:
+    result = cli("trace", "a — b", "--model", "tiny", "--dry-run", "-f", "json")
+    assert result.code == 0, result.err
+    pieces = [t.get("bytes") for t in json.loads(result.out)["tokens"] if "bytes" in t]
+    assert pieces == ["e2", "80", "94"]  # the three bytes of "—", one token each

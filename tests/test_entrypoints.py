@@ -255,3 +255,15 @@ def test_the_server_and_running_threads_get_the_full_teardown(
     proc, torn_down = run_main(tmp_path, args, thread=thread, capture_output=True)
     assert torn_down
     assert proc.returncode == (1 if args[0] == "serve" else 0)  # no server runs: exit 1
+
+
+COMMANDS = ["trace", "params", "tree", "lens", "attention", "compare", "outliers"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_has_no_markup_escapes_or_python_types(cli, command: str | None) -> None:
+    result = cli(*([command] if command else []), "--help")
+    assert result.code == 0, result.err
+    assert "\\[" not in result.out
+    for python_type in ("<str>", "<int>", "<float>", "<path>", "list["):
+        assert python_type not in result.out, python_type

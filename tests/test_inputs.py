@@ -5,25 +5,19 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import TINY, assert_error, feed_stdin, jsonl
 from optinspect.engine.inputs import iter_lines, peek, read_texts
 from optinspect.errors import UsageError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SENTENCES = ["Hello world", "The quick brown fox jumps over the lazy dog", "The capital of France"]
-
-
-def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
-
-
-def jsonl(out: str) -> list[dict]:
-    return [json.loads(line) for line in out.splitlines()]
 
 
 # --- the readers themselves -------------------------------------------------------------
@@ -244,3 +238,81 @@ def test_truncate_notes_each_cut_line_by_where_it_is(cli, tmp_path: Path) -> Non
 def test_a_text_that_fits_is_not_noted(cli) -> None:
     result = cli("trace", "Hello", "--model", "tiny", "-q", "none", "--truncate", "-f", "json")
     assert (result.code, result.err) == (0, "")
+
+
+# --- reading the input --------------------------------------------------------------------
+
+
+def test_too_long_line_names_its_physical_line(cli, tmp_path: Path, tiny_dir: Path) -> None:
+    limit = json.loads((tiny_dir / "config.json").read_text())["max_position_embeddings"]
+    path = tmp_path / "s.txt"
+    # Line 1 is fine, line 2 blank (skipped, but still counted), line 3 is too long.
+    path.write_text("Hello world\n\n" + "word " * (limit + 10) + "\n", encoding="utf-8")
+    result = cli("trace", "--file", str(path), *TINY)
+    assert result.code == 2
+    pattern = (
+        rf"Error: line 3 of {re.escape(str(path))}: the text has \d+ tokens; "
+        rf"tiny accepts at most {limit} \(or use --truncate\)\n"
+    )
+    assert re.fullmatch(pattern, result.err), result.err
+
+
+def test_file_dash_reads_stdin(cli, monkeypatch) -> None:
+    feed_stdin(monkeypatch, b"Hello world\nThe capital of France\n")
+    result = cli("trace", "--file", "-", *TINY, "-f", "jsonl", "--layer", "0")
+    assert result.code == 0, result.err
+    assert [r["text"] for r in jsonl(result.out)] == ["Hello world", "The capital of France"]
+
+
+NOTHING = "note: the input holds no sentences; nothing to {}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "verb"),
+    [("trace", "trace"), ("lens", "read through the lens"), ("compare", "compare")],
+)
+def test_empty_stdin_writes_an_empty_result_without_loading(
+    cli, monkeypatch, no_load, command: str, verb: str
+) -> None:
+    feed_stdin(monkeypatch, b"\n  \n")  # blank lines are no sentences
+    result = cli(command, "-", *TINY, "-f", "jsonl")
+    assert (result.code, result.out, result.err) == (0, "", NOTHING.format(verb))
+
+
+@pytest.mark.parametrize("command", ["trace", "lens", "compare"])
+def test_empty_file_as_json_is_an_empty_results_document(
+    cli, no_load, tmp_path: Path, command: str
+) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    result = cli(command, "--file", str(path), *TINY, "-f", "json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert doc["results"] == []
+    # The model is named as a document with results names it (as asked: none was loaded).
+    assert doc["model"] == "tiny"
+    assert result.err.startswith("note: the input holds no sentences; nothing to ")
+
+
+def test_outliers_refuse_empty_stdin_without_loading(cli, monkeypatch, no_load) -> None:
+    # Outliers summarise a corpus: with no sentence there is no answer, so it is an error.
+    feed_stdin(monkeypatch, b"")
+    result = cli("outliers", "-", *TINY)
+    assert_error(result, 2, "the input holds no sentences: give at least one line of text")
+
+
+def _token_ids(result) -> list[int]:
+    return [token["id"] for token in jsonl(result.out)[0]["tokens"]]
+
+
+def test_bom_on_stdin_and_in_a_file_is_no_token(cli, monkeypatch, tmp_path: Path) -> None:
+    args = (*TINY, "-f", "jsonl", "--layer", "0")
+    plain = cli("trace", "Hello world", *args)
+    feed_stdin(monkeypatch, "\ufeffHello world\n".encode())
+    from_stdin = cli("trace", "-", *args)
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffHello world\n".encode())
+    from_file = cli("trace", "--file", str(path), *args)
+    assert _token_ids(from_stdin) == _token_ids(plain)
+    assert _token_ids(from_file) == _token_ids(plain)
+    assert jsonl(from_file.out)[0]["text"] == "Hello world"

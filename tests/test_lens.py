@@ -245,3 +245,23 @@ def test_help_does_not_import_torch() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Examples:" in proc.stdout
     assert proc.stdout.rstrip().endswith("HEAVY=")
+
+
+def _nan_head(model) -> None:
+    model.model.decoder.final_layer_norm.weight.fill_(float("nan"))
+
+
+def test_lens_with_nonfinite_logits_predicts_nothing(cli, make_fixture_model) -> None:
+    # A NaN final layer norm makes every position's logits NaN; a NaN ranks first in
+    # argmax, so without care the lens would show token 0 (or 1) as a prediction.
+    folder = make_fixture_model("nan-norm", mutate=_nan_head)
+    args = ("lens", "Hello world", "--model", str(folder), "-q", "none", "--top-k", "2")
+    data = json.loads(cli(*args, "-f", "json").out)
+    assert data["output"] and all(ranked == [] for ranked in data["output"])
+    for layer in data["layers"]:
+        assert all(ranked == [] for ranked in layer["predictions"])
+    table = cli(*args).out
+    assert "(not finite)" in table
+    # No cell names token 0 or 1 (<s>, <pad>) as a prediction.
+    assert '"<s>"' not in table
+    assert '"<pad>"' not in table

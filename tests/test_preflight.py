@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from conftest import TINY, assert_error
 from optinspect.engine import preflight as pf
 from optinspect.errors import EXIT_USAGE, UsageError
 from optinspect.model.placement import check_offload_dir
@@ -266,3 +270,188 @@ def test_config_module_names_equal_the_meta_built_model(overrides: dict) -> None
     for name in ("facebook/opt-125m", "facebook/opt-350m"):
         meta = build_meta_model(OPTConfig(**FAMILY[name]))
         assert config_module_names(FAMILY[name]) == module_names(meta)
+
+
+@pytest.fixture
+def no_weights(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Like ``no_load``, one step later: load_model may start, but no tokenizer or weight
+    file may be read (for checks that live inside load_model)."""
+    import optinspect.model.loading as loading
+
+    calls: list[str] = []
+
+    def spy(name: str) -> Callable[..., object]:
+        def refuse(*args: object, **kwargs: object) -> object:
+            calls.append(name)
+            pytest.fail(f"{name} was called: this check must come before any weight is read")
+
+        return refuse
+
+    for name in ("_load_weights", "_load_tokenizer", "check_safetensors"):
+        monkeypatch.setattr(loading, name, spy(name))
+    return calls
+
+
+# --- checks before loading ---------------------------------------------------------------
+
+LAYER_SPEC = "cannot read layer spec '3-': use N, N-M, N,M, -1 or all"
+NO_LAYER_9 = "layer 9 does not exist: the model has layers 0-3"
+
+
+#: (arguments, message): usage errors (exit 2) found from the options and the config alone.
+PRELOAD_ERRORS = [
+    (("trace", "x", "--layer", "3-"), LAYER_SPEC),
+    (("trace", "x", "--layer", "9"), NO_LAYER_9),
+    (("trace", "x", "-b", "0"), "--batch-size must be at least 1, not 0"),
+    (("trace", "x", "-b", "-3"), "--batch-size must be at least 1, not -3"),
+    (("trace", "x", "--filter", "*.nope"), "no module matches --filter *.nope"),
+    (
+        ("trace", "x", "--filter", "model"),
+        "no module matches --filter model (model never runs: the forward pass calls model.decoder)",
+    ),
+    (("compare", "x", "--layer", "9"), NO_LAYER_9),
+    (("outliers", "x", "-b", "0"), "--batch-size must be at least 1, not 0"),
+    (("lens", "x", "--top-k", "0"), "--top-k must be at least 1, not 0"),
+    (("attention", "x", "--head", "9"), "head 9 does not exist: the model has heads 0-3"),
+    (("trace", "x", "--force"), "--force only applies with --save or --plot"),
+    (
+        ("trace", "x", "--device", "cpu", "--device-map", "auto"),
+        "give --device or --device-map, not both: the map 'auto' places the model",
+    ),
+    (
+        ("trace", "--dry-run", "--tokens", "16", "some text"),
+        "give TEXT or --tokens, not both",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [pytest.param(a, m, id=" ".join(a)) for a, m in PRELOAD_ERRORS]
+)
+def test_usage_errors_before_loading(cli, no_load, args, message) -> None:
+    assert_error(cli(*args, *TINY), 2, message)
+    assert no_load == []
+
+
+def test_8bit_with_float32_is_refused_before_loading(cli, no_load) -> None:
+    # -q 8bit here, not TINY's none: the rule is about LLM.int8's compute dtype.
+    result = cli("trace", "x", "--model", "tiny", "-q", "8bit", "--dtype", "float32")
+    message = (
+        "--quant 8bit computes in float16, not float32: use --dtype auto or float16, "
+        "or --quant 4bit or none for float32"
+    )
+    assert_error(result, 2, message)
+
+
+def test_empty_model_is_refused_before_loading(cli, no_load) -> None:
+    result = cli("trace", "x", "--model", "", "-q", "none")
+    assert_error(result, 2, "--model is empty: give a hub id, a folder or tiny")
+
+
+def test_input_file_that_is_a_folder(cli, no_load, tmp_path: Path) -> None:
+    result = cli("trace", "--file", str(tmp_path), *TINY)
+    assert_error(result, 2, f"input file {tmp_path} is a folder")
+
+
+def test_existing_save_file_needs_force(cli, no_load, tmp_path: Path) -> None:
+    target = tmp_path / "existing.safetensors"
+    target.write_bytes(b"keep me")
+    result = cli("trace", "x", *TINY, "--save", str(target))
+    assert_error(result, 2, f"{target} exists: use --force to overwrite it")
+    assert target.read_bytes() == b"keep me"
+
+
+def test_save_where_nothing_can_be_written(cli, no_load) -> None:
+    # /proc exists and is a folder, but takes no new file: found by trying, before loading.
+    result = cli("trace", "x", *TINY, "--save", "/proc/x.safetensors")
+    assert result.code == 2
+    # The OS's reason varies by kernel and filesystem; the sentence around it is ours.
+    pattern = (
+        r"Error: cannot write /proc/x\.safetensors: folder /proc takes no new file \([a-z ]+\)\n"
+    )
+    assert re.fullmatch(pattern, result.err), result.err
+
+
+def test_save_onto_a_folder_even_with_force(cli, no_load, tmp_path: Path) -> None:
+    result = cli("trace", "x", *TINY, "--save", str(tmp_path), "--force")
+    assert_error(result, 2, f"cannot write {tmp_path}: it is a folder")
+
+
+def test_plot_must_be_png(cli, no_load, tmp_path: Path) -> None:
+    result = cli("trace", "x", *TINY, "--plot", str(tmp_path / "out.jpg"))
+    assert_error(result, 2, "--plot writes PNG: give a file name ending in .png")
+
+
+def test_existing_attention_png_needs_force(cli, no_load, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "existing.png"
+    target.write_bytes(b"keep me")
+    result = cli("attention", "x", *TINY, "--png", str(target))
+    assert_error(result, 2, f"{target} exists: use --force to overwrite it")
+    assert target.read_bytes() == b"keep me"
+
+
+def test_config_whose_heads_do_not_divide_hidden(cli, no_load, make_fixture_model) -> None:
+    # A model with 5 heads of hidden 32 cannot even be built to save it, so a good
+    # checkpoint gets its config edited afterwards: the config alone must be refused.
+    folder = make_fixture_model("five-heads")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_attention_heads"] = 5
+    (folder / "config.json").write_text(json.dumps(config))
+    result = cli("trace", "x", "--model", str(folder), "-q", "none")
+    message = (
+        f"the config of {folder} cannot be built: "
+        "hidden_size 32 is not a multiple of num_attention_heads 5"
+    )
+    assert_error(result, 1, message)
+
+
+def test_config_without_model_type(cli, no_load, tiny_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "no-type"
+    shutil.copytree(tiny_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    result = cli("trace", "x", "--model", str(folder), "-q", "none")
+    assert_error(result, 1, f"{folder} is not an OPT model: its config has no model_type")
+
+
+def test_quantized_offload_without_cuda_reads_no_weight(cli, no_weights) -> None:
+    # This check lives in load_model (resolve_placement), not in preflight: the loading
+    # spinner has started, but no tokenizer or weight file is read before it fails.
+    import torch
+
+    assert not torch.cuda.is_available()  # conftest hides CUDA unless -m gpu
+    result = cli(
+        "trace", "x", "--model", "tiny", "-q", "8bit", "--max-memory", "cpu=10KiB",
+        "--device-map", "auto",
+    )  # fmt: skip
+    message = (
+        "--quant 8bit cannot offload weights without CUDA (bitsandbytes moves them through "
+        "a GPU): use --quant none with --max-memory or --offload-dir on the CPU"
+    )
+    assert_error(result, 2, message)
+    assert no_weights == []
+
+
+def test_compare_refuses_quantized_offload_before_the_reference_loads(cli, no_load) -> None:
+    import torch
+
+    assert not torch.cuda.is_available()
+    result = cli(
+        "compare", "x", "--model", "tiny", "-q", "8bit", "--against", "none",
+        "--max-memory", "cpu=10KiB",
+    )  # fmt: skip
+    assert result.code == 2
+    assert no_load == []
+
+
+def test_plot_without_layer_outputs_is_refused_before_loading(cli, no_load, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    result = cli("trace", "x", *TINY, "--filter", "*.fc1", "--plot", str(tmp_path / "p.png"))
+    assert_error(
+        result,
+        2,
+        "--plot needs the decoder layers' outputs: use it without --filter, or with --layer all",
+    )
+    assert no_load == []

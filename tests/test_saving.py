@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from conftest import TINY
 from optinspect.results.files import write_atomic
 
 # One bound for how far a padded batch moves a module's output; test_runner.py explains it.
@@ -381,3 +384,32 @@ def test_save_refuses_a_name_that_is_not_safetensors(cli, tmp_path: Path) -> Non
         "Error: --save writes SAFETENSORS: give a file name ending in .safetensors\n",
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# --- output files ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_save_file_follows_the_umask(cli, umask_022, tmp_path: Path) -> None:
+    # Written to a temporary file and renamed: mkstemp makes 0600 files, which must not leak.
+    target = tmp_path / "acts.safetensors"
+    result = cli("trace", "Hello", *TINY, "--layer", "0", "--save", str(target))
+    assert result.code == 0, result.err
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_plot_follows_the_umask_and_says_where_it_wrote(cli, umask_022, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "layers.png"
+    result = cli("trace", "Hello", *TINY, "--layer", "all", "--plot", str(target))
+    assert result.code == 0, result.err
+    assert result.err == f"wrote {target}\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import TINY
 from optinspect.analyses.sparsity import FfnSparsity
 from optinspect.analyses.trace import iter_trace
 
@@ -136,3 +138,18 @@ def test_plot_path_is_checked_before_the_model_loads(cli, monkeypatch, tmp_path:
     result = cli("trace", "Hi", "--model", "tiny", "--plot", str(target))
     assert result.code == 2
     assert result.err == f"Error: cannot write {target}: folder {target.parent} does not exist\n"
+
+
+def test_ffn_sparsity_table_lists_only_the_chosen_layer(cli, sentences_file: Path) -> None:
+    result = cli("trace", "--file", str(sentences_file), *TINY, "--layer", "0")
+    assert result.code == 0, result.err
+    out = result.out
+    assert out.count("model tiny · quant none") == 1  # the model line once, not per sentence
+    sparsity = out[out.index("FFN sparsity") :]
+    layer_cells = re.findall(r"^│\s+(\d+)\s+│", sparsity, flags=re.MULTILINE)
+    assert layer_cells == ["0"]
+
+
+def test_ffn_sparsity_in_json_lists_only_the_chosen_layer(cli, sentences_file: Path) -> None:
+    out = cli("trace", "--file", str(sentences_file), *TINY, "--layer", "0", "-f", "json").out
+    assert [row["layer"] for row in json.loads(out)["ffn"]] == [0]
