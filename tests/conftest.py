@@ -14,9 +14,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from optinspect.results.trace import TraceResult
 
 # Isolate every test from the user's Hugging Face cache and from the network,
 # before anything imports huggingface_hub (it reads these at import time).
@@ -279,6 +282,108 @@ def sentences_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     path = tmp_path / "s.txt"
     path.write_text("\n".join(request.module.SENTENCES) + "\n", encoding="utf-8")
     return path
+
+
+def sample_result(dry_run: bool = False) -> TraceResult:
+    """A hand-built trace record: every kind of row, undefined statistics and markup in a token."""
+    from optinspect.results.records import ModelInfo, ModuleRecord, TensorStats, Token
+    from optinspect.results.trace import TraceResult
+
+    stats = TensorStats(
+        mean=0.0123456,
+        std=1.5,
+        min=-3.25,
+        max=4.0,
+        absmax=4.0,
+        rms=1.5,
+        zeros=0.125,
+        nan=0,
+        inf=0,
+    )
+    broken = TensorStats(
+        mean=None,
+        std=None,
+        min=None,
+        max=None,
+        absmax=None,
+        rms=None,
+        zeros=0.0,
+        nan=4,
+        inf=2,
+    )
+
+    def record(index: int, name: str, type_: str, depth: int, **kw: object) -> ModuleRecord:
+        base = dict(
+            index=index,
+            name=name,
+            type=type_,
+            layer=0,
+            call=0,
+            depth=depth,
+            output="tensor",
+            shape=(1, 3, 8),
+            dtype="float16",
+            device="cpu",
+            weight_dtype=None,
+            weight_shape=None,
+            stats=None if dry_run else stats,
+        )
+        base.update(kw)
+        return ModuleRecord(**base)  # type: ignore[arg-type]
+
+    modules = (
+        record(0, "model.decoder.layers.0", "OPTDecoderLayer", 0),
+        record(
+            1,
+            "model.decoder.layers.0.fc1",
+            "Linear8bitLt",
+            1,
+            shape=(3, 32),
+            weight_dtype="int8",
+            weight_shape=(32, 8),
+        ),
+        record(
+            2,
+            "model.decoder.layers.0.fc1",
+            "Linear8bitLt",
+            1,
+            call=1,
+            shape=(3, 32),
+            weight_dtype="int8",
+            weight_shape=(32, 8),
+            stats=None if dry_run else broken,
+        ),
+        record(
+            3,
+            "model.decoder.layers.0.odd",
+            "Odd",
+            1,
+            output="none",
+            shape=None,
+            dtype=None,
+            stats=None,
+        ),
+    )
+    return TraceResult(
+        info=ModelInfo("tiny", "8bit", "cpu", "float16", random_weights=True),
+        text="Hi [bold]x",
+        tokens=(Token(2, "</s>"), Token(10, "Hi"), Token(11, " [bold]x")),
+        modules=modules,
+        dry_run=dry_run,
+    )
+
+
+def render_params_text(inventory: Any, by: str, loaded: Any = None) -> str:
+    """The params table of ``inventory`` grouped ``by``, as a 140-column console prints it."""
+    from rich.console import Console
+
+    from optinspect.analyses.params import count_params
+    from optinspect.render.params import render_params
+
+    stream = io.StringIO()
+    console = Console(file=stream, width=140, color_system=None, force_terminal=False)
+    render_params(console, count_params(inventory, by=by), loaded)
+    return stream.getvalue()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ the CPU's kernels (Intel and AMD round differently), and a golden file must
 pass on any machine. The trace statistics were copied from a real run on the
 tiny model and the other values are made up in the same ranges, so the column
 widths are realistic. The tree shows only exact counts and shapes, so it runs
-through the real CLI. Params' goldens live in test_params.py.
+through the real CLI. Every test that uses the ``golden`` fixture lives here.
 
 After an intended change: pytest tests/test_golden.py --update-golden, then
 read the diff of tests/golden/ before committing it.
@@ -24,8 +24,9 @@ from collections.abc import Callable
 import pytest
 from rich.console import Console
 
-from conftest import NUMBER
-from optinspect.analyses.params import count_params, inventory_params
+from conftest import NUMBER, sample_result
+from conftest import render_params_text as _render
+from optinspect.analyses.params import LoadedCount, count_params, inventory_params
 from optinspect.render.attention import render_attention
 from optinspect.render.calibrate import render_calibration
 from optinspect.render.compare import render_compare
@@ -647,3 +648,41 @@ def test_attention_heatmap_goes_on_under_a_continued_title_and_sink_is_a_percent
     assert lines[headers[1] - 1] == "attention of layer 3, head 1, continued"
     head_1 = next(line for line in lines if line.startswith("│   1* "))
     assert [cell.strip() for cell in head_1.split("│")][1:-1] == ["1*", "1.962", "35.3%"]
+
+
+# --- the trace table of conftest's sample_result ------------------------------------------
+
+
+def render(result: TraceResult) -> str:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=160, color_system=None, force_terminal=False)
+    render_trace(console, result)
+    return buffer.getvalue()
+
+
+def test_trace_table_golden(golden) -> None:
+    golden("trace_table.txt", render(sample_result()))
+
+
+def test_dry_run_table_golden(golden) -> None:
+    golden("trace_dry_run.txt", render(sample_result(dry_run=True)))
+
+
+# --- params tables from the family's configs ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "by", "loaded"),
+    [
+        ("params_opt350m_group.txt", "facebook/opt-350m", "group", None),
+        ("params_opt125m_type.txt", "facebook/opt-125m", "type", None),
+        (
+            "params_opt125m_loaded.txt",
+            "facebook/opt-125m",
+            "group",
+            LoadedCount("4bit", "cuda:0", "float16", 125_239_296, 82_771_968, 128_389_632),
+        ),
+    ],
+)
+def test_golden_tables(golden, name: str, model: str, by: str, loaded) -> None:
+    golden(name, _render(inventory_params(model), by, loaded))

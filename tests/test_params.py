@@ -10,19 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from conftest import json_of
+from conftest import render_params_text as _render
 from optinspect.analyses.params import (
     LoadedCount,
-    ParamInventory,
-    count_params,
     estimate_bytes,
     inventory_params,
 )
 from optinspect.model.family import FAMILY, ParamEntry, list_config_params
 from optinspect.render.common import format_bytes
-from optinspect.render.params import render_params
 
 #: Published shapes, written out here independently of optinspect.model.family:
 #: size -> (layers, heads, d_model, ffn, word_embed_proj_dim, pre-LayerNorm).
@@ -287,30 +284,6 @@ def test_format_bytes() -> None:
         "10.0 GiB",
         "700 TiB",
     ]
-
-
-def _render(inventory: ParamInventory, by: str, loaded: LoadedCount | None = None) -> str:
-    stream = io.StringIO()
-    console = Console(file=stream, width=140, color_system=None, force_terminal=False)
-    render_params(console, count_params(inventory, by=by), loaded)
-    return stream.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("name", "model", "by", "loaded"),
-    [
-        ("params_opt350m_group.txt", "facebook/opt-350m", "group", None),
-        ("params_opt125m_type.txt", "facebook/opt-125m", "type", None),
-        (
-            "params_opt125m_loaded.txt",
-            "facebook/opt-125m",
-            "group",
-            LoadedCount("4bit", "cuda:0", "float16", 125_239_296, 82_771_968, 128_389_632),
-        ),
-    ],
-)
-def test_golden_tables(golden, name: str, model: str, by: str, loaded) -> None:
-    golden(name, _render(inventory_params(model), by, loaded))
 
 
 def test_a_loaded_count_never_says_no_weights_were_read() -> None:

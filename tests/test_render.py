@@ -1,4 +1,5 @@
-"""Rendering: golden tables on a fixed-width console, and JSON that never holds NaN."""
+"""Rendering: JSON that never holds NaN, numbers, and how tables wrap (the golden tables are in
+test_golden.py)."""
 
 from __future__ import annotations
 
@@ -7,110 +8,8 @@ import json
 
 from rich.console import Console
 
+from conftest import sample_result
 from optinspect.render.common import format_number, write_json
-from optinspect.render.trace import render_trace
-from optinspect.results.records import ModelInfo, ModuleRecord, TensorStats, Token
-from optinspect.results.trace import TraceResult
-
-
-def sample_result(dry_run: bool = False) -> TraceResult:
-    stats = TensorStats(
-        mean=0.0123456,
-        std=1.5,
-        min=-3.25,
-        max=4.0,
-        absmax=4.0,
-        rms=1.5,
-        zeros=0.125,
-        nan=0,
-        inf=0,
-    )
-    broken = TensorStats(
-        mean=None,
-        std=None,
-        min=None,
-        max=None,
-        absmax=None,
-        rms=None,
-        zeros=0.0,
-        nan=4,
-        inf=2,
-    )
-
-    def record(index: int, name: str, type_: str, depth: int, **kw: object) -> ModuleRecord:
-        base = dict(
-            index=index,
-            name=name,
-            type=type_,
-            layer=0,
-            call=0,
-            depth=depth,
-            output="tensor",
-            shape=(1, 3, 8),
-            dtype="float16",
-            device="cpu",
-            weight_dtype=None,
-            weight_shape=None,
-            stats=None if dry_run else stats,
-        )
-        base.update(kw)
-        return ModuleRecord(**base)  # type: ignore[arg-type]
-
-    modules = (
-        record(0, "model.decoder.layers.0", "OPTDecoderLayer", 0),
-        record(
-            1,
-            "model.decoder.layers.0.fc1",
-            "Linear8bitLt",
-            1,
-            shape=(3, 32),
-            weight_dtype="int8",
-            weight_shape=(32, 8),
-        ),
-        record(
-            2,
-            "model.decoder.layers.0.fc1",
-            "Linear8bitLt",
-            1,
-            call=1,
-            shape=(3, 32),
-            weight_dtype="int8",
-            weight_shape=(32, 8),
-            stats=None if dry_run else broken,
-        ),
-        record(
-            3,
-            "model.decoder.layers.0.odd",
-            "Odd",
-            1,
-            output="none",
-            shape=None,
-            dtype=None,
-            stats=None,
-        ),
-    )
-    return TraceResult(
-        info=ModelInfo("tiny", "8bit", "cpu", "float16", random_weights=True),
-        text="Hi [bold]x",
-        tokens=(Token(2, "</s>"), Token(10, "Hi"), Token(11, " [bold]x")),
-        modules=modules,
-        dry_run=dry_run,
-    )
-
-
-def render(result: TraceResult) -> str:
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=160, color_system=None, force_terminal=False)
-    render_trace(console, result)
-    return buffer.getvalue()
-
-
-def test_trace_table_golden(golden) -> None:
-    golden("trace_table.txt", render(sample_result()))
-
-
-def test_dry_run_table_golden(golden) -> None:
-    golden("trace_dry_run.txt", render(sample_result(dry_run=True)))
 
 
 def test_json_turns_undefined_statistics_into_null() -> None:
