@@ -1,4 +1,8 @@
-"""engine/preflight.py: every check that needs no weights, its exact message and exit 2."""
+"""engine/preflight.py: every check that needs no weights, its exact message and exit 2.
+
+Through the CLI too, with the loader replaced by a spy that fails the test (``no_load``),
+including the config checks that exit 1 and the placement check inside load_model that
+must read no weight file (``no_weights``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """engine/saving.py: atomic writes and ``trace --save``; an interrupted or failed write leaves
-no partial file and no temporary behind."""
+no partial file and no temporary behind; a saved file or plot follows the umask."""
 
 from __future__ import annotations
 
