@@ -173,7 +173,7 @@ def overhead(model: Any, tokens: list[int], repeats: int, threads: list[int | No
     goals = {max(tokens): 1.10, min(tokens): 1.15}
     for count in threads:
         torch.set_num_threads(count or before)
-        where = f"{torch.get_num_threads()} threads"
+        where = f"{torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
         try:
             for n in tokens:
                 ids = token_ids(n)

@@ -97,7 +97,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "batch": (8, 4, n(1)) if quick else (64, 8, n(4)),
         "e2e": (n(5), w),
         "serve": (n(20, 3), w, n(5)),
-        "calibrate": (8, 16, (8, 32), n(1)) if quick else (32, 128, (32, 256), n(3)),
+        "calibrate": (8, 16, (8, 32), n(1)) if quick else (16, 128, (16, 128), n(3)),
         "stream": ((10, 40), (2, 4)) if quick else ((500, 5000), (8, 80)),
         "cuda": (n(7, 2), 1),
     }
@@ -219,6 +219,26 @@ def worker(spec: str) -> int:
     return 0
 
 
+def write(path: Path, sections: list[Section], argv: list[str], start: float, load: float) -> None:
+    """Put the sections' blocks, the machine's and a header into ``path``; the rest stays."""
+    import torch
+
+    when = f"{command_line(argv)} on {time.strftime('%Y-%m-%d %H:%M %Z')}"
+    blocks = {s.name: bench_report.render_section(s) for s in sections}
+    facts = machine(torch.get_num_threads(), load, f"_Recorded by {when}._")
+    blocks["machine"] = bench_report.render_section(facts)
+    rounds = parse_args(argv).repeats
+    reduced = f" with **{rounds} timed rounds per measurement**" if rounds else ""
+    spent, names = bench_util.fmt_seconds(time.perf_counter() - start), [s.name for s in sections]
+    blocks["header"] = (
+        f"Last written by {when}{reduced}, after {spent}: {', '.join(names)}. Each block says "
+        "when and how it was measured; the blocks that run did not measure keep their earlier "
+        "figures and date.\n"
+    )
+    old = path.read_text(encoding="utf-8") if path.exists() else bench_report.template(TITLES)
+    path.write_text(bench_report.rewrite(old, blocks, TITLES), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -236,35 +256,26 @@ def main(argv: list[str] | None = None) -> int:
             print("[benchmarks] --only cuda: CUDA is not available here", file=sys.stderr)
             return 1
         names.remove("cuda")  # its block keeps what a CUDA machine last wrote there
-    bench, started, load_start = Bench(args), time.perf_counter(), bench_util.load_1min()
+    output = args.output
+    if output is None and not args.quick and names != ["cuda"]:
+        output = bench_util.REPO / "BENCHMARKS.md"
+    bench, sections = Bench(args), []
+    started, load_start = time.perf_counter(), bench_util.load_1min()
     try:
-        sections = [run_section(bench, name, argv) for name in names]
+        for name in names:  # written after each section: a run cut short keeps what it measured
+            sections.append(run_section(bench, name, argv))
+            if output is not None:
+                write(output, sections, argv, started, load_start)
     finally:
         shutil.rmtree(bench.work, ignore_errors=True)
-    failed = any(isinstance(s.data, dict) and "error" in s.data for s in sections)
     data = {s.name: s.rows if s.data is None else s.data for s in sections}
     text = json.dumps(data, indent=2, default=as_json)
     if args.json is not None:
         args.json.write_text(text + "\n", encoding="utf-8")
-    blocks = {s.name: bench_report.render_section(s) for s in sections}
-    print(text if names == ["cuda"] else "\n".join(blocks.values()))
-    if args.output is None and (args.quick or names == ["cuda"]):
-        return int(failed)
-    when = f"{command_line(argv)} on {time.strftime('%Y-%m-%d %H:%M %Z')}"
-    facts = machine(torch.get_num_threads(), load_start, f"_Recorded by {when}._")
-    blocks["machine"] = bench_report.render_section(facts)
-    reduced = f" with **{args.repeats} timed rounds per measurement**" if args.repeats else ""
-    blocks["header"] = (
-        f"Last written by {when}{reduced}"
-        f", in {bench_util.fmt_seconds(time.perf_counter() - started)}: {', '.join(names)}. "
-        "Each block says when and how it was measured; the blocks that run did not measure "
-        "keep their earlier figures and date.\n"
-    )
-    output = args.output or bench_util.REPO / "BENCHMARKS.md"
-    old = output.read_text(encoding="utf-8") if output.exists() else bench_report.template(TITLES)
-    output.write_text(bench_report.rewrite(old, blocks, TITLES), encoding="utf-8")
-    print(f"[benchmarks] wrote {output}", file=sys.stderr)
-    return int(failed)
+    print(text if names == ["cuda"] else "\n".join(map(bench_report.render_section, sections)))
+    if output is not None:
+        print(f"[benchmarks] wrote {output}", file=sys.stderr)
+    return int(any(isinstance(s.data, dict) and "error" in s.data for s in sections))
 
 
 if __name__ == "__main__":
