@@ -1,8 +1,8 @@
-"""The CUDA section: runs only where ``torch.cuda.is_available()``.
+"""The CUDA section: an opt-1.3b-shaped model in 8-bit and float16 where CUDA is.
 
-UNTESTED ON A GPU: this code was written on a machine without one. Its Python runs
-in every CPU test suite all the same (``device="cpu"``, the small shape, through
-``scripts/gpu-check.sh --rehearse``), so only what CUDA itself does is new on a GPU.
+``device="cpu"`` runs the same code at the small shape on the CPU (no peak memory, no
+Triton): ``scripts/gpu-check.sh --rehearse`` does, so only what CUDA itself does is new
+on a GPU. Its JSON (``run.py --only cuda --json PATH``) is what gpu-check reads.
 """
 
 from __future__ import annotations
@@ -23,93 +23,43 @@ from bench_inproc import (
     optinspect_runner,
     reduce_outputs,
 )
-from bench_models import OPT_1_3B, OPT_SMALL, opt_config, token_ids
-from bench_util import interleave, last_line
-
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def make_checkpoint(shape: dict[str, int], device: str = "cuda") -> Path:
-    """A random-weight float16 checkpoint with the tiny tokenizer, in a temporary folder."""
-    import torch
-
-    from optinspect.model.quiet import no_hub_kernels
-    from optinspect.model.spec import RANDOM_WEIGHTS_KEY, tiny_path
-
-    # As optinspect itself loads: transformers' hub-kernel integration stays out.
-    with no_hub_kernels():
-        from transformers import OPTForCausalLM
-
-        config = opt_config(shape)
-        setattr(config, RANDOM_WEIGHTS_KEY, True)
-        torch.manual_seed(0)
-        with torch.device(device):
-            model = OPTForCausalLM(config).half().eval()
-    folder = Path(tempfile.mkdtemp(prefix="optinspect-bench-cuda-"))
-    model.save_pretrained(folder)
-    del model
-    empty_cache(device)
-    for name in TOKENIZER_FILES:
-        shutil.copy(tiny_path() / name, folder / name)
-    return folder
+from bench_report import Row, Section
+from bench_util import (
+    DASH,
+    fmt_ratio,
+    fmt_seconds,
+    fmt_times,
+    interleave,
+    last_line,
+    opt_config,
+    save_checkpoint,
+    token_ids,
+)
 
 
-def cuda_section(
-    repeats: int, warmup: int, quick: bool, tokens: int = 256, device: str = "cuda"
-) -> dict[str, Any]:
-    """Load time, forward, trace ratio, peak GPU memory and nnsight, per quantization.
-
-    ``device="cpu"`` runs the same code on the CPU (no peak memory, no Triton): a
-    rehearsal of this section where no GPU is, not a measurement.
-    """
-    import torch
-
-    from optinspect.model.loading import load_model
-
-    shape = OPT_SMALL if quick else OPT_1_3B
-    folder = make_checkpoint(shape, device)
-    cuda = device.startswith("cuda")
-    report: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu (a rehearsal, not a measurement)",
-        "model": "opt-1.3b shape" if not quick else "small",
-        "tokens": tokens,
-        "rows": [],
-    }
-    try:
-        for quant in ("8bit", "none"):
-            row = _one_quant(folder, quant, repeats, warmup, tokens, load_model, device)
-            report["rows"].append(row)
-            empty_cache(device)  # that quantization's model went with _one_quant's frame
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return report
+def on_gpu(device: str) -> bool:
+    return device.startswith("cuda")
 
 
-def synchronize(device: str) -> None:
-    """Wait for the GPU's queued work (nothing to wait for on the CPU)."""
-    if device.startswith("cuda"):
+def sync(device: str, free: bool = False) -> None:
+    """Wait for the GPU's queued work; ``free``: also empty its cache and reset the peak."""
+    if on_gpu(device):
         import torch
 
         torch.cuda.synchronize()
-
-
-def empty_cache(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
+        if free:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
 
 
 def peak_gib(device: str, fn: Any) -> float | None:
     """The peak GPU memory allocated while ``fn()`` runs, in GiB; None on the CPU."""
-    if not device.startswith("cuda"):
-        fn()
+    sync(device, free=True)
+    fn()
+    if not on_gpu(device):
         return None
     import torch
 
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
     return torch.cuda.max_memory_allocated() / 1024**3
 
 
@@ -117,62 +67,49 @@ def triton_state(device: str) -> str:
     """Whether the statistics of a ``device`` run took the Triton kernel."""
     from optinspect.engine import fused_triton
 
-    if not device.startswith("cuda"):
+    if not on_gpu(device):
         return "not used on the CPU"
-    # The Triton kernel falls back to eager (with one warning) if it cannot run here.
-    if fused_triton._broken is not None:
+    if fused_triton._broken is not None:  # it falls back to eager, with one warning
         return f"failed, eager used: {fused_triton._broken}"
-    if fused_triton._kernel(False) is None:
-        return "Triton not installed, eager used"
-    return "in use"
+    installed = fused_triton._kernel(False) is not None
+    return "in use" if installed else "Triton not installed, eager used"
 
 
-def _one_quant(
-    folder: Path,
-    quant: str,
-    repeats: int,
-    warmup: int,
-    tokens: int,
-    load_model: Any,
-    device: str = "cuda",
+def one_quant(
+    folder: Path, quant: str, repeats: int, warmup: int, tokens: int, device: str
 ) -> dict[str, Any]:
     import torch
 
-    empty_cache(device)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    from optinspect import load
+
+    sync(device, free=True)
     start = time.perf_counter()
-    loaded = load_model(str(folder), quant=quant, device=device, dtype="float16")
-    synchronize(device)
+    model = load(str(folder), quant=quant, device=device, dtype="float16").model
+    sync(device)
     row: dict[str, Any] = {"quant": quant, "load_s": time.perf_counter() - start}
-    model = loaded.model
     ids = token_ids(tokens).to(device)
-    names = every_module(model)
-    traced_once = optinspect_runner(model, ids, names)
+    traced_once = optinspect_runner(model, ids, every_module(model))
+    eager_once = eager_statistics(traced_once)
 
     def bare() -> None:
         with torch.inference_mode():
             model(input_ids=ids, use_cache=False)
-        synchronize(device)
+        sync(device)
 
     def traced() -> None:
         traced_once()
-        synchronize(device)
-
-    eager_once = eager_statistics(traced_once)
+        sync(device)
 
     def traced_eager() -> None:
         eager_once()
-        synchronize(device)
+        sync(device)
 
     runs = {BARE: bare, OPTINSPECT: traced, EAGER_STATS: traced_eager}
-    series = interleave(runs, repeats, warmup, baseline=BARE)
-    row["series"] = series
+    row["series"] = interleave(runs, repeats, warmup, baseline=BARE)
     row["triton"] = triton_state(device)
     for label, fn in ((BARE, bare), (OPTINSPECT, traced)):
         row[f"peak_gib {label}"] = peak_gib(device, fn)
-    # nnsight wraps the model it is given, so it goes last, on the same model.
-    try:
+    try:  # nnsight wraps the model it is given, so it goes last, on the same model
         from nnsight import NNsight
 
         wrapped = NNsight(model)
@@ -181,11 +118,59 @@ def _one_quant(
             with torch.inference_mode(), wrapped.trace(ids, use_cache=False) as tracer:
                 cache = tracer.cache()
             reduce_outputs([cache[key].output for key in cache.keys()])  # noqa: SIM118
-            synchronize(device)
+            sync(device)
 
-        nn_series = interleave({BARE: bare, NNSIGHT: nnsight_stats}, repeats, warmup, BARE)
-        row["nnsight"] = nn_series[NNSIGHT]
+        runs = {BARE: bare, NNSIGHT: nnsight_stats}
+        row["nnsight"] = interleave(runs, repeats, warmup, BARE)[NNSIGHT]
         row[f"peak_gib {NNSIGHT}"] = peak_gib(device, nnsight_stats)
     except Exception as e:  # a peer failing is reported, not fatal
         row["nnsight_error"] = f"{type(e).__name__}: {last_line(str(e))}"
     return row
+
+
+def cuda(repeats: int, warmup: int, quick: bool, tokens: int, device: str = "cuda") -> Section:
+    """Load time, forward, trace ratio, peak GPU memory and nnsight, per quantization."""
+    import torch
+
+    from optinspect.model.quiet import no_hub_kernels
+    from optinspect.model.spec import RANDOM_WEIGHTS_KEY
+
+    with no_hub_kernels():  # as optinspect itself loads: transformers' hub kernels stay out
+        from transformers import OPTForCausalLM
+
+        config = opt_config("small" if quick else "opt-1.3b")
+        setattr(config, RANDOM_WEIGHTS_KEY, True)
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = OPTForCausalLM(config).half().eval()
+    folder = save_checkpoint(model, Path(tempfile.mkdtemp(prefix="optinspect-bench-cuda-")))
+    del model
+    sync(device, free=True)
+    name = (
+        torch.cuda.get_device_name(0) if on_gpu(device) else "cpu (a rehearsal, not a measurement)"
+    )
+    shape = "small" if quick else "opt-1.3b shape"
+    data: dict[str, Any] = {"device": name, "model": shape, "tokens": tokens, "rows": []}
+    try:
+        for quant in ("8bit", "none"):
+            data["rows"].append(one_quant(folder, quant, repeats, warmup, tokens, device))
+            sync(device, free=True)  # that quantization's model went with one_quant's frame
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    how = f"{name}; {shape}, random weights, float16; {tokens} tokens; median (min{DASH}max) "
+    how += f"of {repeats} rounds, ratios paired with the bare forward of the round"
+    rows = []
+    for r in data["rows"]:
+        s, q = r["series"], f"`--quant {r['quant']}`"
+        peaks = [r[f"peak_gib {k}"] for k in (BARE, OPTINSPECT)]
+        peak = " / ".join(DASH if p is None else f"{p:.2f}" for p in peaks) + " GiB"
+        nn = fmt_ratio(r["nnsight"].ratios) if "nnsight" in r else r["nnsight_error"]
+        rows += [
+            Row(f"{q}: load", fmt_seconds(r["load_s"]), how),
+            Row(f"{q}: bare forward", fmt_times(s[BARE].times), how),
+            Row(f"{q}: optinspect, Triton {r['triton']}", fmt_ratio(s[OPTINSPECT].ratios), how),
+            Row(f"{q}: optinspect, eager statistics", fmt_ratio(s[EAGER_STATS].ratios), how),
+            Row(f"{q}: peak GPU memory, bare / traced", peak, "`max_memory_allocated`"),
+            Row(f"{q}: nnsight cache and the same statistics", nn, how),
+        ]
+    return Section("cuda", rows, data)

@@ -1,8 +1,8 @@
-"""In-process measurements: hook overhead, peers, batch throughput, peak memory of one call.
+"""In-process sections: hook overhead, peers, peak memory of one call, batch throughput,
+calibrate against bare forwards.
 
-Every runner is a zero-argument callable doing one complete job (hook, forward,
-statistics on the host), so the same runners serve the timings and the memory
-worker.
+Every runner is a zero-argument callable doing one whole job (hook, forward, statistics
+on the host), so the same runners serve the timings and the memory worker.
 """
 
 from __future__ import annotations
@@ -11,24 +11,32 @@ import copy
 import gc
 import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from bench_models import pad_batch, sentences, token_ids, wrap_loaded
+from bench_report import Row, Section
 from bench_util import (
+    DASH,
+    LOW_MMAP,
+    TIMES,
     Series,
+    fmt_mib,
+    fmt_ratio,
+    fmt_times,
     interleave,
     last_line,
-    peak_rss_mib,
-    reset_peak_rss,
-    rss_mib,
+    sentences,
+    status_mib,
+    token_ids,
     version_of,
+    wrap_loaded,
 )
 
 Runner = Callable[[], object]
-
 BARE = "bare forward"
 OPTINSPECT = "optinspect: every module hooked, statistics on"
 HOOKS_ONLY = "optinspect: every module hooked, statistics off"
@@ -39,46 +47,40 @@ NNSIGHT = "nnsight: cache every module's output, then the same statistics"
 TL_FORWARD = "TransformerLens: forward, no cache"
 TL_SAVE = "TransformerLens: run_with_cache"
 TL = "TransformerLens: run_with_cache, then the same statistics"
-
-#: Tool names the memory worker accepts, and the runner each measures.
-MEMORY_TOOLS = {
-    "bare": BARE,
-    "optinspect": OPTINSPECT,
-    "naive": NAIVE,
-    "nnsight": NNSIGHT,
-    "transformer_lens": TL,
-}
+PEERS = ("nnsight", "transformer_lens")
+#: The memory worker's tools, and the runner each measures.
+MEMORY_TOOLS = {"bare": BARE, "optinspect": OPTINSPECT, "naive": NAIVE, "nnsight": NNSIGHT}
+MEMORY_TOOLS["transformer_lens"] = TL
 
 
-@dataclass
-class PeerSetup:
-    runners: dict[str, Runner] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)  # tool -> what it is / why it is missing
-    counts: dict[str, int] = field(default_factory=dict)  # label -> tensors summarised
+def rounds(series: dict[str, Series]) -> str:
+    count = len(next(iter(series.values())).times)
+    return f"median (min{DASH}max) of {count} round-robin rounds; ratios paired within a round"
+
+
+def paired(s: Series) -> str:
+    """A variant's ratio to the bare forward of the same round, then its wall time."""
+    times = fmt_times(s.times)
+    return times if s.label == BARE else f"{fmt_ratio(s.ratios)} bare; {times}"
 
 
 def every_module(model: Any) -> list[str]:
     """The names optinspect hooks for ``--filter '*'``: every named submodule."""
     from optinspect.engine.selection import select_names
 
-    names = (n for n, _ in model.named_modules())
-    return select_names(names, int(model.config.num_hidden_layers), None, ("*",))
+    layers = int(model.config.num_hidden_layers)
+    return select_names((n for n, _ in model.named_modules()), layers, None, ("*",))
 
 
 def reduce_outputs(outputs: list[Any]) -> list[Any]:
-    """The statistics optinspect computes, over tensors another tool saved; one host transfer."""
+    """optinspect's statistics over tensors another tool saved; one host transfer."""
     from optinspect.engine.capture import main_tensor
     from optinspect.engine.stats import finalize_stats, summarize_tensor
 
-    vectors = []
-    for output in outputs:
-        tensor = main_tensor(output)
-        if tensor is not None and tensor.is_floating_point():
-            vectors.append(summarize_tensor(tensor))
-    return finalize_stats(vectors)
+    tensors = [t for t in map(main_tensor, outputs) if t is not None and t.is_floating_point()]
+    return finalize_stats([summarize_tensor(t) for t in tensors])
 
 
-# -- runners -------------------------------------------------------------------
 def bare_runner(model: Any, ids: Any) -> Runner:
     import torch
 
@@ -97,9 +99,8 @@ def optinspect_runner(model: Any, ids: Any, names: list[str], stats: bool = True
     from optinspect.engine.capture import capture
     from optinspect.engine.runner import forward
 
-    mask = torch.ones_like(ids)
-    texts = ("",) * ids.shape[0]
-    batch = Batch(texts, ((),) * ids.shape[0], ids, mask, BatchLayout.from_mask(mask.cpu()))
+    mask, rows = torch.ones_like(ids), ids.shape[0]
+    batch = Batch(("",) * rows, ((),) * rows, ids, mask, BatchLayout.from_mask(mask.cpu()))
 
     def run() -> object:
         with capture(model, names, stats=stats) as cap:
@@ -110,7 +111,7 @@ def optinspect_runner(model: Any, ids: Any, names: list[str], stats: bool = True
 
 
 def eager_statistics(run: Runner) -> Runner:
-    """``run`` with the eager torch statistics forced, for the old-against-new rows."""
+    """``run`` with the eager torch statistics forced (``OPTINSPECT_STATS=eager``)."""
 
     def wrapped() -> object:
         previous = os.environ.get("OPTINSPECT_STATS")
@@ -118,21 +119,11 @@ def eager_statistics(run: Runner) -> Runner:
         try:
             return run()
         finally:
-            if previous is None:
-                del os.environ["OPTINSPECT_STATS"]
-            else:
+            os.environ.pop("OPTINSPECT_STATS")
+            if previous is not None:
                 os.environ["OPTINSPECT_STATS"] = previous
 
     return wrapped
-
-
-def statistics_path() -> str:
-    """Which statistics the OPTINSPECT rows ran on the CPU: the compiled kernel or eager torch."""
-    from optinspect.engine import fused
-
-    if fused.available():
-        return f"the one-pass compiled kernel (`{fused.library_path().name}`)"  # type: ignore[union-attr]
-    return "the eager torch statistics (the compiled kernel is not built or is switched off)"
 
 
 def naive_runner(model: Any, ids: Any, names: list[str]) -> Runner:
@@ -144,26 +135,14 @@ def naive_runner(model: Any, ids: Any, names: list[str]) -> Runner:
     modules = dict(model.named_modules())
 
     def run() -> object:
-        rows: list[tuple[float, ...]] = []
+        rows: list[list[float]] = []
 
         def hook(module: Any, args: Any, output: Any) -> None:
-            tensor = main_tensor(output)
-            if tensor is None:
-                return
-            x = tensor.detach().float()
-            rows.append(
-                (
-                    x.mean().item(),
-                    x.std(correction=0).item(),
-                    x.min().item(),
-                    x.max().item(),
-                    x.abs().max().item(),
-                    x.pow(2).mean().sqrt().item(),
-                    (x == 0).float().mean().item(),
-                    torch.isnan(x).sum().item(),
-                    torch.isinf(x).sum().item(),
-                )
-            )
+            if (tensor := main_tensor(output)) is not None:
+                x = tensor.detach().float()
+                sums = (x.mean(), x.std(correction=0), x.min(), x.max(), x.abs().max())
+                sums += (x.pow(2).mean().sqrt(), (x == 0).float().mean())
+                rows.append([v.item() for v in (*sums, x.isnan().sum(), x.isinf().sum())])
 
         handles = [modules[name].register_forward_hook(hook) for name in names]
         try:
@@ -177,8 +156,57 @@ def naive_runner(model: Any, ids: Any, names: list[str]) -> Runner:
     return run
 
 
-def nnsight_runners(model: Any, ids: Any, setup: PeerSetup) -> None:
-    """nnsight's ``tracer.cache()`` on its own copy of the model (nnsight wraps what it gets)."""
+def overhead(model: Any, tokens: list[int], repeats: int, threads: list[int | None]) -> Section:
+    """Bare forward against optinspect (statistics on, off, eager) and the naive baseline,
+    at each thread count (None: torch's default); the goals at the default threads only."""
+    import torch
+
+    from optinspect.engine import fused
+
+    names, before = every_module(model), torch.get_num_threads()
+    kernel = fused.library_path().name if fused.available() else None  # type: ignore[union-attr]
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    rows = [
+        Row("model", f"random weights, {params:.1f} M parameters, float32, CPU", "one sentence"),
+        Row("modules hooked", str(len(names)), "`--filter '*'`: every named submodule"),
+        Row("statistics on the CPU", f"compiled kernel `{kernel}`" if kernel else "eager torch"),
+    ]
+    goals = {max(tokens): 1.10, min(tokens): 1.15}
+    for count in threads:
+        torch.set_num_threads(count or before)
+        where = f"{torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
+        try:
+            for n in tokens:
+                ids = token_ids(n)
+                runs = {BARE: bare_runner(model, ids), NAIVE: naive_runner(model, ids, names)}
+                runs[OPTINSPECT] = optinspect_runner(model, ids, names)
+                runs[HOOKS_ONLY] = optinspect_runner(model, ids, names, stats=False)
+                if kernel:
+                    runs[EAGER_STATS] = eager_statistics(optinspect_runner(model, ids, names))
+                series = interleave(runs, repeats, 1, baseline=BARE)
+                for label in (BARE, OPTINSPECT, EAGER_STATS, HOOKS_ONLY, NAIVE):
+                    if label not in series:
+                        continue
+                    row = Row(
+                        f"{n} tokens, {where}: {label}", paired(series[label]), rounds(series)
+                    )
+                    if label == OPTINSPECT and count is None:
+                        met = series[label].ratio <= goals[n]
+                        goal = f"\u2264 {goals[n]:.2f}{TIMES} the bare forward"
+                        row = Row(row.figure, row.value, row.how, goal, met)
+                    rows.append(row)
+                on, off = series[OPTINSPECT].ratio, series[HOOKS_ONLY].ratio
+                split = f"hooks and records {off - 1:+.0%}, statistics {on - off:+.0%}"
+                if EAGER_STATS in series:
+                    split += f" ({series[EAGER_STATS].ratio - off:+.0%} eager)"
+                how = "the median ratios: statistics off less 1, statistics on less off"
+                rows.append(Row(f"{n} tokens, {where}: where the overhead goes", split, how))
+        finally:
+            torch.set_num_threads(before)
+    return Section("overhead", rows)
+
+
+def nnsight_runners(model: Any, tokenizer: Any, ids: Any) -> tuple[dict[str, Runner], str]:
     import torch
     from nnsight import NNsight
 
@@ -189,217 +217,181 @@ def nnsight_runners(model: Any, ids: Any, setup: PeerSetup) -> None:
             cache = tracer.cache()
         return [cache[key].output for key in cache.keys()]  # noqa: SIM118 (a CacheView)
 
-    outputs = cached()
-    setup.counts[NNSIGHT] = len(reduce_outputs(outputs))
-    setup.runners[NNSIGHT_SAVE] = cached
-    setup.runners[NNSIGHT] = lambda: reduce_outputs(cached())
-    setup.notes["nnsight"] = f"nnsight {version_of('nnsight')}: `NNsight(model)`, `tracer.cache()`"
+    runs = {NNSIGHT_SAVE: cached, NNSIGHT: lambda: reduce_outputs(cached())}
+    return runs, f"nnsight {version_of('nnsight')}: `NNsight(model)`, `tracer.cache()`"
 
 
-def transformer_lens_runners(model: Any, tokenizer: Any, ids: Any, setup: PeerSetup) -> None:
-    """TransformerLens ``run_with_cache``: a TransformerBridge over a copy of the same HF model
-    (TransformerLens >= 4, where HookedTransformer is gone), else a HookedTransformer of the
-    same shape with its own random weights (TransformerLens < 4)."""
+def transformer_lens_runners(model: Any, tokenizer: Any, ids: Any) -> tuple[dict, str]:
     import torch
     import transformer_lens
 
-    version = version_of("transformer_lens")
-    if int(version.split(".")[0]) >= 4:
-        # The bridge reads the config from a folder, once, while it boots.
-        with tempfile.TemporaryDirectory(prefix="optinspect-bench-tl-") as folder:
-            model.config.save_pretrained(folder)
-            bridge = transformer_lens.TransformerBridge.boot_transformers(
-                folder, hf_model=copy.deepcopy(model), tokenizer=tokenizer, device="cpu"
-            )
-        bridge.eval()
-        tl_model: Any = bridge
-        how = "`TransformerBridge.boot_transformers(config folder, hf_model=copy of the model)`"
-    else:
-        config = model.config
-        tl_config = transformer_lens.HookedTransformerConfig(
-            d_model=config.hidden_size,
-            n_layers=config.num_hidden_layers,
-            n_heads=config.num_attention_heads,
-            d_head=config.hidden_size // config.num_attention_heads,
-            d_mlp=config.ffn_dim,
-            d_vocab=config.vocab_size,
-            n_ctx=config.max_position_embeddings,
-            act_fn="relu",
-            normalization_type="LN",
-            positional_embedding_type="standard",
-            device="cpu",
-            seed=0,
-        )
-        tl_model = transformer_lens.HookedTransformer(tl_config)
-        tl_model.eval()
-        how = "`HookedTransformer(HookedTransformerConfig(same shape))`, its own random weights"
+    with tempfile.TemporaryDirectory() as folder:  # the bridge reads the config from a folder
+        model.config.save_pretrained(folder)
+        boot = transformer_lens.TransformerBridge.boot_transformers
+        tl = boot(folder, hf_model=copy.deepcopy(model), tokenizer=tokenizer, device="cpu").eval()
 
     def forward() -> object:
         with torch.inference_mode():
-            return tl_model(ids)
+            return tl(ids)
 
     def cached() -> list[Any]:
         with torch.inference_mode():
-            _, cache = tl_model.run_with_cache(ids)
-        return list(cache.values())
+            return list(tl.run_with_cache(ids)[1].values())
 
-    setup.counts[TL] = len(reduce_outputs(cached()))
-    setup.runners[TL_FORWARD] = forward
-    setup.runners[TL_SAVE] = cached
-    setup.runners[TL] = lambda: reduce_outputs(cached())
-    setup.notes["transformer_lens"] = f"TransformerLens {version}: {how}, `run_with_cache`"
+    runs = {TL_FORWARD: forward, TL_SAVE: cached, TL: lambda: reduce_outputs(cached())}
+    how = "`TransformerBridge.boot_transformers(config folder, hf_model=copy of the model)`"
+    return runs, f"TransformerLens {version_of('transformer_lens')}: {how}, `run_with_cache`"
 
 
-def peer_setup(model: Any, tokenizer: Any, ids: Any, only: str | None = None) -> PeerSetup:
-    """Set up each peer that imports and runs; a peer that fails leaves its exact error."""
-    setup = PeerSetup()
-    builders: dict[str, Callable[[PeerSetup], None]] = {
-        "nnsight": lambda part: nnsight_runners(model, ids, part),
-        "transformer_lens": lambda part: transformer_lens_runners(model, tokenizer, ids, part),
-    }
-    for tool, build in builders.items():
-        if only is not None and tool != only:
-            continue
-        part = PeerSetup()
+def peer_runners(model: Any, tokenizer: Any, ids: Any, tools: tuple = PEERS) -> tuple[dict, dict]:
+    """Each peer on its own copy of the model (both change what they wrap); one that fails
+    leaves its exact error in the notes."""
+    runs: dict[str, Runner] = {}
+    notes = {}
+    for tool in tools:
+        make = nnsight_runners if tool == "nnsight" else transformer_lens_runners
         try:
-            build(part)
+            found, notes[tool] = make(model, tokenizer, ids)
+            runs |= found
         except Exception as e:  # a third-party tool that fails is a finding, not a crash
-            setup.notes[tool] = f"did not run: `{type(e).__name__}: {last_line(str(e))}`"
-            continue
-        setup.runners.update(part.runners)
-        setup.notes.update(part.notes)
-        setup.counts.update(part.counts)
-    return setup
+            notes[tool] = f"did not run: `{type(e).__name__}: {last_line(str(e))}`"
+    return runs, notes
 
 
-# -- sections ----------------------------------------------------------------
-def hook_overhead(
-    model: Any, token_counts: list[int], repeats: int, warmup: int, threads: int | None = None
-) -> dict[int, dict[str, Series]]:
-    """Bare forward against optinspect (statistics on and off) and the naive baseline.
-
-    Where the compiled statistics kernel is in use, optinspect also runs with the
-    eager torch statistics, in the same rounds. ``threads`` sets torch's
-    intra-op threads for this section only.
-    """
-    import torch
-
-    from optinspect.engine import fused
-
-    names = every_module(model)
-    results = {}
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        for tokens in token_counts:
-            ids = token_ids(tokens)
-            runs = {
-                BARE: bare_runner(model, ids),
-                OPTINSPECT: optinspect_runner(model, ids, names),
-                HOOKS_ONLY: optinspect_runner(model, ids, names, stats=False),
-                NAIVE: naive_runner(model, ids, names),
-            }
-            if fused.available():
-                runs[EAGER_STATS] = eager_statistics(optinspect_runner(model, ids, names))
-            results[tokens] = interleave(runs, repeats, warmup, baseline=BARE)
-    finally:
-        torch.set_num_threads(before)
-    return results
-
-
-def peers(
-    model: Any, tokenizer: Any, token_counts: list[int], repeats: int, warmup: int
-) -> tuple[dict[int, dict[str, Series]], PeerSetup]:
-    """Peers against the bare forward and optinspect, interleaved in one process."""
-    names = every_module(model)
-    results = {}
-    setup = PeerSetup()
-    for tokens in token_counts:
-        ids = token_ids(tokens)
-        setup = peer_setup(model, tokenizer, ids)
-        runs = {
-            BARE: bare_runner(model, ids),
-            OPTINSPECT: optinspect_runner(model, ids, names),
-            **setup.runners,
-        }
-        results[tokens] = interleave(runs, repeats, warmup, baseline=BARE)
-        records = runs[OPTINSPECT]()[0]  # one sentence: its records, in execution order
-        setup.counts[OPTINSPECT] = sum(1 for r in records if r.stats is not None)
-        del runs
+def peers(model: Any, tokenizer: Any, tokens: list[int], repeats: int) -> Section:
+    """Peers against the bare forward and optinspect, round-robin in one process."""
+    names, rows, notes = every_module(model), [], {}
+    for n in tokens:
+        ids = token_ids(n)
+        found, notes = peer_runners(model, tokenizer, ids)
+        runs = {BARE: bare_runner(model, ids), OPTINSPECT: optinspect_runner(model, ids, names)}
+        counts = {OPTINSPECT: sum(r.stats is not None for r in runs[OPTINSPECT]()[0])}  # type: ignore[index]
+        counts |= {k: len(v()) for k, v in found.items() if k in (NNSIGHT, TL)}
+        series = interleave(runs | found, repeats, 1, baseline=BARE)
+        for label, s in series.items():
+            summarised = f"; {counts[label]} tensors summarised" if label in counts else ""
+            rows.append(Row(f"{n} tokens: {label}", paired(s), rounds(series) + summarised))
+        del runs, found
         gc.collect()
-    return results, setup
+    return Section("peers", rows + [Row(tool, note, "what ran") for tool, note in notes.items()])
 
 
-def batch_throughput(
-    model: Any, tokenizer: Any, count: int, tokens: int, batch: int, repeats: int, warmup: int
-) -> tuple[dict[str, Series], dict[str, Any]]:
+def memory_worker(tool: str, shape: str, tokens: int) -> dict[str, Any]:
+    """Peak RSS of one call of ``tool``'s runner above the resident baseline, in MiB; run
+    in a fresh process, after one untimed call (lazy set-up)."""
+    from bench_util import build_model, tiny_tokenizer
+
+    model, ids = build_model(shape), token_ids(tokens)
+    runs, notes = peer_runners(model, tiny_tokenizer(), ids, (tool,)) if tool in PEERS else ({}, {})
+    if tool in PEERS and MEMORY_TOOLS[tool] not in runs:
+        return {"tool": tool, "error": notes[tool]}
+    if tool in ("optinspect", "naive"):
+        make = naive_runner if tool == "naive" else optinspect_runner
+        runs[MEMORY_TOOLS[tool]] = make(model, ids, every_module(model))
+    runner = runs.get(MEMORY_TOOLS[tool]) or bare_runner(model, ids)
+    bare_runner(model, ids)()
+    runner()
+    gc.collect()
+    baseline = status_mib("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:  # VmHWM := VmRSS (Linux >= 4.0)
+            f.write("5")
+    except OSError:
+        return {"tool": tool, "error": "cannot reset the peak RSS (/proc/self/clear_refs)"}
+    result = runner()
+    peak = status_mib("VmHWM")
+    del result
+    return {"tool": tool, "baseline_mib": baseline, "extra_mib": peak - baseline}
+
+
+def memory(shape: str, tokens: int, tools: list[str]) -> Section:
+    """Each tool's peak memory for one call, each in a fresh ``run.py --worker`` process."""
+    how = (
+        f"{tokens} tokens, a fresh process, glibc's mmap threshold fixed at 64 KiB: VmHWM of a "
+        "second call (reset through `/proc/self/clear_refs`) less the RSS before it"
+    )
+    rows = []
+    for tool in tools:
+        argv = [sys.executable, os.path.join(os.path.dirname(__file__), "run.py"), "--worker"]
+        env = {**os.environ, **LOW_MMAP}
+        argv.append(f"memory:{tool}:{shape}:{tokens}")
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        got = json.loads(lines[-1]) if proc.returncode == 0 and lines else {}
+        value = f"did not run: `{got.get('error') or last_line(proc.stderr)}`"
+        if "extra_mib" in got:
+            value = (
+                f"{fmt_mib(got['extra_mib'])} above a baseline of {fmt_mib(got['baseline_mib'])}"
+            )
+        rows.append(Row(MEMORY_TOOLS[tool], value, how))
+    return Section("memory", rows)
+
+
+def batch_throughput(model: Any, tokenizer: Any, count: int, batch: int, repeats: int) -> Section:
     """Sentences per second: optinspect's ``iter_trace`` against bare batched forwards."""
     import torch
 
     from optinspect.analyses.trace import iter_trace
 
-    loaded = wrap_loaded(model, tokenizer, "random-weight opt-125m shape")
-    texts = sentences(tokenizer, count, tokens)
-    batches = [pad_batch(tokenizer, texts[i : i + batch]) for i in range(0, count, batch)]
+    loaded, texts = wrap_loaded(model, tokenizer), sentences(count, (7, 10))
+    encoded = [tokenizer(text)["input_ids"] for text in texts]
+    batches = []
+    for start in range(0, count, batch):  # right-padded, as optinspect pads a batch
+        rows = encoded[start : start + batch]
+        ids = torch.ones(len(rows), max(map(len, rows)), dtype=torch.long)  # 1 is </pad>
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+        batches.append((ids, None if bool(mask.all()) else mask))
 
     def bare() -> None:
-        for ids, mask, padded in batches:
+        for ids, mask in batches:
             with torch.inference_mode():
-                model(input_ids=ids, attention_mask=mask if padded else None, use_cache=False)
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
 
     def traced() -> None:
         for _ in iter_trace(loaded, texts, filters=("*",), batch_size=batch):
             pass
 
-    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
-    facts = {
-        "sentences": count,
-        "batch": batch,
-        "tokens_min": min(lengths),
-        "tokens_max": max(lengths),
-        "tokens_mean": sum(lengths) / len(lengths),
-        "modules": len(every_module(model)),
-    }
-    series = interleave({BARE: bare, OPTINSPECT: traced}, repeats, warmup, baseline=BARE)
-    return series, facts
+    series = interleave({BARE: bare, OPTINSPECT: traced}, repeats, 1, baseline=BARE)
+    n = list(map(len, encoded))
+    how = f"{rounds(series)}; {count} sentences of {min(n)}{DASH}{max(n)} tokens "
+    how += f"(mean {statistics.mean(n):.1f}), batch {batch}"
+    rows = [
+        Row(f"{BARE}, {count} sentences", fmt_times(series[BARE].times), how + ", padded before"),
+        Row(
+            f"{OPTINSPECT}, {count} sentences",
+            paired(series[OPTINSPECT]),
+            how + ", in `iter_trace`",
+        ),
+    ]
+    for label in (BARE, OPTINSPECT):
+        rates = [count / t for t in series[label].times]
+        value = f"{statistics.median(rates):.1f}/s ({min(rates):.1f}{DASH}{max(rates):.1f})"
+        rows.append(Row(f"{label}: sentences/s", value, how))
+    relative, goal = 1 / series[OPTINSPECT].ratio, "\u2265 0.87 of the bare forward's"
+    how = "1 / the median paired time ratio"
+    rows.append(Row("optinspect's sentences/s", f"{relative:.2f}", how, goal, relative >= 0.87))
+    return Section("batch", rows)
 
 
-# -- memory worker ---------------------------------------------------------------
-def memory_worker(tool: str, shape: dict[str, int], tokens: int) -> dict[str, Any]:
-    """Peak RSS of one call of ``tool``'s runner above the resident baseline, in MiB.
+def calibrate_overhead(model: Any, tokenizer: Any, samples: int, tokens: int, repeats: int) -> Row:
+    """``calibrate`` against bare forwards of the same batches (8 samples of ``tokens``)."""
+    import torch
 
-    Run in a fresh process (``run.py --worker-memory``) with glibc's mmap threshold
-    fixed low, so freed tensors go back to the OS and RSS follows live memory.
-    The runner runs once untimed first (lazy set-up), then is measured.
-    """
-    from bench_models import build_model, tiny_tokenizer
+    from optinspect.analyses.calibrate import CalibrationSettings, calibrate
 
-    model = build_model(shape)
-    ids = token_ids(tokens)
-    label = MEMORY_TOOLS[tool]
-    if tool in ("nnsight", "transformer_lens"):
-        setup = peer_setup(model, tiny_tokenizer(), ids, only=tool)
-        if label not in setup.runners:
-            return {"tool": tool, "error": setup.notes.get(tool, "did not run")}
-        runner = setup.runners[label]
-    elif tool == "bare":
-        runner = bare_runner(model, ids)
-    elif tool == "naive":
-        runner = naive_runner(model, ids, every_module(model))
-    else:
-        runner = optinspect_runner(model, ids, every_module(model))
-    bare_runner(model, ids)()
-    runner()
-    gc.collect()
-    baseline = rss_mib()
-    if not reset_peak_rss():
-        return {"tool": tool, "error": "cannot reset the peak RSS (/proc/self/clear_refs)"}
-    result = runner()
-    peak = peak_rss_mib()
-    del result
-    return {"tool": tool, "baseline_mib": baseline, "peak_mib": peak, "extra_mib": peak - baseline}
+    loaded, ids = wrap_loaded(model, tokenizer), token_ids(tokens, samples)
 
+    def bare() -> None:
+        for start in range(0, samples, 8):
+            with torch.inference_mode():
+                model(input_ids=ids[start : start + 8], use_cache=False)
 
-def print_worker_result(result: dict[str, Any]) -> None:
-    print(json.dumps(result))
+    def calib() -> None:
+        calibrate(loaded, ids.tolist(), settings=CalibrationSettings(batch_size=8))
+
+    series = interleave({BARE: bare, "calibrate": calib}, repeats, 1, baseline=BARE)
+    value = f"{paired(series['calibrate'])}, bare {fmt_times(series[BARE].times)}"
+    how = f"{rounds(series)}; {samples} samples of {tokens} random ids, batch 8, in process"
+    return Row("`calibrate` against bare forwards of the same batches", value, how)
