@@ -127,39 +127,48 @@ def tree_model(spec: str, *, collapse: bool = True) -> TreeNode:
 
 #: Classes of the modules that hold no parameter of their own, by name inside the model.
 _HOLDERS = {"": "OPTForCausalLM", "model": "OPTModel", "model.decoder": "OPTDecoder"}
+#: Classes by a module's role inside a decoder layer, where no parameter names them.
+_ROLES = {"self_attn": "OPTAttention", "activation_fn": "ReLU"}
 
 
 def family_tree(raw: dict[str, Any], *, collapse: bool = True) -> TreeNode:
     """What ``build_tree`` gives for ``OPTForCausalLM(OPTConfig(**raw))``, in plain Python.
 
-    The modules are those of ``list_config_params`` plus the ones that hold no
-    parameter (the model, the decoder, the layer list, each layer, its
-    attention block and its ReLU), in ``named_modules()`` order. All decoder
-    layers of one config are identical, so collapsing keeps one of them.
+    The modules are ``config_module_names`` (``named_modules()`` order); each class
+    comes from ``list_config_params`` where the module holds a parameter, else from
+    its place in the model. All decoder layers of one config are identical, so
+    collapsing keeps one of them.
     """
-    from ..model.family import list_config_params
-    from ..model.names import HEAD, LAYERS_PREFIX, layer_of, layer_root, role_of
+    from ..model.family import config_module_names, list_config_params
+    from ..model.names import HEAD, LAYERS_PREFIX, is_layer_root, role_of
 
     entries, tied_to = list_config_params(raw)
-    modules: dict[str, str] = dict(_HOLDERS)
+    classes = {entry.module: entry.module_type for entry in entries}
+
+    def class_of(name: str) -> str:
+        role = role_of(name) or ""
+        if name in classes:
+            return classes[name]
+        if name in _HOLDERS:
+            return _HOLDERS[name]
+        if name == LAYERS_PREFIX.rstrip("."):
+            return "ModuleList"
+        if is_layer_root(name):
+            return "OPTDecoderLayer"
+        if name == HEAD:
+            return "Linear"
+        # a LayerNorm without elementwise affine holds no parameter
+        return _ROLES.get(role, "LayerNorm")
+
+    modules = {name: class_of(name) for name in ["", *config_module_names(raw)]}
     own: dict[str, int] = {}
     weights: dict[str, tuple[int, ...]] = {}
     for entry in entries:
-        layer = layer_of(entry.module)
-        if layer is not None:
-            modules.setdefault(LAYERS_PREFIX.rstrip("."), "ModuleList")
-            modules.setdefault(layer_root(layer), "OPTDecoderLayer")
-            if (role_of(entry.module) or "").startswith("self_attn."):
-                modules.setdefault(f"{layer_root(layer)}.self_attn", "OPTAttention")
-            if role_of(entry.module) == "self_attn_layer_norm":
-                modules.setdefault(f"{layer_root(layer)}.activation_fn", "ReLU")
-        modules.setdefault(entry.module, entry.module_type)
         own[entry.module] = own.get(entry.module, 0) + entry.numel
         if entry.kind == "weight":
             weights[entry.module] = entry.shape
     tied = {}
     if tied_to is not None:
-        modules[HEAD] = "Linear"
         weights[HEAD] = weights[tied_to.removesuffix(".weight")]
         tied[HEAD] = tied_to
     return _family_node("", "", 0, 1, modules, own, weights, tied, collapse)
