@@ -481,3 +481,75 @@ def make_fixture_model(
         return save_fixture_model(tmp_path_factory.mktemp(name), tiny_dir, mutate, **overrides)
 
     return make
+
+
+#: Tiny configs of every non-OPT family the fixtures build (vocabulary of the tiny
+#: tokenizer; sizes small enough for a test and large enough for 8-bit on the CPU).
+FAMILY_FIXTURES: dict[str, dict[str, object]] = {
+    # GQA (4 query heads share 2 key/value heads), untied head
+    "llama-gqa": {"model_type": "llama", "num_key_value_heads": 2, "tie_word_embeddings": False},
+    # no GQA, tied head
+    "llama-tied": {"model_type": "llama", "num_key_value_heads": 4, "tie_word_embeddings": True},
+    "mistral": {"model_type": "mistral", "num_key_value_heads": 2, "tie_word_embeddings": False},
+    # Qwen2's q/k/v biases, tied head as Qwen2.5-0.5B
+    "qwen2": {"model_type": "qwen2", "num_key_value_heads": 2, "tie_word_embeddings": True},
+    "gpt2": {"model_type": "gpt2"},
+}
+
+
+def fixture_config(kind: str) -> object:
+    """The transformers config of fixture ``kind`` (a key of FAMILY_FIXTURES)."""
+    from transformers import AutoConfig
+
+    settings = dict(FAMILY_FIXTURES[kind])
+    model_type = str(settings.pop("model_type"))
+    ids = {"pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 2, "vocab_size": 512}
+    if model_type == "gpt2":
+        sizes = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64}
+        sizes |= {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    else:
+        sizes = {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 64,
+        }
+    return AutoConfig.for_model(model_type, **ids, **sizes, **settings)
+
+
+def save_family_model(
+    folder: Path, tiny_dir: Path, kind: str, mutate: Callable[[object], None] | None = None
+) -> Path:
+    """Write a random-weight checkpoint of fixture ``kind`` with the tiny tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(fixture_config(kind)).eval()
+    if mutate is not None:
+        with torch.no_grad():
+            mutate(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(tiny_dir / name, folder / name)
+    # The same tokenizer serialised whole too: AutoTokenizer reads only tokenizer.json for
+    # some model types (mistral), as real checkpoints of theirs ship it.
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_dir).backend_tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def family_model(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Callable[..., Path]:
+    """Factory: ``family_model("llama-gqa")`` -> a saved checkpoint folder, built once."""
+    cache: dict[str, Path] = {}
+
+    def make(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = save_family_model(tmp_path_factory.mktemp(kind), tiny_dir, kind)
+        return cache[kind]
+
+    return make

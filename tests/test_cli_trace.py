@@ -173,12 +173,13 @@ def test_folder_without_config(cli, tmp_path: Path) -> None:
     assert (result.code, result.err) == (1, f"Error: model folder {tmp_path} has no config.json\n")
 
 
-def test_not_an_opt_model(cli, tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+def test_unsupported_model_type(cli, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     result = cli("trace", "hi", "--model", str(tmp_path))
     assert result.code == 1
-    assert (
-        result.err == f"Error: {tmp_path} is not an OPT model: its config has model_type 'gpt2'\n"
+    assert result.err == (
+        f"Error: {tmp_path} is not a model optinspect supports: its config has model_type "
+        "'bert' (supported: opt, llama, mistral, qwen2, qwen3 or gpt2)\n"
     )
 
 

@@ -82,7 +82,7 @@ from ..engine.stats import (
 from ..errors import OptinspectError, UsageError
 from ..model.family import config_value
 from ..model.loading import LoadedModel
-from ..model.names import NEVER_CALLED, layer_of, module_names
+from ..model.names import adapter_of, in_features, is_linear, layer_of, module_names
 from ..results.calibration import (
     _SHIFT,
     CHANNEL_STATS,
@@ -152,8 +152,9 @@ def percentile_from_histogram(
 
 
 def linear_names(model: nn.Module) -> list[str]:
-    """Every ``nn.Linear`` in ``named_modules()`` order: the keys of act_scales."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    """Every linear layer (``nn.Linear``, GPT-2's ``Conv1D``) in ``named_modules()`` order:
+    the keys of act_scales (the names SmoothQuant's ``smooth_lm`` looks up)."""
+    return [name for name, m in model.named_modules() if is_linear(m)]
 
 
 @dataclass
@@ -187,9 +188,7 @@ class ChannelStats(HookGroup):
     def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
         super().__init__()
         modules = dict(model.named_modules())
-        self._running = [
-            _Running(n, modules[n], int(getattr(modules[n], "in_features", 0))) for n in names
-        ]
+        self._running = [_Running(n, modules[n], in_features(modules[n])) for n in names]
         self._rows: torch.Tensor | None = None  # indices of the real rows, or None
         self._rows_on: dict[torch.device, torch.Tensor] = {}
         self._real = 0
@@ -395,7 +394,8 @@ class OutputSummary(HookGroup):
 
 def output_names(model: nn.Module) -> list[str]:
     """Every module that runs in a forward pass: its output gets a summary."""
-    return [n for n in module_names(model) if n not in NEVER_CALLED]
+    never = adapter_of(model).never_called
+    return [n for n in module_names(model) if n not in never]
 
 
 def calibrate(

@@ -27,7 +27,7 @@ from ..engine.preflight import check_top_k
 from ..engine.runner import Progress, Runner, describe_token
 from ..engine.selection import LayerSpec, resolve_layers
 from ..model.loading import LoadedModel
-from ..model.names import layer_of, layer_root
+from ..model.names import adapter_of, layer_of
 from ..results.lens import LensLayer, LensResult, Prediction, Ranked
 from ..results.records import Token, finite_or_none
 
@@ -53,16 +53,20 @@ VERB = "read through the lens"
 def project_hidden(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits from a decoder hidden state, through the modules the decoder ends with.
 
-    ``final_layer_norm`` and ``project_out`` are applied where the model has
-    them (post-LayerNorm models such as opt-350m have no final norm), then
-    ``lm_head``, the same modules the model itself applies after its last layer.
+    The family adapter's ``lens_tail`` is applied, each module the model has (OPT's
+    ``final_layer_norm`` and ``project_out``, where the model has them: post-LayerNorm
+    models such as opt-350m have no final norm; the Llama layout's ``model.norm``;
+    GPT-2's ``transformer.ln_f``), then the head: the same modules the model itself
+    applies after its last layer.
     """
-    decoder = model.model.decoder
-    if decoder.final_layer_norm is not None:
-        hidden = decoder.final_layer_norm(hidden)
-    if decoder.project_out is not None:
-        hidden = decoder.project_out(hidden)
-    return model.lm_head(hidden)
+    adapter = adapter_of(model)
+    for name in adapter.lens_tail:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:  # this model has none (opt-350m's final norm)
+            continue
+        hidden = module(hidden)
+    return model.get_submodule(adapter.head)(hidden)
 
 
 def rank_top_k(logits: torch.Tensor, k: int) -> list[list[int]]:
@@ -157,7 +161,7 @@ def iter_lens(
     def keep(sentence: int, name: str, _call: int, tensor: torch.Tensor) -> None:
         hidden[(sentence, layer_of(name) or 0)] = tensor
 
-    names = [layer_root(i) for i in chosen]
+    names = [adapter_of(model).layer_root(i) for i in chosen]
     with capture(model, names, stats=False, sink=keep) as cap:
         for batch, output in runner.run(texts, [cap]):
             with torch.inference_mode():

@@ -4,8 +4,9 @@
     result = find_outliers(loaded, ["The quick brown fox", "Hello"])
     result.recurring                  # dimensions that recur across layers
 
-Every linear layer inside the decoder layers (``q_proj``, ``k_proj``,
-``v_proj``, ``out_proj``, ``fc1``, ``fc2``) gets a forward pre-hook that
+Every linear layer inside the decoder layers (OPT's ``q_proj``, ``k_proj``,
+``v_proj``, ``out_proj``, ``fc1``, ``fc2``; the family adapter's ``linear_roles``)
+gets a forward pre-hook that
 reads its input x, one row per token position. Padding positions are left
 out; ``</s>`` at position 0 counts like any other token. A module's
 threshold is its own LLM.int8 threshold when it has one (bitsandbytes
@@ -21,7 +22,9 @@ come to the host once, after the last batch.
 
 The recurring dimensions follow the LLM.int8 paper (Dettmers et al. 2022,
 section 4.1). They are counted over the inputs of q_proj, k_proj, v_proj,
-out_proj and fc1, which live in the model's hidden dimension; fc2's input
+out_proj and fc1 (for OPT; the adapter's ``summary_roles`` for the other families:
+the Llama layout's q/k/v, gate_proj and up_proj, GPT-2's c_attn, attn.c_proj and
+c_fc), which live in the model's hidden dimension; fc2's input
 (the feed-forward contraction layer, ffn_dim features) is reported per
 module but, as in the paper, left out. Dimension d recurs when both:
 
@@ -47,8 +50,9 @@ from ..engine.hooks import HookGroup
 from ..engine.preflight import check_threshold
 from ..engine.runner import Progress, Runner
 from ..errors import UsageError
+from ..model.families import ADAPTERS
 from ..model.loading import LoadedModel
-from ..model.names import layer_of, role_of
+from ..model.names import adapter_of, in_features, layer_of, role_of
 from ..results.outliers import (
     MIN_LAYER_FRACTION,
     MIN_TOKEN_FRACTION,
@@ -82,14 +86,11 @@ __all__ = [
 #: What ``the text is empty`` asks for.
 VERB = "inspect"
 DEFAULT_THRESHOLD = 6.0
-#: Module roles (names inside a decoder layer) whose inputs count toward the summary.
-SUMMARY_ROLES = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.out_proj",
-    "fc1",
-)
+#: Module roles (names inside a decoder layer) whose inputs count toward the summary:
+#: those in the hidden dimension, of every family (a role means the same in each family
+#: that has it: OPT's q/k/v/out_proj and fc1, the Llama layout's q/k/v, gate and up
+#: projections, GPT-2's c_attn, attn.c_proj and c_fc).
+SUMMARY_ROLES = tuple(dict.fromkeys(role for a in ADAPTERS for role in a.summary_roles))
 
 
 def module_threshold(module: nn.Module, default: float) -> tuple[float, str]:
@@ -201,12 +202,10 @@ class OutlierCounter(HookGroup):
 
 
 def linear_inputs(model: nn.Module) -> list[str]:
-    """Names of the linear layers inside the decoder layers, in module order."""
-    return [
-        name
-        for name, module in model.named_modules()
-        if layer_of(name) is not None and isinstance(module, nn.Linear)
-    ]
+    """Names of the linear layers inside the decoder layers (the family's linear roles),
+    in module order."""
+    roles = set(adapter_of(model).linear_roles)
+    return [name for name, _ in model.named_modules() if role_of(name) in roles]
 
 
 def find_outliers(
@@ -287,7 +286,7 @@ def _module_row(tally: _Tally, hits: list[int], peaks: list[float], rows: int) -
         name=tally.name,
         type=type(tally.module).__name__,
         layer=layer_of(tally.name) or 0,
-        in_features=int(getattr(tally.module, "in_features", len(hits))),
+        in_features=in_features(tally.module) or len(hits),
         threshold=tally.threshold,
         threshold_source=tally.source,
         summary=role_of(tally.name) in SUMMARY_ROLES,

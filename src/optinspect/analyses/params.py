@@ -1,11 +1,12 @@
-"""Exact parameter and weight-byte counts of an OPT model, from its config alone.
+"""Exact parameter and weight-byte counts of a model, from its config alone.
 
     from optinspect.analyses.params import count_params, inventory_params
     report = count_params(inventory_params("facebook/opt-1.3b"), by="group")
     report.total, [(row.name, row.params) for row in report.rows]
 
-No weights are read or downloaded. A member of the OPT family
-(``optinspect.model.family``) is counted from its built-in config by
+No weights are read or downloaded. A row of the family table
+(``optinspect.model.family``: OPT, Llama, Mistral, Qwen2.5, GPT-2) is counted from its
+built-in config by
 ``list_config_params``, in pure Python, so it answers in well under a second
 without importing torch; any other model is built on the meta device and its
 parameters listed with ``list_module_params``. Both give the same entries for the
@@ -21,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..model.families import ADAPTERS, adapter_for_names
 from ..model.family import ParamEntry, family_config, list_config_params
-from ..model.names import HEAD, TOKEN_EMBEDDINGS, layer_group, role_of
+from ..model.names import layer_group, role_of
 from ..results.params import LoadedCount, ParamReport, ParamRow, ParamsResult, WeightBytes
 
 if TYPE_CHECKING:
@@ -97,11 +99,12 @@ def list_module_params(model: nn.Module) -> tuple[tuple[ParamEntry, ...], str | 
         module_type = type(modules[module_name]).__name__
         entries.append(ParamEntry(name, module_name, module_type, tuple(param.shape)))
     tied_to = None
-    head = modules.get(HEAD)
+    head_name = adapter_for_names(modules).head
+    head = modules.get(head_name)
     if head is not None:
         owners = {id(param): name for name, param in model.named_parameters()}
         owner = owners.get(id(head.weight))
-        if owner is not None and owner != f"{HEAD}.weight":
+        if owner is not None and owner != f"{head_name}.weight":
             tied_to = owner
     return tuple(entries), tied_to
 
@@ -109,10 +112,10 @@ def list_module_params(model: nn.Module) -> tuple[tuple[ParamEntry, ...], str | 
 def inventory_params(spec: str) -> ParamInventory:
     """List the parameters of the model ``spec`` names, reading no weights.
 
-    A family member (``facebook/opt-1.3b``; a local folder of that name wins)
-    comes from its built-in config without importing torch; anything else goes
-    through ``loading.read_config`` (folders, ``tiny``, the hub cache) and the
-    meta device.
+    A row of the family table (``facebook/opt-1.3b``, ``meta-llama/Llama-3.1-8B``; a
+    local folder of that name wins) comes from its built-in config without importing
+    torch; anything else goes through ``loading.read_config`` (folders, ``tiny``, the
+    hub cache) and the meta device.
     """
     raw = None if Path(spec).expanduser().exists() else family_config(spec)
     if raw is not None:
@@ -126,9 +129,23 @@ def inventory_params(spec: str) -> ParamInventory:
     return ParamInventory(model=spec, entries=entries, tied_to=tied_to, builtin=False)
 
 
+#: Every family's token embeddings and head, by full dotted name.
+_TOKEN_EMBEDDINGS = frozenset(a.token_embeddings for a in ADAPTERS)
+_HEADS = frozenset(a.head for a in ADAPTERS)
+#: Module leaves of learned position embeddings (OPT's, GPT-2's).
+_POSITIONS = ("embed_positions", "wpe")
+#: Classes bitsandbytes replaces with its quantized linear layers (GPT-2's Conv1D too).
+_QUANTIZED_TYPES = ("Linear", "Conv1D")
+
+
 def is_quantized(entry: ParamEntry) -> bool:
-    """Whether bitsandbytes stores this parameter quantized: every Linear weight but the head."""
-    return entry.module_type == "Linear" and entry.module != HEAD and entry.kind == "weight"
+    """Whether bitsandbytes stores this parameter quantized: every linear weight
+    (``Linear``, GPT-2's ``Conv1D``) but the head."""
+    return (
+        entry.module_type in _QUANTIZED_TYPES
+        and entry.module not in _HEADS
+        and entry.kind == "weight"
+    )
 
 
 def estimate_bytes(entry: ParamEntry) -> WeightBytes:
@@ -145,7 +162,7 @@ def estimate_bytes(entry: ParamEntry) -> WeightBytes:
     half = 2 * n
     if not is_quantized(entry):
         return WeightBytes(float32=4 * n, float16=half, int8=half, nf4=half)
-    rows = entry.shape[0]
+    rows = entry.shape[-1] if entry.module_type == "Conv1D" else entry.shape[0]  # [in, out]
     int8 = n + 4 * rows
     nf4 = -(-n // 2) + 4 * -(-n // NF4_BLOCK) + NF4_CODE_BYTES
     return WeightBytes(float32=4 * n, float16=half, int8=int8, nf4=nf4)
@@ -154,20 +171,20 @@ def estimate_bytes(entry: ParamEntry) -> WeightBytes:
 def group_of(entry: ParamEntry) -> str:
     """The ``--by group`` bucket of a parameter, from its module's name and class."""
     leaf = entry.module.rsplit(".", 1)[-1]
-    if entry.module == TOKEN_EMBEDDINGS:
+    if entry.module in _TOKEN_EMBEDDINGS:
         return "token embeddings"
-    if leaf == "embed_positions":
+    if leaf in _POSITIONS:
         return "position embeddings"
     if leaf in ("project_in", "project_out"):
         return "projections"
-    role = role_of(entry.module) or ""
-    if role.startswith("self_attn."):
-        return "attention projections"
-    if role in ("fc1", "fc2"):
-        return "feed-forward layers"
-    if entry.module_type == "LayerNorm":
+    if entry.module_type.endswith(("LayerNorm", "RMSNorm")):  # Qwen3's q_norm too
         return "layer norms"
-    if entry.module == HEAD:
+    role = role_of(entry.module) or ""
+    if role.startswith(("self_attn.", "attn.")):
+        return "attention projections"
+    if role in ("fc1", "fc2") or role.startswith("mlp."):
+        return "feed-forward layers"
+    if entry.module in _HEADS:
         return "lm head"
     return "other"
 

@@ -5,6 +5,10 @@ tracker hooks each layer's ``activation_fn`` for the duration of a ``with``
 block and keeps, per layer, on the device: how many outputs were zero and which
 units were non-zero for at least one token. Padding positions are left out.
 Nothing comes to the host until ``summary()``.
+
+Only a ReLU FFN has zeros that mean something: the Llama layout's gated FFN
+(``silu(gate) * up``) and GPT-2's GELU have none, so ``has_relu_ffn`` is false for
+them and the trace leaves the summary out with a one-line note (``NO_RELU_NOTE``).
 """
 
 from __future__ import annotations
@@ -17,23 +21,36 @@ from torch import nn
 
 from ..engine.batch import Batch, BatchLayout
 from ..engine.hooks import HookGroup
-from ..model.names import ACTIVATION, layer_of, role_of
+from ..model.names import adapter_of, layer_of, role_of
 from ..results.sparsity import LayerSparsity
 
-__all__ = ["FfnSparsity", "LayerSparsity"]
+__all__ = ["NO_RELU_NOTE", "FfnSparsity", "LayerSparsity", "has_relu_ffn"]
+
+#: The note a trace gives instead of the FFN summary of a model without a ReLU FFN.
+NO_RELU_NOTE = (
+    "note: {model} has no ReLU in its feed-forward blocks ({role} is {kind} activation): "
+    "its outputs are not exactly zero, so the FFN sparsity summary is left out"
+)
+
+
+def has_relu_ffn(model: nn.Module) -> bool:
+    """Whether the model's FFN activation is a ReLU, whose exact zeros the summary counts."""
+    return adapter_of(model).activation_kind == "relu"
 
 
 class FfnSparsity(HookGroup):
-    """Hooks every ``model.decoder.layers.N.activation_fn`` inside its ``with`` block."""
+    """Hooks every layer's FFN activation (OPT's ``model.decoder.layers.N.activation_fn``)
+    inside its ``with`` block."""
 
     def __init__(self, model: nn.Module, layers: Sequence[int] | None = None) -> None:
         """Track ``layers`` (indices), or every decoder layer when None."""
         super().__init__()
         wanted = set(layers) if layers is not None else None
+        activation = adapter_of(model).activation
         self._targets = [
             (layer, module)
             for name, module in model.named_modules()
-            if role_of(name) == ACTIVATION
+            if role_of(name) == activation
             and (layer := layer_of(name)) is not None
             and (wanted is None or layer in wanted)
         ]

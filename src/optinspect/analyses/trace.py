@@ -21,13 +21,13 @@ from ..engine.runner import Progress, Runner
 from ..engine.selection import LayerSpec, select_names
 from ..errors import UsageError
 from ..model.loading import LoadedModel
-from ..model.names import is_layer_root, module_names
+from ..model.names import adapter_of, is_layer_root, module_names
 from ..model.spec import config_from_raw
 from ..results.trace import TraceResult
 from ..results.units import count_noun, format_bytes, format_count
 from .dryrun import output_bytes_per_token
 from .job import plan_of
-from .sparsity import FfnSparsity
+from .sparsity import NO_RELU_NOTE, FfnSparsity, has_relu_ffn
 
 if TYPE_CHECKING:
     from ..engine.preflight import Plan
@@ -101,8 +101,12 @@ def compute(
         return None
     loaded = ctx.model()
     sparsity = None
-    if summary:
+    if summary and has_relu_ffn(loaded.model):
         sparsity = FfnSparsity(loaded.model, plan.layers)
+    elif summary:
+        adapter = adapter_of(loaded.model)
+        kind = "a gated FFN's" if adapter.activation_kind == "gated" else "a GELU"
+        ctx.note(NO_RELU_NOTE.format(model=loaded.name, role=adapter.activation, kind=kind))
     with contextlib.ExitStack() as stack:
         store = None
         if save is not None:

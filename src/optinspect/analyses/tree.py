@@ -110,18 +110,19 @@ def tree_model(spec: str, *, collapse: bool = True) -> TreeNode:
 
     A member of the OPT family (``facebook/opt-1.3b``; a local folder of that
     name wins) is worked out from its built-in config in plain Python, without
-    importing torch; anything else is built on the meta device.
+    importing torch; another row of the family table is built on the meta device from
+    its built-in config (offline), and anything else from the config it reads.
     """
     from pathlib import Path
 
     from ..model.family import family_config
+    from ..model.spec import build_meta_model, config_from_raw, read_config, resolve_source
 
     raw = None if Path(spec).expanduser().exists() else family_config(spec)
-    if raw is not None:
+    if raw is not None and raw.get("model_type") == "opt":
         return family_tree(raw, collapse=collapse)
-    from ..model.spec import build_meta_model, read_config, resolve_source
-
-    config = read_config(resolve_source(spec))
+    # Other families' rows are built on the meta device from the built-in config: offline.
+    config = config_from_raw(raw) if raw is not None else read_config(resolve_source(spec))
     return build_tree(build_meta_model(config), collapse=collapse)
 
 

@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ..errors import UsageError
-from ..model.names import NEVER_CALLED, OVERVIEW_AFTER, OVERVIEW_BEFORE, is_layer_root, layer_of
+from ..model.families import adapter_for_names
+from ..model.names import is_layer_root, layer_of
 
 __all__ = ["LayerSpec", "parse_layers", "resolve_layers", "select_modules", "select_names"]
 
@@ -81,12 +82,13 @@ def select_modules(names: Iterable[str], layers: Sequence[int] | None) -> list[s
     """Names to record, from all named modules.
 
     With ``layers`` None, the overview: embeddings, each layer's output, final
-    norm, projections and head. Otherwise every module inside those layers,
-    the layer itself included.
+    norm, projections and head (the family's, told by the names). Otherwise every
+    module inside those layers, the layer itself included.
     """
     all_names = [n for n in names if n]
     if layers is None:
-        wanted = set(OVERVIEW_BEFORE) | set(OVERVIEW_AFTER)
+        adapter = adapter_for_names(all_names)
+        wanted = set(adapter.overview_before) | set(adapter.overview_after)
         return [n for n in all_names if n in wanted or is_layer_root(n)]
     layer_set = set(layers)
     return [n for n in all_names if layer_of(n) in layer_set]
@@ -107,9 +109,10 @@ def select_names(
     selected = all_names if filters and chosen is None else select_modules(all_names, chosen)
     if filters:
         selected = [n for n in selected if any(fnmatch.fnmatchcase(n, g) for g in filters)]
-        idle = [n for n in selected if n in NEVER_CALLED]
-        selected = [n for n in selected if n not in NEVER_CALLED]
+        adapter = adapter_for_names(all_names)
+        idle = [n for n in selected if n in adapter.never_called]
+        selected = [n for n in selected if n not in adapter.never_called]
         if not selected:
-            why = f" ({', '.join(idle)} never runs: the forward pass calls model.decoder)"
+            why = f" ({', '.join(idle)} never runs: {adapter.never_called_why})"
             raise UsageError(f"no module matches --filter {' '.join(filters)}{why if idle else ''}")
     return selected

@@ -1,4 +1,4 @@
-"""Loading an OPT checkpoint: quantization, placement, tokenizer and weights.
+"""Loading a checkpoint of a supported family: quantization, placement, tokenizer and weights.
 
     loaded = load_model("tiny", quant="none", device="cpu")
     loaded.info                 # ModelInfo(model="tiny", quant="none", ...)
@@ -29,7 +29,14 @@ from ..results.records import ModelInfo
 from .placement import check_placement, mapped_device, parse_max_memory, resolve_device
 from .quiet import no_hub_kernels, quiet
 from .settings import DEFAULT_MODEL, LoadSettings, check_quant_dtype
-from .spec import RANDOM_WEIGHTS_KEY, ModelSource, build_meta_model, read_config, resolve_source
+from .spec import (
+    RANDOM_WEIGHTS_KEY,
+    ModelSource,
+    build_meta_model,
+    model_class,
+    read_config,
+    resolve_source,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -224,7 +231,8 @@ def load_model(
     max_memory: str | None = None,
     offload_dir: str | Path | None = None,
 ) -> LoadedModel:
-    """Load an OPT checkpoint with its tokenizer, quantized and placed as asked.
+    """Load a checkpoint (OPT, the Llama layout, GPT-2) with its tokenizer, quantized and
+    placed as asked.
 
     ``device_map`` (``auto``, ``balanced``, ``sequential``) hands placement to
     accelerate's big-model inference, across GPUs, the CPU and, with
@@ -303,11 +311,10 @@ def _load_tokenizer(source: ModelSource) -> Any:
 
 
 def _load_weights(source: ModelSource, config: Any, *, torch_dtype: Any, **kwargs: Any) -> Any:
-    """``from_pretrained`` with remote code off; checkpoint failures become one line."""
-    from transformers import OPTForCausalLM
-
+    """``from_pretrained`` of the family's class, with remote code off; checkpoint failures
+    become one line."""
     try:
-        return OPTForCausalLM.from_pretrained(
+        return model_class(config).from_pretrained(
             source.location, config=config, dtype=torch_dtype, trust_remote_code=False, **kwargs
         )
     except Exception as e:

@@ -1,16 +1,24 @@
-"""OPT's module names, in one place: every analysis asks here, none splits names itself.
+"""Module names, in one place: every analysis asks here (or the family's adapter), none
+splits names itself.
 
     layer_of("model.decoder.layers.3.fc1")      # 3
-    layer_root(3)                               # "model.decoder.layers.3"
-    role_of("model.decoder.layers.3.self_attn.q_proj")   # "self_attn.q_proj"
+    layer_of("model.layers.3.mlp.act_fn")       # 3 (the Llama layout)
+    role_of("transformer.h.3.attn.c_attn")      # "attn.c_attn" (GPT-2)
+    layer_root(3)                               # "model.decoder.layers.3" (OPT's)
 
-Names are the full dotted names of ``OPTForCausalLM.named_modules()``. No torch here.
+Names are the full dotted names of the model's ``named_modules()``. Every supported
+family (``model.families``) has its own layer prefix, so these functions read a
+name of any of them without being told the family. The constants are OPT's, the
+default family; ``adapter_of`` gives a loaded model's adapter. No torch here.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from .families import ADAPTERS, OPT, FamilyAdapter, adapter_for_config
+from .families.opt import DECODER
 
 __all__ = [
     "ACTIVATION",
@@ -21,7 +29,10 @@ __all__ = [
     "OVERVIEW_AFTER",
     "OVERVIEW_BEFORE",
     "TOKEN_EMBEDDINGS",
+    "adapter_of",
+    "in_features",
     "is_layer_root",
+    "is_linear",
     "layer_group",
     "layer_of",
     "layer_root",
@@ -29,26 +40,23 @@ __all__ = [
     "role_of",
 ]
 
-#: The decoder inside an OPTForCausalLM.
-DECODER = "model.decoder"
-#: Dotted prefix of the decoder layers.
-LAYERS_PREFIX = f"{DECODER}.layers."
-#: The token embeddings; the token ids go to the device this module runs on.
-TOKEN_EMBEDDINGS = f"{DECODER}.embed_tokens"
+#: Dotted prefix of OPT's decoder layers.
+LAYERS_PREFIX = OPT.layers_prefix
+#: OPT's token embeddings; the token ids go to the device this module runs on.
+TOKEN_EMBEDDINGS = OPT.token_embeddings
 #: The output head (tied to the token embeddings unless tie_word_embeddings is false).
-HEAD = "lm_head"
-#: The ReLU of each layer's feed-forward block, relative to the layer.
-ACTIVATION = "activation_fn"
+HEAD = OPT.head
+#: The ReLU of each OPT layer's feed-forward block, relative to the layer.
+ACTIVATION = OPT.activation
+#: Named modules of OPT that never run (the OPTModel wrapper around the decoder).
+NEVER_CALLED = OPT.never_called
+#: OPT's modules shown in the overview besides each layer's output, in forward order.
+OVERVIEW_BEFORE = OPT.overview_before
+OVERVIEW_AFTER = OPT.overview_after
 
-#: Named modules that never run: OPTForCausalLM.forward calls ``model.decoder`` itself,
-#: so the OPTModel wrapper around it is skipped.
-NEVER_CALLED = frozenset({"model"})
-
-#: Modules shown in the overview besides each layer's output, in forward order.
-OVERVIEW_BEFORE = (TOKEN_EMBEDDINGS, f"{DECODER}.embed_positions", f"{DECODER}.project_in")
-OVERVIEW_AFTER = (f"{DECODER}.final_layer_norm", f"{DECODER}.project_out", HEAD)
-
-_IN_LAYER = re.compile(r"^model\.decoder\.layers\.([0-9]+)(?:\.(.+))?$")
+_IN_LAYER = re.compile(
+    "^(?:" + "|".join(re.escape(a.layers_prefix) for a in ADAPTERS) + r")([0-9]+)(?:\.(.+))?$"
+)
 
 
 def layer_of(name: str) -> int | None:
@@ -58,8 +66,8 @@ def layer_of(name: str) -> int | None:
 
 
 def layer_root(index: int) -> str:
-    """The dotted name of decoder layer ``index`` itself."""
-    return f"{LAYERS_PREFIX}{index}"
+    """The dotted name of OPT's decoder layer ``index`` (``adapter.layer_root`` for others)."""
+    return OPT.layer_root(index)
 
 
 def is_layer_root(name: str) -> bool:
@@ -79,10 +87,31 @@ def role_of(name: str) -> str | None:
 
 def layer_group(name: str) -> str:
     """The layer's root for a module inside a decoder layer, else the name itself."""
-    index = layer_of(name)
-    return layer_root(index) if index is not None else name
+    match = _IN_LAYER.match(name)
+    if match is None:
+        return name
+    return name[: match.end(1)]
 
 
 def module_names(model: Any) -> list[str]:
     """Every named submodule's dotted name, in ``named_modules()`` order, the root left out."""
     return [name for name, _ in model.named_modules() if name]
+
+
+def adapter_of(model: Any) -> FamilyAdapter:
+    """The family adapter of a built model (real or meta), from its config's model_type."""
+    return adapter_for_config(model.config)
+
+
+def is_linear(module: Any) -> bool:
+    """Whether ``module`` is a linear layer: an ``nn.Linear`` (bitsandbytes' quantized
+    layers included) or GPT-2's ``Conv1D``, which computes the same with [in, out]
+    weights."""
+    from torch import nn
+
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def in_features(module: Any) -> int:
+    """The input width of a linear layer (``Conv1D`` calls it ``nx``); 0 when unknown."""
+    return int(getattr(module, "in_features", getattr(module, "nx", 0)))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError, os_reason
-from .names import TOKEN_EMBEDDINGS
+from .names import adapter_of
 
 if TYPE_CHECKING:  # torch is imported where a device is resolved: the checks need none
     import torch
@@ -175,7 +175,7 @@ def input_device(model: nn.Module) -> torch.device:
         return weight.device
     import torch
 
-    where = placement_of(device_map, TOKEN_EMBEDDINGS)
+    where = placement_of(device_map, adapter_of(model).token_embeddings)
     if _is_gpu(where):
         return torch.device(placement_name(where))
     first_gpu = next((w for w in device_map.values() if _is_gpu(w)), None)

@@ -1,5 +1,5 @@
-"""What ``--model`` names, resolved without reading a weight: a folder, a hub id or ``tiny``,
-and its checked OPT config.
+"""What ``--model`` names, resolved without reading a weight: a folder, a hub id, ``tiny`` or
+``tiny-llama``, and its checked config (of a family in ``model.families``).
 
     source = resolve_source("facebook/opt-1.3b")
     config = read_config(source)          # the built-in family config, offline
@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, UsageError, os_reason
+from .families import adapter_for_config, adapter_for_type, supported_text
 from .quiet import quiet
 
 __all__ = [
+    "BUILTIN",
     "RANDOM_WEIGHTS_KEY",
     "ModelSource",
     "build_meta_model",
     "config_from_raw",
+    "model_class",
     "read_config",
     "read_raw_config",
     "resolve_source",
@@ -50,15 +53,19 @@ class ModelSource:
         return self.spec
 
 
-def tiny_path() -> Path:
-    """The folder of the built-in tiny checkpoint inside the installed package."""
-    return Path(str(resources.files("optinspect") / "data" / "tiny"))
+#: The built-in checkpoints, by the ``--model`` name that picks them: their folder in data/.
+BUILTIN = {"tiny": "tiny", "tiny-llama": "tiny_llama"}
+
+
+def tiny_path(name: str = "tiny") -> Path:
+    """The folder of a built-in tiny checkpoint (``tiny``, ``tiny-llama``) in the package."""
+    return Path(str(resources.files("optinspect") / "data" / BUILTIN[name]))
 
 
 def local_folder(spec: str) -> Path | None:
     """The folder ``--model`` names (``~`` expanded), or None: ``tiny``, a hub id, or a
     path with no folder there (or none this user can see: ``resolve_source`` says why)."""
-    if spec == "tiny" or not spec.strip():
+    if spec in BUILTIN or not spec.strip():
         return None
     path = Path(spec).expanduser()
     try:
@@ -71,8 +78,8 @@ def resolve_source(spec: str) -> ModelSource:
     """Turn ``--model`` into a folder or a hub id, refusing paths that do not exist."""
     if not spec.strip():
         raise UsageError("--model is empty: give a hub id, a folder or tiny")
-    if spec == "tiny":
-        return ModelSource(spec="tiny", location=str(tiny_path()), is_local=True)
+    if spec in BUILTIN:
+        return ModelSource(spec=spec, location=str(tiny_path(spec)), is_local=True)
     folder = local_folder(spec)
     if folder is not None:
         return ModelSource(spec=spec, location=str(folder), is_local=True)
@@ -90,15 +97,20 @@ def resolve_source(spec: str) -> ModelSource:
 
 
 def read_config(source: ModelSource) -> Any:
-    """The checked ``OPTConfig`` of ``source``, reading no weight (see ``read_raw_config``)."""
+    """The checked config (``OPTConfig``, ``LlamaConfig``, ...) of ``source``, reading no
+    weight (see ``read_raw_config``)."""
     return config_from_raw(read_raw_config(source))
 
 
 def config_from_raw(raw: dict[str, Any]) -> Any:
-    """The ``OPTConfig`` of a config ``read_raw_config`` read (a preflight plan's)."""
-    from transformers import OPTConfig
+    """The transformers config of a raw config ``read_raw_config`` read (a preflight
+    plan's): the class its ``model_type`` names (``OPTConfig`` when it names none)."""
+    from transformers import AutoConfig, OPTConfig
 
-    return OPTConfig.from_dict(raw)
+    model_type = raw.get("model_type")
+    if model_type is None or model_type == "opt":
+        return OPTConfig.from_dict(raw)
+    return AutoConfig.for_model(model_type).from_dict(raw)
 
 
 def read_raw_config(source: ModelSource) -> dict[str, Any]:
@@ -143,9 +155,10 @@ def read_raw_config(source: ModelSource) -> dict[str, Any]:
     model_type = raw.get("model_type")
     if model_type is None:
         raise ModelError(f"{source.spec} is not an OPT model: its config has no model_type")
-    if model_type != "opt":
+    if adapter_for_type(model_type) is None:
         raise ModelError(
-            f"{source.spec} is not an OPT model: its config has model_type {model_type!r}"
+            f"{source.spec} is not a model optinspect supports: its config has model_type "
+            f"{model_type!r} (supported: {supported_text()})"
         )
     _check_shapes(source.spec, raw)
     return raw
@@ -175,18 +188,31 @@ def _check_shapes(spec: str, raw: dict[str, Any]) -> None:
             f"the config of {spec} cannot be built: hidden_size {hidden} is not a multiple "
             f"of num_attention_heads {heads}"
         )
+    kv_heads = config_value(raw, "num_key_value_heads") if raw.get("model_type") else None
+    if kv_heads is not None and (int(kv_heads) < 1 or heads % int(kv_heads)):
+        raise ModelError(
+            f"the config of {spec} cannot be built: num_attention_heads {heads} is not a "
+            f"multiple of num_key_value_heads {kv_heads}"
+        )
     for key in ("num_hidden_layers", "vocab_size", "max_position_embeddings", "ffn_dim"):
         if sizes[key] < 1:
             raise ModelError(f"the config of {spec} cannot be built: {key} is below 1")
 
 
+def model_class(config: Any) -> Any:
+    """The transformers CausalLM class of ``config``, as its family adapter names it."""
+    import transformers
+
+    return getattr(transformers, adapter_for_config(config).class_name(config.to_dict()))
+
+
 def build_meta_model(config: Any, dtype: Any = None) -> Any:
-    """An OPTForCausalLM whose parameters live on the meta device (no memory, no init)."""
+    """The model ``config`` builds (``OPTForCausalLM``, ``LlamaForCausalLM``, ...), its
+    parameters on the meta device (no memory, no init)."""
     import torch
-    from transformers import OPTForCausalLM
 
     with torch.device("meta"), quiet(verbose=False):
-        model = OPTForCausalLM(config)
+        model = model_class(config)(config)
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()

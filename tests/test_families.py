@@ -1,0 +1,265 @@
+"""Every family through the same engine: tiny random Llama, Mistral, Qwen2 and GPT-2
+checkpoints built from their config classes (GQA and not, tied and untied heads, Qwen2's
+biases, GPT-2's Conv1D), driven through the CLI, each checked against an independent
+reference computed here with plain forward hooks."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAMILY_FIXTURES, PLANTED, fixture_config, json_of, save_family_model
+
+from optinspect.model.families import ADAPTERS, LLAMA, SUPPORTED_TYPES, adapter_for_config
+from optinspect.model.family import config_module_names, family_config, list_config_params
+from optinspect.model.families.published import PUBLISHED
+from optinspect.model.names import layer_of, module_names, role_of
+
+KINDS = tuple(FAMILY_FIXTURES)
+TEXT = "The quick brown fox jumps over the lazy dog"
+
+
+def load_reference(folder: Path) -> torch.nn.Module:
+    """The checkpoint as transformers loads it, in float32, independent of optinspect."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def token_ids(out: dict) -> torch.Tensor:
+    return torch.tensor([[token["id"] for token in out["tokens"]]])
+
+
+def start_order(model: torch.nn.Module, ids: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """(name, output) of every module call, in the order the calls start: forward
+    pre-hooks note the start, forward hooks the output."""
+    order: list[str] = []
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def pre(_m, _a, name=name):
+            order.append(name)
+
+        def post(_m, _a, out, name=name):
+            tensor = out if isinstance(out, torch.Tensor) else None
+            if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+                tensor = out[0]
+            if tensor is not None:
+                outputs.setdefault(name, tensor.detach().double())
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        with torch.inference_mode():
+            model(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(name, outputs.get(name)) for name in dict.fromkeys(order)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trace_order_and_statistics_match_a_hook_reference(cli, family_model, kind) -> None:
+    folder = family_model(kind)
+    out = json_of(cli, "trace", TEXT, "--model", str(folder), "-q", "none", "--layer", "all")
+    reference = start_order(load_reference(folder), token_ids(out))
+    traced = [m["name"] for m in out["modules"]]
+    expected = [name for name, _ in reference if layer_of(name) is not None]
+    assert traced == expected
+    tensors = dict(reference)
+    for record in out["modules"]:
+        x = tensors[record["name"]]
+        if record["stats"] is None or x is None:
+            continue
+        # float32 kernels against a float64 reference of the same float32 tensor:
+        # sums of a few hundred terms keep 1e-5 relative, extremes are exact.
+        scale = float(x.abs().max()) or 1.0
+        assert record["stats"]["absmax"] == pytest.approx(float(x.abs().max()), rel=1e-6)
+        assert record["stats"]["mean"] == pytest.approx(float(x.mean()), abs=1e-5 * scale)
+        std = float(x.std(unbiased=False))
+        assert record["stats"]["std"] == pytest.approx(std, rel=1e-5, abs=1e-6 * scale)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_adapter_roles_are_the_order_a_layer_runs(family_model, kind) -> None:
+    folder = family_model(kind)
+    model = load_reference(folder)
+    adapter = adapter_for_config(model.config)
+    ran = [name for name, _ in start_order(model, torch.tensor([[2, 100, 200]]))]
+    layer0 = [role_of(n) or "" for n in ran if layer_of(n) == 0]
+    # the roles list modules by when their forward finishes, the layer itself last
+    finish = [r for r in adapter.layer_roles if r in layer0]
+    assert set(finish) == set(layer0) - {"attn.attn_dropout"}  # GPT-2's runs only in eager
+    assert finish[-1] == ""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_logits_are_identical_with_and_without_tracing(family_model, kind) -> None:
+    from optinspect.engine.capture import capture
+    from optinspect.model.loading import load_model
+
+    loaded = load_model(str(family_model(kind)), quant="none", device="cpu")
+    model = loaded.model
+    ids = torch.tensor([[2, 100, 200, 300, 7]])
+    with torch.inference_mode():
+        plain = model(ids).logits
+        with capture(model, module_names(model)):
+            traced = model(ids).logits
+    assert torch.equal(plain, traced)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_params_is_the_models_unique_parameter_count(cli, family_model, kind) -> None:
+    folder = family_model(kind)
+    model = load_reference(folder)
+    unique = sum(p.numel() for p in model.parameters())  # a tied tensor once
+    out = json_of(cli, "params", "--model", str(folder))
+    assert out["total"] == unique
+    raw = json.loads((folder / "config.json").read_text())
+    entries, tied_to = list_config_params(raw)
+    assert sum(e.numel for e in entries) == unique
+    assert (tied_to is not None) == (model.lm_head.weight is model.get_input_embeddings().weight)
+    assert config_module_names(raw) == module_names(model)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lens_at_the_last_layer_is_the_models_argmax(cli, family_model, kind) -> None:
+    folder = family_model(kind)
+    out = json_of(cli, "lens", TEXT, "--model", str(folder), "-q", "none", "--layer", "-1")
+    with torch.inference_mode():
+        logits = load_reference(folder)(token_ids(out)).logits[0]
+    top = [position[0]["id"] for position in out["layers"][-1]["predictions"]]
+    assert top == logits.argmax(dim=-1).tolist()
+
+
+def plant_in_norm(model: torch.nn.Module) -> None:
+    """Scale dimension PLANTED of the norm before every attention and FFN input by 400:
+    every q/k/v, gate/up (c_attn, c_fc) input carries it far above the 6.0 threshold."""
+    for name, module in model.named_modules():
+        if role_of(name) in ("input_layernorm", "post_attention_layernorm", "ln_1", "ln_2"):
+            module.weight[PLANTED] = 400.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_outlier_planted_in_a_norm_is_found(cli, tmp_path, tiny_dir, kind) -> None:
+    folder = save_family_model(tmp_path / kind, tiny_dir, kind, plant_in_norm)
+    out = json_of(cli, "outliers", TEXT, "--model", str(folder), "-q", "none")
+    assert PLANTED in [d["dim"] for d in out["recurring"]]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_has_every_query_head(cli, family_model, kind) -> None:
+    folder = family_model(kind)
+    out = json_of(cli, "attention", TEXT, "--model", str(folder), "-q", "none", "-l", "-1")
+    heads = fixture_config(kind).num_attention_heads  # GQA repeats k/v for every q head
+    assert len(out["heads"]) == heads
+    for head in out["heads"]:
+        for row in head["weights"]:
+            assert math.fsum(row) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dry_run_and_tree_name_the_real_modules(cli, family_model, kind) -> None:
+    folder = family_model(kind)
+    real = json_of(cli, "trace", "Hello", "--model", str(folder), "-q", "none", "-l", "0")
+    dry = json_of(cli, "trace", "Hello", "--model", str(folder), "-l", "0", "--dry-run")
+    assert [m["name"] for m in dry["modules"]] == [m["name"] for m in real["modules"]]
+    assert [m["shape"] for m in dry["modules"]] == [m["shape"] for m in real["modules"]]
+    tree = json_of(cli, "tree", "--model", str(folder))
+    assert tree["params"] == json_of(cli, "params", "--model", str(folder))["total"]
+
+
+@pytest.mark.parametrize("kind", ["llama-gqa", "qwen2", "gpt2"])
+def test_compare_runs_between_precisions(cli, family_model, kind) -> None:
+    folder = family_model(kind)
+    result = cli("compare", TEXT, "--model", str(folder), "-q", "none", "-a", "none")
+    assert result.code == 0, result.err
+
+
+def test_calibrate_act_scales_have_smoothquants_keys(cli, family_model, tmp_path) -> None:
+    """SmoothQuant's smooth_lm reads, for every layer, act_scales of q/k/v_proj (after
+    input_layernorm) and gate/up_proj (after post_attention_layernorm): each one a
+    vector as wide as the norm it folds into."""
+    folder = family_model("llama-gqa")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join([TEXT, "Hello world", "The capital of France is Paris"]))
+    scales_file = tmp_path / "act_scales.pt"
+    result = cli(
+        "calibrate", "--model", str(folder), "--file", str(corpus), "--samples", "3",
+        "--act-scales", str(scales_file),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    scales = torch.load(scales_file, weights_only=True)
+    model = load_reference(folder)
+    modules = dict(model.named_modules())
+    for norm, linears in LLAMA.smooth_pairs(model.config.num_hidden_layers):
+        for linear in linears:
+            assert scales[linear].shape == modules[norm].weight.shape
+            assert bool((scales[linear] > 0).all())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_8bit_runs_every_family(cli, family_model, kind) -> None:
+    folder = family_model(kind)
+    out = json_of(cli, "trace", TEXT, "--model", str(folder), "-q", "8bit", "-l", "0")
+    types = {role_of(m["name"]): m["type"] for m in out["modules"]}
+    adapter = adapter_for_config(json.loads((folder / "config.json").read_text()))
+    assert {types[role] for role in adapter.linear_roles} == {"Linear8bitLt"}
+
+
+@pytest.mark.parametrize("model_type", SUPPORTED_TYPES)
+def test_adapter_defaults_are_the_config_classes(model_type) -> None:
+    from transformers import AutoConfig
+
+    adapter = next(a for a in ADAPTERS if model_type in a.classes)
+    config = AutoConfig.for_model(model_type)
+    for key, value in adapter.defaults[model_type].items():
+        if key.startswith("_") or key == "head_dim" or value is None:
+            continue
+        assert getattr(config, key) == value, key
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_rows_equal_the_meta_built_model(name) -> None:
+    from optinspect.analyses.params import list_module_params
+    from optinspect.model.spec import build_meta_model, config_from_raw
+
+    raw = family_config(name)
+    assert raw is not None
+    model = build_meta_model(config_from_raw(raw))
+    assert list_config_params(raw) == list_module_params(model)
+
+
+#: Totals as published on the model cards / counted by transformers (tied heads once).
+KNOWN_TOTALS = {
+    "meta-llama/Llama-3.1-8B": 8_030_261_248,
+    "meta-llama/Llama-2-7b-hf": 6_738_415_616,
+    "meta-llama/Llama-3.2-1B": 1_235_814_400,
+    "mistralai/Mistral-7B-v0.1": 7_241_732_096,
+    "Qwen/Qwen2.5-0.5B": 494_032_768,
+    "gpt2": 124_439_808,
+    "openai-community/gpt2-xl": 1_557_611_200,
+}
+
+
+@pytest.mark.parametrize(("name", "total"), KNOWN_TOTALS.items())
+def test_params_of_published_ids_answers_offline(cli, name, total) -> None:
+    assert json_of(cli, "params", "--model", name)["total"] == total
+
+
+def test_params_of_llama_31_8b_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from optinspect.analyses.params import count_params, inventory_params;"
+        "r = count_params(inventory_params('meta-llama/Llama-3.1-8B'));"
+        "print(r.total, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["8030261248", "False"], done.stderr
