@@ -135,6 +135,10 @@ def _meta_records(
     """The selected modules' records (shapes and dtypes) from a pass of ``ids`` on the meta
     device, stopped once each of them has run."""
     model = build_meta_model(config, dtype)
+    # Shapes only: GPT-2 and the Llama layout read values of the ids (is there padding?
+    # are sequences packed?), which meta tensors cannot answer. With no pad id and a
+    # cache (which this pass throws away) they ask nothing of them.
+    model.config.pad_token_id = None
     names = select_names(module_names(model), int(config.num_hidden_layers), layers, filters)
     batch = Batch.of([text], [ids], pad_id=1)
     with (
@@ -142,7 +146,7 @@ def _meta_records(
         _StopAfter(model, names) as stop,
         contextlib.suppress(_Done),
     ):
-        forward(model, batch, [cap, stop])
+        forward(model, batch, [cap, stop], use_cache=True)
     return tuple(cap.collect()[0])
 
 

@@ -124,7 +124,7 @@ def forward(model: nn.Module, batch: Batch, groups: Sequence[HookGroup] = (), **
     The ids go to the device the token embedding runs on (see
     ``placement.input_device``); the mask only when the batch is padded, so an
     unpadded run computes exactly what a plain call would. ``kwargs`` go to
-    the model (``output_attentions=True``).
+    the model (``output_attentions=True``; ``use_cache`` is False unless given).
     """
     for group in groups:
         group.begin(batch)
@@ -132,7 +132,9 @@ def forward(model: nn.Module, batch: Batch, groups: Sequence[HookGroup] = (), **
     mask = batch.attention_mask.to(device) if batch.padded else None
     with torch.inference_mode():
         return model(
-            input_ids=batch.input_ids.to(device), attention_mask=mask, use_cache=False, **kwargs
+            input_ids=batch.input_ids.to(device),
+            attention_mask=mask,
+            **{"use_cache": False, **kwargs},
         )
 
 
