@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAMILY_FIXTURES, PLANTED, fixture_config, json_of, save_family_model
 
+from conftest import FAMILY_FIXTURES, PLANTED, fixture_config, json_of, save_family_model
 from optinspect.model.families import ADAPTERS, LLAMA, SUPPORTED_TYPES, adapter_for_config
-from optinspect.model.family import config_module_names, family_config, list_config_params
 from optinspect.model.families.published import PUBLISHED
+from optinspect.model.family import config_module_names, family_config, list_config_params
 from optinspect.model.names import layer_of, module_names, role_of
 
 KINDS = tuple(FAMILY_FIXTURES)
