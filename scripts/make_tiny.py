@@ -76,13 +76,20 @@ Numbers like 1, 2, 3, 10, 42 and 2048 appear in text as well as words do.
 """
 
 
-def train_tokenizer(out: Path) -> None:
+def train_tokenizer(
+    out: Path,
+    special_tokens: list[str] = SPECIAL_TOKENS,
+    config: dict | None = None,
+    special_map: dict | None = None,
+) -> None:
+    """A byte-level BPE on CORPUS with ``special_tokens`` first (ids 0, 1, ...), and its
+    tokenizer config and special tokens map (OPT's by default)."""
     tokenizer = ByteLevelBPETokenizer()
     tokenizer.train_from_iterator(
         CORPUS.splitlines() * 4,
         vocab_size=VOCAB,
         min_frequency=2,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         show_progress=False,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,10 +99,11 @@ def train_tokenizer(out: Path) -> None:
     ordered = dict(sorted(vocab.items(), key=lambda kv: kv[1]))
     (out / "vocab.json").write_text(json.dumps(ordered, ensure_ascii=False), encoding="utf-8")
     (out / "merges.txt").write_text(merges, encoding="utf-8")
-    _write_json(out / "tokenizer_config.json", TOKENIZER_CONFIG)
+    _write_json(out / "tokenizer_config.json", config or TOKENIZER_CONFIG)
     _write_json(
         out / "special_tokens_map.json",
-        {"bos_token": "</s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "</s>"},
+        special_map
+        or {"bos_token": "</s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "</s>"},
     )
 
 
@@ -121,16 +129,22 @@ def make_weights() -> dict[str, torch.Tensor]:
         shapes[f"{p}fc1.bias"] = (f,)
         shapes[f"{p}fc2.weight"] = (d, f)
         shapes[f"{p}fc2.bias"] = (d,)
+    return draw_weights(shapes, c["init_std"])
+
+
+def draw_weights(shapes: dict[str, tuple[int, ...]], init_std: float) -> dict[str, torch.Tensor]:
+    """float16 weights drawn in name order from one seeded generator: norm weights near
+    1, biases and everything else small."""
     generator = torch.Generator().manual_seed(SEED)
     weights = {}
     for name in sorted(shapes):
         noise = torch.randn(shapes[name], generator=generator, dtype=torch.float32)
-        if "layer_norm" in name and name.endswith(".weight"):
+        if "norm" in name and name.endswith(".weight"):
             value = 1.0 + 0.1 * noise
         elif name.endswith(".bias"):
             value = 0.02 * noise
         else:
-            value = c["init_std"] * noise
+            value = init_std * noise
         weights[name] = value.to(torch.float16).contiguous()
     return weights
 

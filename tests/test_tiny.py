@@ -47,3 +47,41 @@ def test_script_regenerates_identical_bytes(tmp_path: Path, tiny_dir: Path) -> N
     )
     for shipped in tiny_dir.iterdir():
         assert (tmp_path / shipped.name).read_bytes() == shipped.read_bytes(), shipped.name
+
+
+def test_tiny_llama_is_a_small_gqa_llama() -> None:
+    from optinspect.model.spec import tiny_path
+
+    folder = tiny_path("tiny-llama")
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 1_000_000
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["optinspect_random_weights"] is True
+    assert config["num_key_value_heads"] < config["num_attention_heads"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer("The quick brown fox")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id == 1
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == ["<unk>", "<s>", "</s>", "<pad>"]
+    assert tokenizer.decode(ids[1:]) == "The quick brown fox"
+
+
+@pytest.mark.parametrize("quant", ["none", "8bit", "4bit"])
+def test_tiny_llama_traces_offline(cli, quant: str) -> None:
+    from conftest import json_of
+
+    out = json_of(cli, "trace", "Hello world", "--model", "tiny-llama", "-q", quant)
+    assert [m["name"] for m in out["modules"]][-2:] == ["model.norm", "lm_head"]
+    assert out["random_weights"] is True
+
+
+@pytest.mark.slow
+def test_tiny_llama_script_regenerates_identical_bytes(tmp_path: Path) -> None:
+    from optinspect.model.spec import tiny_path
+
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_tiny_llama.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    for shipped in tiny_path("tiny-llama").iterdir():
+        assert (tmp_path / shipped.name).read_bytes() == shipped.read_bytes(), shipped.name
