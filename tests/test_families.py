@@ -268,3 +268,16 @@ def test_params_of_llama_31_8b_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["8030261248", "False"], done.stderr
+
+
+def test_docs_family_table_is_the_formula() -> None:
+    """docs/families.md's offline sizes are what params answers, row by row."""
+    import re
+
+    from optinspect.analyses.params import inventory_params
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "families.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)`(?: \(`[^`]+`\))? \| ([\d,]+) \|$", text, re.M)
+    assert sorted(name for name, _ in rows) == sorted(PUBLISHED)
+    for name, total in rows:
+        assert inventory_params(name).total == int(total.replace(",", ""))

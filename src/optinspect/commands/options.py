@@ -76,7 +76,7 @@ ModelOpt = Annotated[
         "-m",
         envvar="OPTINSPECT_MODEL",
         metavar="MODEL",
-        help="Hub id, local folder, or 'tiny' (the built-in random-weight checkpoint).",
+        help="Hub id, local folder, 'tiny' or 'tiny-llama' (built-in random-weight checkpoints).",
     ),
 ]
 QuantOpt = Annotated[
