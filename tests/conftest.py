@@ -449,7 +449,17 @@ def save_fixture_model(
     }
     settings.update(overrides)
     torch.manual_seed(0)
-    model = OPTForCausalLM(OPTConfig(**settings)).eval()
+    return save_with_tiny_tokenizer(
+        OPTForCausalLM(OPTConfig(**settings)).eval(), folder, tiny_dir, mutate
+    )
+
+
+def save_with_tiny_tokenizer(
+    model: Any, folder: Path, tiny_dir: Path, mutate: Callable[[object], None] | None = None
+) -> Path:
+    """Save ``model`` (changed by ``mutate`` first) to ``folder`` with the tiny tokenizer."""
+    import torch
+
     if mutate is not None:
         with torch.no_grad():
             mutate(model)
@@ -527,13 +537,7 @@ def save_family_model(
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(fixture_config(kind)).eval()
-    if mutate is not None:
-        with torch.no_grad():
-            mutate(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(tiny_dir / name, folder / name)
+    save_with_tiny_tokenizer(model, folder, tiny_dir, mutate)
     # The same tokenizer serialised whole too: AutoTokenizer reads only tokenizer.json for
     # some model types (mistral), as real checkpoints of theirs ship it.
     from transformers import AutoTokenizer

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import FAMILY_FIXTURES, PLANTED, fixture_config, json_of, save_family_model
-from optinspect.model.families import ADAPTERS, LLAMA, SUPPORTED_TYPES, adapter_for_config
+from optinspect.model.families import ADAPTERS, SUPPORTED_TYPES, adapter_for_config
 from optinspect.model.families.published import PUBLISHED
 from optinspect.model.family import config_module_names, family_config, list_config_params
 from optinspect.model.names import layer_of, module_names, role_of
@@ -178,17 +178,21 @@ def test_dry_run_and_tree_name_the_real_modules(cli, family_model, kind) -> None
 
 
 @pytest.mark.parametrize("kind", ["llama-gqa", "qwen2", "gpt2"])
-def test_compare_runs_between_precisions(cli, family_model, kind) -> None:
+def test_compare_8bit_against_full_precision(cli, family_model, kind) -> None:
     folder = family_model(kind)
-    result = cli("compare", TEXT, "--model", str(folder), "-q", "none", "-a", "none")
-    assert result.code == 0, result.err
+    out = json_of(cli, "compare", TEXT, "--model", str(folder), "-q", "8bit", "-a", "none")
+    overview = json_of(cli, "trace", TEXT, "--model", str(folder), "-q", "none")
+    assert [m["name"] for m in out["modules"]] == [m["name"] for m in overview["modules"]]
+    assert out["modules"][-1]["name"] == "lm_head"
 
 
-def test_calibrate_act_scales_have_smoothquants_keys(cli, family_model, tmp_path) -> None:
-    """SmoothQuant's smooth_lm reads, for every layer, act_scales of q/k/v_proj (after
-    input_layernorm) and gate/up_proj (after post_attention_layernorm): each one a
-    vector as wide as the norm it folds into."""
-    folder = family_model("llama-gqa")
+@pytest.mark.parametrize("kind", ["llama-gqa", "mistral", "qwen2", "gpt2"])
+def test_calibrate_act_scales_have_smoothquants_keys(cli, family_model, tmp_path, kind) -> None:
+    """SmoothQuant's smooth_lm reads, for every layer, act_scales of the input linears
+    after each norm it folds into (Llama, Mistral, Qwen2: q/k/v_proj after
+    input_layernorm, gate/up_proj after post_attention_layernorm), each a vector as wide
+    as that norm."""
+    folder = family_model(kind)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join([TEXT, "Hello world", "The capital of France is Paris"]))
     scales_file = tmp_path / "act_scales.pt"
@@ -200,7 +204,10 @@ def test_calibrate_act_scales_have_smoothquants_keys(cli, family_model, tmp_path
     scales = torch.load(scales_file, weights_only=True)
     model = load_reference(folder)
     modules = dict(model.named_modules())
-    for norm, linears in LLAMA.smooth_pairs(model.config.num_hidden_layers):
+    adapter = adapter_for_config(model.config)
+    pairs = adapter.smooth_pairs(model.config.num_hidden_layers)
+    assert len(pairs) == 2 * model.config.num_hidden_layers
+    for norm, linears in pairs:
         for linear in linears:
             assert scales[linear].shape == modules[norm].weight.shape
             assert bool((scales[linear] > 0).all())
