@@ -288,3 +288,39 @@ def test_docs_family_table_is_the_formula() -> None:
     assert sorted(name for name, _ in rows) == sorted(PUBLISHED)
     for name, total in rows:
         assert inventory_params(name).total == int(total.replace(",", ""))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", TEXT, "--layer", "all"],
+        ["lens", TEXT],
+        ["attention", TEXT, "-l", "1"],
+        ["outliers", TEXT],
+        ["compare", TEXT, "-a", "none"],
+    ],
+    ids=["trace", "lens", "attention", "outliers", "compare"],
+)
+def test_tiny_llama_through_the_server_is_the_local_output(cli, args) -> None:
+    """The warm server answers for tiny-llama as for tiny: stdout the same, byte for byte."""
+    import threading
+
+    from optinspect.commands.options import LoadOptions
+    from optinspect.serve.place import private_dir, socket_path
+    from optinspect.serve.server import ModelServer
+
+    load = LoadOptions(model="tiny-llama", quant="8bit")
+    private_dir(create=True)
+    server = ModelServer(socket_path(), load, load.load(), idle=None)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        full = [*args, "--model", "tiny-llama", "-q", "8bit", "-f", "json"]
+        served = cli(*full)
+        assert server.served == 1, "the server did not answer"
+        local = cli(*full, "--no-server")
+    finally:
+        server.stop("test over")
+        thread.join(timeout=30)
+    assert served.code == local.code == 0, served.err + local.err
+    assert served.out == local.out and served.out.strip()
