@@ -503,6 +503,8 @@ FAMILY_FIXTURES: dict[str, dict[str, object]] = {
     "mistral": {"model_type": "mistral", "num_key_value_heads": 2, "tie_word_embeddings": False},
     # Qwen2's q/k/v biases, tied head as Qwen2.5-0.5B
     "qwen2": {"model_type": "qwen2", "num_key_value_heads": 2, "tie_word_embeddings": True},
+    # q_norm and k_norm per head (head_dim given: Qwen3Config's default is 128)
+    "qwen3": {"model_type": "qwen3", "num_key_value_heads": 2, "head_dim": 8},
     "gpt2": {"model_type": "gpt2"},
 }
 

@@ -85,8 +85,9 @@ class FamilyAdapter:
     #: Modules the model applies after its last layer and before the head, in order;
     #: the lens applies each one the model has.
     lens_tail: tuple[str, ...]
-    #: A layer's roles in the order their forward passes finish, the layer itself last
-    #: (of the family's default config, e.g. pre-LayerNorm OPT).
+    #: A layer's roles in the order their forward passes finish, the layer itself ("")
+    #: last; a model runs the roles it has in this order (Qwen3 alone has q_norm and
+    #: k_norm; OPT's order is that of its pre-LayerNorm members).
     layer_roles: tuple[str, ...]
     activation: str  # the role whose output the FFN analyses read
     #: What the activation is: "relu" (exact zeros mean something), "gated" (act_fn of a

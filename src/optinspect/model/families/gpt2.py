@@ -91,6 +91,7 @@ GPT2 = FamilyAdapter(
     layer_roles=(
         "ln_1",
         "attn.c_attn",
+        "attn.attn_dropout",  # with eager attention only
         "attn.c_proj",
         "attn.resid_dropout",
         "attn",

@@ -177,7 +177,9 @@ LLAMA = FamilyAdapter(
     layer_roles=(
         "input_layernorm",
         "self_attn.q_proj",
+        "self_attn.q_norm",  # Qwen3 only
         "self_attn.k_proj",
+        "self_attn.k_norm",  # Qwen3 only
         "self_attn.v_proj",
         "self_attn.o_proj",
         "self_attn",
