@@ -326,3 +326,19 @@ def test_tiny_llama_through_the_server_is_the_local_output(cli, args) -> None:
         thread.join(timeout=30)
     assert served.code == local.code == 0, served.err + local.err
     assert served.out == local.out and served.out.strip()
+
+
+@pytest.mark.parametrize("name", [*PUBLISHED, "facebook/opt-350m"])
+def test_every_parameter_has_its_group(name) -> None:
+    """--by group puts every parameter of every family in a named group, none in
+    "other", and the attention and FFN groups are exactly their layers' linears."""
+    from optinspect.analyses.params import count_params, inventory_params
+
+    inventory = inventory_params(name)
+    rows = {row.name: row.params for row in count_params(inventory, by="group").rows}
+    assert "other" not in rows and sum(rows.values()) == inventory.total
+    adapter = adapter_for_config(family_config(name))
+    linears = [e for e in inventory.entries if role_of(e.module) in adapter.linear_roles]
+    assert rows["attention projections"] + rows["feed-forward layers"] == sum(
+        e.numel for e in linears
+    )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..model.families import ADAPTERS, adapter_for_names
+from ..model.families import ADAPTERS, FamilyAdapter, adapter_for_names
 from ..model.family import ParamEntry, family_config, list_config_params
 from ..model.names import layer_group, role_of
 from ..results.params import LoadedCount, ParamReport, ParamRow, ParamsResult, WeightBytes
@@ -129,11 +129,8 @@ def inventory_params(spec: str) -> ParamInventory:
     return ParamInventory(model=spec, entries=entries, tied_to=tied_to, builtin=False)
 
 
-#: Every family's token embeddings and head, by full dotted name.
-_TOKEN_EMBEDDINGS = frozenset(a.token_embeddings for a in ADAPTERS)
+#: Every family's head, by full dotted name.
 _HEADS = frozenset(a.head for a in ADAPTERS)
-#: Module leaves of learned position embeddings (OPT's, GPT-2's).
-_POSITIONS = ("embed_positions", "wpe")
 #: Classes bitsandbytes replaces with its quantized linear layers (GPT-2's Conv1D too).
 _QUANTIZED_TYPES = ("Linear", "Conv1D")
 
@@ -168,30 +165,30 @@ def estimate_bytes(entry: ParamEntry) -> WeightBytes:
     return WeightBytes(float32=4 * n, float16=half, int8=int8, nf4=nf4)
 
 
-def group_of(entry: ParamEntry) -> str:
-    """The ``--by group`` bucket of a parameter, from its module's name and class."""
+def group_of(entry: ParamEntry, adapter: FamilyAdapter) -> str:
+    """The ``--by group`` bucket of a parameter, from its module's name and class and the
+    family adapter's names and role groups."""
     leaf = entry.module.rsplit(".", 1)[-1]
-    if entry.module in _TOKEN_EMBEDDINGS:
+    if entry.module == adapter.token_embeddings:
         return "token embeddings"
-    if leaf in _POSITIONS:
+    if entry.module == adapter.position_embeddings:
         return "position embeddings"
     if leaf in ("project_in", "project_out"):
         return "projections"
     if entry.module_type.endswith(("LayerNorm", "RMSNorm")):  # Qwen3's q_norm too
         return "layer norms"
     role = role_of(entry.module) or ""
-    if role.startswith(("self_attn.", "attn.")):
-        return "attention projections"
-    if role in ("fc1", "fc2") or role.startswith("mlp."):
-        return "feed-forward layers"
-    if entry.module in _HEADS:
+    for prefix, group in adapter.param_groups:
+        if role.startswith(prefix):
+            return group
+    if entry.module == adapter.head:
         return "lm head"
     return "other"
 
 
-def _key(entry: ParamEntry, by: str) -> str:
+def _key(entry: ParamEntry, by: str, adapter: FamilyAdapter) -> str:
     if by == "group":
-        return group_of(entry)
+        return group_of(entry, adapter)
     if by == "layer":
         return layer_group(entry.module)
     if by == "module":
@@ -210,10 +207,11 @@ def count_params(inventory: ParamInventory, by: str = "group") -> ParamReport:
 
     if by not in BY_MODES:
         raise UsageError(f"unknown breakdown {by!r}: use {', '.join(BY_MODES)}")
+    adapter = adapter_for_names(entry.module for entry in inventory.entries)
     params: dict[str, int] = {}
     weights: dict[str, WeightBytes] = {}
     for entry in inventory.entries:
-        key = _key(entry, by)
+        key = _key(entry, by, adapter)
         params[key] = params.get(key, 0) + entry.numel
         weights[key] = weights.get(key, WeightBytes()) + estimate_bytes(entry)
     keys: Iterable[str] = params

@@ -99,6 +99,9 @@ class FamilyAdapter:
     linear_roles: tuple[str, ...]
     #: Linear roles whose input lives in the hidden dimension: the outlier summary.
     summary_roles: tuple[str, ...]
+    #: ``params --by group``: (role prefix inside a layer, its group), first match wins.
+    param_groups: tuple[tuple[str, str], ...]
+    position_embeddings: str | None  # learned positions, where the family has them
     overview_before: tuple[str, ...]  # the overview's modules before the layers, in order
     overview_after: tuple[str, ...]  # and after them
     #: Canonical key (OPT's name for it) -> this family's config key.

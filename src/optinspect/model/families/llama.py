@@ -213,6 +213,8 @@ LLAMA = FamilyAdapter(
         "mlp.gate_proj",
         "mlp.up_proj",
     ),
+    param_groups=(("self_attn.", "attention projections"), ("mlp.", "feed-forward layers")),
+    position_embeddings=None,  # rotary: no parameters
     overview_before=(_EMBED,),
     overview_after=(_NORM, _HEAD),
     keys={"ffn_dim": "intermediate_size"},

@@ -167,6 +167,12 @@ OPT = FamilyAdapter(
         "self_attn.out_proj",
         "fc1",
     ),
+    param_groups=(
+        ("self_attn.", "attention projections"),
+        ("fc1", "feed-forward layers"),
+        ("fc2", "feed-forward layers"),
+    ),
+    position_embeddings=f"{DECODER}.embed_positions",
     overview_before=(_EMBED, f"{DECODER}.embed_positions", f"{DECODER}.project_in"),
     overview_after=(f"{DECODER}.final_layer_norm", f"{DECODER}.project_out", _HEAD),
     keys={},
