@@ -57,10 +57,12 @@ class _StopAfter(HookGroup):
             raise _Done
 
 
-def _load_tokenizer(location: str, is_local: bool) -> Any | None:
+def _load_tokenizer(location: str, is_local: bool, model_type: str) -> Any | None:
     from transformers import AutoTokenizer
 
-    candidates = [location] if is_local else [location, *_SHARED_TOKENIZERS]
+    # Only OPT checkpoints share a tokenizer: another family's hub id needs its own.
+    shared = _SHARED_TOKENIZERS if model_type == "opt" else ()
+    candidates = [location] if is_local else [location, *shared]
     for candidate in candidates:
         try:
             with quiet(verbose=False):
@@ -84,7 +86,8 @@ def dry_run(
     """Trace output shapes and dtypes on the meta device, in execution order.
 
     The text is tokenized with the model's tokenizer when one is available
-    offline (any cached OPT tokenizer serves a family member); ``tokens`` gives
+    offline (any cached OPT tokenizer serves an OPT family member; other families need
+    their own); ``tokens`` gives
     the length instead. Quantized linear layers are not built: their outputs
     have the compute dtype, as in a real run, and ``weight_dtype`` is the
     compute dtype too. Statistics are null because no values exist.
@@ -100,7 +103,7 @@ def dry_run(
         count = tokens
     else:
         check_text(text or "", "trace")
-        tokenizer = _load_tokenizer(source.location, source.is_local)
+        tokenizer = _load_tokenizer(source.location, source.is_local, config.model_type)
         if tokenizer is None:
             raise ModelError(
                 f"no tokenizer for {spec} is available offline: give --tokens N instead"

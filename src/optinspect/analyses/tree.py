@@ -1,4 +1,4 @@
-"""The module hierarchy of an OPT model built on the meta device, as plain records.
+"""The module hierarchy of a model built on the meta device, as plain records.
 
     from optinspect.analyses.tree import tree_model
     root = tree_model("facebook/opt-1.3b")          # no weights read or downloaded

@@ -219,7 +219,7 @@ def preflight(
 ) -> Plan:
     """Check every value a command was given, then read the model's config (no weights)
     and check what depends on it, all without importing torch (but for a hub id
-    outside the OPT family, whose config comes through transformers).
+    outside the family table, whose config comes through transformers).
 
     ``load`` is the loading settings, or just the model (default settings);
     ``layers`` is a layer spec; ``single_layer`` one layer (attention);
