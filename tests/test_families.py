@@ -213,6 +213,21 @@ def test_calibrate_act_scales_have_smoothquants_keys(cli, family_model, tmp_path
         for linear in linears:
             assert scales[linear].shape == modules[norm].weight.shape
             assert bool((scales[linear] > 0).all())
+            # the linears after one norm read one tensor: smooth_lm takes the first's scales
+            assert torch.equal(scales[linear], scales[linears[0]])
+    if kind != "gpt2":  # smooth_lm's own lookups (smoothquant/smooth.py), names written out
+        for i in range(model.config.num_hidden_layers):
+            layer = modules[f"model.layers.{i}"]
+            for key, norm in (
+                ("self_attn.q_proj", "input_layernorm"),
+                ("mlp.gate_proj", "post_attention_layernorm"),
+            ):
+                width = getattr(layer, norm).weight.numel()
+                assert (
+                    scales[f"model.layers.{i}.{key}"].numel()
+                    == width
+                    == layer.get_submodule(key).in_features
+                )
 
 
 @pytest.mark.parametrize("kind", KINDS)
