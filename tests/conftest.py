@@ -506,6 +506,9 @@ FAMILY_FIXTURES: dict[str, dict[str, object]] = {
     # q_norm and k_norm per head (head_dim given: Qwen3Config's default is 128)
     "qwen3": {"model_type": "qwen3", "num_key_value_heads": 2, "head_dim": 8},
     "gpt2": {"model_type": "gpt2"},
+    # 64 wide: bitsandbytes' CPU NF4 needs every 4-bit layer's input at least 64 wide
+    "llama-wide": {"model_type": "llama", "num_key_value_heads": 2, "hidden_size": 64},
+    "gpt2-wide": {"model_type": "gpt2", "n_embd": 64},
 }
 
 
@@ -527,7 +530,7 @@ def fixture_config(kind: str) -> object:
             "num_attention_heads": 4,
             "max_position_embeddings": 64,
         }
-    return AutoConfig.for_model(model_type, **ids, **sizes, **settings)
+    return AutoConfig.for_model(model_type, **(ids | sizes | settings))
 
 
 def save_family_model(

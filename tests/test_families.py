@@ -18,7 +18,7 @@ from optinspect.model.families.published import PUBLISHED
 from optinspect.model.family import config_module_names, family_config, list_config_params
 from optinspect.model.names import layer_of, module_names, role_of
 
-KINDS = tuple(FAMILY_FIXTURES)
+KINDS = tuple(kind for kind in FAMILY_FIXTURES if not kind.endswith("-wide"))
 TEXT = "The quick brown fox jumps over the lazy dog"
 
 
@@ -237,6 +237,16 @@ def test_8bit_runs_every_family(cli, family_model, kind) -> None:
     types = {role_of(m["name"]): m["type"] for m in out["modules"]}
     adapter = adapter_for_config(json.loads((folder / "config.json").read_text()))
     assert {types[role] for role in adapter.linear_roles} == {"Linear8bitLt"}
+
+
+@pytest.mark.parametrize("kind", ["llama-wide", "gpt2-wide"])
+def test_4bit_runs_where_bitsandbytes_takes_the_layers(cli, family_model, kind) -> None:
+    folder = family_model(kind)
+    out = json_of(cli, "trace", TEXT, "--model", str(folder), "-q", "4bit", "-l", "0")
+    types = {role_of(m["name"]): m["type"] for m in out["modules"]}
+    adapter = adapter_for_config(json.loads((folder / "config.json").read_text()))
+    assert {types[role] for role in adapter.linear_roles} == {"Linear4bit"}
+    assert all(m["stats"]["nan"] == 0 for m in out["modules"] if m["stats"])
 
 
 @pytest.mark.parametrize("model_type", SUPPORTED_TYPES)
