@@ -58,13 +58,11 @@ def lens_command(
       optinspect lens "Hello" --model tiny -f json | jq '.layers[-1].predictions'
       optinspect lens --file prompts.txt --model tiny --format jsonl > lens.jsonl
     """
-    from ..render.lens import render_lens, render_lens_header
+    from ..render.lens import lens_page
     from .output import make_emitter
 
     texts, many = inputs.read()
-    emitter = make_emitter(
-        fmt.value, many, render_lens, header=render_lens_header, model=load.model
-    )
+    emitter = make_emitter(fmt.value, many, lens_page, model=load.model)
     values = {"layers": layer, "top_k": top_k, "batch_size": inputs.batch_size}
     job = Job(
         "lens", load, checks=values, params={**values, "truncate": inputs.truncate}, texts=texts

@@ -1,12 +1,14 @@
 """How the commands that give one result per sentence write them: one emitter per --format,
 streaming where the format allows.
 
-    emitter = make_emitter("jsonl", many=True, render=render_lens)
+    emitter = make_emitter("jsonl", many=True, page_of=lens_page)
     for result in results:
         emitter.emit(result)
     emitter.close()
 
-Every result serialises itself (``as_dict``). One TEXT gives one JSON object;
+A renderer makes a neutral page of each result (``render.page``); the table format
+writes it with ``render.terminal``. Every result serialises itself (``as_dict``).
+One TEXT gives one JSON object;
 a file or stdin gives ``{"schema", "model", "quant", "device", "dtype", ...,
 "results": [...]}`` in ``json`` (the model as asked for even when the input held no
 sentence) and one object per line in ``jsonl``.
@@ -19,25 +21,23 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
-
 from ..render.common import write_json
+from ..render.page import Page
+from ..render.terminal import write_header, write_terminal
 from ..results.records import SCHEMA_VERSION
 from .common import stdout_console
 
 __all__ = ["Emitter", "make_emitter"]
 
-#: Draws one result on a console; ``header=False`` leaves out the model line.
-Render = Callable[..., None]
-#: Draws the model line (and the random-weights note) of a result.
-Header = Callable[[Console, Any], None]
+#: Makes the page of one result.
+PageOf = Callable[[Any], Page]
 
 
 class Emitter:
     """Receives results as batches finish; ``close`` ends the document.
 
     ``close(extra)`` adds keys to the JSON document (before ``results``);
-    ``close(tail=...)`` draws what follows the last table.
+    ``close(tail=...)`` is a page of what follows the last table.
     """
 
     #: Whether this format shows summaries that cost something to track (FFN sparsity).
@@ -46,15 +46,13 @@ class Emitter:
     def __init__(
         self,
         many: bool,
-        render: Render,
+        page_of: PageOf,
         as_dict: Callable[[Any], dict[str, Any]],
-        header: Header | None = None,
         model: str | None = None,
     ):
         self.many = many
-        self.render = render
+        self.page_of = page_of
         self.as_dict = as_dict
-        self.header = header
         self.model = model  # as the user named it: the document's "model" before any result
         self.count = 0
 
@@ -68,7 +66,7 @@ class Emitter:
     def close(
         self,
         extra: dict[str, Any] | None = None,
-        tail: Callable[[Console], None] | None = None,
+        tail: Page | None = None,
     ) -> None:
         """Finish the output; nothing to do for streaming formats."""
 
@@ -81,16 +79,15 @@ class TableEmitter(Emitter):
         self.console = stdout_console()
 
     def _emit(self, result: Any) -> None:
-        if not self.many or self.header is None:
-            if self.many:
-                self._rule(result)
-            self.render(self.console, result)
+        page = self.page_of(result)
+        if not self.many:
+            write_terminal(self.console, page)
             return
         # Many sentences share one model: its line comes once, above the first.
         if self.count == 1:
-            self.header(self.console, result)
+            write_header(self.console, page)
         self._rule(result)
-        self.render(self.console, result, header=False)
+        write_terminal(self.console, page, header=False)
 
     def _rule(self, result: Any) -> None:
         if self.count > 1:
@@ -100,10 +97,10 @@ class TableEmitter(Emitter):
     def close(
         self,
         extra: dict[str, Any] | None = None,
-        tail: Callable[[Console], None] | None = None,
+        tail: Page | None = None,
     ) -> None:
         if tail is not None:
-            tail(self.console)
+            write_terminal(self.console, tail, header=False)
 
 
 class JsonEmitter(Emitter):
@@ -131,7 +128,7 @@ class JsonEmitter(Emitter):
     def close(
         self,
         extra: dict[str, Any] | None = None,
-        tail: Callable[[Console], None] | None = None,
+        tail: Page | None = None,
     ) -> None:
         if not self.many:
             if self.results:
@@ -158,16 +155,15 @@ EMITTERS: dict[str, type[Emitter]] = {
 def make_emitter(
     fmt: str,
     many: bool,
-    render: Render,
+    page_of: PageOf,
     *,
-    header: Header | None = None,
     as_dict: Callable[[Any], dict[str, Any]] | None = None,
     model: str | None = None,
 ) -> Emitter:
     """The emitter for ``--format fmt``; ``as_dict`` defaults to the result's own.
 
-    With ``header``, a table of many sentences shows the model line once, at the top.
-    ``model`` (``--model``) names the model in a JSON document that holds no result.
+    A table of many sentences shows the model line once, at the top. ``model``
+    (``--model``) names the model in a JSON document that holds no result.
     """
     as_dict = as_dict or (lambda result: result.as_dict())
-    return EMITTERS[fmt](many, render, as_dict, header, model)
+    return EMITTERS[fmt](many, page_of, as_dict, model)
