@@ -21,8 +21,9 @@ from optinspect.analyses.attention import (
 )
 from optinspect.errors import ModelError
 from optinspect.model.loading import load_model
-from optinspect.render.attention import heatmap_blocks, render_attention
+from optinspect.render.attention import attention_heatmap, render_attention
 from optinspect.render.images import DPI, heatmap_inches
+from optinspect.render.terminal import heatmap_blocks
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 TOKENS = 10  # </s> and nine words in the tiny tokenizer
@@ -206,7 +207,7 @@ def test_colour_only_on_a_colour_terminal(eager_tiny, monkeypatch: pytest.Monkey
 
 def test_narrow_console_splits_keys_instead_of_dropping_them(eager_tiny) -> None:
     result = compute_attention(eager_tiny, SENTENCE, layer=0, head=0)
-    blocks = heatmap_blocks(result, 30, colour=False)
+    blocks = heatmap_blocks(attention_heatmap(result), 30, colour=False)
     assert len(blocks) > 1
     headers = [block.plain.splitlines()[0].split()[1:] for block in blocks]
     assert [int(key) for header in headers for key in header] == list(range(TOKENS))
