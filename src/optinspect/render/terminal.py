@@ -12,6 +12,7 @@ after its text instead (``*``), so the difference is still there.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from rich.cells import cell_len
 from rich.color import Color
@@ -161,20 +162,22 @@ def _write_sheet(console: Console, sheet: Sheet, colour: bool) -> None:
     styles: Sequence[str] | None = None
     if sheet.row_styles is not None and colour:
         styles = [TERMINAL_STYLES.get(style, ("", "", ""))[0] for style in sheet.row_styles]
-    filled = sheet.fill_title and bool(sheet.title)
-    tables = fit_tables(
+    fit = partial(
+        fit_tables,
         sheet.columns,
         rows,
         console.width,
-        title=None if filled else sheet.title or None,
         caption=sheet.caption or None,
         row_styles=styles,
         show_lines=sheet.lines,
         section_before=sheet.section_before,
     )
-    if filled:  # the title as rich draws a table's own: wrapped and padded to its width
+    if sheet.fill_title and sheet.title and len(tables := fit()) == 1:
+        # The title as rich draws a table's own: wrapped and padded to the table's width.
         width = min(console.measure(tables[0]).maximum, console.width)
-        title = Text(sheet.title, "table.title").wrap(console, width, justify="left")
-        console.print(Text("\n").join(title), highlight=False)
+        lines = Text(sheet.title, "table.title").wrap(console, width, justify="left")
+        console.print(Text("\n").join(lines), highlight=False)
+    else:  # a line of its own above each block, "continued" after the first
+        tables = fit(title=sheet.title or None)
     for table in tables:
         console.print(table, highlight=False)
