@@ -178,7 +178,7 @@ def outliers_page(result: OutlierResult) -> Page:
                 "threshold: |x| >= its LLM.int8 threshold (module)",
                 f"else --threshold {result.threshold:g} (option)",
             ],
-            joined=", ",
+            separator=", ",
         ),
         outlier_sheet(result),
     ]

@@ -183,12 +183,12 @@ class Histograms:
 class Lines:
     """Plain text lines, said as they are (titles above a heatmap, notes under a table).
 
-    With ``joined``, the lines are the parts of one line joined by it: a writer that lacks
-    the width breaks that line only between two parts (after ``joined``), never mid-phrase.
+    With a ``separator``, ``lines`` are the parts of one line joined by it, which a writer
+    breaks only between two parts where the line is too wide.
     """
 
     lines: Sequence[str]
-    joined: str | None = None
+    separator: str | None = None
 
 
 @dataclass(frozen=True)

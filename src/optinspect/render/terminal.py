@@ -137,8 +137,8 @@ def write_terminal(console: Console, page: Page, *, header: bool = True) -> None
     for part in page.parts:
         if isinstance(part, Sheet):
             _write_sheet(console, part, colour)
-        elif isinstance(part, Lines) and part.joined is not None:
-            print_parts(console, list(part.lines), part.joined)
+        elif isinstance(part, Lines) and part.separator is not None:
+            print_parts(console, part.lines, part.separator)
         elif isinstance(part, Lines):
             for line in part.lines:
                 console.print(escape(line), highlight=False)
