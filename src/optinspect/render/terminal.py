@@ -4,9 +4,9 @@
     write_terminal(console, page, header=False)             # many sentences, one model line
 
 Sheets become ``fit_tables`` blocks (no number is ever cut), lines and legends are printed
-as text, trees with rich's guides, small causal heatmaps as blocks of coloured numbers; charts are left to the
-writers that draw pictures. Where the console has no colour, a styled run gets a mark
-after its text instead (``*``), so the difference is still there.
+as text, trees with rich's guides, small causal heatmaps as blocks of coloured numbers;
+charts are left to the writers that draw pictures. Where the console has no colour, a
+styled run gets a mark after its text instead (``*``), so the difference is still there.
 """
 
 from __future__ import annotations

@@ -72,9 +72,10 @@ def tree_page(result: TreeResult) -> Page:
     """The model line (model, parameters, meta device) and the hierarchy down to
     ``result.max_depth``; every count covers a whole subtree."""
     root = result.root
+    count = f"{format_count(root.params)} parameters"
     return Page(
         "tree",
-        headline=[f"model {result.model}", f"{format_count(root.params)} parameters", "meta device"],
+        headline=[f"model {result.model}", count, "meta device"],
         parts=[Tree(_node(root, result.max_depth), name="modules")],
         data=result.as_dict(),
         flat=_flat(result),
