@@ -18,18 +18,6 @@ from .terminal import write_terminal
 
 __all__ = ["render_tree", "tree_page"]
 
-#: The CSV columns, one line per node, parents first.
-_CSV_COLUMNS = (
-    "name",
-    "type",
-    "depth",
-    "repeat",
-    "params",
-    "own_params",
-    "weight_shape",
-    "tied_to",
-)
-
 
 def _runs(node: TreeNode) -> tuple[Run, ...]:
     """What follows a node's name: its class (the root's stands alone), the parameters of
@@ -59,13 +47,15 @@ def _node(node: TreeNode, max_depth: int | None) -> Node:
 
 
 def _flat(result: TreeResult) -> Sheet:
-    """One row per node, parents first; shapes read ``8192x2048``."""
+    """One row per node, parents first, with the JSON's keys as columns; shapes read
+    ``8192x2048`` and a missing value is empty."""
     rows = []
     for node in result.root.walk(result.max_depth):
-        shape = "x".join(str(d) for d in node.weight_shape) if node.weight_shape else ""
-        values = [node.name, node.type, node.depth, node.repeat, node.params, node.own_params]
-        rows.append([cell(str(value)) for value in [*values, shape, node.tied_to or ""]])
-    return Sheet("modules", [Column(name) for name in _CSV_COLUMNS], rows, name="modules")
+        values = node.as_dict()
+        values["weight_shape"] = "x".join(str(d) for d in node.weight_shape or ())
+        rows.append({key: "" if value is None else str(value) for key, value in values.items()})
+    columns = [Column(key) for key in rows[0]]
+    return Sheet("modules", columns, [[cell(text) for text in row.values()] for row in rows])
 
 
 def tree_page(result: TreeResult) -> Page:
