@@ -33,7 +33,8 @@ from optinspect.render.compare import render_compare
 from optinspect.render.lens import render_lens
 from optinspect.render.outliers import render_outliers
 from optinspect.render.params import render_params
-from optinspect.render.trace import render_trace, sparsity_tables
+from optinspect.render.terminal import write_terminal
+from optinspect.render.trace import render_trace, sparsity_page
 from optinspect.results.attention import AttentionResult, HeadSummary
 from optinspect.results.calibration import (
     CalibrationResult,
@@ -185,7 +186,7 @@ def test_trace_sparsity(golden, width: int, many: bool) -> None:
         LayerSparsity(layer=2, zeros=0.5139, dead=12, units=256, tokens=9),
         LayerSparsity(layer=3, zeros=0.4935, dead=1, units=256, tokens=9),
     ]
-    text = rendered(width, lambda c: c.print(*sparsity_tables(rows, many, width)))
+    text = rendered(width, lambda c: write_terminal(c, sparsity_page(rows, many), header=False))
     golden(f"trace_sparsity_{'many' if many else 'one'}_{width}.txt", text)
 
 

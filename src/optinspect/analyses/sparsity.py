@@ -13,18 +13,19 @@ them and the trace leaves the summary out with a one-line note (``NO_RELU_NOTE``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..engine.batch import Batch, BatchLayout
+from ..engine.collect import NO_KWARGS
 from ..engine.hooks import HookGroup
 from ..model.names import adapter_of, layer_of, role_of
 from ..results.sparsity import LayerSparsity
 
-__all__ = ["NO_RELU_NOTE", "FfnSparsity", "LayerSparsity", "has_relu_ffn"]
+__all__ = ["NO_RELU_NOTE", "FfnSparsity", "LayerSparsity", "has_relu_ffn", "no_relu_note"]
 
 #: The note a trace gives instead of the FFN summary of a model without a ReLU FFN.
 NO_RELU_NOTE = (
@@ -38,22 +39,40 @@ def has_relu_ffn(model: nn.Module) -> bool:
     return adapter_of(model).activation_kind == "relu"
 
 
+def no_relu_note(model: nn.Module, name: str) -> str:
+    """The one line that says why model ``name`` has no FFN sparsity summary."""
+    adapter = adapter_of(model)
+    kind = "a gated FFN's" if adapter.activation_kind == "gated" else "a GELU"
+    return NO_RELU_NOTE.format(model=name, role=adapter.activation, kind=kind)
+
+
 class FfnSparsity(HookGroup):
     """Hooks every layer's FFN activation (OPT's ``model.decoder.layers.N.activation_fn``)
-    inside its ``with`` block."""
+    inside its ``with`` block.
+
+    It is its own collector (``engine.collect``): it counts as batches run, and its one
+    result, ``summary()``, comes after the last.
+    """
+
+    forward_kwargs: ClassVar[Mapping[str, Any]] = NO_KWARGS
 
     def __init__(self, model: nn.Module, layers: Sequence[int] | None = None) -> None:
         """Track ``layers`` (indices), or every decoder layer when None."""
         super().__init__()
         wanted = set(layers) if layers is not None else None
         activation = adapter_of(model).activation
-        self._targets = [
-            (layer, module)
-            for name, module in model.named_modules()
-            if role_of(name) == activation
-            and (layer := layer_of(name)) is not None
-            and (wanted is None or layer in wanted)
-        ]
+        # Without a ReLU there are no zeros to count: nothing is hooked, the summary is empty.
+        self._targets = (
+            []
+            if not has_relu_ffn(model)
+            else [
+                (layer, module)
+                for name, module in model.named_modules()
+                if role_of(name) == activation
+                and (layer := layer_of(name)) is not None
+                and (wanted is None or layer in wanted)
+            ]
+        )
         self._layout: BatchLayout | None = None
         self._nonzero: dict[int, torch.Tensor] = {}
         self._alive: dict[int, torch.Tensor] = {}
@@ -89,6 +108,12 @@ class FfnSparsity(HookGroup):
                 self._alive[layer] = alive
 
         return hook
+
+    def groups(self) -> list[FfnSparsity]:
+        return [self]
+
+    def finish(self, batch: Batch, output: Any) -> None:
+        """Nothing per batch: the counts stay on the device until ``summary()``."""
 
     def summary(self) -> list[LayerSparsity]:
         """Per layer, in order; one transfer to the host for all layers."""

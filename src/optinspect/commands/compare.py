@@ -71,7 +71,7 @@ def compare_command(
       optinspect compare --file prompts.txt --model tiny -f jsonl > compare.jsonl
     """
     from ..engine.preflight import check_load_settings
-    from ..render.compare import render_compare, render_compare_header
+    from ..render.compare import compare_page
     from .output import make_emitter
 
     texts, many = inputs.read()
@@ -92,7 +92,5 @@ def compare_command(
         },
         texts=texts,
     )
-    emitter = make_emitter(
-        fmt.value, many, render_compare, header=render_compare_header, model=load.model
-    )
+    emitter = make_emitter(fmt.value, many, compare_page, model=load.model)
     emit_job(job, emitter, many=many, label="comparing", verb=VERB)

@@ -13,6 +13,7 @@ from .options import (
     InputOptions,
     LoadOptions,
     ResultFormatOpt,
+    TopKOpt,
     model_command,
 )
 
@@ -30,15 +31,7 @@ def lens_command(
             help="Decoder layers to show: 0, 0,5, 3-7, -1 (the last) or all (the default).",
         ),
     ] = None,
-    top_k: Annotated[
-        int,
-        typer.Option(
-            "--top-k",
-            "-k",
-            metavar="K",
-            help="Show the K most likely next tokens, with probabilities.",
-        ),
-    ] = 1,
+    top_k: TopKOpt = 1,
     fmt: ResultFormatOpt = Format.table,
     *,
     load: LoadOptions,
@@ -58,13 +51,11 @@ def lens_command(
       optinspect lens "Hello" --model tiny -f json | jq '.layers[-1].predictions'
       optinspect lens --file prompts.txt --model tiny --format jsonl > lens.jsonl
     """
-    from ..render.lens import render_lens, render_lens_header
+    from ..render.lens import lens_page
     from .output import make_emitter
 
     texts, many = inputs.read()
-    emitter = make_emitter(
-        fmt.value, many, render_lens, header=render_lens_header, model=load.model
-    )
+    emitter = make_emitter(fmt.value, many, lens_page, model=load.model)
     values = {"layers": layer, "top_k": top_k, "batch_size": inputs.batch_size}
     job = Job(
         "lens", load, checks=values, params={**values, "truncate": inputs.truncate}, texts=texts

@@ -1,12 +1,17 @@
-"""How the commands that give one result per sentence write them: one emitter per --format,
-streaming where the format allows.
+"""How every command writes its results: one emitter per --format, streaming where the format
+allows. The one place that chooses a writer by format.
 
-    emitter = make_emitter("jsonl", many=True, render=render_lens)
+    emitter = make_emitter("jsonl", many=True, page_of=lens_page)
     for result in results:
         emitter.emit(result)
     emitter.close()
 
-Every result serialises itself (``as_dict``). One TEXT gives one JSON object;
+    emit_result(fmt, result, params_page)      # a command with one result
+
+A renderer makes a neutral page of each result (``render.page``); the table format
+writes it with ``render.terminal``, CSV writes its flat sheet (``Page.flat``) with
+``render.csvfile``. Every result serialises itself (``as_dict``).
+One TEXT gives one JSON object;
 a file or stdin gives ``{"schema", "model", "quant", "device", "dtype", ...,
 "results": [...]}`` in ``json`` (the model as asked for even when the input held no
 sentence) and one object per line in ``jsonl``.
@@ -19,25 +24,24 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
-
 from ..render.common import write_json
+from ..render.csvfile import write_csv
+from ..render.page import Page
+from ..render.terminal import write_header, write_terminal
 from ..results.records import SCHEMA_VERSION
 from .common import stdout_console
 
-__all__ = ["Emitter", "make_emitter"]
+__all__ = ["Emitter", "emit_result", "make_emitter"]
 
-#: Draws one result on a console; ``header=False`` leaves out the model line.
-Render = Callable[..., None]
-#: Draws the model line (and the random-weights note) of a result.
-Header = Callable[[Console, Any], None]
+#: Makes the page of one result.
+PageOf = Callable[[Any], Page]
 
 
 class Emitter:
     """Receives results as batches finish; ``close`` ends the document.
 
     ``close(extra)`` adds keys to the JSON document (before ``results``);
-    ``close(tail=...)`` draws what follows the last table.
+    ``close(tail=...)`` is a page of what follows the last table.
     """
 
     #: Whether this format shows summaries that cost something to track (FFN sparsity).
@@ -46,15 +50,13 @@ class Emitter:
     def __init__(
         self,
         many: bool,
-        render: Render,
+        page_of: PageOf,
         as_dict: Callable[[Any], dict[str, Any]],
-        header: Header | None = None,
         model: str | None = None,
     ):
         self.many = many
-        self.render = render
+        self.page_of = page_of
         self.as_dict = as_dict
-        self.header = header
         self.model = model  # as the user named it: the document's "model" before any result
         self.count = 0
 
@@ -68,7 +70,7 @@ class Emitter:
     def close(
         self,
         extra: dict[str, Any] | None = None,
-        tail: Callable[[Console], None] | None = None,
+        tail: Page | None = None,
     ) -> None:
         """Finish the output; nothing to do for streaming formats."""
 
@@ -81,16 +83,15 @@ class TableEmitter(Emitter):
         self.console = stdout_console()
 
     def _emit(self, result: Any) -> None:
-        if not self.many or self.header is None:
-            if self.many:
-                self._rule(result)
-            self.render(self.console, result)
+        page = self.page_of(result)
+        if not self.many:
+            write_terminal(self.console, page)
             return
         # Many sentences share one model: its line comes once, above the first.
         if self.count == 1:
-            self.header(self.console, result)
+            write_header(self.console, page)
         self._rule(result)
-        self.render(self.console, result, header=False)
+        write_terminal(self.console, page, header=False)
 
     def _rule(self, result: Any) -> None:
         if self.count > 1:
@@ -100,10 +101,10 @@ class TableEmitter(Emitter):
     def close(
         self,
         extra: dict[str, Any] | None = None,
-        tail: Callable[[Console], None] | None = None,
+        tail: Page | None = None,
     ) -> None:
         if tail is not None:
-            tail(self.console)
+            write_terminal(self.console, tail, header=False)
 
 
 class JsonEmitter(Emitter):
@@ -123,7 +124,7 @@ class JsonEmitter(Emitter):
         }
 
     def _emit(self, result: Any) -> None:
-        if not self.results:
+        if self.many and not self.results:
             info = result.info.as_dict()
             self.head = {key: info[key] for key in self.head}
         self.results.append(self.as_dict(result))
@@ -131,7 +132,7 @@ class JsonEmitter(Emitter):
     def close(
         self,
         extra: dict[str, Any] | None = None,
-        tail: Callable[[Console], None] | None = None,
+        tail: Page | None = None,
     ) -> None:
         if not self.many:
             if self.results:
@@ -148,26 +149,44 @@ class JsonlEmitter(Emitter):
         sys.stdout.flush()
 
 
+class CsvEmitter(Emitter):
+    """Each result's flat sheet (``Page.flat``), the column headers with the first."""
+
+    def _emit(self, result: Any) -> None:
+        sheet = self.page_of(result).flat
+        if sheet is None:
+            raise ValueError(f"a {type(result).__name__} has no CSV form")
+        write_csv(sys.stdout, sheet, header=self.count == 1)
+        sys.stdout.flush()
+
+
 EMITTERS: dict[str, type[Emitter]] = {
     "table": TableEmitter,
     "json": JsonEmitter,
     "jsonl": JsonlEmitter,
+    "csv": CsvEmitter,
 }
 
 
 def make_emitter(
     fmt: str,
     many: bool,
-    render: Render,
+    page_of: PageOf,
     *,
-    header: Header | None = None,
     as_dict: Callable[[Any], dict[str, Any]] | None = None,
     model: str | None = None,
 ) -> Emitter:
     """The emitter for ``--format fmt``; ``as_dict`` defaults to the result's own.
 
-    With ``header``, a table of many sentences shows the model line once, at the top.
-    ``model`` (``--model``) names the model in a JSON document that holds no result.
+    A table of many sentences shows the model line once, at the top. ``model``
+    (``--model``) names the model in a JSON document that holds no result.
     """
     as_dict = as_dict or (lambda result: result.as_dict())
-    return EMITTERS[fmt](many, render, as_dict, header, model)
+    return EMITTERS[fmt](many, page_of, as_dict, model)
+
+
+def emit_result(fmt: str, result: Any, page_of: PageOf) -> None:
+    """Write the one result of a command (params, tree, calibrate) as ``--format fmt``."""
+    emitter = make_emitter(fmt, False, page_of)
+    emitter.emit(result)
+    emitter.close()

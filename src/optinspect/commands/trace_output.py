@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from ..render.trace import CsvWriter, render_trace, render_trace_header, sparsity_tables
+from ..render.page import Page
+from ..render.trace import CsvWriter, sparsity_page, trace_page
 from ..results.records import STAT_NAMES
 from .output import Emitter, make_emitter
 
 if TYPE_CHECKING:
     from ..results.sparsity import LayerSparsity
-    from ..results.trace import TraceResult
 
 __all__ = ["close_trace_output", "trace_emitter"]
 
 
-class CsvEmitter(Emitter):
+class TraceCsvEmitter(Emitter):
     """One row per (sentence, module call); the header comes with the first result, so a
-    run that fails before one writes nothing, as the other formats do."""
+    run that fails before one writes nothing, as the other formats do. Trace's own CSV
+    (``render.trace.CsvWriter`` says why it is not a page's flat sheet)."""
 
     def __init__(self, stats: Sequence[str]) -> None:
-        super().__init__(True, lambda console, result: None, lambda result: {})
+        super().__init__(True, trace_page, lambda result: {})
         self.writer = CsvWriter(sys.stdout, stats)
 
     def _emit(self, result: Any) -> None:
@@ -34,7 +33,7 @@ class CsvEmitter(Emitter):
     def close(
         self,
         extra: dict[str, Any] | None = None,
-        tail: Callable[[Console], None] | None = None,
+        tail: Page | None = None,
     ) -> None:
         self.writer.finish()
 
@@ -47,16 +46,12 @@ def trace_emitter(
     ``make_emitter``."""
     chosen = tuple(stats) if stats is not None else STAT_NAMES
     if fmt == "csv":
-        return CsvEmitter(chosen)
-
-    def render(console: Console, result: TraceResult, *, header: bool = True) -> None:
-        render_trace(console, result, stats, header=header)
+        return TraceCsvEmitter(chosen)
 
     return make_emitter(
         fmt,
         many,
-        render,
-        header=render_trace_header,
+        lambda result: trace_page(result, stats),
         as_dict=lambda result: result.as_dict(chosen),
         model=model,
     )
@@ -68,10 +63,4 @@ def close_trace_output(emitter: Emitter, sparsity: list[LayerSparsity] | None) -
         emitter.close()
         return
     ffn = [row.as_dict() for row in sparsity] if sparsity is not None else None
-
-    def tail(console: Console) -> None:
-        for table in sparsity_tables(sparsity or [], emitter.many, console.width):
-            if sparsity:
-                console.print(table)
-
-    emitter.close({"ffn": ffn}, tail)
+    emitter.close({"ffn": ffn}, sparsity_page(sparsity or [], emitter.many))

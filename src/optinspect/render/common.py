@@ -31,7 +31,9 @@ __all__ = [
     "format_stat",
     "has_colour",
     "header_line",
+    "header_parts",
     "print_header",
+    "random_notes",
     "token_label",
     "tree_rows",
     "write_json",
@@ -95,13 +97,23 @@ HEADER_SEPARATOR = " · "
 
 def header_line(info: ModelInfo, *extra: str, quant: bool = True, dtype: bool = True) -> str:
     """``model X · quant Y · device Z · dtype W``, then any ``extra`` parts."""
+    return HEADER_SEPARATOR.join(header_parts(info, *extra, quant=quant, dtype=dtype))
+
+
+def header_parts(info: ModelInfo, *extra: str, quant: bool = True, dtype: bool = True) -> list[str]:
+    """The parts of ``header_line``: a writer breaks the line only between them."""
     parts = [f"model {info.model}"]
     if quant:
         parts.append(f"quant {info.quant}")
     parts.append(f"device {info.device}")
     if dtype:
         parts.append(f"dtype {info.dtype}")
-    return HEADER_SEPARATOR.join([*parts, *extra])
+    return [*parts, *extra]
+
+
+def random_notes(random_weights: bool) -> list[str]:
+    """The notes under a result's header: the random-weights note where it applies."""
+    return [RANDOM_NOTE] if random_weights else []
 
 
 def print_header(console: Console, line: str, random_weights: bool) -> None:

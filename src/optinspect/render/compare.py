@@ -1,30 +1,29 @@
-"""Compare results -> the per-module table of error metrics, with the first module above
-the tolerance marked.
-
-Renderers take a Console; they never create one. Marks are words, not only
-colours, so a console without colour (a pipe, ``NO_COLOR``) shows everything.
-"""
+"""Compare results -> a page: the per-module table of error metrics, with the first
+module above the tolerance marked. Marks are words, not only colours, so a console
+without colour (a pipe, ``NO_COLOR``) shows everything."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.console import Console, RenderableType
+from rich.console import Console
 
 from .common import (
     count_noun,
     format_number,
     format_shape,
-    header_line,
-    print_header,
+    header_parts,
+    random_notes,
     tree_rows,
 )
-from .layout import NAME_BREAKS, Column, fit_tables
+from .layout import NAME_BREAKS, Column
+from .page import Lines, Page, Sheet, Style, cell
+from .terminal import write_terminal
 
 if TYPE_CHECKING:
     from ..results.compare import CompareResult, ModuleDiff
 
-__all__ = ["compare_summary", "compare_tables", "render_compare", "render_compare_header"]
+__all__ = ["compare_page", "compare_sheet", "compare_summary", "render_compare"]
 
 
 def compare_summary(result: CompareResult) -> str:
@@ -42,10 +41,10 @@ def compare_summary(result: CompareResult) -> str:
     return f"first module above the tolerance {result.tolerance:g}: {first.name}{call} ({detail})"
 
 
-def compare_tables(result: CompareResult, width: int = 200) -> list[RenderableType]:
+def compare_sheet(result: CompareResult) -> Sheet:
     """One row per module call in execution order, names as a tree; rows above the
-    tolerance are marked in words (``over``, ``FIRST``) and colour. Blocks fit ``width``:
-    the metrics and the mark first, then each module's type and shape."""
+    tolerance are marked in words (``over``, ``FIRST``) and style. The metrics and the
+    mark come first, then each module's type and shape."""
     first = result.first_exceeding
     columns = [
         Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
@@ -62,18 +61,19 @@ def compare_tables(result: CompareResult, width: int = 200) -> list[RenderableTy
     styles = []
     for name, index in tree_rows([m.name for m in modules], [m.depth for m in modules]):
         if index is None:
-            rows.append([name, *([""] * (len(columns) - 1))])
-            styles.append("")
+            rows.append([cell(name), *([cell("")] * (len(columns) - 1))])
+            styles.append(Style.plain)
             continue
         row = modules[index]
         mark = "FIRST" if row is first else ("over" if row.exceeds else "")
-        styles.append("bold red" if row is first else ("red" if row.exceeds else ""))
-        rows.append(_diff_cells(row, name, mark))
-    return fit_tables(
+        over = Style.over if row.exceeds else Style.plain
+        styles.append(Style.first_over if row is first else over)
+        rows.append([cell(text) for text in _diff_cells(row, name, mark)])
+    return Sheet(
+        f"modules ({len(result.modules)}, execution order)",
         columns,
         rows,
-        width,
-        title=f"modules ({len(result.modules)}, execution order)",
+        name="modules",
         caption=compare_summary(result),
         row_styles=styles,
     )
@@ -89,22 +89,19 @@ def _diff_cells(row: ModuleDiff, name: str, mark: str) -> list[str]:
     return [name, str(row.index), *metrics, mark, row.type, format_shape(row.shape)]
 
 
-def render_compare_header(console: Console, result: CompareResult) -> None:
-    """What was compared with what, and the random-weights note."""
+def compare_page(result: CompareResult) -> Page:
+    """What was compared with what, the token count and the table."""
     setting, reference = result.setting, result.reference
-    line = header_line(
-        result.info,
-        f"{setting.quant} {setting.dtype} against {reference.quant} {reference.dtype} (reference)",
-        quant=False,
-        dtype=False,
+    against = f"{setting.quant} {setting.dtype} against {reference.quant} {reference.dtype}"
+    return Page(
+        "compare",
+        headline=header_parts(result.info, f"{against} (reference)", quant=False, dtype=False),
+        notes=random_notes(result.random_weights),
+        parts=[Lines([count_noun(len(result.tokens), "token")]), compare_sheet(result)],
+        data=result.as_dict(),
     )
-    print_header(console, line, result.random_weights)
 
 
 def render_compare(console: Console, result: CompareResult, *, header: bool = True) -> None:
     """Print the header (unless ``header`` is False), the token count and the table."""
-    if header:
-        render_compare_header(console, result)
-    console.print(count_noun(len(result.tokens), "token"), highlight=False)
-    for table in compare_tables(result, console.width):
-        console.print(table, highlight=False)
+    write_terminal(console, compare_page(result), header=header)

@@ -1,27 +1,27 @@
-"""Trace results -> the tokens and modules tables, the FFN sparsity table, and CSV.
-
-Renderers take a Console; they never create one.
-"""
+"""Trace results -> a page (the tokens and modules sheets), the FFN sparsity page, and CSV."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
-from rich.console import Console, RenderableType
+from rich.console import Console
 
 from ..results.records import STAT_NAMES, ModuleRecord
 from .common import (
     format_percent,
     format_shape,
     format_stat,
-    header_line,
-    print_header,
+    header_parts,
+    random_notes,
     token_label,
     tree_rows,
 )
 from .csvfile import csv_rows
-from .layout import NAME_BREAKS, Column, fit_tables
+from .layout import NAME_BREAKS, Column
+from .page import Cell, Page, Sheet, Style, cell
+from .terminal import write_terminal
 
 if TYPE_CHECKING:
     from ..results.sparsity import LayerSparsity
@@ -30,11 +30,11 @@ if TYPE_CHECKING:
 __all__ = [
     "TABLE_STATS",
     "CsvWriter",
-    "modules_tables",
+    "modules_sheet",
     "render_trace",
-    "render_trace_header",
-    "sparsity_tables",
-    "tokens_tables",
+    "sparsity_page",
+    "tokens_sheet",
+    "trace_page",
 ]
 
 
@@ -43,13 +43,14 @@ __all__ = [
 TABLE_STATS = ("mean", "std", "absmax", "zeros")
 
 
-def tokens_tables(result: TraceResult, width: int = 200) -> list[RenderableType]:
+def tokens_sheet(result: TraceResult) -> Sheet:
     """Every input token: position, id and the text it decodes to (bytes for a piece)."""
     columns = [Column("pos", key=True), Column("id"), Column("text", justify="left", wrap=True)]
     rows = [
-        [str(pos), str(token.id), token_label(token)] for pos, token in enumerate(result.tokens)
+        [cell(str(pos)), cell(str(token.id)), cell(token_label(token))]
+        for pos, token in enumerate(result.tokens)
     ]
-    return fit_tables(columns, rows, width, title=f"tokens ({len(result.tokens)})")
+    return Sheet(f"tokens ({len(result.tokens)})", columns, rows, name="tokens")
 
 
 def table_stats(result: TraceResult, stats: Sequence[str] | None) -> tuple[str, ...]:
@@ -60,11 +61,9 @@ def table_stats(result: TraceResult, stats: Sequence[str] | None) -> tuple[str, 
     return TABLE_STATS + (("nan", "inf") if nonfinite else ())
 
 
-def modules_tables(
-    result: TraceResult, stats: Sequence[str] | None = None, width: int = 200
-) -> list[RenderableType]:
-    """The module calls in execution order, as a tree of names; blocks that fit ``width``:
-    the structure (``#``, type, shape, dtype) together, the weight and statistics together."""
+def modules_sheet(result: TraceResult, stats: Sequence[str] | None = None) -> Sheet:
+    """The module calls in execution order, as a tree of names, in two column groups: the
+    structure (``#``, type, shape, dtype), then the weight and statistics."""
     shown = table_stats(result, stats) if not result.dry_run else ()
     columns = [
         Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
@@ -77,16 +76,16 @@ def modules_tables(
     ]
     modules = result.modules
     rows = [
-        [name, *([""] * (len(columns) - 1))]
+        [cell(text) for text in [name, *([""] * (len(columns) - 1))]]
         if index is None
         else _module_cells(modules[index], name, shown)
         for name, index in tree_rows([m.name for m in modules], [m.depth for m in modules])
     ]
     title = f"modules ({len(result.modules)}, execution order)"
-    return fit_tables(columns, rows, width, title=title)
+    return Sheet(title, columns, rows, name="modules")
 
 
-def _module_cells(record: ModuleRecord, name: str, stats: Sequence[str]) -> list[str]:
+def _module_cells(record: ModuleRecord, name: str, stats: Sequence[str]) -> list[Cell]:
     if record.call:
         name += f" (call {record.call})"
     shape = format_shape(record.shape) if record.output == "tensor" else record.output
@@ -99,7 +98,14 @@ def _module_cells(record: ModuleRecord, name: str, stats: Sequence[str]) -> list
         _weight_cell(record),
     ]
     values = record.stats.as_dict() if record.stats is not None else {}
-    return [*cells, *(format_stat(stat, values.get(stat)) for stat in stats)]
+    return [cell(text) for text in cells] + [_stat_cell(stat, values.get(stat)) for stat in stats]
+
+
+def _stat_cell(name: str, value: float | int | None) -> Cell:
+    """A statistic's text and number (a writer may sort by it); non-finite ones styled so."""
+    text = format_stat(name, value)
+    finite = isinstance(value, int) or (value is not None and math.isfinite(value))
+    return cell(text, Style.plain if finite or value is None else Style.nonfinite, value=value)
 
 
 def _weight_cell(record: ModuleRecord) -> str:
@@ -111,6 +117,19 @@ def _weight_cell(record: ModuleRecord) -> str:
     return record.weight_dtype
 
 
+def trace_page(result: TraceResult, stats: Sequence[str] | None = None) -> Page:
+    """The header (with the dry-run note), the tokens and the module calls of one traced
+    sentence; ``stats`` None shows the table's default statistics."""
+    extra = ("dry run: meta device, no weights, no statistics",) if result.dry_run else ()
+    return Page(
+        "trace",
+        headline=header_parts(result.info, *extra),
+        notes=random_notes(result.random_weights),
+        parts=[tokens_sheet(result), modules_sheet(result, stats)],
+        data=result.as_dict(),
+    )
+
+
 def render_trace(
     console: Console,
     result: TraceResult,
@@ -118,40 +137,40 @@ def render_trace(
     *,
     header: bool = True,
 ) -> None:
-    """Print the header (unless ``header`` is False), the tokens and the module table of
-    one traced sentence; ``stats`` None shows the table's default statistics."""
-    if header:
-        render_trace_header(console, result)
-    console.print(*tokens_tables(result, console.width))
-    for table in modules_tables(result, stats, console.width):
-        console.print(table)
+    """Print the page of one traced sentence (without the model line if ``header`` is False)."""
+    write_terminal(console, trace_page(result, stats), header=header)
 
 
-def render_trace_header(console: Console, result: TraceResult) -> None:
-    """The model line and, for random weights, the note."""
-    extra = ("dry run: meta device, no weights, no statistics",) if result.dry_run else ()
-    print_header(console, header_line(result.info, *extra), result.random_weights)
-
-
-def sparsity_tables(
-    rows: Sequence[LayerSparsity], many: bool, width: int = 200
-) -> list[RenderableType]:
+def sparsity_page(rows: Sequence[LayerSparsity], many: bool) -> Page:
     """Per-layer ReLU zeros; dead units only when several sentences were traced."""
     tokens = rows[0].tokens if rows else 0
     columns = [Column("layer", key=True), Column("zeros")]
     if many:
         columns.append(Column("dead units"))
     cells = [
-        [str(row.layer), format_percent(row.zeros), *([f"{row.dead}/{row.units}"] if many else [])]
+        [
+            cell(str(row.layer)),
+            cell(format_percent(row.zeros), value=row.zeros),
+            *([cell(f"{row.dead}/{row.units}")] if many else []),
+        ]
         for row in rows
     ]
     title = f"FFN sparsity after activation_fn ({tokens} tokens)"
-    return fit_tables(columns, cells, width, title=title)
+    sheet = Sheet(title, columns, cells, name="sparsity")
+    data = {"ffn": [row.as_dict() for row in rows]}
+    return Page("sparsity", parts=[sheet] if rows else [], data=data)
 
 
 class CsvWriter:
     """One row per (sentence, module call); the header comes with the first row, or at
-    ``finish`` when there was none, so an error found before any result writes nothing."""
+    ``finish`` when there was none, so an error found before any result writes nothing.
+
+    Trace keeps this writer rather than a page's flat sheet (``Page.flat``, which the
+    other commands' CSV writes): its columns are known before any result (the chosen
+    statistics), so an input without sentences still gets its header, and its rows are
+    raw values (every digit, the sentence and its text on each row) where the table
+    rounds, names as a tree and shows a chosen few statistics.
+    """
 
     BASE_COLUMNS = (
         "sentence",  # the sentence's position in the input ("index" in the JSON)

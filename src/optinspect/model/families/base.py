@@ -90,6 +90,7 @@ class FamilyAdapter:
     #: k_norm; OPT's order is that of its pre-LayerNorm members).
     layer_roles: tuple[str, ...]
     activation: str  # the role whose output the FFN analyses read
+    ffn_in: str  # the FFN's first linear (OPT's fc1): what a report charts by default
     #: What the activation is: "relu" (exact zeros mean something), "gated" (act_fn of a
     #: gated FFN: silu(gate) * up) or "gelu".
     activation_kind: str

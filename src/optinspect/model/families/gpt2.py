@@ -104,6 +104,7 @@ GPT2 = FamilyAdapter(
         "",
     ),
     activation="mlp.act",
+    ffn_in="mlp.c_fc",
     activation_kind="gelu",
     smooth=(("ln_1", ("attn.c_attn",)), ("ln_2", ("mlp.c_fc",))),
     linear_roles=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),

@@ -192,6 +192,7 @@ LLAMA = FamilyAdapter(
         "",
     ),
     activation="mlp.act_fn",
+    ffn_in="mlp.gate_proj",
     activation_kind="gated",
     smooth=(
         ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),

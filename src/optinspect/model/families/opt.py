@@ -147,6 +147,7 @@ OPT = FamilyAdapter(
         "",
     ),
     activation=_ACTIVATION,
+    ffn_in="fc1",
     activation_kind="relu",
     smooth=(
         ("self_attn_layer_norm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
