@@ -367,3 +367,25 @@ def test_every_parameter_has_its_group(name) -> None:
     assert rows["attention projections"] + rows["feed-forward layers"] == sum(
         e.numel for e in linears
     )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_report_is_each_commands_json(cli, family_model, kind) -> None:
+    """One report pass gives what trace and lens give alone; the FFN sparsity is left
+    out (no ReLU), and the depth chart follows the family's FFN input linear."""
+    folder = family_model(kind)
+    args = (TEXT, "--model", str(folder), "-q", "none")
+    doc = json_of(cli, "report", *args)
+    trace = json_of(cli, "trace", *args, "--layer", "all")
+    assert [m["name"] for m in doc["trace"]["modules"]] == [m["name"] for m in trace["modules"]]
+    lens = json_of(cli, "lens", *args, "--top-k", "5")
+    # the report runs eager attention, lens the default kernel: float32 rounding apart
+    for got, want in zip(doc["lens"]["layers"], lens["layers"], strict=True):
+        for mine, theirs in zip(got["predictions"], want["predictions"], strict=True):
+            probs = [p["prob"] for p in theirs]
+            assert [p["prob"] for p in mine] == pytest.approx(probs, rel=1e-4, abs=1e-7)
+            if probs[0] - probs[1] > 1e-5:  # a clear winner is the same token
+                assert mine[0]["id"] == theirs[0]["id"]
+    assert doc["sparsity"] == [] and trace["ffn"] is None
+    adapter = adapter_for_config(json.loads((folder / "config.json").read_text()))
+    assert doc["series"]["role"]["role"] == adapter.ffn_in
