@@ -1,33 +1,416 @@
-"""The Python API: the same records the CLI renders.
+"""The Python API: one function per command, its options as keyword arguments, and
+results that show themselves in a notebook.
 
-from optinspect import load, trace
-model = load("tiny", quant="none")
-results = trace(model, ["first sentence", "second"], layers=[0])
+    import optinspect as oi
+    model = oi.load("tiny", quant="8bit")
+    oi.trace(model, "The quick brown fox", layer="0")      # a table, in Jupyter or print()
+    oi.params(model).report.total                          # the record's attributes
+    oi.lens(model, ["one sentence", "another"], top_k=3)[1].as_dict()
+
+Each function takes what ``load`` returns (``params`` and ``tree`` also a model name:
+they read no weights), then the text where the command reads one (a sentence, or a list
+of them), and runs the command's job through the same checks and compute function as
+the CLI, on the model given. ``trace``, ``lens`` and ``compare`` return a ``ShownList``,
+one ``Shown`` result per sentence; the others one ``Shown``. A ``Shown`` reads through to
+its record (``result.modules``, ``result.as_dict()``) and shows its page in Jupyter
+(``render.notebook``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .analyses.trace import LayerSpec, TraceResult, iter_trace
-from .model.loading import LoadedModel
+from .analyses.job import Job, execute
+from .errors import UsageError
+from .model.loading import LoadedModel, switch_attention
 from .model.loading import load_model as load
+from .model.settings import LoadSettings
+from .render.notebook import Shown, ShownList
 
-__all__ = ["load", "trace"]
+if TYPE_CHECKING:
+    from .engine.selection import LayerSpec
+    from .render.page import Page
+    from .results.attention import AttentionResult
+    from .results.calibration import CalibrationResult
+    from .results.outliers import OutlierResult
+    from .results.params import ParamsResult
+    from .results.tree import TreeResult
+
+__all__ = [
+    "attention",
+    "calibrate",
+    "compare",
+    "lens",
+    "load",
+    "outliers",
+    "params",
+    "trace",
+    "tree",
+]
+
+#: Where the engine's notes go (``wrote …``, a text cut by ``truncate``).
+logger = logging.getLogger("optinspect")
+
+#: A sentence, several, or none (then ``file`` gives them).
+Texts = str | Sequence[str] | None
+
+
+def settings_of(loaded: LoadedModel) -> LoadSettings:
+    """The settings ``loaded`` came from; for a model loaded otherwise, those it reports."""
+    if loaded.settings is not None:
+        return loaded.settings
+    return LoadSettings(
+        loaded.source.spec, quant=loaded.quant, device=loaded.device, dtype=loaded.dtype_name
+    )
+
+
+class Given:
+    """The context of a job run on a model the caller loaded: that model, its attention
+    switched for the job where asked (and back after); another setting (compare's
+    reference) is loaded for the job. Notes go to the ``optinspect`` logger."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.settings = settings_of(loaded)
+        self.restore: list[Callable[[], None]] = []
+
+    def model(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
+        from .model.loading import load_from_settings
+
+        wanted = dataclasses.replace(self.settings, **changes)
+        if wanted.settings() != self.settings.settings():
+            return load_from_settings(wanted, attn_implementation=attn_implementation)
+        undo = switch_attention(self.loaded, attn_implementation)
+        if undo is not None:
+            self.restore.append(undo)
+        return self.loaded
+
+    def advance(self, n: int = 1, t: int = 0, totals: tuple[int, int] | None = None) -> None:
+        pass  # no progress display in a script or a notebook cell
+
+    def note(self, text: str) -> None:
+        logger.info(text)
+
+    def check_cancelled(self) -> None:
+        pass  # KeyboardInterrupt (a notebook's interrupt) stops it where it is
+
+
+def run(command: str, loaded: LoadedModel, **job: Any) -> tuple[list[Any], Any]:
+    """Run ``command``'s job on ``loaded`` as the CLI does (its checks, then its compute
+    function); its results, and the tail it returned."""
+    ctx = Given(loaded)
+    job.setdefault("checks", {})
+    results: list[Any] = []
+    try:
+        stream = execute(Job(command, ctx.settings, **job), ctx)
+        while True:
+            try:
+                results.append(next(stream))
+            except StopIteration as end:
+                return results, end.value
+    finally:
+        for undo in reversed(ctx.restore):
+            undo()
+
+
+def sentences(texts: Texts, file: str | Path | None, verb: str) -> Iterator[str] | None:
+    """The sentences of ``texts`` (one, or a list), or of ``file`` (one per line); None
+    when there are none. Each is checked as TEXT is on the command line."""
+    from .engine.inputs import peek, read_texts
+    from .engine.preflight import check_text
+
+    if file is not None:
+        if texts is not None:
+            raise UsageError("give the text or file=, not both")
+        read, _ = read_texts(None, Path(file), verb=verb)
+        return peek(read)
+    if texts is None:
+        raise UsageError(f"give the text to {verb}, a list of sentences, or file=")
+    listed = [texts] if isinstance(texts, str) else list(texts)
+    return iter([check_text(text, verb) for text in listed]) if listed else None
+
+
+def layer_spec(layer: LayerSpec | int) -> LayerSpec:
+    """A layer spec as the engine reads it: one index (``-1``) becomes its string."""
+    return str(layer) if isinstance(layer, int) else layer
+
+
+def shown_each(results: Iterable[Any], page_of: Callable[[Any], Page]) -> list[Shown[Any]]:
+    return [Shown(result, page_of) for result in results]
 
 
 def trace(
     model: LoadedModel,
-    texts: str | Sequence[str],
+    texts: Texts = None,
     *,
-    layers: LayerSpec = None,
+    layer: LayerSpec | int = None,
+    filters: Sequence[str] = (),
+    stats: str | None = None,
+    save: str | Path | None = None,
+    force: bool = False,
+    batch_size: int = 8,
+    truncate: bool = False,
+    file: str | Path | None = None,
+    layers: LayerSpec | int = None,
+) -> ShownList:
+    """Trace one sentence or many: one ``TraceResult`` per sentence, in input order, with
+    trace's FFN sparsity as the list's ``ffn`` (and its last table).
+
+    ``layer`` takes a spec (``"0,3-5"``, ``"all"``, ``-1``) or a list of indices; None
+    gives the overview (``layers`` is its older name). ``filters`` are globs on dotted
+    module names; ``stats`` the table's columns (``"mean,absmax"``); ``save`` a
+    ``.safetensors`` file of every output (``force`` overwrites it).
+    """
+    from .engine.preflight import check_output_path, parse_stats
+    from .render.trace import sparsity_page, trace_page
+
+    if layer is not None and layers is not None:
+        raise UsageError("give layer= or layers=, not both")
+    spec = layer_spec(layer if layer is not None else layers)
+    stat_names = parse_stats(stats) if stats is not None else None
+    if save is not None:
+        save = check_output_path(save, force=force, suffix=".safetensors", option="save=")
+    values = {"layers": spec, "filters": tuple(filters), "batch_size": batch_size}
+    results, ffn = run(
+        "trace",
+        model,
+        checks=values,
+        params={**values, "truncate": truncate, "summary": True, "plot": False,
+                "save": None if save is None else str(save)},
+        texts=sentences(texts, file, "trace"),
+    )  # fmt: skip
+    shown = ShownList(
+        shown_each(results, lambda result: trace_page(result, stat_names)),
+        tail=sparsity_page(ffn, len(results) > 1) if ffn else None,
+    )
+    shown.ffn = list(ffn or [])  # type: ignore[attr-defined]
+    return shown
+
+
+def lens(
+    model: LoadedModel,
+    texts: Texts = None,
+    *,
+    layer: LayerSpec | int = None,
+    top_k: int = 1,
+    batch_size: int = 8,
+    truncate: bool = False,
+    file: str | Path | None = None,
+) -> ShownList:
+    """The logit lens of each sentence: what every layer (``layer``: a spec, all by
+    default) predicts next, the ``top_k`` most likely tokens; one ``LensResult`` each."""
+    from .render.lens import lens_page
+
+    values = {"layers": layer_spec(layer), "top_k": top_k, "batch_size": batch_size}
+    results, _ = run(
+        "lens",
+        model,
+        checks=values,
+        params={**values, "truncate": truncate},
+        texts=sentences(texts, file, "read through the lens"),
+    )
+    return ShownList(shown_each(results, lens_page))
+
+
+def compare(
+    model: LoadedModel,
+    texts: Texts = None,
+    *,
+    against: str = "none",
+    against_dtype: str = "auto",
+    tolerance: float = 0.05,
+    layer: LayerSpec | int = None,
     filters: Sequence[str] = (),
     batch_size: int = 8,
-) -> list[TraceResult]:
-    """Trace one sentence or many; one TraceResult per sentence, in input order.
+    truncate: bool = False,
+    file: str | Path | None = None,
+) -> ShownList:
+    """Each module's output on ``model`` against the same model loaded with ``against``
+    quantization and ``against_dtype`` (loaded for the call, then freed): cosine
+    similarity, relative error, max abs difference; one ``CompareResult`` per sentence."""
+    from .engine.preflight import check_load_settings
+    from .render.compare import compare_page
 
-    ``layers`` takes a spec string (``"0,3-5"``, ``"all"``) or a list of indices;
-    None gives the overview. ``filters`` are globs on dotted module names.
-    """
-    sentences = [texts] if isinstance(texts, str) else list(texts)
-    return list(iter_trace(model, sentences, layers=layers, filters=filters, batch_size=batch_size))
+    held = settings_of(model)
+    check_load_settings(dataclasses.replace(held, quant=against, dtype=against_dtype))
+    selection = {"layers": layer_spec(layer), "filters": tuple(filters), "tolerance": tolerance}
+    results, _ = run(
+        "compare",
+        model,
+        checks={**selection, "batch_size": batch_size},
+        params={
+            **selection,
+            "setting": [held.quant, held.dtype],
+            "reference": [against, against_dtype],
+            "batch_size": batch_size,
+            "truncate": truncate,
+        },
+        texts=sentences(texts, file, "compare"),
+    )
+    return ShownList(shown_each(results, compare_page))
+
+
+def outliers(
+    model: LoadedModel,
+    texts: Texts = None,
+    *,
+    threshold: float = 6.0,
+    batch_size: int = 8,
+    truncate: bool = False,
+    file: str | Path | None = None,
+) -> Shown[OutlierResult]:
+    """LLM.int8 outlier features over all the sentences: the input dimensions of every
+    linear layer where |x| reaches ``threshold`` (8-bit layers use their own), and those
+    that recur across layers. One ``OutlierResult``."""
+    from .render.outliers import outliers_page
+
+    values = {"threshold": threshold, "batch_size": batch_size}
+    (result,), _ = run(
+        "outliers",
+        model,
+        checks=values,
+        params={**values, "truncate": truncate},
+        texts=sentences(texts, file, "inspect"),
+    )
+    return Shown(result, outliers_page)
+
+
+def attention(
+    model: LoadedModel,
+    text: str,
+    *,
+    layer: int | str = -1,
+    head: int | None = None,
+    truncate: bool = False,
+) -> Shown[AttentionResult]:
+    """One layer's attention over ``text`` (eager attention for the call): every head's
+    entropy and sink mass, and the weights of ``head`` (or the most focused). One
+    ``AttentionResult``."""
+    from .engine.preflight import check_text
+    from .render.attention import attention_page
+
+    check_text(text, "show attention over")
+    (result,), _ = run(
+        "attention",
+        model,
+        checks={"single_layer": str(layer), "head": head},
+        params={"text": text, "layer": str(layer), "head": head, "truncate": truncate},
+    )
+    return Shown(result, attention_page)
+
+
+def calibrate(
+    model: LoadedModel,
+    texts: Texts = None,
+    *,
+    file: str | Path | None = None,
+    field: str | None = None,
+    samples: int | None = None,
+    seed: int = 42,
+    seq_len: int | None = None,
+    pack: bool = False,
+    allow_fewer: bool = False,
+    act_scales: str | Path | None = None,
+    act_shifts: str | Path | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+    batch_size: int = 8,
+    truncate: bool = False,
+) -> Shown[CalibrationResult]:
+    """Per-input-channel statistics of every linear layer over a calibration set (the
+    sentences, or ``file``'s lines, or its JSONL ``field``), and a summary of every
+    module's output; ``act_scales``, ``act_shifts`` and ``out`` write the files. One
+    ``CalibrationResult``, without its per-channel tensors (the files hold them)."""
+    from .engine.preflight import check_output_paths
+    from .engine.samples import check_sample_options, read_samples
+    from .render.calibrate import calibrate_page
+
+    # Keyed by the CLI's options, as the calibrate job writes them (and its messages say).
+    paths = check_output_paths(
+        {
+            "--act-scales": (act_scales, ".pt"),
+            "--act-shifts": (act_shifts, ".pt"),
+            "--out": (out, ".safetensors"),
+        },
+        force=force,
+    )
+    check_sample_options(seq_len=seq_len, pack=pack, samples=samples)
+    if file is not None or field is not None:
+        if texts is not None:
+            raise UsageError("give the texts or file=, not both")
+        if file is None:
+            raise UsageError("field= reads JSON lines from file=: give file= too")
+        read = read_samples(None, Path(file), field=field)
+    else:
+        read = sentences(texts, None, "calibrate on")
+        if read is None:
+            raise UsageError("calibrate needs at least one sample: the list is empty")
+    values = {
+        "field": field,
+        "samples": samples,
+        "seed": seed,
+        "seq_len": seq_len,
+        "pack": pack,
+        "allow_fewer": allow_fewer,
+        "batch_size": batch_size,
+        "truncate": truncate,
+        "source": None if file is None else str(file),
+    }
+    (result,), _ = run(
+        "calibrate",
+        model,
+        checks={"batch_size": batch_size},
+        params={
+            **values,
+            "model": settings_of(model).model,
+            "outputs": {option: str(path) for option, path in paths.items()},
+        },
+        texts=read,
+    )
+    return Shown(result, calibrate_page)
+
+
+def params(
+    model: LoadedModel | str,
+    *,
+    by: str = "group",
+    loaded: bool = False,
+) -> Shown[ParamsResult]:
+    """The exact parameter count of ``model`` (a loaded model or a name: the count comes
+    from the configuration), broken down ``by`` group, layer, module or type, with the
+    bytes of the weights at each precision; ``loaded`` adds what the loaded model holds."""
+    from .analyses.params import count_params, inventory_params
+    from .render.params import params_page
+    from .results.params import ParamsResult
+
+    name = model if isinstance(model, str) else settings_of(model).model
+    if not loaded:
+        return Shown(ParamsResult(count_params(inventory_params(name), by=by)), params_page)
+    if isinstance(model, str):
+        raise UsageError("params(loaded=True) measures a loaded model: pass what load returns")
+    (result,), _ = run("params", model, checks=None, params={"model": name, "by": by})
+    return Shown(result, params_page)
+
+
+def tree(
+    model: LoadedModel | str,
+    *,
+    depth: int | None = None,
+    collapse: bool = True,
+) -> Shown[TreeResult]:
+    """The module hierarchy of ``model`` (a loaded model or a name; built on the meta
+    device from its configuration), down to ``depth``; ``collapse`` folds identical
+    decoder layers as ``print(model)`` does."""
+    from .analyses.tree import tree_model
+    from .engine.preflight import check_depth
+    from .render.tree import tree_page
+    from .results.tree import TreeResult
+
+    check_depth(depth)
+    name = model if isinstance(model, str) else settings_of(model).model
+    root = tree_model(name, collapse=collapse)
+    return Shown(TreeResult(name, root, max_depth=depth, collapsed=collapse), tree_page)

@@ -47,14 +47,13 @@ def tree_command(
       optinspect tree --model facebook/opt-175b --format csv
     """
     from ..analyses.tree import tree_model
-    from ..errors import UsageError
+    from ..engine.preflight import check_depth
     from ..render.common import write_json
     from ..render.tree import render_tree, write_tree_csv
     from ..results.tree import TreeResult
     from .common import stdout_console
 
-    if depth is not None and depth < 0:
-        raise UsageError(f"--depth must be 0 or more, not {depth}")
+    check_depth(depth)
     root = tree_model(model, collapse=collapse)
     if fmt is Format.json:
         write_json(
