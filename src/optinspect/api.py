@@ -19,6 +19,7 @@ its record (``result.modules``, ``result.as_dict()``) and shows its page in Jupy
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -139,8 +140,19 @@ def layer_spec(layer: LayerSpec | int) -> LayerSpec:
     return str(layer) if isinstance(layer, int) else layer
 
 
-def shown_each(results: Iterable[Any], page_of: Callable[[Any], Page]) -> list[Shown[Any]]:
-    return [Shown(result, page_of) for result in results]
+def page_of(command: str) -> Callable[[Any], Page]:
+    """The page function of ``command``'s records, ``render.<command>.<command>_page``,
+    imported when a result is first shown."""
+
+    def make(result: Any) -> Page:
+        module = importlib.import_module(f"optinspect.render.{command}")
+        return getattr(module, f"{command}_page")(result)  # type: ignore[no-any-return]
+
+    return make
+
+
+def shown_each(results: Iterable[Any], command: str) -> list[Shown[Any]]:
+    return [Shown(result, page_of(command)) for result in results]
 
 
 def trace(
@@ -184,7 +196,7 @@ def trace(
         texts=sentences(texts, file, "trace"),
     )  # fmt: skip
     shown = ShownList(
-        shown_each(results, lambda result: trace_page(result, stat_names)),
+        [Shown(result, lambda result: trace_page(result, stat_names)) for result in results],
         tail=sparsity_page(ffn, len(results) > 1) if ffn else None,
     )
     shown.ffn = list(ffn or [])  # type: ignore[attr-defined]
@@ -203,7 +215,6 @@ def lens(
 ) -> ShownList:
     """The logit lens of each sentence: what every layer (``layer``: a spec, all by
     default) predicts next, the ``top_k`` most likely tokens; one ``LensResult`` each."""
-    from .render.lens import lens_page
 
     values = {"layers": layer_spec(layer), "top_k": top_k, "batch_size": batch_size}
     results, _ = run(
@@ -213,7 +224,7 @@ def lens(
         params={**values, "truncate": truncate},
         texts=sentences(texts, file, "read through the lens"),
     )
-    return ShownList(shown_each(results, lens_page))
+    return ShownList(shown_each(results, "lens"))
 
 
 def compare(
@@ -233,7 +244,6 @@ def compare(
     quantization and ``against_dtype`` (loaded for the call, then freed): cosine
     similarity, relative error, max abs difference; one ``CompareResult`` per sentence."""
     from .engine.preflight import check_load_settings
-    from .render.compare import compare_page
 
     held = settings_of(model)
     check_load_settings(dataclasses.replace(held, quant=against, dtype=against_dtype))
@@ -251,7 +261,7 @@ def compare(
         },
         texts=sentences(texts, file, "compare"),
     )
-    return ShownList(shown_each(results, compare_page))
+    return ShownList(shown_each(results, "compare"))
 
 
 def outliers(
@@ -266,7 +276,6 @@ def outliers(
     """LLM.int8 outlier features over all the sentences: the input dimensions of every
     linear layer where |x| reaches ``threshold`` (8-bit layers use their own), and those
     that recur across layers. One ``OutlierResult``."""
-    from .render.outliers import outliers_page
 
     values = {"threshold": threshold, "batch_size": batch_size}
     (result,), _ = run(
@@ -276,7 +285,7 @@ def outliers(
         params={**values, "truncate": truncate},
         texts=sentences(texts, file, "inspect"),
     )
-    return Shown(result, outliers_page)
+    return Shown(result, page_of("outliers"))
 
 
 def attention(
@@ -291,7 +300,6 @@ def attention(
     entropy and sink mass, and the weights of ``head`` (or the most focused). One
     ``AttentionResult``."""
     from .engine.preflight import check_text
-    from .render.attention import attention_page
 
     check_text(text, "show attention over")
     (result,), _ = run(
@@ -300,7 +308,7 @@ def attention(
         checks={"single_layer": str(layer), "head": head},
         params={"text": text, "layer": str(layer), "head": head, "truncate": truncate},
     )
-    return Shown(result, attention_page)
+    return Shown(result, page_of("attention"))
 
 
 def calibrate(
@@ -327,7 +335,6 @@ def calibrate(
     ``CalibrationResult``, without its per-channel tensors (the files hold them)."""
     from .engine.preflight import check_output_paths
     from .engine.samples import check_sample_options, read_samples
-    from .render.calibrate import calibrate_page
 
     # Keyed by the CLI's options, as the calibrate job writes them (and its messages say).
     paths = check_output_paths(
@@ -339,11 +346,11 @@ def calibrate(
         force=force,
     )
     check_sample_options(seq_len=seq_len, pack=pack, samples=samples)
-    if file is not None or field is not None:
+    if field is not None and file is None:
+        raise UsageError("field= reads JSON lines from file=: give file= too")
+    if file is not None:
         if texts is not None:
             raise UsageError("give the texts or file=, not both")
-        if file is None:
-            raise UsageError("field= reads JSON lines from file=: give file= too")
         read = read_samples(None, Path(file), field=field)
     else:
         read = sentences(texts, None, "calibrate on")
@@ -371,7 +378,7 @@ def calibrate(
         },
         texts=read,
     )
-    return Shown(result, calibrate_page)
+    return Shown(result, page_of("calibrate"))
 
 
 def params(
@@ -384,16 +391,15 @@ def params(
     from the configuration), broken down ``by`` group, layer, module or type, with the
     bytes of the weights at each precision; ``loaded`` adds what the loaded model holds."""
     from .analyses.params import count_params, inventory_params
-    from .render.params import params_page
     from .results.params import ParamsResult
 
     name = model if isinstance(model, str) else settings_of(model).model
     if not loaded:
-        return Shown(ParamsResult(count_params(inventory_params(name), by=by)), params_page)
+        return Shown(ParamsResult(count_params(inventory_params(name), by=by)), page_of("params"))
     if isinstance(model, str):
         raise UsageError("params(loaded=True) measures a loaded model: pass what load returns")
     (result,), _ = run("params", model, checks=None, params={"model": name, "by": by})
-    return Shown(result, params_page)
+    return Shown(result, page_of("params"))
 
 
 def tree(
@@ -407,10 +413,9 @@ def tree(
     decoder layers as ``print(model)`` does."""
     from .analyses.tree import tree_model
     from .engine.preflight import check_depth
-    from .render.tree import tree_page
     from .results.tree import TreeResult
 
     check_depth(depth)
     name = model if isinstance(model, str) else settings_of(model).model
     root = tree_model(name, collapse=collapse)
-    return Shown(TreeResult(name, root, max_depth=depth, collapsed=collapse), tree_page)
+    return Shown(TreeResult(name, root, max_depth=depth, collapsed=collapse), page_of("tree"))
