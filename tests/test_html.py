@@ -292,3 +292,15 @@ def test_an_opt125m_sized_page_is_under_budget(cli, make_fixture_model) -> None:
     size = len(html.encode())
     print(f"opt-125m-sized trace --layer all page: {size} bytes")
     assert size < 1_000_000
+
+
+def test_a_causal_map_leaves_the_upper_triangle_as_one_shape() -> None:
+    n = 30
+    values = [[(c + 1) / (r + 1) if c <= r else None for c in range(n)] for r in range(n)]
+    labels = [f"token {i} with a long label that is cut" for i in range(n)]
+    svg = heatmap_svg(Heatmap("pattern", labels, labels, values, causal=True))
+    # The background, a rect per cell on or below the diagonal, the colour bar's steps.
+    assert svg.count("<rect") == 1 + n * (n + 1) // 2 + 10
+    assert svg.count("<path") == 1
+    # A cut label keeps the whole of it for hover.
+    assert f"<title>{labels[3]}</title>" in svg

@@ -98,13 +98,14 @@ background:#fff}}
 {s} h1{{font-size:1.5em;margin:.2em 0}}
 {s} h2{{font-size:1.2em;margin:1.2em 0 .3em;border-bottom:1px solid #ccc}}
 {s} h3{{font-size:1em;margin:1em 0 .3em}}
-{s} .headline span+span:before{{content:" · ";color:#888}}
+{s} .headline .part{{white-space:nowrap}}
+{s} .headline .sep{{color:#888}}
 {s} .note{{color:#8a5a00}}
 {s} .versions,{s} .caption,{s} .text{{color:#555;font-size:.9em}}
 {s} .text{{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap}}
 {s} .scroll{{overflow-x:auto;max-width:100%}}
 {s} table{{border-collapse:collapse;font-size:12.5px;margin:.2em 0}}
-{s} caption{{text-align:left;font-weight:600;padding:.2em 0}}
+{s} .sheet-title{{font-weight:600;margin:.8em 0 .1em}}
 {s} th,{s} td{{padding:1px 8px;border-bottom:1px solid #eee;vertical-align:top;\
 white-space:pre}}
 {s} thead th{{background:#f3f3f3;border-bottom:1px solid #bbb;text-align:left;\
@@ -214,27 +215,33 @@ def _versions() -> str:
 
 def _body(pages: Sequence[Page], *, max_rows: int | None) -> str:
     out: list[str] = []
-    shown_headline: Sequence[str] = ()
+    shown: tuple[list[str], list[str]] = ([], [])
     for page in pages:
         out.append(f'<section class="{escape("kind-" + page.kind)}">\n')
-        heading = _section_heading(page, several=len(pages) > 1)
-        if heading:
-            out.append(heading)
-        if page.headline and list(page.headline) != list(shown_headline):
-            spans = "".join(f"<span>{escape(part)}</span>" for part in page.headline)
-            out.append(
-                f'<p class="headline" title="{escape(HEADER_SEPARATOR.join(page.headline))}">'
-                f"{spans}</p>\n"
-            )
-            shown_headline = page.headline
-        out.extend(f'<p class="note">{escape(note)}</p>\n' for note in page.notes)
+        # Many sentences share one model: its line and notes come again only if they change.
+        header = (list(page.headline), list(page.notes))
+        if header != shown:
+            out.append(_headline(page))
+            shown = header
+        out.append(_section_heading(page, several=len(pages) > 1))
         out.extend(_part(part, max_rows) for part in page.parts)
         out.append("</section>\n")
     return "".join(out)
 
 
+def _headline(page: Page) -> str:
+    """The model line, which breaks only between its parts, and the notes under it."""
+    out = ""
+    if page.headline:
+        separator = f'<span class="sep">{escape(HEADER_SEPARATOR)}</span>'
+        parts = separator.join(f'<span class="part">{escape(p)}</span>' for p in page.headline)
+        out = f'<p class="headline">{parts}</p>\n'
+    return out + "".join(f'<p class="note">{escape(note)}</p>\n' for note in page.notes)
+
+
 def _section_heading(page: Page, *, several: bool) -> str:
-    """``trace · sentence 2`` and the sentence, where the page's record has them."""
+    """``trace · sentence 2`` and the sentence, where the page's record has them; the
+    kind alone where a document holds several pages."""
     data = page.data or {}
     index, text = data.get("index"), data.get("text")
     label = page.kind if index is None else f"{page.kind} · sentence {index}"
@@ -294,10 +301,11 @@ def _sheet(sheet: Sheet, max_rows: int | None) -> str:
         rows.append(_row(sheet, index, align))
     classes = "sortable" + (" lined" if sheet.lines else "")
     name = f' data-name="{escape(sheet.name)}"' if sheet.name else ""
-    caption = f"<caption>{escape(sheet.title)}</caption>" if sheet.title else ""
+    title = f'<p class="sheet-title">{escape(sheet.title)}</p>' if sheet.title else ""
     after = f'<p class="caption">{escape(sheet.caption)}</p>\n' if sheet.caption else ""
+    label = f' aria-label="{escape(sheet.title)}"' if sheet.title else ""
     return (
-        f'<div class="scroll"><table class="{classes}"{name}>{caption}'
+        f'{title}<div class="scroll"><table class="{classes}"{name}{label}>'
         f"<thead><tr>{head}</tr></thead>\n<tbody>\n"
         + "\n".join(rows)
         + "\n</tbody></table></div>\n"

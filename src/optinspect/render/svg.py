@@ -79,6 +79,20 @@ def _shown(heatmap: Heatmap, value: float | None) -> str:
     return _label(value * 100) + "%" if heatmap.percent else _label(value)
 
 
+def _fit(label: object, chars: int = 22) -> str:
+    """A label cut to ``chars`` characters (an ellipsis at the end), so it stays in view."""
+    text = str(label)
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def _label_text(label: object, chars: int = 22) -> str:
+    """A label's escaped text for a ``<text>``, cut as ``_fit`` cuts it, with the whole
+    label in a ``<title>`` where it was cut."""
+    cut = _fit(label, chars)
+    whole = str(label)
+    return escape(cut) + (f"<title>{escape(whole)}</title>" if cut != whole else "")
+
+
 def _every(size: float, count: int) -> int:
     """Label every n-th row or column so that labels do not overlap."""
     return max(1, math.ceil(14 / size)) if count else 1
@@ -87,8 +101,7 @@ def _every(size: float, count: int) -> int:
 def heatmap_svg(heatmap: Heatmap) -> str:
     """The heatmap as an ``<svg>``: row and column labels, the grid and a colour bar."""
     n_rows, n_cols = len(heatmap.rows), len(heatmap.columns)
-    label_w = 8 + 7 * max((len(str(r)) for r in [*heatmap.rows, heatmap.corner]), default=1)
-    label_w = min(label_w, 160)
+    label_w = 8 + 7 * max((len(_fit(r)) for r in [*heatmap.rows, heatmap.corner]), default=1)
     cw = min(28.0, max(1.0, (WIDTH - label_w) / max(n_cols, 1)))
     ch = min(18.0, max(2.0, 480 / max(n_rows, 1)))
     top, left = 30.0, float(label_w)
@@ -104,20 +117,21 @@ def heatmap_svg(heatmap: Heatmap) -> str:
         f'<rect x="{_num(left)}" y="{_num(top)}" width="{_num(grid_w)}" height="{_num(grid_h)}" '
         f'fill="{background}"><title>{escape(_shown(heatmap, heatmap.low))}</title></rect>'
     )
+    # Above the diagonal of a causal map nothing is: one staircase, not a rect a cell.
+    if heatmap.causal and n_cols > 1 and n_rows:
+        out.append(_upper_triangle(min(n_rows, n_cols - 1), left, top, cw, ch, grid_w))
     marked = [
         (r, c, value)
         for r, row in enumerate(heatmap.values)
         for c, value in enumerate(row)
-        if value is None or value != heatmap.low or (heatmap.causal and c > r)
+        if not (heatmap.causal and c > r) and (value is None or value != heatmap.low)
     ]
     if len(marked) > MAX_RECTS:
         out.append(_grid_png(heatmap, left, top, grid_w, grid_h))
     else:
         for r, c, value in marked:
-            absent = value is None or (heatmap.causal and c > r)
-            rgb = NO_VALUE if absent else viridis(_level(heatmap, value))[0]  # type: ignore[arg-type]
-            shown = _shown(heatmap, None if absent else value)
-            tip = f"{heatmap.rows[r]}, {heatmap.columns[c]}: {shown}"
+            rgb = NO_VALUE if value is None else viridis(_level(heatmap, value))[0]
+            tip = f"{heatmap.rows[r]}, {heatmap.columns[c]}: {_shown(heatmap, value)}"
             out.append(
                 f'<rect x="{_num(left + c * cw)}" y="{_num(top + r * ch)}" width="{_num(cw)}" '
                 f'height="{_num(ch)}" fill="{_hex(rgb)}"><title>{escape(tip)}</title></rect>'
@@ -126,6 +140,14 @@ def heatmap_svg(heatmap: Heatmap) -> str:
     out.extend(_colour_bar(heatmap, left + grid_w + 14, top, min(grid_h, 160.0)))
     out.append("</svg>")
     return "".join(out)
+
+
+def _upper_triangle(rows: int, left: float, top: float, cw: float, ch: float, grid_w: float) -> str:
+    """The cells right of the diagonal in the first ``rows`` rows, as one grey path."""
+    d = [f"M{_num(left + cw)} {_num(top)}", f"H{_num(left + grid_w)}", f"V{_num(top + ch * rows)}"]
+    for r in range(rows - 1, -1, -1):
+        d.append(f"H{_num(left + cw * (r + 1))}V{_num(top + ch * r)}")
+    return f'<path d="{"".join(d)}Z" fill="{_hex(NO_VALUE)}"><title>no value</title></path>'
 
 
 def _grid_png(heatmap: Heatmap, left: float, top: float, width: float, height: float) -> str:
@@ -151,21 +173,21 @@ def _heatmap_labels(heatmap: Heatmap, left: float, top: float, cw: float, ch: fl
     if heatmap.corner:
         out.append(
             f'<text x="{_num(left - 4)}" y="{_num(top - 18)}" text-anchor="end" '
-            f'class="corner">{escape(heatmap.corner)}</text>'
+            f'class="corner">{_label_text(heatmap.corner)}</text>'
         )
     step = _every(ch, len(heatmap.rows))
     for r in range(0, len(heatmap.rows), step):
         y = top + (r + 0.5) * ch + _FONT / 3
         out.append(
             f'<text x="{_num(left - 4)}" y="{_num(y)}" text-anchor="end">'
-            f"{escape(str(heatmap.rows[r]))}</text>"
+            f"{_label_text(heatmap.rows[r])}</text>"
         )
     step = _every(cw * 0.6, len(heatmap.columns))
     for c in range(0, len(heatmap.columns), step):
         x = left + (c + 0.5) * cw
         out.append(
             f'<text x="{_num(x)}" y="{_num(top - 6)}" text-anchor="middle">'
-            f"{escape(str(heatmap.columns[c]))}</text>"
+            f"{_label_text(heatmap.columns[c], 8)}</text>"
         )
     return out
 
