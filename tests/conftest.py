@@ -216,6 +216,30 @@ class CliResult:
     err: str
 
 
+#: OPT configs off the common path: projections with post-LayerNorm, no biases and no
+#: affine norms, an untied head without the final norm.
+UNUSUAL_CONFIGS = (
+    {"word_embed_proj_dim": 16, "do_layer_norm_before": False},
+    {"enable_bias": False, "layer_norm_elementwise_affine": False},
+    {"tie_word_embeddings": False, "_remove_final_layer_norm": True},
+)
+
+
+def small_config(overrides: dict) -> tuple[dict, Any]:
+    """A three-layer OPT config (as a raw dict) with ``overrides``, and its meta-built model."""
+    from transformers import OPTConfig
+
+    from optinspect.model.spec import build_meta_model
+
+    raw = {"hidden_size": 32, "num_hidden_layers": 3, "ffn_dim": 64, "num_attention_heads": 4}
+    raw.update(overrides)
+    return raw, build_meta_model(OPTConfig(**raw))
+
+
+#: The keys every single-sentence result opens with: the schema and how the model ran.
+RESULT_HEAD = frozenset({"schema", "model", "quant", "device", "dtype", "random_weights"})
+
+
 def json_of(cli: Callable[..., CliResult], *args: str) -> dict:
     """``cli(*args, "--format", "json")``, which must succeed, parsed."""
     import json
@@ -289,28 +313,9 @@ def sample_result(dry_run: bool = False) -> TraceResult:
     from optinspect.results.records import ModelInfo, ModuleRecord, TensorStats, Token
     from optinspect.results.trace import TraceResult
 
-    stats = TensorStats(
-        mean=0.0123456,
-        std=1.5,
-        min=-3.25,
-        max=4.0,
-        absmax=4.0,
-        rms=1.5,
-        zeros=0.125,
-        nan=0,
-        inf=0,
-    )
-    broken = TensorStats(
-        mean=None,
-        std=None,
-        min=None,
-        max=None,
-        absmax=None,
-        rms=None,
-        zeros=0.0,
-        nan=4,
-        inf=2,
-    )
+    # In STAT_NAMES' order: mean, std, min, max, absmax, rms, zeros, nan, inf.
+    stats = TensorStats(0.0123456, 1.5, -3.25, 4.0, 4.0, 1.5, 0.125, 0, 0)
+    broken = TensorStats(None, None, None, None, None, None, 0.0, 4, 2)
 
     def record(index: int, name: str, type_: str, depth: int, **kw: object) -> ModuleRecord:
         base = dict(

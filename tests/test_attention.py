@@ -12,7 +12,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from conftest import json_of
+from conftest import RESULT_HEAD, json_of
 from optinspect.analyses.attention import (
     compute_attention,
     head_entropy,
@@ -64,13 +64,7 @@ def test_one_head_is_causal_and_rows_sum_to_one(cli, quant: str, tol: float) -> 
 
 def test_json_layout(cli) -> None:
     doc = attention_json(cli, "--quant", "none", "--layer", "-1")
-    assert set(doc) == {
-        "schema",
-        "model",
-        "quant",
-        "device",
-        "dtype",
-        "random_weights",
+    assert set(doc) == RESULT_HEAD | {
         "text",
         "tokens",
         "layer",

@@ -11,20 +11,9 @@ from conftest import TINY, json_of
 from optinspect.results.records import STAT_NAMES
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
-MODULE_KEYS = {
-    "name",
-    "type",
-    "layer",
-    "call",
-    "output",
-    "shape",
-    "dtype",
-    "device",
-    "weight_dtype",
-    "weight_shape",
-    "weight_device",
-    "stats",
-}
+# A word list reads better than a column of twelve one-word lines.
+_KEYS = "name type layer call output shape dtype device weight_dtype weight_shape weight_device"
+MODULE_KEYS = {*_KEYS.split(), "stats"}
 
 
 def trace_json(cli, *args: str) -> dict:

@@ -29,19 +29,9 @@ TOP_KEYS = {
     "first_exceeding",
     "modules",
 }
-MODULE_KEYS = {
-    "name",
-    "type",
-    "reference_type",
-    "layer",
-    "call",
-    "shape",
-    "status",
-    "cosine",
-    "rel_error",
-    "max_abs_diff",
-    "exceeds",
-}
+MODULE_KEYS = set(  # a word list reads better than a column of one-word lines
+    "name type reference_type layer call shape status cosine rel_error max_abs_diff exceeds".split()  # noqa: SIM905
+)
 
 
 def compare_json(cli, *args: str) -> dict:

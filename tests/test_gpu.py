@@ -120,12 +120,15 @@ def run_json(cli, *args: str) -> dict:
     return json_of(cli, *args)
 
 
+def compare_json(cli, wide: Path, quant: str, layer: str) -> dict:
+    """``compare`` of the first sentence on CUDA: ``quant`` against unquantized float16."""
+    args = ("--quant", quant, "--against", "none", "--layer", layer)
+    return run_json(cli, "compare", SENTENCES[0], "--model", str(wide), "--device", DEVICE, *args)
+
+
 @gpu
 def test_compare_8bit_against_float16_on_cuda(cli, wide: Path) -> None:
-    doc = run_json(
-        cli, "compare", SENTENCES[0], "--model", str(wide), "--device", DEVICE,
-        "--quant", "8bit", "--against", "none", "--layer", "0",
-    )  # fmt: skip
+    doc = compare_json(cli, wide, "8bit", "0")
     assert doc["device"].startswith("cuda")
     assert doc["setting"]["quant"] == "8bit" and doc["reference"]["quant"] == "none"
     assert len(doc["modules"]) == 11
@@ -140,10 +143,7 @@ def test_compare_8bit_against_float16_on_cuda(cli, wide: Path) -> None:
 
 @gpu
 def test_compare_a_setting_against_itself_on_cuda(cli, wide: Path) -> None:
-    doc = run_json(
-        cli, "compare", SENTENCES[0], "--model", str(wide), "--device", DEVICE,
-        "--quant", "none", "--against", "none", "--layer", "-1",
-    )  # fmt: skip
+    doc = compare_json(cli, wide, "none", "-1")
     # The same weights, kernels and shapes twice: identical outputs.
     assert all(m["rel_error"] == 0.0 and m["max_abs_diff"] == 0.0 for m in doc["modules"])
 

@@ -48,15 +48,9 @@ def run_check(tmp_path: Path, *options: str, timeout: int = 280) -> subprocess.C
     # As on the device machine: conftest's settings for this suite are not the script's.
     for name in ("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET"):
         env.pop(name, None)
-    return subprocess.run(
-        ["bash", str(SCRIPT), *options],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=timeout,
-        check=False,
-    )
+    command = ["bash", str(SCRIPT), *options]
+    run = {"env": env, "cwd": tmp_path, "timeout": timeout, "check": False}
+    return subprocess.run(command, capture_output=True, text=True, **run)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from conftest import PLANTED, json_of, plant_outlier
+from conftest import PLANTED, RESULT_HEAD, json_of, plant_outlier
 from optinspect.analyses.outliers import (
     DimCount,
     ModuleOutliers,
@@ -27,13 +27,7 @@ SENTENCES = (
     "A longer sentence, with some punctuation; it pads the others in its batch.",
 )
 ROLES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
-TOP_KEYS = {
-    "schema",
-    "model",
-    "quant",
-    "device",
-    "dtype",
-    "random_weights",
+TOP_KEYS = RESULT_HEAD | {
     "threshold",
     "criteria",
     "num_layers",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, assert_error
+from conftest import TINY, UNUSUAL_CONFIGS, assert_error, small_config
 from optinspect.engine import preflight as pf
 from optinspect.errors import EXIT_USAGE, UsageError
 from optinspect.model.placement import check_offload_dir
@@ -251,15 +251,7 @@ def test_errors_the_config_decides_come_back_without_torch(args: list[str], mess
     assert proc.stdout == "[]\n"
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {},
-        {"word_embed_proj_dim": 16, "do_layer_norm_before": False},
-        {"enable_bias": False, "layer_norm_elementwise_affine": False},
-        {"tie_word_embeddings": False, "_remove_final_layer_norm": True},
-    ],
-)
+@pytest.mark.parametrize("overrides", [{}, *UNUSUAL_CONFIGS])
 def test_config_module_names_equal_the_meta_built_model(overrides: dict) -> None:
     from transformers import OPTConfig
 
@@ -267,9 +259,7 @@ def test_config_module_names_equal_the_meta_built_model(overrides: dict) -> None
     from optinspect.model.names import module_names
     from optinspect.model.spec import build_meta_model
 
-    raw = {"hidden_size": 32, "num_hidden_layers": 3, "ffn_dim": 64, "num_attention_heads": 4}
-    raw.update(overrides)
-    meta = build_meta_model(OPTConfig(**raw))
+    raw, meta = small_config(overrides)
     assert config_module_names(raw) == module_names(meta)
     for name in ("facebook/opt-125m", "facebook/opt-350m"):
         meta = build_meta_model(OPTConfig(**FAMILY[name]))

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import json_of
+from conftest import UNUSUAL_CONFIGS, json_of, small_config
 from optinspect.analyses.tree import TreeNode, build_tree
 from optinspect.model.family import FAMILY
 
@@ -210,24 +210,12 @@ def test_tree_labels_break_only_between_values_at_80_to_120_columns(collapse: bo
         assert tree_labels(text) == whole, f"at {width} columns"
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {"word_embed_proj_dim": 16, "do_layer_norm_before": False},
-        {"enable_bias": False, "layer_norm_elementwise_affine": False},
-        {"tie_word_embeddings": False, "_remove_final_layer_norm": True},
-    ],
-)
+@pytest.mark.parametrize("overrides", UNUSUAL_CONFIGS)
 def test_family_tree_of_unusual_configs_equals_the_meta_model(overrides: dict) -> None:
     """LayerNorms without parameters, projections, an untied head: still the same tree."""
-    from transformers import OPTConfig
-
     from optinspect.analyses.tree import family_tree
-    from optinspect.model.spec import build_meta_model
 
-    raw = {"hidden_size": 32, "num_hidden_layers": 3, "ffn_dim": 64, "num_attention_heads": 4}
-    raw.update(overrides)
-    meta = build_meta_model(OPTConfig(**raw))
+    raw, meta = small_config(overrides)
     for collapse in (True, False):
         plain = [node.as_dict() for node in family_tree(raw, collapse=collapse).walk()]
         built = [node.as_dict() for node in build_tree(meta, collapse=collapse).walk()]

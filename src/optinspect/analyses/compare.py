@@ -123,16 +123,8 @@ def compare_settings(
     ``layers`` and ``filters`` select modules as ``optinspect trace`` does.
     At most one of the two models is alive at any time (see the module docstring).
     """
-    (result,) = compare_many(
-        load,
-        [text],
-        setting=setting,
-        reference=reference,
-        layers=layers,
-        filters=filters,
-        tolerance=tolerance,
-        truncate=truncate,
-    )
+    options = {"layers": layers, "filters": filters, "tolerance": tolerance, "truncate": truncate}
+    (result,) = compare_many(load, [text], setting=setting, reference=reference, **options)
     return result
 
 

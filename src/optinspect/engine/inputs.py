@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import UsageError, os_reason
-from .preflight import check_text, not_utf8
+from .preflight import check_text, not_utf8, probe_path
 
 __all__ = ["Line", "Sentences", "count_lines", "iter_lines", "peek", "read_texts"]
 
@@ -85,10 +85,7 @@ def read_texts(
     if text is not None and file is not None:
         raise UsageError("give TEXT or --file, not both")
     if file is not None and str(file) != "-":
-        try:
-            is_dir, is_file = file.is_dir(), file.is_file()
-        except OSError as e:  # a folder on the way that this user cannot enter
-            raise UsageError(f"cannot read input file {file}: {os_reason(e)}") from e
+        is_dir, is_file, _ = probe_path(file, f"cannot read input file {file}")
         if is_dir:
             raise UsageError(f"input file {file} is a folder")
         if not is_file:

@@ -131,6 +131,15 @@ def parse_stats(spec: str | None) -> tuple[str, ...]:
     return tuple(n for n in STAT_NAMES if n in chosen)
 
 
+def probe_path(path: Path, failure: str) -> tuple[bool, bool, bool]:
+    """Whether ``path`` is a folder, whether it is a file, and whether its folder is one;
+    a folder on the way that this user cannot enter is a UsageError ``{failure}: reason``."""
+    try:
+        return path.is_dir(), path.is_file(), path.parent.is_dir()
+    except OSError as e:
+        raise UsageError(f"{failure}: {os_reason(e)}") from e
+
+
 def check_output_path(
     path: str | Path, *, force: bool = False, suffix: str | None = None, option: str = ""
 ) -> Path:
@@ -138,11 +147,7 @@ def check_output_path(
     folder that cannot be entered or written, a file that exists (without ``force``),
     or a name without ``suffix`` (the format written, such as ``.png``)."""
     target = Path(path).expanduser()
-    try:
-        is_dir, parent_is_dir = target.is_dir(), target.parent.is_dir()
-        exists = target.exists()
-    except OSError as e:  # a folder on the way that this user cannot enter
-        raise UsageError(f"cannot write {path}: {os_reason(e)}") from e
+    is_dir, is_file, parent_is_dir = probe_path(target, f"cannot write {path}")
     if is_dir:
         raise UsageError(f"cannot write {path}: it is a folder")
     if not parent_is_dir:
@@ -151,7 +156,7 @@ def check_output_path(
         raise UsageError(
             f"{option} writes {suffix[1:].upper()}: give a file name ending in {suffix}"
         )
-    if exists and not force:
+    if (is_file or target.exists()) and not force:
         raise UsageError(f"{path} exists: use --force to overwrite it")
     check_new_file(target.parent, f"cannot write {path}", prefix=f".{target.name}.")
     return target

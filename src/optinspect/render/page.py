@@ -7,9 +7,10 @@
 
 A renderer turns a result record into a ``Page``: a headline (the model line, in parts), notes
 under it, then parts in reading order: ``Sheet`` (a table of columns and rows), ``Heatmap``
-(a grid of numbers shown as colour), ``Chart`` (lines across depth), ``Lines`` (plain
-text) and ``Legend`` (what a cell style means). Each writer draws what it can: the terminal
-draws sheets, lines, legends and the heatmaps marked ``terminal``; HTML draws them all.
+(a grid of numbers shown as colour), ``Chart`` (lines across depth), ``Histograms``
+(small ones, a row each), ``Lines`` (plain text) and ``Legend`` (what a cell style
+means). Each writer draws what it can: the terminal draws sheets, lines, legends and the
+heatmaps marked ``terminal``; HTML draws them all.
 
 A cell's look is a neutral style name (``Style``) that every writer maps to its own: the
 terminal to a rich style, or to a mark after the text where there is no colour; HTML to a
@@ -26,10 +27,12 @@ from typing import Any
 from .layout import Column
 
 __all__ = [
+    "Bins",
     "Cell",
     "Chart",
     "Column",
     "Heatmap",
+    "Histograms",
     "Legend",
     "Lines",
     "Page",
@@ -154,6 +157,27 @@ class Chart:
 
 
 @dataclass(frozen=True)
+class Bins:
+    """One row of a ``Histograms`` part: counts of values in equal bins from ``low`` to
+    ``high`` (the module's own min and max)."""
+
+    label: str
+    low: float
+    high: float
+    counts: Sequence[int]
+
+
+@dataclass(frozen=True)
+class Histograms:
+    """Small histograms, one per row (each module's output values): drawn by writers that
+    draw pictures."""
+
+    title: str
+    rows: Sequence[Bins]
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class Lines:
     """Plain text lines, said as they are (titles above a heatmap, notes under a table)."""
 
@@ -168,7 +192,7 @@ class Legend:
     text: str
 
 
-Part = Sheet | Heatmap | Chart | Lines | Legend
+Part = Sheet | Heatmap | Chart | Histograms | Lines | Legend
 
 
 @dataclass

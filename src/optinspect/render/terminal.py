@@ -22,7 +22,7 @@ from rich.text import Text
 
 from .common import HEADER_SEPARATOR, has_colour
 from .layout import fit_tables, print_parts
-from .page import Cell, Chart, Heatmap, Legend, Lines, Page, Sheet, Style
+from .page import Cell, Heatmap, Legend, Lines, Page, Sheet, Style
 
 __all__ = ["TERMINAL_STYLES", "cell_text", "heatmap_blocks", "shade", "write_terminal"]
 
@@ -146,8 +146,7 @@ def write_terminal(console: Console, page: Page, *, header: bool = True) -> None
                 if index:  # columns that did not fit: the same rows, titled as a table goes on
                     console.print(escape(f"{part.title}, continued"), highlight=False)
                 console.print(block, highlight=False, crop=False)
-        elif isinstance(part, Heatmap | Chart):
-            continue  # pictures: drawn where pictures can be
+        # Charts, histograms and large heatmaps are pictures: drawn where pictures can be.
 
 
 def _write_sheet(console: Console, sheet: Sheet, colour: bool) -> None:
