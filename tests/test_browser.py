@@ -21,7 +21,17 @@ import pytest
 
 from html_pages import COMMANDS, HOSTILE
 from optinspect.render.html import html_document, html_fragment
-from optinspect.render.page import Chart, Column, Heatmap, Page, Series, Sheet, cell
+from optinspect.render.page import (
+    Bins,
+    Chart,
+    Column,
+    Heatmap,
+    Histograms,
+    Page,
+    Series,
+    Sheet,
+    cell,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -136,6 +146,10 @@ def pictures_page() -> Page:
             ),
             Heatmap("dense", [str(r) for r in range(12)], [str(c) for c in range(768)], dense),
             Chart("depth", "layer", list(range(12)), [Series("mean", [r / 3 for r in range(12)])]),
+            Histograms(
+                "values",
+                [Bins(f"m{i}", -1.0, 1.0, [(b * 7 + i) % 13 for b in range(64)]) for i in range(3)],
+            ),
             Sheet(
                 "sortable",
                 [Column("name", justify="left"), Column("value")],
@@ -155,6 +169,8 @@ def test_pictures_draw_and_tables_sort(browser, tmp_path: Path) -> None:
     svgs = browser.find_elements(By.CSS_SELECTOR, "figure svg")
     assert len(svgs) == 3
     assert all(svg.size["width"] > 100 and svg.size["height"] > 50 for svg in svgs)
+    hists = browser.find_elements(By.CSS_SELECTOR, "svg.hist")
+    assert len(hists) == 3 and all(h.size["width"] == 192 for h in hists)
     # The dense map's PNG decoded: its image has the size the grid gives it.
     image = browser.find_element(By.CSS_SELECTOR, "svg image")
     assert image.size["width"] > 500

@@ -304,3 +304,22 @@ def test_a_causal_map_leaves_the_upper_triangle_as_one_shape() -> None:
     assert svg.count("<path") == 1
     # A cut label keeps the whole of it for hover.
     assert f"<title>{labels[3]}</title>" in svg
+
+
+def test_histograms_are_a_row_each_and_a_path_each() -> None:
+    from optinspect.render.page import Bins, Histograms
+
+    rows = [
+        Bins(f"model.decoder.layers.{i}.fc1<&>", -1.5, 2.0, [i, 0, 3, 64, 5] * 12 + [1] * 4)
+        for i in range(12)
+    ]
+    part = Histograms("output values", rows, name="histograms")
+    page = assert_self_contained(html_document([Page("trace", parts=[part])], title="t"))
+    table = page.table("histograms")
+    assert len(table["rows"]) == 12
+    assert [t for t, _ in page.tags].count("path") == 12
+    assert "model.decoder.layers.3.fc1<&>" in page.all_text()
+    cut = parse_page(html_fragment([Page("trace", parts=[part])], max_rows=4))
+    assert len(cut.table("histograms")["rows"]) == 5
+    # A few bytes a bin: 12 rows of 64 bins stay small.
+    assert len(html_document([Page("trace", parts=[part])], title="t")) < 20_000

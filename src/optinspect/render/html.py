@@ -29,9 +29,9 @@ from html import escape
 from importlib import metadata
 from typing import Any
 
-from .common import HEADER_SEPARATOR
-from .page import Cell, Chart, Heatmap, Legend, Lines, Page, Sheet, Style
-from .svg import chart_svg, heatmap_svg
+from .common import HEADER_SEPARATOR, format_number
+from .page import Cell, Chart, Heatmap, Histograms, Legend, Lines, Page, Sheet, Style
+from .svg import chart_svg, heatmap_svg, histogram_svg
 from .terminal import viridis
 
 __all__ = [
@@ -133,6 +133,8 @@ border:1px solid #ddd}}
 {s} svg .plot{{fill:#fff;stroke:#999}}
 {s} svg .grid{{stroke:#e6e6e6}}
 {s} svg .axis{{font-weight:600}}
+{s} table.hists td{{vertical-align:middle;padding-top:0;padding-bottom:0}}
+{s} svg.hist{{display:block}}
 """
 
 
@@ -267,7 +269,48 @@ def _part(part: object, max_rows: int | None) -> str:
             f'<p class="legend"><span class="swatch s-{part.style.value}">Aa</span>'
             f"{escape(part.text)}</p>\n"
         )
+    if isinstance(part, Histograms):
+        return _histograms(part, max_rows)
     return ""
+
+
+def _kept(count: int, max_rows: int | None) -> tuple[list[int], int]:
+    """The rows shown of ``count`` (-1 where rows are left out) and how many are left out:
+    all of them, or the first and last ``max_rows // 2`` as pandas shows a long frame."""
+    indices = list(range(count))
+    if max_rows is None or count <= max_rows:
+        return indices, 0
+    half = max(1, max_rows // 2)
+    return [*indices[:half], -1, *indices[-half:]], count - 2 * half
+
+
+def _cut_row(columns: int, cut: int) -> str:
+    return f'<tr class="cut"><td colspan="{columns}">… {cut} rows not shown …</td></tr>'
+
+
+def _histograms(part: Histograms, max_rows: int | None) -> str:
+    """A table: each row's label, its lowest value, its histogram and its highest value."""
+    indices, cut = _kept(len(part.rows), max_rows)
+    rows = []
+    for index in indices:
+        if index < 0:
+            rows.append(_cut_row(4, cut))
+            continue
+        bins = part.rows[index]
+        low, high = (escape(format_number(v)) for v in (bins.low, bins.high))
+        rows.append(
+            f'<tr><td>{escape(bins.label)}</td><td class="n">{low}</td>'
+            f'<td>{histogram_svg(bins)}</td><td class="n">{high}</td></tr>'
+        )
+    name = f' data-name="{escape(part.name)}"' if part.name else ""
+    title = f'<p class="sheet-title">{escape(part.title)}</p>' if part.title else ""
+    return (
+        f'{title}<div class="scroll"><table class="hists"{name}>'
+        '<thead><tr><th scope="col">module</th><th class="n" scope="col">min</th>'
+        '<th scope="col">values</th><th class="n" scope="col">max</th></tr></thead>\n<tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table></div>\n"
+    )
 
 
 def _is_heading(row: Sequence[Cell]) -> bool:
@@ -284,19 +327,11 @@ def _sheet(sheet: Sheet, max_rows: int | None) -> str:
         f'<th{_class(a)} scope="col">{escape(column.header)}</th>'
         for column, a in zip(sheet.columns, align, strict=True)
     )
-    indices = list(range(len(sheet.rows)))
-    cut = 0
-    if max_rows is not None and len(indices) > max_rows:
-        half = max(1, max_rows // 2)
-        cut = len(indices) - 2 * half
-        indices = [*indices[:half], -1, *indices[-half:]]
+    indices, cut = _kept(len(sheet.rows), max_rows)
     rows = []
     for index in indices:
         if index < 0:
-            rows.append(
-                f'<tr class="cut"><td colspan="{len(sheet.columns)}">'
-                f"… {cut} rows not shown …</td></tr>"
-            )
+            rows.append(_cut_row(len(sheet.columns), cut))
             continue
         rows.append(_row(sheet, index, align))
     classes = "sortable" + (" lined" if sheet.lines else "")

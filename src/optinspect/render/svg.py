@@ -21,10 +21,11 @@ import zlib
 from collections.abc import Sequence
 from html import escape
 
-from .page import Chart, Heatmap
-from .terminal import viridis
+from .common import format_number
+from .page import Bins, Chart, Heatmap
+from .terminal import VIRIDIS, viridis
 
-__all__ = ["MAX_RECTS", "chart_svg", "heatmap_svg", "png_rgb"]
+__all__ = ["MAX_RECTS", "chart_svg", "heatmap_svg", "histogram_svg", "png_rgb"]
 
 #: Above this many marked cells a heatmap is one PNG: rects cost ~60 bytes a cell.
 MAX_RECTS = 2500
@@ -44,10 +45,6 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 def _num(value: float) -> str:
     """A coordinate with at most two decimals and no trailing zeros."""
     return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _label(value: float) -> str:
-    return f"{value:.4g}"
 
 
 def png_rgb(pixels: Sequence[Sequence[tuple[int, int, int]]]) -> bytes:
@@ -76,7 +73,7 @@ def _level(heatmap: Heatmap, value: float) -> float:
 def _shown(heatmap: Heatmap, value: float | None) -> str:
     if value is None:
         return "no value"
-    return _label(value * 100) + "%" if heatmap.percent else _label(value)
+    return format_number(value * 100) + "%" if heatmap.percent else format_number(value)
 
 
 def _fit(label: object, chars: int = 22) -> str:
@@ -253,7 +250,7 @@ def chart_svg(chart: Chart) -> str:
     ]
     for tick in _ticks(low, high):
         y = top + plot_h * (1 - (tick - low) / (high - low))
-        text = _label(10**tick) if chart.log else _label(tick)
+        text = format_number(10**tick) if chart.log else format_number(tick)
         out.append(
             f'<line x1="{_num(left)}" x2="{_num(left + plot_w)}" y1="{_num(y)}" '
             f'y2="{_num(y)}" class="grid"/>'
@@ -309,7 +306,34 @@ def _series_path(  # type: ignore[no-untyped-def]
         pen_down = True
         dots.append(
             f'<circle cx="{_num(x)}" cy="{_num(y)}" r="2.5" fill="{colour}">'
-            f"<title>{escape(f'{name}, {chart.x[i]}: {_label(value)}')}</title></circle>"
+            f"<title>{escape(f'{name}, {chart.x[i]}: {format_number(value)}')}</title></circle>"
         )
     path = f'<path d="{" ".join(pieces)}" fill="none" stroke="{colour}" stroke-width="1.8"/>'
     return f'<g class="series">{path if pieces else ""}{"".join(dots)}</g>'
+
+
+#: A small histogram: each bin this many pixels wide, the tallest this tall.
+BIN_WIDTH, HIST_HEIGHT = 3, 24
+
+
+def histogram_svg(bins: Bins) -> str:
+    """One row's histogram as a small ``<svg>``: its bins as one filled step path (a few
+    bytes a bin), the range and the count in a ``<title>``."""
+    counts = list(bins.counts)
+    top = max(counts, default=0)
+    width = BIN_WIDTH * max(len(counts), 1)
+    d = [f"M0 {HIST_HEIGHT}"]
+    for i, count in enumerate(counts):
+        height = round(HIST_HEIGHT * count / top) if top else 0
+        d.append(f"V{HIST_HEIGHT - height}H{(i + 1) * BIN_WIDTH}")
+    d.append(f"V{HIST_HEIGHT}Z")
+    tip = (
+        f"{bins.label}: {sum(counts)} values in {len(counts)} bins from "
+        f"{format_number(bins.low)} to {format_number(bins.high)}; the fullest holds {top}"
+    )
+    return (
+        f'<svg class="hist" width="{width}" height="{HIST_HEIGHT}" '
+        f'viewBox="0 0 {width} {HIST_HEIGHT}" role="img" aria-label="{escape(tip)}">'
+        f"<title>{escape(tip)}</title>"
+        f'<path d="{"".join(d)}" fill="{_hex(VIRIDIS[1])}"/></svg>'
+    )
