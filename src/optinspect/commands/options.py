@@ -50,6 +50,7 @@ class Format(str, Enum):
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+    html = "html"
 
 
 def format_option(*offered: Format, help: str) -> Any:
@@ -154,14 +155,19 @@ TableFormatOpt = format_option(
     Format.table, Format.json, Format.csv, help="table for people, json or csv for scripts."
 )
 ResultFormatOpt = format_option(
-    Format.table, Format.json, Format.jsonl, help="table for people; json or jsonl for scripts."
+    Format.table,
+    Format.json,
+    Format.jsonl,
+    Format.html,
+    help="table for people; json or jsonl for scripts; html: one self-contained page.",
 )
 TraceFormatOpt = format_option(
     Format.table,
     Format.json,
     Format.jsonl,
     Format.csv,
-    help="table for people; json, jsonl or csv for scripts.",
+    Format.html,
+    help="table for people; json, jsonl or csv for scripts; html: one self-contained page.",
 )
 LayerOpt = Annotated[
     str | None,
