@@ -76,6 +76,7 @@ def _cases(sentences: Path) -> list[list[str]]:
     calibrate = ["calibrate", *file, "--model", "tiny", "--quant", "8bit"]
     cases += [[*calibrate, "--format", f] for f in ("table", "json")]
     cases += [["params", "--model", "tiny", "--loaded", "--format", f] for f in ("table", "json")]
+    cases += [["report", *text], ["report", *text, "--compare", "none", "--layer", "0"]]
     return cases
 
 
@@ -91,6 +92,8 @@ CASE_IDS = [
     *(f"outliers-{f}" for f in ("table", "json")),
     *(f"calibrate-{f}" for f in ("table", "json")),
     *(f"params-loaded-{f}" for f in ("table", "json")),
+    "report-json",
+    "report-compare",
 ]
 
 
