@@ -294,3 +294,24 @@ def test_bad_options_are_refused_before_any_pass(cli, no_load, args, message) ->
 def test_a_report_is_about_one_text(cli) -> None:
     result = cli("report", *TINY, "--file", "sentences.txt")
     assert result.code == 2 and "--file" in result.err
+
+
+def test_a_reducer_that_fails_leaves_no_hook(eager) -> None:
+    """``collect`` holds every collector's groups in one block: a failure in any reducer
+    removes them all."""
+
+    class Fails:
+        forward_kwargs = NO_KWARGS
+
+        def groups(self) -> list[Any]:
+            return []
+
+        def finish(self, batch: Any, output: Any) -> None:
+            raise RuntimeError("reducer failed")
+
+    before = hooks_on(eager.model)
+    parts = ReportCollectors.of(eager)
+    with pytest.raises(RuntimeError, match="reducer failed"):
+        for _ in collect(Runner(eager), [TEXT], [*parts.all(), Fails()]):
+            pass
+    assert hooks_on(eager.model) == before

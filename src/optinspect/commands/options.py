@@ -173,6 +173,15 @@ LayerOpt = Annotated[
         "Without it, an overview: embeddings, each layer's output, final norm, head.",
     ),
 ]
+TopKOpt = Annotated[
+    int,
+    typer.Option(
+        "--top-k",
+        "-k",
+        metavar="K",
+        help="Show the K most likely next tokens, with probabilities.",
+    ),
+]
 FileOpt = Annotated[
     Path | None,
     typer.Option("--file", "-F", metavar="PATH", help="Read sentences from a file, one per line."),

@@ -16,6 +16,7 @@ from .options import (
     InputOptions,
     LoadOptions,
     Quant,
+    TopKOpt,
     format_option,
     model_command,
 )
@@ -67,15 +68,7 @@ def report_command(
             help="The attention head to show (-1: the last); without it, the heads' mean.",
         ),
     ] = None,
-    top_k: Annotated[
-        int,
-        typer.Option(
-            "--top-k",
-            "-k",
-            metavar="K",
-            help="The lens's K most likely next tokens per position.",
-        ),
-    ] = 5,
+    top_k: TopKOpt = 5,
     role: Annotated[
         str,
         typer.Option(
