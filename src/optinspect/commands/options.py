@@ -173,6 +173,14 @@ LayerOpt = Annotated[
         "Without it, an overview: embeddings, each layer's output, final norm, head.",
     ),
 ]
+HeadOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--head",
+        metavar="N",
+        help="The attention head to show (-1: the last); without it, the mean of all heads.",
+    ),
+]
 TopKOpt = Annotated[
     int,
     typer.Option(

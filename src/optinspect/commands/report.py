@@ -13,6 +13,7 @@ from .jobs import run_job
 from .options import (
     FilterOpt,
     Format,
+    HeadOpt,
     InputOptions,
     LoadOptions,
     Quant,
@@ -60,14 +61,7 @@ def report_command(
             help="The decoder layer whose attention is shown: N, or -1 for the last.",
         ),
     ] = "-1",
-    head: Annotated[
-        int | None,
-        typer.Option(
-            "--head",
-            metavar="N",
-            help="The attention head to show (-1: the last); without it, the heads' mean.",
-        ),
-    ] = None,
+    head: HeadOpt = None,
     top_k: TopKOpt = 5,
     role: Annotated[
         str,
