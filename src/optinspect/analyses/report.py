@@ -146,23 +146,25 @@ def build_report(
         comparer=comparer,
     )
     runner = Runner(loaded, batch_size=1, truncate=truncate, verb=VERB)
-    with contextlib.closing(collect(runner, [text], parts.all())) as batches:
-        _batch, (traces, _, _, lenses, *rest) = next(batches)
-        histograms = parts.trace.capture.histograms()
-    compared, attentions = rest if comparer is not None else (None, rest[0])
-    trace = traces[0]
+    collectors = parts.all()
+    with contextlib.closing(collect(runner, [text], collectors)) as batches:
+        _batch, outputs = next(batches)
+        histograms = parts.trace.capture.histograms()  # before the hooks go
+    # Each per-sentence collector's results, by collector: one sentence, so the first.
+    first = {id(c): out[0] for c, out in zip(collectors, outputs, strict=True) if out}
+    trace = first[id(parts.trace)]
     return ReportResult(
         info=loaded.info,
         trace=trace,
         sparsity=tuple(parts.sparsity.summary()),
         params=ParamsResult(count_params(inventory_params(model or loaded.name), by="group")),
         outliers=parts.outliers.result(),
-        attention=attentions[0],
-        lens=lenses[0],
+        attention=first[id(parts.attention)],
+        lens=first[id(parts.lens)],
         histograms={histogram_key(*key): h for key, h in histograms.items()},
         layer_series=depth_series(trace),
         role_series=depth_series(trace, role),
-        compare=compared[0] if compared is not None else None,
+        compare=first[id(comparer)] if comparer is not None else None,
     )
 
 
