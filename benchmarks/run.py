@@ -50,6 +50,7 @@ TITLES = {
     "calibrate": "7. Calibrate",
     "stream": "8. Streaming memory",
     "cuda": "9. CUDA",
+    "report": "10. Report",
 }
 SECTIONS = list(TITLES)[2:]
 SERVE_COMMANDS = ("trace", "lens", "attention")
@@ -100,6 +101,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         "calibrate": (8, 16, (8, 32), n(1)) if quick else (16, 128, (16, 128), n(3)),
         "stream": ((10, 40), (2, 4)) if quick else ((500, 5000), (8, 80)),
         "cuda": (n(7, 2), 1),
+        "report": (n(5),),
     }
 
 
@@ -146,6 +148,10 @@ class Bench:
         if name == "stream":
             rows = pr.stream_rss("tiny", p[name][0], self.work, False)
             return Section(name, rows + pr.stream_rss(self.checkpoint, p[name][1], self.work, True))
+        if name == "report":
+            import bench_onepass
+
+            return bench_onepass.report(self.model, p["shape"], self.tokenizer, *p[name])
         if name == "cuda":
             return bench_cuda.cuda(*p["cuda"], args.quick, args.tokens, args.device)
         if name == "overhead":

@@ -80,6 +80,7 @@ def _cases(sentences: Path) -> list[list[str]]:
         ["trace", *text, "--format", "html"],
         ["lens", *file, "--model", "tiny", "-f", "html"],
     ]
+    cases += [["report", *text], ["report", *text, "--compare", "none", "--layer", "0"]]
     return cases
 
 
@@ -97,6 +98,8 @@ CASE_IDS = [
     *(f"params-loaded-{f}" for f in ("table", "json")),
     "trace-html",
     "lens-file-html",
+    "report-json",
+    "report-compare",
 ]
 
 

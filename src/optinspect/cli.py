@@ -20,6 +20,7 @@ from .commands.compare import compare_command
 from .commands.lens import lens_command
 from .commands.outliers import outliers_command
 from .commands.params import params_command
+from .commands.report import report_command
 from .commands.serve import serve_command
 from .commands.trace import trace_command
 from .commands.tree import tree_command
@@ -48,6 +49,7 @@ app.command("attention")(attention_command)
 app.command("compare")(compare_command)
 app.command("outliers")(outliers_command)
 app.command("calibrate")(calibrate_command)
+app.command("report")(report_command)
 app.command("serve")(serve_command)
 
 

@@ -19,12 +19,16 @@ Definitions, per head, over the T query rows of one sentence:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..engine.batch import Batch
+from ..engine.collect import collect
 from ..engine.preflight import resolve_head, resolve_single_layer
 from ..engine.runner import Runner
 from ..errors import ModelError
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
     from .job import Context
 
 __all__ = [
+    "AttentionCollector",
     "AttentionResult",
     "HeadSummary",
     "compute",
@@ -76,39 +81,65 @@ def compute_attention(
     truncate: bool = False,
 ) -> AttentionResult:
     """Run ``text`` once and return layer ``layer``'s attention: ``head``'s, or the heads' mean."""
-    model = loaded.model
-    num_heads = int(model.config.num_attention_heads)
-    index = resolve_single_layer(layer, loaded.num_layers)
-    head_index = resolve_head(head, num_heads) if head is not None else None
+    attention = AttentionCollector(loaded, layer=layer, head=head)
     runner = Runner(loaded, batch_size=1, truncate=truncate, verb=VERB)
-    batch, output = next(runner.run([text], output_attentions=True))
-    tokens = batch.tokens[0]
-    with torch.inference_mode():
+    with contextlib.closing(collect(runner, [text], [attention])) as batches:
+        _batch, ((result,),) = next(batches)
+    return result  # type: ignore[no-any-return]
+
+
+class AttentionCollector:
+    """The attention's reducer: no hooks, the weights the forward returns when asked
+    (``output_attentions``); one ``AttentionResult`` per sentence of a batch."""
+
+    forward_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"output_attentions": True})
+
+    def __init__(self, loaded: LoadedModel, *, layer: str | int = -1, head: int | None = None):
+        self.loaded = loaded
+        self.num_heads = int(loaded.model.config.num_attention_heads)
+        self.layer = resolve_single_layer(layer, loaded.num_layers)
+        self.head = resolve_head(head, self.num_heads) if head is not None else None
+
+    def groups(self) -> list[Any]:
+        return []
+
+    def finish(self, batch: Batch, output: Any) -> list[AttentionResult]:
+        """Each sentence's weights: its own rows and columns (a right-padded sentence's
+        queries never attend to the padding after it)."""
         attentions = getattr(output, "attentions", None)
-        if not attentions or len(attentions) != loaded.num_layers:
+        if not attentions or len(attentions) != self.loaded.num_layers:
             raise ModelError(
-                f"{loaded.name} returned no attention weights: "
+                f"{self.loaded.name} returned no attention weights: "
                 "load it with attn_implementation='eager'"
             )
-        weights = attentions[index][0].float()  # [heads, query, key]
-        shown = weights[head_index] if head_index is not None else weights.mean(dim=0)
+        with torch.inference_mode():
+            return [
+                self._result(
+                    text, tokens, attentions[self.layer][b, :, : len(tokens), : len(tokens)]
+                )
+                for b, (text, tokens) in enumerate(zip(batch.texts, batch.tokens, strict=True))
+            ]
+
+    def _result(self, text: str, tokens: Any, weights: torch.Tensor) -> AttentionResult:
+        weights = weights.float()  # [heads, query, key]
+        shown = weights[self.head] if self.head is not None else weights.mean(dim=0)
         entropy = head_entropy(weights).tolist()
         sink = sink_mass(weights).tolist()
         matrix = tuple(tuple(finite_or_none(v) for v in row) for row in shown.tolist())
-    return AttentionResult(
-        info=loaded.info,
-        text=text,
-        tokens=tuple(tokens),
-        layer=index,
-        head=head_index,
-        num_heads=num_heads,
-        weights=matrix,
-        heads=tuple(
-            HeadSummary(head=h, entropy=finite_or_none(e), sink=finite_or_none(s))
-            for h, (e, s) in enumerate(zip(entropy, sink, strict=True))
-        ),
-        uniform_entropy=uniform_entropy(len(tokens)),
-    )
+        return AttentionResult(
+            info=self.loaded.info,
+            text=text,
+            tokens=tuple(tokens),
+            layer=self.layer,
+            head=self.head,
+            num_heads=self.num_heads,
+            weights=matrix,
+            heads=tuple(
+                HeadSummary(head=h, entropy=finite_or_none(e), sink=finite_or_none(s))
+                for h, (e, s) in enumerate(zip(entropy, sink, strict=True))
+            ),
+            uniform_entropy=uniform_entropy(len(tokens)),
+        )
 
 
 def compute(

@@ -41,12 +41,15 @@ output had another shape.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..engine.capture import capture
+from ..engine.batch import Batch
+from ..engine.capture import Capture, capture
+from ..engine.collect import NO_KWARGS, collect
 from ..engine.notes import notes_to
 from ..engine.preflight import check_tolerance
 from ..engine.runner import Progress, Runner
@@ -54,13 +57,14 @@ from ..engine.selection import LayerSpec, select_names
 from ..model.loading import LoadedModel, resolve_dtype
 from ..model.names import module_names
 from ..results.compare import CompareResult, ModuleDiff, Setting
-from ..results.records import ModuleRecord, Token, finite_or_none
+from ..results.records import ModuleRecord, finite_or_none
 
 if TYPE_CHECKING:
     from ..engine.preflight import Plan
     from .job import Context
 
 __all__ = [
+    "CompareCollector",
     "CompareResult",
     "ModuleDiff",
     "Setting",
@@ -68,6 +72,7 @@ __all__ = [
     "compare_settings",
     "compare_tensors",
     "compute",
+    "run_reference",
 ]
 
 #: What ``the text is empty`` asks for.
@@ -154,80 +159,141 @@ def compare_many(
     """
     check_tolerance(tolerance)
     sentences = list(texts)
+    loaded, stored, names = run_reference(
+        load,
+        sentences,
+        setting=setting,
+        reference=reference,
+        layers=layers,
+        filters=filters,
+        batch_size=batch_size,
+        truncate=truncate,
+        check=check,
+    )
+    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=advance)
+    comparer = CompareCollector(loaded, stored, names, tolerance=tolerance)
+    results: list[CompareResult] = []
+    with notes_to(None):  # the same texts, cut the same way: the reference's notes said it
+        for _batch, (rows,) in collect(runner, sentences, [comparer]):
+            results.extend(rows)
+    return results
+
+
+@dataclass
+class Reference:
+    """What the reference setting's pass leaves: every selected module call's output on
+    the CPU (each dropped as the other setting compares it) and each sentence's records."""
+
+    setting: Setting
+    outputs: dict[_Key, torch.Tensor]
+    records: dict[int, list[ModuleRecord]]
+
+
+def run_reference(
+    load: Loader,
+    sentences: Sequence[str],
+    *,
+    setting: Setting,
+    reference: Setting,
+    layers: LayerSpec = None,
+    filters: Sequence[str] = (),
+    batch_size: int = 8,
+    truncate: bool = False,
+    check: Callable[[], None] | None = None,
+) -> tuple[LoadedModel, Reference, list[str]]:
+    """Steps 1 and 2 of the module docstring: the reference setting runs every sentence,
+    its selected outputs kept on the CPU; it is dropped, and ``setting`` loaded (the
+    same model when the settings agree). Returns that model, what the reference left,
+    and the selected module names. ``check`` runs after each reference batch."""
     loaded = load(reference.quant, reference.dtype)
+    names = select_names(module_names(loaded.model), loaded.num_layers, layers, filters)
     checked = (lambda _sentences: check()) if check is not None else None
     runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=checked)
-    names = select_names(module_names(loaded.model), loaded.num_layers, layers, filters)
-    resolved_reference = Setting(loaded.quant, loaded.dtype_name)
     stored: dict[_Key, torch.Tensor] = {}
 
     def keep(index: int, name: str, call: int, tensor: torch.Tensor) -> None:
         stored[(index, name, call)] = tensor.detach().to("cpu", copy=True)
 
-    reference_records = dict(_run(runner, sentences, names, keep))
+    records: dict[int, list[ModuleRecord]] = {}
+    with capture(loaded.model, names, stats=False, sink=keep) as cap:
+        for batch, output in runner.run(sentences, [cap]):
+            del output
+            for b, sentence in enumerate(cap.collect()):
+                records[batch.first + b] = sentence
+    kept = Reference(Setting(loaded.quant, loaded.dtype_name), stored, records)
     wanted_dtype = resolve_dtype(setting.dtype, setting.quant, loaded.device)
     if setting.quant != loaded.quant or wanted_dtype != loaded.dtype:
         on_cuda = loaded.device.startswith("cuda")
-        del loaded, runner
+        del loaded, runner, cap
         gc.collect()
         if on_cuda:
             torch.cuda.empty_cache()
         loaded = load(setting.quant, setting.dtype)
-    runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=advance)
-    metrics: dict[_Key, torch.Tensor] = {}
-    mismatched: set[_Key] = set()
+    return loaded, kept, names
 
-    def measure(index: int, name: str, call: int, tensor: torch.Tensor) -> None:
-        expected = stored.pop((index, name, call), None)
+
+class CompareCollector:
+    """The compared setting's hook group (each selected output measured against the
+    reference's, which is then dropped) and reducer: one ``CompareResult`` per sentence."""
+
+    forward_kwargs: ClassVar[Mapping[str, Any]] = NO_KWARGS
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        reference: Reference,
+        names: Sequence[str],
+        *,
+        tolerance: float = 0.05,
+    ) -> None:
+        self.info = loaded.info
+        self.setting = Setting(loaded.quant, loaded.dtype_name)
+        self.reference = reference
+        self.tolerance = check_tolerance(tolerance)
+        self.metrics: dict[_Key, torch.Tensor] = {}
+        self.mismatched: set[_Key] = set()
+        self.capture = capture(loaded.model, names, stats=False, sink=self._measure)
+
+    def _measure(self, index: int, name: str, call: int, tensor: torch.Tensor) -> None:
+        expected = self.reference.outputs.pop((index, name, call), None)
         if expected is None:
             return
         if tuple(expected.shape) != tuple(tensor.shape):
-            mismatched.add((index, name, call))
+            self.mismatched.add((index, name, call))
             return
-        metrics[(index, name, call)] = compare_tensors(tensor, expected)
+        self.metrics[(index, name, call)] = compare_tensors(tensor, expected)
 
-    results: list[CompareResult] = []
-    with notes_to(None):  # the same texts, cut the same way: the reference's notes said it
-        compared = _run(runner, sentences, names, measure)
-    for index, (tokens, records) in compared:
-        _, ref_records = reference_records[index]
-        rows = _diff_rows(
-            records,
-            ref_records,
-            {k[1:]: v for k, v in metrics.items() if k[0] == index},
-            {k[1:] for k in mismatched if k[0] == index},
-            tolerance,
-        )
-        results.append(
-            CompareResult(
-                info=loaded.info,
-                text=sentences[index],
-                tokens=tokens,
-                setting=Setting(loaded.quant, loaded.dtype_name),
-                reference=resolved_reference,
-                tolerance=tolerance,
-                modules=tuple(rows),
-                index=index,
+    def groups(self) -> list[Capture]:
+        return [self.capture]
+
+    def finish(self, batch: Batch, output: Any) -> list[CompareResult]:
+        """The batch's sentences, each module call's metrics in one transfer."""
+        results: list[CompareResult] = []
+        for b, records in enumerate(self.capture.collect()):
+            index = batch.first + b
+            metrics = {k[1:]: self.metrics.pop(k) for k in list(self.metrics) if k[0] == index}
+            mismatched = {k[1:] for k in self.mismatched if k[0] == index}
+            rows = _diff_rows(
+                records,
+                self.reference.records.pop(index, []),
+                metrics,
+                mismatched,
+                self.tolerance,
             )
-        )
-    stored.clear()
-    return results
-
-
-def _run(
-    runner: Runner,
-    texts: Sequence[str],
-    names: Sequence[str],
-    sink: Callable[[int, str, int, torch.Tensor], None],
-) -> list[tuple[int, tuple[tuple[Token, ...], list[ModuleRecord]]]]:
-    """Every sentence through ``runner``; the sink sees every selected module's full output."""
-    out: list[tuple[int, tuple[tuple[Token, ...], list[ModuleRecord]]]] = []
-    with capture(runner.loaded.model, names, stats=False, sink=sink) as cap:
-        for batch, output in runner.run(texts, [cap]):
-            del output
-            for b, records in enumerate(cap.collect()):
-                out.append((batch.first + b, (batch.tokens[b], records)))
-    return out
+            results.append(
+                CompareResult(
+                    info=self.info,
+                    text=batch.texts[b],
+                    tokens=batch.tokens[b],
+                    setting=self.setting,
+                    reference=self.reference.setting,
+                    tolerance=self.tolerance,
+                    modules=tuple(rows),
+                    index=index,
+                )
+            )
+        self.mismatched = {k for k in self.mismatched if k[0] >= batch.first + batch.size}
+        return results
 
 
 def _diff_rows(

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..engine.capture import capture
+from ..engine.batch import Batch
+from ..engine.capture import Capture, capture
+from ..engine.collect import NO_KWARGS, collect
 from ..engine.preflight import check_top_k
 from ..engine.runner import Progress, Runner, describe_token
 from ..engine.selection import LayerSpec, resolve_layers
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from .job import Context
 
 __all__ = [
+    "LensCollector",
     "LensLayer",
     "LensResult",
     "Prediction",
@@ -148,28 +151,55 @@ def iter_lens(
     with ``iter_trace``, the hooks stay on the model while the iteration is in
     progress: finish it (or close it) before running the model otherwise.
     """
-    model = loaded.model
-    check_top_k(top_k, int(model.config.vocab_size))
-    chosen = resolve_layers(layers, loaded.num_layers, default="all") or []
+    lens = LensCollector(loaded, layers=layers, top_k=top_k)
     runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=advance)
-    hidden: dict[tuple[int, int], torch.Tensor] = {}
+    with contextlib.closing(collect(runner, texts, [lens])) as batches:
+        for _batch, (results,) in batches:
+            yield from results
 
-    def keep(sentence: int, name: str, _call: int, tensor: torch.Tensor) -> None:
-        hidden[(sentence, layer_of(name) or 0)] = tensor
 
-    names = [layer_root(i) for i in chosen]
-    with capture(model, names, stats=False, sink=keep) as cap:
-        for batch, output in runner.run(texts, [cap]):
+class LensCollector:
+    """The lens's hook group (the selected layers' outputs, kept until their batch is
+    projected) and reducer: one ``LensResult`` per sentence of a batch."""
+
+    forward_kwargs: ClassVar[Mapping[str, Any]] = NO_KWARGS
+
+    def __init__(self, loaded: LoadedModel, *, layers: LayerSpec = None, top_k: int = 1) -> None:
+        check_top_k(top_k, int(loaded.model.config.vocab_size))
+        self.loaded = loaded
+        self.top_k = top_k
+        self.chosen = resolve_layers(layers, loaded.num_layers, default="all") or []
+        self.hidden: dict[tuple[int, int], torch.Tensor] = {}
+        names = [layer_root(i) for i in self.chosen]
+        self.capture: Capture = capture(loaded.model, names, stats=False, sink=self._keep)
+
+    def _keep(self, sentence: int, name: str, _call: int, tensor: torch.Tensor) -> None:
+        self.hidden[(sentence, layer_of(name) or 0)] = tensor
+
+    def groups(self) -> list[Capture]:
+        return [self.capture]
+
+    def finish(self, batch: Batch, output: Any) -> list[LensResult]:
+        """Every sentence's lens; the kept outputs are dropped once they are read."""
+        try:
             with torch.inference_mode():
-                results = [
-                    _lens_of(loaded, batch.first + b, text, tokens, chosen, hidden, top_k, row)
+                return [
+                    _lens_of(
+                        self.loaded,
+                        batch.first + b,
+                        text,
+                        tokens,
+                        self.chosen,
+                        self.hidden,
+                        self.top_k,
+                        row,
+                    )
                     for b, (text, tokens, row) in enumerate(
                         zip(batch.texts, batch.tokens, output.logits, strict=True)
                     )
                 ]
-            del output
-            hidden.clear()
-            yield from results
+        finally:
+            self.hidden.clear()
 
 
 def _lens_of(

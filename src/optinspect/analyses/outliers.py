@@ -35,14 +35,15 @@ module but, as in the paper, left out. Dimension d recurs when both:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..engine.batch import Batch
+from ..engine.collect import NO_KWARGS, collect
 from ..engine.hooks import HookGroup
 from ..engine.preflight import check_threshold
 from ..engine.runner import Progress, Runner
@@ -71,6 +72,7 @@ __all__ = [
     "ModuleOutliers",
     "OutlierCounter",
     "OutlierResult",
+    "OutliersCollector",
     "RecurringDim",
     "compute",
     "find_outliers",
@@ -222,26 +224,50 @@ def find_outliers(
 
     ``advance`` hears of every finished batch.
     """
-    check_threshold(threshold)
-    model = loaded.model
+    outliers = OutliersCollector(loaded, threshold=threshold)
     runner = Runner(loaded, batch_size=batch_size, truncate=truncate, verb=VERB, advance=advance)
-    tokens = 0
-    with OutlierCounter(model, linear_inputs(model), threshold) as counter:
-        for batch, output in runner.run(texts, [counter]):
-            del output
-            tokens += batch.real_tokens
-        modules = tuple(counter.collect())
-    if runner.sentences == 0:
-        raise UsageError("the input holds no sentences: give at least one line of text")
-    return OutlierResult(
-        info=loaded.info,
-        threshold=threshold,
-        num_layers=loaded.num_layers,
-        sentences=runner.sentences,
-        tokens=tokens,
-        modules=modules,
-        recurring=tuple(summarize_recurring(modules, loaded.num_layers)),
-    )
+    for _batch in collect(runner, texts, [outliers]):
+        pass
+    return outliers.result()
+
+
+class OutliersCollector:
+    """The outlier count's hook group and reducer: it counts as batches run, and its one
+    result, ``result()``, covers every sentence run."""
+
+    forward_kwargs: ClassVar[Mapping[str, Any]] = NO_KWARGS
+
+    def __init__(self, loaded: LoadedModel, *, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.loaded = loaded
+        self.threshold = check_threshold(threshold)
+        model = loaded.model
+        self.counter = OutlierCounter(model, linear_inputs(model), threshold)
+        self.sentences = 0
+        self.tokens = 0
+
+    def groups(self) -> list[OutlierCounter]:
+        return [self.counter]
+
+    def finish(self, batch: Batch, output: Any) -> None:
+        """Count the batch's sentences and real tokens; the counts stay on the device."""
+        self.sentences += batch.size
+        self.tokens += batch.real_tokens
+
+    def result(self) -> OutlierResult:
+        """Every module's counts and the recurring dimensions, in one transfer."""
+        if self.sentences == 0:
+            raise UsageError("the input holds no sentences: give at least one line of text")
+        modules = tuple(self.counter.collect())
+        num_layers = self.loaded.num_layers
+        return OutlierResult(
+            info=self.loaded.info,
+            threshold=self.threshold,
+            num_layers=num_layers,
+            sentences=self.sentences,
+            tokens=self.tokens,
+            modules=modules,
+            recurring=tuple(summarize_recurring(modules, num_layers)),
+        )
 
 
 def summarize_recurring(modules: Sequence[ModuleOutliers], num_layers: int) -> list[RecurringDim]:

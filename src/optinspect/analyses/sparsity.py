@@ -9,13 +9,14 @@ Nothing comes to the host until ``summary()``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..engine.batch import Batch, BatchLayout
+from ..engine.collect import NO_KWARGS
 from ..engine.hooks import HookGroup
 from ..model.names import ACTIVATION, layer_of, role_of
 from ..results.sparsity import LayerSparsity
@@ -24,7 +25,13 @@ __all__ = ["FfnSparsity", "LayerSparsity"]
 
 
 class FfnSparsity(HookGroup):
-    """Hooks every ``model.decoder.layers.N.activation_fn`` inside its ``with`` block."""
+    """Hooks every ``model.decoder.layers.N.activation_fn`` inside its ``with`` block.
+
+    It is its own collector (``engine.collect``): it counts as batches run, and its one
+    result, ``summary()``, comes after the last.
+    """
+
+    forward_kwargs: ClassVar[Mapping[str, Any]] = NO_KWARGS
 
     def __init__(self, model: nn.Module, layers: Sequence[int] | None = None) -> None:
         """Track ``layers`` (indices), or every decoder layer when None."""
@@ -72,6 +79,12 @@ class FfnSparsity(HookGroup):
                 self._alive[layer] = alive
 
         return hook
+
+    def groups(self) -> list[FfnSparsity]:
+        return [self]
+
+    def finish(self, batch: Batch, output: Any) -> None:
+        """Nothing per batch: the counts stay on the device until ``summary()``."""
 
     def summary(self) -> list[LayerSparsity]:
         """Per layer, in order; one transfer to the host for all layers."""

@@ -5,18 +5,22 @@
         result.modules[0].stats.absmax
 
 Hook groups (the capture, optionally the FFN sparsity) around the shared
-runner; one ``TraceResult`` per sentence as its batch finishes. ``compute`` is the
-trace job: with ``--save`` it streams every output to a safetensors file.
+runner; one ``TraceResult`` per sentence as its batch finishes. ``TraceCollector`` is
+the capture and its reducer, which ``report`` shares a forward pass with others through
+(``engine.collect``). ``compute`` is the trace job: with ``--save`` it streams every
+output to a safetensors file.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..engine.capture import TensorSink, capture
+from ..engine.batch import Batch
+from ..engine.capture import Capture, TensorSink, capture
+from ..engine.collect import NO_KWARGS, Collector, collect
 from ..engine.runner import Progress, Runner
 from ..engine.selection import LayerSpec, select_names
 from ..errors import UsageError
@@ -33,7 +37,54 @@ if TYPE_CHECKING:
     from ..engine.preflight import Plan
     from .job import Context
 
-__all__ = ["SAVE_NOTE_BYTES", "LayerSpec", "TraceResult", "compute", "iter_trace"]
+__all__ = [
+    "SAVE_NOTE_BYTES",
+    "LayerSpec",
+    "TraceCollector",
+    "TraceResult",
+    "compute",
+    "iter_trace",
+]
+
+
+class TraceCollector:
+    """The trace's hook group and reducer: one ``TraceResult`` per sentence of a batch.
+
+    ``bins`` > 0 also bins every output on the device (``Capture.histograms``).
+    """
+
+    forward_kwargs: ClassVar[Mapping[str, Any]] = NO_KWARGS
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        layers: LayerSpec = None,
+        filters: Sequence[str] = (),
+        stats: bool = True,
+        sink: TensorSink | None = None,
+        bins: int = 0,
+    ) -> None:
+        self.info = loaded.info
+        names = select_names(module_names(loaded.model), loaded.num_layers, layers, filters)
+        self.capture: Capture = capture(loaded.model, names, stats=stats, sink=sink, bins=bins)
+
+    def groups(self) -> list[Capture]:
+        return [self.capture]
+
+    def finish(self, batch: Batch, output: Any) -> list[TraceResult]:
+        """The batch's sentences, each with its module records in execution order."""
+        sentences = zip(batch.texts, batch.tokens, self.capture.collect(), strict=True)
+        return [
+            TraceResult(
+                info=self.info,
+                text=text,
+                tokens=tokens,
+                modules=tuple(records),
+                index=batch.first + position,
+            )
+            for position, (text, tokens, records) in enumerate(sentences)
+        ]
 
 
 def iter_trace(
@@ -58,25 +109,11 @@ def iter_trace(
     token; read it with ``sparsity.summary()`` after the iteration.
     """
     runner = Runner(loaded, batch_size=batch_size, truncate=truncate, advance=advance)
-    model = loaded.model
-    names = select_names(module_names(model), loaded.num_layers, layers, filters)
-    info = loaded.info
-    with (
-        capture(model, names, stats=stats, sink=sink) as cap,
-        sparsity if sparsity is not None else contextlib.nullcontext(),
-    ):
-        groups = [cap] if sparsity is None else [cap, sparsity]
-        for batch, _output in runner.run(texts, groups):
-            del _output  # the logits are not needed; free them before the next batch
-            sentences = zip(batch.texts, batch.tokens, cap.collect(), strict=True)
-            for position, (text, tokens, records) in enumerate(sentences):
-                yield TraceResult(
-                    info=info,
-                    text=text,
-                    tokens=tokens,
-                    modules=tuple(records),
-                    index=batch.first + position,
-                )
+    tracer = TraceCollector(loaded, layers=layers, filters=filters, stats=stats, sink=sink)
+    collectors: list[Collector] = [tracer] if sparsity is None else [tracer, sparsity]
+    with contextlib.closing(collect(runner, texts, collectors)) as batches:
+        for _batch, (results, *_) in batches:
+            yield from results
 
 
 def compute(

@@ -12,6 +12,7 @@ from ..analyses.job import Job
 from .jobs import run_job
 from .options import (
     Format,
+    HeadOpt,
     InputOptions,
     LoadOptions,
     ViewFormatOpt,
@@ -29,14 +30,7 @@ def attention_command(
             "--layer", "-l", metavar="SPEC", help="The decoder layer: N, or -1 for the last."
         ),
     ] = "-1",
-    head: Annotated[
-        int | None,
-        typer.Option(
-            "--head",
-            metavar="N",
-            help="The head to show (-1: the last); without it, the mean of all heads.",
-        ),
-    ] = None,
+    head: HeadOpt = None,
     png: Annotated[
         Path | None,
         typer.Option(

@@ -13,6 +13,7 @@ from .options import (
     InputOptions,
     LoadOptions,
     ResultFormatOpt,
+    TopKOpt,
     model_command,
 )
 
@@ -30,15 +31,7 @@ def lens_command(
             help="Decoder layers to show: 0, 0,5, 3-7, -1 (the last) or all (the default).",
         ),
     ] = None,
-    top_k: Annotated[
-        int,
-        typer.Option(
-            "--top-k",
-            "-k",
-            metavar="K",
-            help="Show the K most likely next tokens, with probabilities.",
-        ),
-    ] = 1,
+    top_k: TopKOpt = 1,
     fmt: ResultFormatOpt = Format.table,
     *,
     load: LoadOptions,

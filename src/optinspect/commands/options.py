@@ -179,6 +179,23 @@ LayerOpt = Annotated[
         "Without it, an overview: embeddings, each layer's output, final norm, head.",
     ),
 ]
+HeadOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--head",
+        metavar="N",
+        help="The attention head to show (-1: the last); without it, the mean of all heads.",
+    ),
+]
+TopKOpt = Annotated[
+    int,
+    typer.Option(
+        "--top-k",
+        "-k",
+        metavar="K",
+        help="Show the K most likely next tokens, with probabilities.",
+    ),
+]
 FileOpt = Annotated[
     Path | None,
     typer.Option("--file", "-F", metavar="PATH", help="Read sentences from a file, one per line."),

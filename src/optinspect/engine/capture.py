@@ -20,8 +20,9 @@ from torch import nn
 
 from ..model.names import layer_of
 from ..model.placement import placement_name, placement_of
-from ..results.records import ModuleRecord, TensorStats, fast_new
+from ..results.records import Histogram, ModuleRecord, TensorStats, fast_new
 from .batch import Batch, BatchLayout
+from .histogram import fetch_histograms, output_histogram
 from .hooks import HookGroup
 from .stats import OncePerTensor, TokenPartials, finalize_stats, merge_partials
 
@@ -66,10 +67,15 @@ class _Call:
     partials: TokenPartials | None = None  # per token, on the output's device
     valid: torch.Tensor | None = None  # [batch, tokens] real tokens, None when none is padding
     finished: int = -1
+    histogram: torch.Tensor | None = None  # output_histogram's row, on the output's device
 
 
 class Capture(HookGroup):
-    """Records every call of the named modules during the forward passes in its block."""
+    """Records every call of the named modules during the forward passes in its block.
+
+    With ``bins`` (and ``stats``), each output is also binned on its device between its
+    own extremes (``engine.histogram``); ``histograms()`` reads them after a pass.
+    """
 
     def __init__(
         self,
@@ -78,8 +84,10 @@ class Capture(HookGroup):
         *,
         stats: bool = True,
         sink: TensorSink | None = None,
+        bins: int = 0,
     ) -> None:
         super().__init__()
+        self._bins = bins if stats else 0
         modules = dict(model.named_modules())
         self._targets = [(name, modules[name]) for name in names]
         self._model_modules = len(modules)
@@ -97,6 +105,7 @@ class Capture(HookGroup):
         self._open: dict[str, list[_Call]] = {}
         self._counts: dict[str, int] = {}
         self._partials.clear()
+        self._binned: dict[int, torch.Tensor] = {}
         self._depth = 0
         self._finished = 0
 
@@ -148,13 +157,18 @@ class Capture(HookGroup):
                 shape = tensor.shape
                 call.shapes = [shape]
                 if self._stats and not tensor.is_meta:
-                    call.partials = self._partials.of(tensor, _one_sentence(tensor, shape))
+                    view = _one_sentence(tensor, shape)
+                    call.partials = self._partials.of(tensor, view)
+                    if self._bins:
+                        call.histogram = self._histogram(view, call.partials, None)
                 return
             view, split = self._per_sentence(tensor)
             call.shapes = _shapes_alone(tensor, self._layout, split)
             if self._stats and not tensor.is_meta and view is not None:
                 call.partials = self._partials.of(tensor, view)
                 call.valid = self._layout.valid if split and self._layout is not None else None
+                if self._bins:
+                    call.histogram = self._histogram(view, call.partials, call.valid)
             batched = self._layout is not None and self._layout.batch > 1
             if self._sink is not None and (split or not batched):
                 lengths = self._layout.lengths if split and self._layout is not None else (0,)
@@ -185,6 +199,15 @@ class Capture(HookGroup):
             if b > 1:
                 return None, False
         return _one_sentence(tensor, tensor.shape), False
+
+    def _histogram(
+        self, view: torch.Tensor, partials: TokenPartials, valid: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The output's histogram row; a parent returning its child's tensor shares it."""
+        row = self._binned.get(id(partials))
+        if row is None:
+            row = self._binned[id(partials)] = output_histogram(view, partials, valid, self._bins)
+        return row
 
     def _describe(self, name: str, module: nn.Module) -> _Static:
         """What a record says of the module itself, worked out once per capture."""
@@ -277,6 +300,13 @@ class Capture(HookGroup):
                 )
         return sentences
 
+    def histograms(self) -> dict[tuple[str, int], Histogram]:
+        """The last forward pass's histograms by (module name, call), over the batch's
+        real tokens; one transfer to the host. Empty unless made with ``bins``."""
+        calls = [c for c in self._calls if c.histogram is not None]
+        rows = fetch_histograms([c.histogram for c in calls if c.histogram is not None])
+        return {(c.name, c.call): row for c, row in zip(calls, rows, strict=True)}
+
 
 def _one_sentence(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """One sentence's output as [1, tokens, features]: rows of its last dim.
@@ -345,6 +375,8 @@ def capture(
     *,
     stats: bool = True,
     sink: TensorSink | None = None,
+    bins: int = 0,
 ) -> Capture:
-    """Hook ``names`` (dotted names from ``model.named_modules()``) for one ``with`` block."""
-    return Capture(model, names, stats=stats, sink=sink)
+    """Hook ``names`` (dotted names from ``model.named_modules()``) for one ``with`` block;
+    ``bins`` > 0 also bins every output (``Capture.histograms``)."""
+    return Capture(model, names, stats=stats, sink=sink, bins=bins)

@@ -171,6 +171,28 @@ class Token:
 
 
 @dataclass(frozen=True)
+class Histogram:
+    """Counts of a module output's finite values in equal-width bins over [lo, hi].
+
+    lo and hi are the output's own minimum and maximum (None when it held no finite
+    value); bin i covers [lo + i w, lo + (i + 1) w) with w = (hi - lo) / len(counts),
+    the last bin includes hi, and when hi == lo every value is in bin 0.
+    """
+
+    lo: float | None
+    hi: float | None
+    counts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, lo: float, hi: float, counts: Sequence[float]) -> Histogram:
+        """The record of host numbers; the counts arrive as exact floats."""
+        return cls(finite_or_none(lo), finite_or_none(hi), tuple(int(c) for c in counts))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lo": self.lo, "hi": self.hi, "counts": list(self.counts)}
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What was loaded and how: the fields every result carries about its model.
 
