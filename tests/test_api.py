@@ -159,3 +159,29 @@ def test_compare_loads_the_reference_for_the_call(load_tiny: Load) -> None:
     (shown,) = oi.compare(model, SENTENCE, against="none")
     assert (shown.setting.quant, shown.reference.quant) == ("8bit", "none")
     assert all(row.cosine is None or row.cosine > 0.9 for row in shown.modules)
+
+
+def test_report_is_the_commands_and_saves_one_page(cli, load_tiny: Load, tmp_path: Path) -> None:
+    import re
+
+    shown = oi.report(load_tiny("none"), SENTENCE, top_k=2, role="fc2")
+    assert_same(
+        json_of(cli, "report", SENTENCE, *TINY, "--top-k", "2", "--role", "fc2"), shown.as_dict()
+    )
+    assert shown.lens.top_k == 2  # the record's parts, read through
+    path = shown.save(tmp_path / "fox.html")
+    page = path.read_text(encoding="utf-8")
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    embedded = re.search(
+        r'<script type="application/json" id="optinspect-data">(.*?)</script>', page, re.S
+    )
+    assert embedded is not None
+    assert json.loads(embedded.group(1)) == json.loads(json.dumps(shown.as_dict()))
+    with pytest.raises(UsageError, match="exists"):
+        shown.save(path)
+    assert shown.save(path, force=True) == path
+    with pytest.raises(UsageError, match=r"\.html"):
+        shown.save(tmp_path / "fox.txt")
+    bundle = shown._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html", "application/json"}
+    assert "<script" not in bundle["text/html"]  # a notebook cell runs none

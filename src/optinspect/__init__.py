@@ -22,7 +22,18 @@ STARTED = time.perf_counter()
 __version__ = "0.1.0"
 
 #: The API's functions, one per command (``optinspect.api``).
-API = ("load", "trace", "params", "tree", "compare", "outliers", "lens", "attention", "calibrate")
+API = (
+    "load",
+    "trace",
+    "params",
+    "tree",
+    "compare",
+    "outliers",
+    "lens",
+    "attention",
+    "calibrate",
+    "report",
+)
 
 _LAZY = {
     **dict.fromkeys(API, "optinspect.api"),
@@ -48,13 +59,25 @@ __all__ = [
     "load",
     "outliers",
     "params",
+    "report",
     "trace",
     "tree",
 ]
 
 if TYPE_CHECKING:
     from .analyses.trace import iter_trace
-    from .api import attention, calibrate, compare, lens, load, outliers, params, trace, tree
+    from .api import (
+        attention,
+        calibrate,
+        compare,
+        lens,
+        load,
+        outliers,
+        params,
+        report,
+        trace,
+        tree,
+    )
     from .model.loading import LoadedModel
     from .results.records import ModuleRecord, TensorStats, Token
     from .results.trace import TraceResult

@@ -31,6 +31,7 @@ from .model.loading import LoadedModel, switch_attention
 from .model.loading import load_model as load
 from .model.settings import LoadSettings
 from .render.notebook import Shown, ShownList
+from .results.report import ReportResult
 
 if TYPE_CHECKING:
     from .engine.selection import LayerSpec
@@ -49,6 +50,7 @@ __all__ = [
     "load",
     "outliers",
     "params",
+    "report",
     "trace",
     "tree",
 ]
@@ -419,3 +421,80 @@ def tree(
     name = model if isinstance(model, str) else settings_of(model).model
     root = tree_model(name, collapse=collapse)
     return Shown(TreeResult(name, root, max_depth=depth, collapsed=collapse), page_of("tree"))
+
+
+class Report(Shown[ReportResult]):
+    """A report that shows itself inline (its pages, as a notebook cell's HTML) and
+    ``save``s itself as one self-contained HTML file."""
+
+    @property
+    def title(self) -> str:
+        from .render.report import report_title
+
+        return report_title(self.record)
+
+    def html(self) -> str:
+        """The whole page: inline CSS and SVG, nothing loaded, the records embedded."""
+        from .render.html import html_document
+
+        return html_document(self.pages(), title=self.title, data=self.as_dict())
+
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write the page to ``path`` (``.html``; ``force`` overwrites a file there),
+        atomically; return the path."""
+        from .engine.preflight import check_output_path
+        from .results.files import write_atomic
+
+        target = check_output_path(path, force=force, suffix=".html", option="save()")
+        page = self.html()
+        write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+        return target
+
+
+def report(
+    model: LoadedModel,
+    text: str,
+    *,
+    layer: LayerSpec | int = "all",
+    filters: Sequence[str] = (),
+    attention_layer: int | str = -1,
+    head: int | None = None,
+    top_k: int = 5,
+    role: str = "fc1",
+    compare: str | None = None,
+    truncate: bool = False,
+) -> Report:
+    """Everything optinspect shows of ``text``, from one forward pass: the trace (``layer``,
+    ``filters``) with each module's histogram, FFN sparsity, outliers, the attention of
+    ``attention_layer`` (``head``), the lens (``top_k``), the series across depth of the
+    layers and of ``role``, the parameter count; ``compare`` (a quantization) adds the
+    error against it. Shows itself inline; ``.save(path)`` writes the HTML page."""
+    from .engine.preflight import check_load_settings, check_text
+    from .render.report import report_pages
+
+    text = check_text(text, "report on")
+    held = settings_of(model)
+    reference = None if compare is None else [compare, "auto"]
+    if reference is not None:
+        check_load_settings(dataclasses.replace(held, quant=reference[0], dtype=reference[1]))
+    spec = layer_spec(layer)
+    globs = tuple(filters)
+    (result,), _ = run(
+        "report",
+        model,
+        checks={"layers": spec, "filters": globs, "top_k": top_k, "head": head},
+        params={
+            "text": text,
+            "model": held.model,
+            "layers": spec,
+            "filters": globs,
+            "attention_layer": str(attention_layer),
+            "head": head,
+            "top_k": top_k,
+            "role": role,
+            "truncate": truncate,
+            "setting": [held.quant, held.dtype],
+            "compare": reference,
+        },
+    )
+    return Report(result, report_pages)
