@@ -25,8 +25,7 @@ def test_every_command_has_its_function() -> None:
 
     commands = {command.name for command in app.registered_commands} - {"serve"}
     functions = set(optinspect.api.__all__) - {"load"}
-    # report's function comes with the report command (both or neither)
-    assert commands - {"report"} <= functions, commands - functions
+    assert commands == functions, commands ^ functions
     assert functions <= set(oi.__all__)
 
 
