@@ -15,6 +15,7 @@ reads through to the record, and the record stays as it is.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
@@ -71,18 +72,19 @@ def page_html(pages: Sequence[Page], max_rows: int = HTML_ROWS) -> str:
 
 
 def page_bundle(
-    pages: Sequence[Page],
-    data: Any,
+    pages: Callable[[], Sequence[Page]],
+    data: Callable[[], Any],
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """The pages in the forms a notebook may show: their text, their HTML, and ``data``
-    (the records' JSON) as it is; only those ``include`` names (all by default) and
-    ``exclude`` does not, each made only when it is wanted."""
+    """The forms a notebook may show: the pages' text, their HTML, and ``data`` (the
+    records' JSON) as it is; only those ``include`` names (all by default) and
+    ``exclude`` does not, each made only when it is wanted (the pages at most once)."""
+    made = functools.cache(pages)
     makers: dict[str, Callable[[], Any]] = {
-        "text/plain": lambda: page_text(pages),
-        "text/html": lambda: page_html(pages),
-        "application/json": lambda: data,
+        "text/plain": lambda: page_text(made()),
+        "text/html": lambda: page_html(made()),
+        "application/json": data,
     }
     wanted = set(makers if include is None else include) - set(exclude or ())
     return {kind: make() for kind, make in makers.items() if kind in wanted}
@@ -102,7 +104,7 @@ class Displayable:
     def _repr_mimebundle_(
         self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
     ) -> dict[str, Any]:
-        return page_bundle(self.pages(), self.json_data(), include, exclude)
+        return page_bundle(self.pages, self.json_data, include, exclude)
 
     def _repr_html_(self) -> str:
         return page_html(self.pages())
