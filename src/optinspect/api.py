@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .analyses.job import Job, execute
+from .analyses.job import run_held, settings_of
+from .engine.inputs import given_texts
 from .errors import UsageError
-from .model.loading import LoadedModel, switch_attention
+from .model.loading import LoadedModel
 from .model.loading import load_model as load
-from .model.settings import LoadSettings
 from .render.notebook import Shown, ShownList
 from .results.report import ReportResult
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .results.calibration import CalibrationResult
     from .results.outliers import OutlierResult
     from .results.params import ParamsResult
+    from .results.sparsity import LayerSparsity
     from .results.tree import TreeResult
 
 __all__ = [
@@ -55,86 +56,8 @@ __all__ = [
     "tree",
 ]
 
-#: Where the engine's notes go (``wrote …``, a text cut by ``truncate``).
-logger = logging.getLogger("optinspect")
-
 #: A sentence, several, or none (then ``file`` gives them).
 Texts = str | Sequence[str] | None
-
-
-def settings_of(loaded: LoadedModel) -> LoadSettings:
-    """The settings ``loaded`` came from; for a model loaded otherwise, those it reports."""
-    if loaded.settings is not None:
-        return loaded.settings
-    return LoadSettings(
-        loaded.source.spec, quant=loaded.quant, device=loaded.device, dtype=loaded.dtype_name
-    )
-
-
-class Given:
-    """The context of a job run on a model the caller loaded: that model, its attention
-    switched for the job where asked (and back after); another setting (compare's
-    reference) is loaded for the job. Notes go to the ``optinspect`` logger."""
-
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.loaded = loaded
-        self.settings = settings_of(loaded)
-        self.restore: list[Callable[[], None]] = []
-
-    def model(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
-        from .model.loading import load_from_settings
-
-        wanted = dataclasses.replace(self.settings, **changes)
-        if wanted.settings() != self.settings.settings():
-            return load_from_settings(wanted, attn_implementation=attn_implementation)
-        undo = switch_attention(self.loaded, attn_implementation)
-        if undo is not None:
-            self.restore.append(undo)
-        return self.loaded
-
-    def advance(self, n: int = 1, t: int = 0, totals: tuple[int, int] | None = None) -> None:
-        pass  # no progress display in a script or a notebook cell
-
-    def note(self, text: str) -> None:
-        logger.info(text)
-
-    def check_cancelled(self) -> None:
-        pass  # KeyboardInterrupt (a notebook's interrupt) stops it where it is
-
-
-def run(command: str, loaded: LoadedModel, **job: Any) -> tuple[list[Any], Any]:
-    """Run ``command``'s job on ``loaded`` as the CLI does (its checks, then its compute
-    function); its results, and the tail it returned."""
-    ctx = Given(loaded)
-    job.setdefault("checks", {})
-    results: list[Any] = []
-    try:
-        stream = execute(Job(command, ctx.settings, **job), ctx)
-        while True:
-            try:
-                results.append(next(stream))
-            except StopIteration as end:
-                return results, end.value
-    finally:
-        for undo in reversed(ctx.restore):
-            undo()
-
-
-def sentences(texts: Texts, file: str | Path | None, verb: str) -> Iterator[str] | None:
-    """The sentences of ``texts`` (one, or a list), or of ``file`` (one per line); None
-    when there are none. Each is checked as TEXT is on the command line."""
-    from .engine.inputs import peek, read_texts
-    from .engine.preflight import check_text
-
-    if file is not None:
-        if texts is not None:
-            raise UsageError("give the text or file=, not both")
-        read, _ = read_texts(None, Path(file), verb=verb)
-        return peek(read)
-    if texts is None:
-        raise UsageError(f"give the text to {verb}, a list of sentences, or file=")
-    listed = [texts] if isinstance(texts, str) else list(texts)
-    return iter([check_text(text, verb) for text in listed]) if listed else None
 
 
 def layer_spec(layer: LayerSpec | int) -> LayerSpec:
@@ -157,6 +80,17 @@ def shown_each(results: Iterable[Any], command: str) -> list[Shown[Any]]:
     return [Shown(result, page_of(command)) for result in results]
 
 
+class Traced(ShownList):
+    """trace's results, one per sentence, and its FFN sparsity per layer (``ffn``), which
+    shows after them as the command's table does."""
+
+    def __init__(self, items: Sequence[Shown[Any]], ffn: Sequence[LayerSparsity] | None) -> None:
+        from .render.trace import sparsity_page
+
+        self.ffn = list(ffn or [])
+        super().__init__(items, tail=sparsity_page(self.ffn, len(items) > 1) if ffn else None)
+
+
 def trace(
     model: LoadedModel,
     texts: Texts = None,
@@ -170,7 +104,7 @@ def trace(
     truncate: bool = False,
     file: str | Path | None = None,
     layers: LayerSpec | int = None,
-) -> ShownList:
+) -> Traced:
     """Trace one sentence or many: one ``TraceResult`` per sentence, in input order, with
     trace's FFN sparsity as the list's ``ffn`` (and its last table).
 
@@ -180,7 +114,7 @@ def trace(
     ``.safetensors`` file of every output (``force`` overwrites it).
     """
     from .engine.preflight import check_output_path, parse_stats
-    from .render.trace import sparsity_page, trace_page
+    from .render.trace import trace_page
 
     if layer is not None and layers is not None:
         raise UsageError("give layer= or layers=, not both")
@@ -189,20 +123,15 @@ def trace(
     if save is not None:
         save = check_output_path(save, force=force, suffix=".safetensors", option="save=")
     values = {"layers": spec, "filters": tuple(filters), "batch_size": batch_size}
-    results, ffn = run(
+    results, ffn = run_held(
         "trace",
         model,
         checks=values,
         params={**values, "truncate": truncate, "summary": True, "plot": False,
                 "save": None if save is None else str(save)},
-        texts=sentences(texts, file, "trace"),
+        texts=given_texts(texts, file, "trace"),
     )  # fmt: skip
-    shown = ShownList(
-        [Shown(result, lambda result: trace_page(result, stat_names)) for result in results],
-        tail=sparsity_page(ffn, len(results) > 1) if ffn else None,
-    )
-    shown.ffn = list(ffn or [])  # type: ignore[attr-defined]
-    return shown
+    return Traced([Shown(result, partial(trace_page, stats=stat_names)) for result in results], ffn)
 
 
 def lens(
@@ -219,12 +148,12 @@ def lens(
     default) predicts next, the ``top_k`` most likely tokens; one ``LensResult`` each."""
 
     values = {"layers": layer_spec(layer), "top_k": top_k, "batch_size": batch_size}
-    results, _ = run(
+    results, _ = run_held(
         "lens",
         model,
         checks=values,
         params={**values, "truncate": truncate},
-        texts=sentences(texts, file, "read through the lens"),
+        texts=given_texts(texts, file, "read through the lens"),
     )
     return ShownList(shown_each(results, "lens"))
 
@@ -250,7 +179,7 @@ def compare(
     held = settings_of(model)
     check_load_settings(dataclasses.replace(held, quant=against, dtype=against_dtype))
     selection = {"layers": layer_spec(layer), "filters": tuple(filters), "tolerance": tolerance}
-    results, _ = run(
+    results, _ = run_held(
         "compare",
         model,
         checks={**selection, "batch_size": batch_size},
@@ -261,7 +190,7 @@ def compare(
             "batch_size": batch_size,
             "truncate": truncate,
         },
-        texts=sentences(texts, file, "compare"),
+        texts=given_texts(texts, file, "compare"),
     )
     return ShownList(shown_each(results, "compare"))
 
@@ -280,12 +209,12 @@ def outliers(
     that recur across layers. One ``OutlierResult``."""
 
     values = {"threshold": threshold, "batch_size": batch_size}
-    (result,), _ = run(
+    (result,), _ = run_held(
         "outliers",
         model,
         checks=values,
         params={**values, "truncate": truncate},
-        texts=sentences(texts, file, "inspect"),
+        texts=given_texts(texts, file, "inspect"),
     )
     return Shown(result, page_of("outliers"))
 
@@ -304,7 +233,7 @@ def attention(
     from .engine.preflight import check_text
 
     check_text(text, "show attention over")
-    (result,), _ = run(
+    (result,), _ = run_held(
         "attention",
         model,
         checks={"single_layer": str(layer), "head": head},
@@ -355,7 +284,7 @@ def calibrate(
             raise UsageError("give the texts or file=, not both")
         read = read_samples(None, Path(file), field=field)
     else:
-        read = sentences(texts, None, "calibrate on")
+        read = given_texts(texts, None, "calibrate on")
         if read is None:
             raise UsageError("calibrate needs at least one sample: the list is empty")
     values = {
@@ -369,7 +298,7 @@ def calibrate(
         "truncate": truncate,
         "source": None if file is None else str(file),
     }
-    (result,), _ = run(
+    (result,), _ = run_held(
         "calibrate",
         model,
         checks={"batch_size": batch_size},
@@ -400,7 +329,7 @@ def params(
         return Shown(ParamsResult(count_params(inventory_params(name), by=by)), page_of("params"))
     if isinstance(model, str):
         raise UsageError("params(loaded=True) measures a loaded model: pass what load returns")
-    (result,), _ = run("params", model, checks=None, params={"model": name, "by": by})
+    (result,), _ = run_held("params", model, checks=None, params={"model": name, "by": by})
     return Shown(result, page_of("params"))
 
 
@@ -479,7 +408,7 @@ def report(
         check_load_settings(dataclasses.replace(held, quant=reference[0], dtype=reference[1]))
     spec = layer_spec(layer)
     globs = tuple(filters)
-    (result,), _ = run(
+    (result,), _ = run_held(
         "report",
         model,
         checks={"layers": spec, "filters": globs, "top_k": top_k, "head": head},
