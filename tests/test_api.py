@@ -34,7 +34,7 @@ CALLS: list[tuple[str, Callable[[Any], Any], tuple[str, ...]]] = [
     ("compare", lambda m: oi.compare(m, SENTENCE, layer=1, tolerance=0.01), ("-l", "1")),
     ("outliers", lambda m: oi.outliers(m, SENTENCE, threshold=2.0), ("--threshold", "2")),
     ("attention", lambda m: oi.attention(m, SENTENCE, layer=1, head=2), ("-l", "1", "--head", "2")),
-    ("trace", lambda m: oi.trace(m, SENTENCE, layer="all", filters=["*.fc1"]), ("-l", "all")),
+    ("trace", lambda m: oi.trace(m, SENTENCE, layer="all", filters="*.fc1"), ("-l", "all")),
 ]
 
 

@@ -65,6 +65,11 @@ def layer_spec(layer: LayerSpec | int) -> LayerSpec:
     return str(layer) if isinstance(layer, int) else layer
 
 
+def globs_of(filters: str | Sequence[str]) -> tuple[str, ...]:
+    """``filters`` as the job's tuple of globs: one glob may come as a string."""
+    return (filters,) if isinstance(filters, str) else tuple(filters)
+
+
 def page_of(command: str) -> Callable[[Any], Page]:
     """The page function of ``command``'s records, ``render.<command>.<command>_page``,
     imported when a result is first shown."""
@@ -96,7 +101,7 @@ def trace(
     texts: Texts = None,
     *,
     layer: LayerSpec | int = None,
-    filters: Sequence[str] = (),
+    filters: str | Sequence[str] = (),
     stats: str | None = None,
     save: str | Path | None = None,
     force: bool = False,
@@ -122,7 +127,7 @@ def trace(
     stat_names = parse_stats(stats) if stats is not None else None
     if save is not None:
         save = check_output_path(save, force=force, suffix=".safetensors", option="save=")
-    values = {"layers": spec, "filters": tuple(filters), "batch_size": batch_size}
+    values = {"layers": spec, "filters": globs_of(filters), "batch_size": batch_size}
     results, ffn = run_held(
         "trace",
         model,
@@ -166,7 +171,7 @@ def compare(
     against_dtype: str = "auto",
     tolerance: float = 0.05,
     layer: LayerSpec | int = None,
-    filters: Sequence[str] = (),
+    filters: str | Sequence[str] = (),
     batch_size: int = 8,
     truncate: bool = False,
     file: str | Path | None = None,
@@ -178,7 +183,7 @@ def compare(
 
     held = settings_of(model)
     check_load_settings(dataclasses.replace(held, quant=against, dtype=against_dtype))
-    selection = {"layers": layer_spec(layer), "filters": tuple(filters), "tolerance": tolerance}
+    selection = {"layers": layer_spec(layer), "filters": globs_of(filters), "tolerance": tolerance}
     results, _ = run_held(
         "compare",
         model,
@@ -385,7 +390,7 @@ def report(
     text: str,
     *,
     layer: LayerSpec | int = "all",
-    filters: Sequence[str] = (),
+    filters: str | Sequence[str] = (),
     attention_layer: int | str = -1,
     head: int | None = None,
     top_k: int = 5,
@@ -407,7 +412,7 @@ def report(
     if reference is not None:
         check_load_settings(dataclasses.replace(held, quant=reference[0], dtype=reference[1]))
     spec = layer_spec(layer)
-    globs = tuple(filters)
+    globs = globs_of(filters)
     (result,), _ = run_held(
         "report",
         model,
