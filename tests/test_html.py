@@ -323,3 +323,11 @@ def test_histograms_are_a_row_each_and_a_path_each() -> None:
     assert len(cut.table("histograms")["rows"]) == 5
     # A few bytes a bin: 12 rows of 64 bins stay small.
     assert len(html_document([Page("trace", parts=[part])], title="t")) < 20_000
+
+
+def test_a_non_finite_cell_is_grey_and_says_so() -> None:
+    values = [[0.0, float("nan")], [float("inf"), 0.5]]
+    svg = heatmap_svg(Heatmap("m", ["a", "b"], ["x", "y"], values))
+    assert '<rect x="' in svg
+    assert 'fill="#dddddd"><title>a, y: nan</title>' in svg
+    assert 'fill="#dddddd"><title>b, x: inf</title>' in svg

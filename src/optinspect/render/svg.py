@@ -70,6 +70,14 @@ def _level(heatmap: Heatmap, value: float) -> float:
     return (value - heatmap.low) / span if span else 0.0
 
 
+def _colour(heatmap: Heatmap, value: float | None) -> tuple[int, int, int]:
+    """A cell's colour: viridis of its place in [low, high], grey for no value (None,
+    NaN or Inf: the hover text says which)."""
+    if value is None or not math.isfinite(value):
+        return NO_VALUE
+    return viridis(_level(heatmap, value))[0]
+
+
 def _shown(heatmap: Heatmap, value: float | None) -> str:
     if value is None:
         return "no value"
@@ -127,7 +135,7 @@ def heatmap_svg(heatmap: Heatmap) -> str:
         out.append(_grid_png(heatmap, left, top, grid_w, grid_h))
     else:
         for r, c, value in marked:
-            rgb = NO_VALUE if value is None else viridis(_level(heatmap, value))[0]
+            rgb = _colour(heatmap, value)
             tip = f"{heatmap.rows[r]}, {heatmap.columns[c]}: {_shown(heatmap, value)}"
             out.append(
                 f'<rect x="{_num(left + c * cw)}" y="{_num(top + r * ch)}" width="{_num(cw)}" '
@@ -150,9 +158,7 @@ def _upper_triangle(rows: int, left: float, top: float, cw: float, ch: float, gr
 def _grid_png(heatmap: Heatmap, left: float, top: float, width: float, height: float) -> str:
     pixels = [
         [
-            NO_VALUE
-            if value is None or (heatmap.causal and c > r)
-            else viridis(_level(heatmap, value))[0]
+            NO_VALUE if heatmap.causal and c > r else _colour(heatmap, value)
             for c, value in enumerate(row)
         ]
         for r, row in enumerate(heatmap.values)
