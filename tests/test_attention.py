@@ -21,8 +21,10 @@ from optinspect.analyses.attention import (
 )
 from optinspect.errors import ModelError
 from optinspect.model.loading import load_model
-from optinspect.render.attention import heatmap_blocks, render_attention
+from optinspect.render.attention import attention_heatmap, attention_page, render_attention
 from optinspect.render.images import DPI, heatmap_inches
+from optinspect.render.page import Heatmap, Sheet, Style
+from optinspect.render.terminal import heatmap_blocks
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 TOKENS = 10  # </s> and nine words in the tiny tokenizer
@@ -206,7 +208,7 @@ def test_colour_only_on_a_colour_terminal(eager_tiny, monkeypatch: pytest.Monkey
 
 def test_narrow_console_splits_keys_instead_of_dropping_them(eager_tiny) -> None:
     result = compute_attention(eager_tiny, SENTENCE, layer=0, head=0)
-    blocks = heatmap_blocks(result, 30, colour=False)
+    blocks = heatmap_blocks(attention_heatmap(result), 30, colour=False)
     assert len(blocks) > 1
     headers = [block.plain.splitlines()[0].split()[1:] for block in blocks]
     assert [int(key) for header in headers for key in header] == list(range(TOKENS))
@@ -215,3 +217,21 @@ def test_narrow_console_splits_keys_instead_of_dropping_them(eager_tiny) -> None
         first_key = int(block.plain.splitlines()[0].split()[1])
         # A block starting at key k has the queries k.. only; each row reaches its diagonal.
         assert block.plain.splitlines()[1].split()[0] == str(first_key)
+
+
+def test_page_holds_the_token_by_token_heatmap_of_the_record(eager_tiny) -> None:
+    result = compute_attention(eager_tiny, SENTENCE, layer=0, head=2)
+    page = attention_page(result)
+    (heatmap,) = [part for part in page.parts if isinstance(part, Heatmap)]
+    # Rows are queries and columns keys, one per token: the record's weights as they are.
+    assert len(heatmap.rows) == len(heatmap.columns) == len(result.tokens) == TOKENS
+    assert [len(row) for row in heatmap.values] == [TOKENS] * TOKENS
+    assert heatmap.values == result.weights
+    assert heatmap.causal and heatmap.percent and heatmap.terminal
+    assert (heatmap.low, heatmap.high) == (0.0, 1.0)
+    assert page.data == result.as_dict()
+    (heads,) = [part for part in page.parts if isinstance(part, Sheet)]
+    assert len(heads.rows) == result.num_heads
+    assert [style is Style.marked for style in heads.row_styles] == [
+        h == 2 for h in range(result.num_heads)
+    ]

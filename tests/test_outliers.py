@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from torch import nn
 
 from conftest import PLANTED, RESULT_HEAD, json_of, plant_outlier
@@ -20,6 +21,10 @@ from optinspect.analyses.outliers import (
 from optinspect.engine.runner import encode
 from optinspect.errors import UsageError
 from optinspect.model.loading import load_model
+from optinspect.render.outliers import outliers_page, render_outliers
+from optinspect.render.page import Heatmap
+from optinspect.results.outliers import OutlierResult
+from optinspect.results.records import ModelInfo
 
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog",
@@ -274,3 +279,48 @@ def test_empty_input_exits_2(cli, tmp_path: Path) -> None:
     result = cli("outliers", "--file", str(empty), "--model", "tiny")
     assert result.code == 2
     assert result.err == "Error: the input holds no sentences: give at least one line of text\n"
+
+
+def _result(rows: list[ModuleOutliers], num_layers: int) -> OutlierResult:
+    return OutlierResult(
+        info=ModelInfo("tiny", "none", "cpu", "float32", random_weights=True),
+        threshold=6.0,
+        num_layers=num_layers,
+        sentences=1,
+        tokens=rows[0].tokens,
+        modules=tuple(rows),
+        recurring=tuple(summarize_recurring(rows, num_layers)),
+    )
+
+
+def test_page_holds_a_layer_by_dimension_heatmap_of_the_summary_inputs() -> None:
+    rows = [
+        _row(layer, role, {})
+        for layer in range(3)
+        for role in ("self_attn.q_proj", "self_attn.out_proj", "fc1", "fc2")
+    ]
+    rows[0] = _row(0, "self_attn.q_proj", {7: 40, 2: 5})
+    rows[2] = _row(0, "fc1", {7: 30})
+    rows[8] = _row(2, "self_attn.q_proj", {2: 9})
+    rows[11] = _row(2, "fc2", {99: 100})  # fc2 reads the FFN dimension: left out
+    page = outliers_page(_result(rows, 3))
+    (heatmap,) = [part for part in page.parts if isinstance(part, Heatmap)]
+    assert not heatmap.terminal  # a picture for writers that draw them
+    # Rows are the decoder layers, columns the hidden dimensions that reached the
+    # threshold in a summary input; each cell the (input, token) pairs, summed exactly.
+    assert list(heatmap.rows) == ["0", "1", "2"] and list(heatmap.columns) == ["2", "7"]
+    assert [len(row) for row in heatmap.values] == [2, 2, 2]
+    assert [list(row) for row in heatmap.values] == [[5, 70], [0, 0], [9, 0]]
+    assert heatmap.high == 3 * 100  # q_proj, out_proj and fc1 of 100 tokens each
+    assert all(heatmap.low <= v <= heatmap.high for row in heatmap.values for v in row)
+    assert page.data == _result(rows, 3).as_dict()
+    # The terminal leaves the picture out.
+    buffer = io.StringIO()
+    render_outliers(Console(file=buffer, width=120, color_system=None), _result(rows, 3))
+    assert heatmap.title not in buffer.getvalue()
+
+
+def test_page_has_no_heatmap_when_no_dimension_reaches_the_threshold() -> None:
+    rows = [_row(layer, "fc1", {}) for layer in range(2)] + [_row(1, "fc2", {3: 4})]
+    page = outliers_page(_result(rows, 2))
+    assert not [part for part in page.parts if isinstance(part, Heatmap)]

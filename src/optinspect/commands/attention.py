@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -70,9 +69,9 @@ def attention_command(
     """
     from ..engine.preflight import check_output_path, check_text
     from ..errors import UsageError
-    from ..render.attention import render_attention, save_attention_png
-    from ..render.common import write_json
-    from .common import stderr_console, stdout_console
+    from ..render.attention import attention_page, save_attention_png
+    from .common import stderr_console
+    from .output import make_emitter
 
     check_text(inputs.text or "", VERB)
     if force and png is None:
@@ -97,7 +96,6 @@ def attention_command(
     if png is not None:
         save_attention_png(result, png)
         stderr_console().print(f"wrote {png}", highlight=False, markup=False)
-    if fmt is Format.json:
-        write_json(sys.stdout, result.as_dict())
-    else:
-        render_attention(stdout_console(), result)
+    emitter = make_emitter(fmt.value, False, attention_page)
+    emitter.emit(result)
+    emitter.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -48,9 +47,9 @@ def outliers_command(
       cat sentences.txt | optinspect outliers - --quant none --threshold 4
       optinspect outliers "Hello" --model tiny -f json | jq '.recurring[].dim'
     """
-    from ..render.common import write_json
-    from ..render.outliers import render_outliers
-    from .common import progress, stdout_console
+    from ..render.outliers import outliers_page
+    from .common import progress
+    from .output import make_emitter
 
     values = {"threshold": threshold, "batch_size": inputs.batch_size}
     texts, many = inputs.read()
@@ -59,7 +58,6 @@ def outliers_command(
     )
     with progress(enabled=many, label="inspecting") as advance:
         (result,) = run_job(job, advance)
-    if fmt is Format.json:
-        write_json(sys.stdout, result.as_dict())
-    else:
-        render_outliers(stdout_console(), result)
+    emitter = make_emitter(fmt.value, False, outliers_page)
+    emitter.emit(result)
+    emitter.close()

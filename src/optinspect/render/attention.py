@@ -1,8 +1,9 @@
-"""Attention results -> a coloured heatmap table and a per-head summary.
+"""Attention results -> a page: the layer's weights as a heatmap (queries down, keys
+across, cells in percent) and the heads' summary, with the head shown marked.
 
-Renderers take a Console; they never create one. Every cell prints its
-weight in percent, and colour (a viridis-like background) only adds to it,
-so a console without colour (a pipe, ``NO_COLOR``) still shows every number.
+Every heatmap cell prints its weight, and colour only adds to it, so a console without
+colour (a pipe, ``NO_COLOR``) still shows every number; the head shown is marked ``*``
+there.
 """
 
 from __future__ import annotations
@@ -12,55 +13,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.cells import cell_len, set_cell_size
-from rich.color import Color
 from rich.console import Console
-from rich.markup import escape
-from rich.style import Style
-from rich.table import Table
-from rich.text import Text
 
-from .common import format_percent, has_colour, header_line, print_header, token_label
+from .common import format_percent, header_parts, random_notes, token_label
+from .layout import Column
+from .page import Heatmap, Legend, Lines, Page, Part, Sheet, Style, cell
+from .terminal import write_terminal
 
 if TYPE_CHECKING:
     from ..results.attention import AttentionResult
     from ..results.records import Token
 
 __all__ = [
+    "attention_heatmap",
+    "attention_page",
     "attention_title",
-    "heads_notes",
-    "heads_table",
-    "heatmap_blocks",
+    "heads_sheet",
     "heatmap_labels",
     "render_attention",
     "save_attention_png",
-    "shade",
 ]
 
-#: Viridis at 0, 1/4, 1/2, 3/4 and 1, as RGB; the terminal and the PNG share the map.
-_STOPS: tuple[tuple[int, int, int], ...] = (
-    (68, 1, 84),
-    (59, 82, 139),
-    (33, 145, 140),
-    (94, 201, 98),
-    (253, 231, 37),
-)
 #: Longest token label in the row headers; longer ones end in an ellipsis.
 LABEL_WIDTH = 16
-#: Each heatmap cell: a space and up to three digits ("100").
-CELL_WIDTH = 4
-
-
-def shade(value: float) -> Style:
-    """Background colour for a weight in [0, 1], with a foreground that stays legible."""
-    t = min(1.0, max(0.0, value)) * (len(_STOPS) - 1)
-    low = min(int(t), len(_STOPS) - 2)
-    frac = t - low
-    r, g, b = (round(a + (c - a) * frac) for a, c in zip(_STOPS[low], _STOPS[low + 1], strict=True))
-    foreground = "black" if t >= 2.4 else "white"
-    return Style(color=foreground, bgcolor=Color.from_rgb(r, g, b))
 
 
 def attention_title(result: AttentionResult) -> str:
+    """``attention of layer 3, head 1``, or ``…, mean of 12 heads``."""
     heads = (
         f"head {result.head}" if result.head is not None else f"mean of {result.num_heads} heads"
     )
@@ -75,94 +54,81 @@ def _row_label(pos: int, token: Token, digits: int = 0) -> str:
     return f"{pos:>{digits}} {label}"
 
 
-def _heat_cell(value: float | None, colour: bool) -> Text:
-    if value is None:
-        return Text("-".rjust(CELL_WIDTH))
-    text = str(round(value * 100)).rjust(CELL_WIDTH)
-    return Text(text, style=shade(value) if colour else "")
-
-
-def heatmap_blocks(result: AttentionResult, width: int, *, colour: bool = True) -> list[Text]:
-    """The heatmap as blocks of lines, each at most ``width`` cells wide where it can be.
-
-    Rows are query positions, columns key positions, cells the weight in
-    percent. Keys that do not fit beside the row labels go to the next block,
-    so no column is ever dropped; a block starting at key k shows the queries
-    from k on, since earlier ones cannot attend to it. Cells above the
-    diagonal, which a causal model never attends to, are left out.
-    """
+def attention_heatmap(result: AttentionResult) -> Heatmap:
+    """Rows are query positions (labelled with their token), columns key positions,
+    values the weights in [0, 1], shown in percent; cells above the diagonal, which a
+    causal model never attends to, are left out. The terminal draws it."""
     digits = len(str(len(result.tokens) - 1))
-    labels = [_row_label(pos, token, digits) for pos, token in enumerate(result.tokens)]
-    label_width = max(cell_len(label) for label in [*labels, "query"]) + 1
-    size = len(labels)
-    per_block = max(1, (width - label_width) // CELL_WIDTH)
-    blocks: list[Text] = []
-    for start in range(0, size, per_block):
-        end = min(size, start + per_block)
-        block = Text(no_wrap=True, overflow="ignore")
-        header = "query".ljust(label_width) + "".join(
-            str(key).rjust(CELL_WIDTH) for key in range(start, end)
-        )
-        block.append(header, style="bold")
-        for query in range(start, size):
-            label = labels[query]
-            block.append("\n" + label + " " * (label_width - cell_len(label)))
-            row = result.weights[query]
-            for key in range(start, min(end, query + 1)):
-                block.append_text(_heat_cell(row[key], colour))
-        blocks.append(block)
-    return blocks
+    return Heatmap(
+        attention_title(result),
+        rows=[_row_label(pos, token, digits) for pos, token in enumerate(result.tokens)],
+        columns=[str(key) for key in range(len(result.tokens))],
+        values=result.weights,
+        name="weights",
+        corner="query",
+        causal=True,
+        percent=True,
+        terminal=True,
+    )
 
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def heads_table(result: AttentionResult, *, colour: bool = True) -> Table:
-    """Entropy and sink mass of every head in the layer; the shown head is marked."""
-    table = Table(title=f"heads of layer {result.layer}", title_justify="left")
-    table.add_column("head", justify="right")
-    table.add_column("entropy", justify="right")
-    table.add_column("sink", justify="right")
+def heads_sheet(result: AttentionResult) -> Sheet:
+    """Entropy and sink mass of every head in the layer; the head shown is ``marked``."""
+    columns = [Column("head", key=True), Column("entropy"), Column("sink")]
+    rows = []
+    styles = []
     for summary in result.heads:
         shown = summary.head == result.head
-        label = str(summary.head) + ("*" if shown and not colour else "")
-        table.add_row(
-            label,
-            _number(summary.entropy),
-            format_percent(summary.sink),
-            style="bold" if shown and colour else None,
+        mark = Style.marked if shown else Style.plain
+        rows.append(
+            [
+                cell(str(summary.head), mark),
+                cell(_number(summary.entropy), value=summary.entropy),
+                cell(format_percent(summary.sink), value=summary.sink),
+            ]
         )
-    return table
+        styles.append(mark)
+    return Sheet(
+        f"heads of layer {result.layer}",
+        columns,
+        rows,
+        name="heads",
+        row_styles=styles,
+        fill_title=True,
+    )
 
 
-def heads_notes(result: AttentionResult, colour: bool) -> list[str]:
-    """The lines under the heads table: what entropy and sink mean, and the marked head."""
-    lines = [
+def attention_page(result: AttentionResult) -> Page:
+    """The heatmap under its title line, then the heads and what their columns mean."""
+    notes = [
         "entropy: mean over query rows of -sum w ln w, in nats "
         f"(evenly spread: {result.uniform_entropy:.3f})",
         "sink: mean over query rows of the weight on position 0, in percent",
     ]
+    parts: list[Part] = [
+        Lines([f"{attention_title(result)}: weights in percent, rows query, columns key"]),
+        attention_heatmap(result),
+        heads_sheet(result),
+        Lines(notes),
+    ]
     if result.head is not None:
-        lines.append("the head shown above is in bold" if colour else "*: the head shown above")
-    return lines
+        parts.append(Legend(Style.marked, "the head shown above"))
+    return Page(
+        "attention",
+        headline=header_parts(result.info),
+        notes=random_notes(result.random_weights),
+        parts=parts,
+        data=result.as_dict(),
+    )
 
 
 def render_attention(console: Console, result: AttentionResult) -> None:
     """Print the header, the random-weights note when it applies, the heatmap and the heads."""
-    colour = has_colour(console)
-    print_header(console, header_line(result.info), result.random_weights)
-    console.print(
-        escape(f"{attention_title(result)}: weights in percent, rows query, columns key"),
-        highlight=False,
-    )
-    for index, block in enumerate(heatmap_blocks(result, console.width, colour=colour)):
-        if index:  # keys that did not fit: the same rows, titled as a table goes on
-            console.print(escape(f"{attention_title(result)}, continued"), highlight=False)
-        console.print(block, highlight=False, crop=False)
-    console.print(heads_table(result, colour=colour), highlight=False)
-    for line in heads_notes(result, colour):
-        console.print(escape(line), highlight=False)
+    write_terminal(console, attention_page(result))
 
 
 def heatmap_labels(result: AttentionResult) -> Sequence[str]:

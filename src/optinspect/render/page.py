@@ -101,7 +101,8 @@ class Sheet:
     heading: a layer's name above its modules). ``lines`` draws a rule between rows
     (cells of several lines); ``row_styles`` gives a row its look (the head shown);
     ``section_before`` sets a row apart (a total); ``caption`` goes under the table;
-    ``name`` is a stable id for the part (``modules``)."""
+    ``name`` is a stable id for the part (``modules``). ``fill_title`` makes the title
+    the table's own, as wide as the table (the terminal pads it to the table's width)."""
 
     title: str
     columns: Sequence[Column]
@@ -111,6 +112,7 @@ class Sheet:
     row_styles: Sequence[Style] | None = None
     section_before: int | None = None
     caption: str = ""
+    fill_title: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,9 +181,14 @@ class Histograms:
 
 @dataclass(frozen=True)
 class Lines:
-    """Plain text lines, said as they are (titles above a heatmap, notes under a table)."""
+    """Plain text lines, said as they are (titles above a heatmap, notes under a table).
+
+    With a ``separator``, ``lines`` are the parts of one line joined by it, which a writer
+    breaks only between two parts where the line is too wide.
+    """
 
     lines: Sequence[str]
+    separator: str | None = None
 
 
 @dataclass(frozen=True)

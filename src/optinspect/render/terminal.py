@@ -12,6 +12,7 @@ after its text instead (``*``), so the difference is still there.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from rich.cells import cell_len
 from rich.color import Color
@@ -64,8 +65,9 @@ def shade(value: float) -> RichStyle:
     return RichStyle(color="black" if dark else "white", bgcolor=Color.from_rgb(r, g, b))
 
 
-def cell_text(item: Cell, colour: bool) -> Text:
-    """A cell as rich Text: each run in its style, or with its mark where there is no colour."""
+def cell_text(item: Cell, colour: bool, *, row: Style = Style.plain) -> Text:
+    """A cell as rich Text: each run in its style, or with its mark where there is no colour.
+    A run styled as its ``row`` takes its look from the row (the mark still shows)."""
     text = Text()
     for run in item.runs:
         if run.style is Style.heat:
@@ -74,7 +76,7 @@ def cell_text(item: Cell, colour: bool) -> Text:
             continue
         rich_style, mark, _ = TERMINAL_STYLES.get(run.style, ("", "", ""))
         if colour:
-            text.append(run.text, style=rich_style)
+            text.append(run.text, style="" if run.style is row else rich_style)
         else:
             text.append(run.text + mark)
     return text
@@ -135,6 +137,8 @@ def write_terminal(console: Console, page: Page, *, header: bool = True) -> None
     for part in page.parts:
         if isinstance(part, Sheet):
             _write_sheet(console, part, colour)
+        elif isinstance(part, Lines) and part.separator is not None:
+            print_parts(console, part.lines, part.separator)
         elif isinstance(part, Lines):
             for line in part.lines:
                 console.print(escape(line), highlight=False)
@@ -150,19 +154,30 @@ def write_terminal(console: Console, page: Page, *, header: bool = True) -> None
 
 
 def _write_sheet(console: Console, sheet: Sheet, colour: bool) -> None:
-    rows = [[cell_text(item, colour) for item in row] for row in sheet.rows]
+    looks = sheet.row_styles or [Style.plain] * len(sheet.rows)
+    rows = [
+        [cell_text(item, colour, row=look) for item in row]
+        for row, look in zip(sheet.rows, looks, strict=True)
+    ]
     styles: Sequence[str] | None = None
     if sheet.row_styles is not None and colour:
         styles = [TERMINAL_STYLES.get(style, ("", "", ""))[0] for style in sheet.row_styles]
-    tables = fit_tables(
+    fit = partial(
+        fit_tables,
         sheet.columns,
         rows,
         console.width,
-        title=sheet.title or None,
         caption=sheet.caption or None,
         row_styles=styles,
         show_lines=sheet.lines,
         section_before=sheet.section_before,
     )
+    if sheet.fill_title and sheet.title and len(tables := fit()) == 1:
+        # The title as rich draws a table's own: wrapped and padded to the table's width.
+        width = min(console.measure(tables[0]).maximum, console.width)
+        lines = Text(sheet.title, "table.title").wrap(console, width, justify="left")
+        console.print(Text("\n").join(lines), highlight=False)
+    else:  # a line of its own above each block, "continued" after the first
+        tables = fit(title=sheet.title or None)
     for table in tables:
         console.print(table, highlight=False)
