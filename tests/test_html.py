@@ -52,8 +52,9 @@ def test_every_page_is_self_contained_and_holds_its_records(cli, command: str) -
     assert list(records) == [command]
     expected = json.loads(run_cli(cli, *args, "--format", "json"))
     assert same_json(records[command], expected)
-    # The hostile sentence is shown as the text it is, and nowhere as markup.
-    assert HOSTILE in page.all_text()
+    # The hostile sentence is shown as the text it is (where the record holds it: not
+    # outliers', a summary of a corpus), and nowhere as markup.
+    assert (HOSTILE in page.all_text()) == ("text" in expected)
     assert not any(tag == "b" for tag, _ in page.tags)
     assert [t for t, _ in page.tags].count("script") == 2  # the records and the sort script
 
@@ -83,6 +84,34 @@ def test_lens_grid_is_positions_by_layers(cli) -> None:
 def test_compare_rows_are_the_modules(cli) -> None:
     page = parse_page(run_cli(cli, *COMMANDS["compare"], "--format", "html"))
     assert len(body_rows(page.table("modules"))) == len(page.records()["compare"]["modules"])
+
+
+def svg_rects(html: str, name: str) -> int:
+    """The cells a heatmap part drew (its rects, less the background and colour bar)."""
+    figure = html.split(f'data-name="{name}"')[1].split("</svg>")[0]
+    return figure.count("<rect") - 1 - 10
+
+
+def test_attention_has_its_pattern_and_a_row_per_head(cli) -> None:
+    html = run_cli(cli, *COMMANDS["attention"], "--format", "html")
+    page = parse_page(html)
+    data = page.records()["attention"]
+    assert len(body_rows(page.table("heads"))) == len(data["heads"]) == data["num_heads"]
+    # The causal pattern: a cell on and below the diagonal for each query token.
+    tokens = len(data["tokens"])
+    assert svg_rects(html, "weights") == tokens * (tokens + 1) // 2
+
+
+def test_outliers_tables_and_map_match_the_records(cli) -> None:
+    html = run_cli(cli, *COMMANDS["outliers"], "--format", "html")
+    page = parse_page(html)
+    data = page.records()["outliers"]
+    assert len(body_rows(page.table("modules"))) == len(data["modules"])
+    assert data["recurring"], "the low threshold gives recurring dimensions"
+    assert len(body_rows(page.table("recurring"))) == len(data["recurring"])
+    # A cell for each (layer, dimension) that reached the threshold in a counted input.
+    hits = {(m["layer"], d["dim"]) for m in data["modules"] if m["summary"] for d in m["dims"]}
+    assert svg_rects(html, "dimensions") == len(hits)
 
 
 def test_several_sentences_are_one_document_with_a_section_each(cli, tmp_path: Path) -> None:

@@ -79,6 +79,7 @@ def _cases(sentences: Path) -> list[list[str]]:
     cases += [
         ["trace", *text, "--format", "html"],
         ["lens", *file, "--model", "tiny", "-f", "html"],
+        ["outliers", *file, "--model", "tiny", "-f", "html"],
     ]
     return cases
 
@@ -97,6 +98,7 @@ CASE_IDS = [
     *(f"params-loaded-{f}" for f in ("table", "json")),
     "trace-html",
     "lens-file-html",
+    "outliers-file-html",
 ]
 
 

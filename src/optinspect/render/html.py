@@ -98,7 +98,7 @@ background:#fff}}
 {s} h1{{font-size:1.5em;margin:.2em 0}}
 {s} h2{{font-size:1.2em;margin:1.2em 0 .3em;border-bottom:1px solid #ccc}}
 {s} h3{{font-size:1em;margin:1em 0 .3em}}
-{s} .headline .part{{white-space:nowrap}}
+{s} .part{{white-space:nowrap}}
 {s} .headline .sep{{color:#888}}
 {s} .note{{color:#8a5a00}}
 {s} .versions,{s} .caption,{s} .text{{color:#555;font-size:.9em}}
@@ -233,12 +233,16 @@ def _body(pages: Sequence[Page], *, max_rows: int | None) -> str:
 
 def _headline(page: Page) -> str:
     """The model line, which breaks only between its parts, and the notes under it."""
-    out = ""
-    if page.headline:
-        separator = f'<span class="sep">{escape(HEADER_SEPARATOR)}</span>'
-        parts = separator.join(f'<span class="part">{escape(p)}</span>' for p in page.headline)
-        out = f'<p class="headline">{parts}</p>\n'
-    return out + "".join(f'<p class="note">{escape(note)}</p>\n' for note in page.notes)
+    out = f'<p class="headline">{_joined(page.headline, HEADER_SEPARATOR)}</p>\n'
+    return (out if page.headline else "") + "".join(
+        f'<p class="note">{escape(note)}</p>\n' for note in page.notes
+    )
+
+
+def _joined(parts: Sequence[str], separator: str) -> str:
+    """Parts of one line joined by ``separator``: the line breaks only between them."""
+    glue = f'<span class="sep">{escape(separator)}</span>'
+    return glue.join(f'<span class="part">{escape(part)}</span>' for part in parts)
 
 
 def _section_heading(page: Page, *, several: bool) -> str:
@@ -257,11 +261,11 @@ def _part(part: object, max_rows: int | None) -> str:
     if isinstance(part, Sheet):
         return _sheet(part, max_rows)
     if isinstance(part, Heatmap):
-        return (
-            f"<figure><figcaption>{escape(part.title)}</figcaption>{heatmap_svg(part)}</figure>\n"
-        )
+        return _figure(part.title, part.name, heatmap_svg(part))
     if isinstance(part, Chart):
-        return f"<figure><figcaption>{escape(part.title)}</figcaption>{chart_svg(part)}</figure>\n"
+        return _figure(part.title, part.name, chart_svg(part))
+    if isinstance(part, Lines) and part.separator is not None:
+        return f"<p>{_joined(part.lines, part.separator)}</p>\n"
     if isinstance(part, Lines):
         return "".join(f"<p>{escape(line)}</p>\n" for line in part.lines)
     if isinstance(part, Legend):
@@ -272,6 +276,11 @@ def _part(part: object, max_rows: int | None) -> str:
     if isinstance(part, Histograms):
         return _histograms(part, max_rows)
     return ""
+
+
+def _figure(title: str, name: str, svg: str) -> str:
+    named = f' data-name="{escape(name)}"' if name else ""
+    return f"<figure{named}><figcaption>{escape(title)}</figcaption>{svg}</figure>\n"
 
 
 def _kept(count: int, max_rows: int | None) -> tuple[list[int], int]:
