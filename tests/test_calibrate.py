@@ -3,6 +3,8 @@ padding, packing, the seeded choice, torchrun, and every error case."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -354,3 +356,26 @@ def test_torchrun_two_ranks_match_one_process(tmp_path: Path) -> None:
             assert torch.equal(fa[key], fb[key]), key
         else:
             torch.testing.assert_close(fa[key], fb[key], rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_the_act_scales_picture_is_each_input_sorted_from_its_max_down(load_tiny) -> None:
+    # The page's chart (for HTML): one line per linear input, read at evenly spaced shares
+    # of its channels, non-increasing, from exactly its max |x| to exactly its least.
+    from optinspect.render.calibrate import calibrate_page
+    from optinspect.render.page import Chart
+
+    loaded = load_tiny("none")
+    result = calibrate(loaded, _ids(loaded), settings=CalibrationSettings(batch_size=2))
+    (chart,) = [part for part in calibrate_page(result).parts if isinstance(part, Chart)]
+    assert [series.name for series in chart.series] == [m.name for m in result.inputs]
+    assert len(chart.x) == 201 and chart.x[0] == 0 and chart.x[-1] == 100
+    for series in chart.series:
+        scales = result.act_scales()[series.name]
+        values = series.values
+        assert len(values) == len(chart.x) and None not in values
+        assert all(a >= b for a, b in itertools.pairwise(values))
+        # float32 channels read as float64: the ends are the very values, not estimates.
+        assert values[0] == float(scales.max()) and values[-1] == float(scales.min())
+    # A record without its channels (rebuilt from JSON) has no picture, and still a page.
+    bare = calibrate_page(dataclasses.replace(result, channels={}))
+    assert not [part for part in bare.parts if isinstance(part, Chart)]

@@ -95,3 +95,81 @@ def test_long_names_wrap_after_a_dot_never_before_a_layer_index() -> None:
         assert all(not cell[:1].isdigit() for cell in cells), (width, cells)
         joined = "".join(cell for cell in cells if cell)
         assert all(name in joined for name in names), width
+
+
+def test_a_line_of_parts_breaks_only_between_two_parts() -> None:
+    # The params bytes note: at every width each part is whole on one line, and no line is
+    # wider than the console where the widest part fits.
+    from optinspect.render.page import Lines, Page
+    from optinspect.render.terminal import write_terminal
+
+    parts = ["bytes: weights only, as stored", "int8 = LLM.int8, nf4 = 4-bit NF4", "biases f16"]
+    for width in range(36, 120):
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=width, color_system=None)
+        write_terminal(console, Page("params", parts=[Lines(parts, separator="; ")]))
+        lines = buffer.getvalue().splitlines()
+        assert max(len(line) for line in lines) <= width
+        assert all(any(part in line for line in lines) for part in parts)
+        assert " ".join(line.strip() for line in lines) == "; ".join(parts)
+
+
+def test_csv_of_a_sheet_reads_back_exactly_and_the_header_comes_once() -> None:
+    import csv
+
+    from optinspect.render.csvfile import write_csv
+    from optinspect.render.layout import Column
+    from optinspect.render.page import Sheet, cell
+
+    rows = [["a,b", 'say "x"', "1"], ["line\rbreak", "two\nlines", ""]]
+    sheet = Sheet(
+        "t", [Column("name"), Column("text"), Column("n")], [list(map(cell, r)) for r in rows]
+    )
+    buffer = io.StringIO()
+    write_csv(buffer, sheet)
+    write_csv(buffer, sheet, header=False)
+    read = list(csv.reader(io.StringIO(buffer.getvalue(), newline="")))
+    assert read == [["name", "text", "n"], *rows, *rows]
+
+
+def test_tree_styles_add_no_mark_without_colour_and_a_look_with_it() -> None:
+    # ``marked`` gets a "*" where there is no colour; a tree's name, class and shape must
+    # not (the golden trees have none), and with colour each has a style.
+    from optinspect.render.page import Cell, Run, Style
+    from optinspect.render.terminal import cell_text
+
+    for style in (Style.strong, Style.kind, Style.quiet):
+        item = Cell((Run("OPTAttention", style),))
+        assert cell_text(item, colour=False).plain == "OPTAttention"
+        assert cell_text(item, colour=True).spans
+
+
+def test_params_csv_rows_add_up_to_the_total_and_a_load_has_none() -> None:
+    from optinspect.analyses.params import LoadedCount, count_params, inventory_params
+    from optinspect.render.params import params_page
+    from optinspect.results.params import ParamsResult
+
+    for by in ("group", "layer", "module", "type"):
+        report = count_params(inventory_params("facebook/opt-125m"), by=by)
+        flat = params_page(ParamsResult(report)).flat
+        assert flat is not None
+        assert [c.header for c in flat.columns] == ["name", "params", *report.bytes.as_dict()]
+        assert sum(int(row[1].text) for row in flat.rows) == report.total
+        for column, total in enumerate(report.bytes.as_dict().values(), start=2):
+            assert sum(int(row[column].text) for row in flat.rows) == total
+        loaded = LoadedCount("none", "cpu", "float32", report.total, report.total, 1)
+        assert params_page(ParamsResult(report, loaded)).flat is None
+
+
+def test_tree_csv_rows_are_the_json_modules_in_order() -> None:
+    from optinspect.analyses.tree import tree_model
+    from optinspect.render.tree import tree_page
+    from optinspect.results.tree import TreeResult
+
+    for depth in (None, 0, 3):
+        result = TreeResult("facebook/opt-125m", tree_model("facebook/opt-125m"), max_depth=depth)
+        page = tree_page(result)
+        assert page.flat is not None and page.data == result.as_dict()
+        modules = result.as_dict()["modules"]
+        assert [row[0].text for row in page.flat.rows] == [m["name"] for m in modules]
+        assert [int(row[4].text) for row in page.flat.rows] == [m["params"] for m in modules]

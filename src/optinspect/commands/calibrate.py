@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -151,12 +150,7 @@ def calibrate_command(
         )
         with progress(True, "calibrating", streams=False, totals=True) as advance:
             (result,) = run_job(with_umask(job), advance)
-    if fmt is Format.json:
-        from ..render.common import write_json
+    from ..render.calibrate import calibrate_page
+    from .output import emit_result
 
-        write_json(sys.stdout, result.as_dict())
-    else:
-        from ..render.calibrate import render_calibration
-        from .common import stdout_console
-
-        render_calibration(stdout_console(), result)
+    emit_result(fmt.value, result, calibrate_page)

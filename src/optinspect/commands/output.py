@@ -1,13 +1,16 @@
-"""How the commands that give one result per sentence write them: one emitter per --format,
-streaming where the format allows.
+"""How every command writes its results: one emitter per --format, streaming where the format
+allows. The one place that chooses a writer by format.
 
     emitter = make_emitter("jsonl", many=True, page_of=lens_page)
     for result in results:
         emitter.emit(result)
     emitter.close()
 
+    emit_result(fmt, result, params_page)      # a command with one result
+
 A renderer makes a neutral page of each result (``render.page``); the table format
-writes it with ``render.terminal``. Every result serialises itself (``as_dict``).
+writes it with ``render.terminal``, CSV writes its flat sheet (``Page.flat``) with
+``render.csvfile``. Every result serialises itself (``as_dict``).
 One TEXT gives one JSON object;
 a file or stdin gives ``{"schema", "model", "quant", "device", "dtype", ...,
 "results": [...]}`` in ``json`` (the model as asked for even when the input held no
@@ -23,13 +26,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..render.common import write_json
+from ..render.csvfile import write_csv
 from ..render.html import html_document
 from ..render.page import Page
 from ..render.terminal import write_header, write_terminal
 from ..results.records import SCHEMA_VERSION
 from .common import stdout_console
 
-__all__ = ["Emitter", "make_emitter"]
+__all__ = ["Emitter", "emit_result", "make_emitter"]
 
 #: Makes the page of one result.
 PageOf = Callable[[Any], Page]
@@ -124,7 +128,7 @@ class JsonEmitter(Emitter):
         }
 
     def _emit(self, result: Any) -> None:
-        if not self.results:
+        if self.many and not self.results:
             info = result.info.as_dict()
             self.head = {key: info[key] for key in self.head}
         self.results.append(self.as_dict(result))
@@ -179,10 +183,22 @@ class JsonlEmitter(Emitter):
         sys.stdout.flush()
 
 
+class CsvEmitter(Emitter):
+    """Each result's flat sheet (``Page.flat``), the column headers with the first."""
+
+    def _emit(self, result: Any) -> None:
+        sheet = self.page_of(result).flat
+        if sheet is None:
+            raise ValueError(f"a {type(result).__name__} has no CSV form")
+        write_csv(sys.stdout, sheet, header=self.count == 1)
+        sys.stdout.flush()
+
+
 EMITTERS: dict[str, type[Emitter]] = {
     "table": TableEmitter,
     "json": JsonEmitter,
     "jsonl": JsonlEmitter,
+    "csv": CsvEmitter,
     "html": HtmlEmitter,
 }
 
@@ -204,3 +220,10 @@ def make_emitter(
     """
     as_dict = as_dict or (lambda result: result.as_dict())
     return EMITTERS[fmt](many, page_of, as_dict, model, kind)
+
+
+def emit_result(fmt: str, result: Any, page_of: PageOf) -> None:
+    """Write the one result of a command (params, tree, calibrate) as ``--format fmt``."""
+    emitter = make_emitter(fmt, False, page_of)
+    emitter.emit(result)
+    emitter.close()

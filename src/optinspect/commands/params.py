@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from typing import Annotated
 
@@ -64,10 +63,9 @@ def params_command(
     """
     from ..analyses.params import count_params, inventory_params
     from ..errors import UsageError
-    from ..render.common import write_json
-    from ..render.params import render_params, write_params_csv
+    from ..render.params import params_page
     from ..results.params import ParamsResult
-    from .common import stdout_console
+    from .output import emit_result
 
     if loaded and fmt is Format.csv:
         raise UsageError("--loaded has no CSV form: use --format table or --format json")
@@ -77,9 +75,4 @@ def params_command(
         )
     else:
         result = ParamsResult(count_params(inventory_params(load.model), by=by.value))
-    if fmt is Format.json:
-        write_json(sys.stdout, result.as_dict())
-    elif fmt is Format.csv:
-        write_params_csv(sys.stdout, result.report)
-    else:
-        render_params(stdout_console(), result.report, result.loaded)
+    emit_result(fmt.value, result, params_page)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
+from ..render.page import Page
 from ..render.trace import CsvWriter, sparsity_page, trace_page
 from ..results.records import STAT_NAMES
 from .output import Emitter, make_emitter
@@ -18,9 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["close_trace_output", "trace_emitter"]
 
 
-class CsvEmitter(Emitter):
+class TraceCsvEmitter(Emitter):
     """One row per (sentence, module call); the header comes with the first result, so a
-    run that fails before one writes nothing, as the other formats do."""
+    run that fails before one writes nothing, as the other formats do. Trace's own CSV
+    (``render.trace.CsvWriter`` says why it is not a page's flat sheet)."""
 
     def __init__(self, stats: Sequence[str]) -> None:
         super().__init__(True, trace_page, lambda result: {})
@@ -33,7 +33,7 @@ class CsvEmitter(Emitter):
     def close(
         self,
         extra: dict[str, Any] | None = None,
-        tail: Callable[[Console], None] | None = None,
+        tail: Page | None = None,
     ) -> None:
         self.writer.finish()
 
@@ -46,7 +46,7 @@ def trace_emitter(
     ``make_emitter``."""
     chosen = tuple(stats) if stats is not None else STAT_NAMES
     if fmt == "csv":
-        return CsvEmitter(chosen)
+        return TraceCsvEmitter(chosen)
 
     return make_emitter(
         fmt,

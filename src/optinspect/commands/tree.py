@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -48,19 +47,12 @@ def tree_command(
     """
     from ..analyses.tree import tree_model
     from ..errors import UsageError
-    from ..render.common import write_json
-    from ..render.tree import render_tree, write_tree_csv
+    from ..render.tree import tree_page
     from ..results.tree import TreeResult
-    from .common import stdout_console
+    from .output import emit_result
 
     if depth is not None and depth < 0:
         raise UsageError(f"--depth must be 0 or more, not {depth}")
     root = tree_model(model, collapse=collapse)
-    if fmt is Format.json:
-        write_json(
-            sys.stdout, TreeResult(model, root, max_depth=depth, collapsed=collapse).as_dict()
-        )
-    elif fmt is Format.csv:
-        write_tree_csv(sys.stdout, root, depth)
-    else:
-        render_tree(stdout_console(), model, root, depth)
+    result = TreeResult(model, root, max_depth=depth, collapsed=collapse)
+    emit_result(fmt.value, result, tree_page)

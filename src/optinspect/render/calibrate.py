@@ -1,23 +1,34 @@
-"""Calibration results -> the linear-input table (worst first) and the layer-output table.
+"""Calibration results -> a page: the linear-input table (worst first), the layer-output
+table, what their columns mean, and each linear input's act_scales as a chart.
 
-Renderers take a Console; they never create one.
+    write_terminal(console, calibrate_page(result))
+
+No torch here: the record reads its own per-channel tensors (``scale_curves``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.console import Console, RenderableType
+from rich.console import Console
 
 from ..model.names import is_layer_root
 from ..results.records import STAT_NAMES
-from .common import count_noun, format_number, format_stat, header_line, print_header
-from .layout import NAME_BREAKS, Column, fit_tables
+from .common import count_noun, format_number, format_stat, header_parts, random_notes
+from .layout import NAME_BREAKS, Column
+from .page import Chart, Lines, Page, Part, Series, Sheet, cell
+from .terminal import write_terminal
 
 if TYPE_CHECKING:
     from ..results.calibration import CalibrationResult, LinearInput
 
-__all__ = ["input_tables", "output_tables", "render_calibration"]
+__all__ = ["calibrate_page", "input_sheet", "output_sheet", "render_calibration"]
+
+#: What the columns mean, under the tables.
+_LEGEND = (
+    "ratio: outlier ratio, the largest channel max |x| over the median channel max",
+    "in: the input's channels; p99.9 read from a histogram, within 3.2%",
+)
 
 
 def _worst_first(m: LinearInput) -> tuple[float, float]:
@@ -26,7 +37,7 @@ def _worst_first(m: LinearInput) -> tuple[float, float]:
     return (-ratio, -(m.absmax or 0.0))
 
 
-def input_tables(result: CalibrationResult, width: int = 200) -> list[RenderableType]:
+def input_sheet(result: CalibrationResult) -> Sheet:
     """One row per linear layer's input, the largest outlier ratio first: the ratio, the
     largest channel max and its channel, then the median channel max, the p99.9 and the
     input's channels (``in``)."""
@@ -41,21 +52,21 @@ def input_tables(result: CalibrationResult, width: int = 200) -> list[Renderable
     ]
     rows = [
         [
-            m.name,
-            format_number(m.outlier_ratio),
-            format_number(m.absmax),
-            "-" if m.argmax is None else str(m.argmax),
-            format_number(m.median),
-            format_number(m.percentiles.get("p99.9")),
-            str(m.in_features),
+            cell(m.name),
+            cell(format_number(m.outlier_ratio)),
+            cell(format_number(m.absmax)),
+            cell("-" if m.argmax is None else str(m.argmax)),
+            cell(format_number(m.median)),
+            cell(format_number(m.percentiles.get("p99.9"))),
+            cell(str(m.in_features)),
         ]
         for m in sorted(result.inputs, key=_worst_first)
     ]
     title = f"linear-layer inputs ({len(rows)}, largest outlier ratio first)"
-    return fit_tables(columns, rows, width, title=title)
+    return Sheet(title, columns, rows, name="inputs")
 
 
-def output_tables(result: CalibrationResult, width: int = 200) -> list[RenderableType]:
+def output_sheet(result: CalibrationResult) -> Sheet:
     """One row per decoder layer's output, the largest absmax first (and its column)."""
     layers = [o for o in result.outputs if is_layer_root(o.name)]
     layers.sort(key=lambda o: -(o.stats.absmax or 0.0))
@@ -63,30 +74,55 @@ def output_tables(result: CalibrationResult, width: int = 200) -> list[Renderabl
     columns = [Column("layer output", justify="left", key=True, wrap=True, breaks=NAME_BREAKS)]
     columns += [Column(name) for name in stats]
     rows = [
-        [o.name, *(format_stat(name, o.stats.as_dict()[name]) for name in stats)] for o in layers
+        [cell(o.name), *(cell(format_stat(name, o.stats.as_dict()[name])) for name in stats)]
+        for o in layers
     ]
     title = f"decoder layer outputs ({len(rows)}, largest absmax first)"
-    return fit_tables(columns, rows, width, title=title)
+    return Sheet(title, columns, rows, name="outputs")
 
 
-def render_calibration(console: Console, result: CalibrationResult) -> None:
-    """Print the header, the quantized-model note, and both tables."""
+def scales_chart(result: CalibrationResult, points: int = 201) -> Chart | None:
+    """Each linear input's act_scales (max |x| per channel), sorted from the largest down,
+    a line per module against the share of its channels; None where the record holds no
+    per-channel values. A value that is not finite is a gap."""
+    curves = result.scale_curves(points)
+    if not curves:
+        return None
+    return Chart(
+        "act_scales: each linear input's max |x| per channel, largest first",
+        "share of the input's channels (%)",
+        [round(100 * k / (points - 1), 2) for k in range(points)],
+        [Series(name, values) for name, values in curves.items()],
+        y_label="max |x|",
+        name="act_scales",
+    )
+
+
+def calibrate_page(result: CalibrationResult) -> Page:
+    """The model line with the samples, tokens (and ranks), the quantized-model note, both
+    tables, what their columns mean, and the act_scales chart for pictures."""
     extra = [count_noun(result.samples, "sample"), count_noun(result.tokens, "token")]
     if result.world_size > 1:
         extra.append(count_noun(result.world_size, "rank"))
-    print_header(console, header_line(result.info, *extra), result.random_weights)
+    notes = random_notes(result.random_weights)
     if result.quantized:
-        console.print(
+        notes.append(
             f"note: statistics from a {result.quant}-quantized model; the reference tools "
-            "calibrate the full-precision model (--quant none)",
-            highlight=False,
+            "calibrate the full-precision model (--quant none)"
         )
-    for table in [*input_tables(result, console.width), *output_tables(result, console.width)]:
-        console.print(table, highlight=False)
-    console.print(
-        "ratio: outlier ratio, the largest channel max |x| over the median channel max",
-        highlight=False,
+    parts: list[Part] = [input_sheet(result), output_sheet(result), Lines(_LEGEND)]
+    chart = scales_chart(result)
+    if chart is not None:
+        parts.append(chart)
+    return Page(
+        "calibrate",
+        headline=header_parts(result.info, *extra),
+        notes=notes,
+        parts=parts,
+        data=result.as_dict(),
     )
-    console.print(
-        "in: the input's channels; p99.9 read from a histogram, within 3.2%", highlight=False
-    )
+
+
+def render_calibration(console: Console, result: CalibrationResult) -> None:
+    """Print the header, the quantized-model note, both tables and what they mean."""
+    write_terminal(console, calibrate_page(result))

@@ -4,6 +4,7 @@ exactly the rows written.
 
     rows = csv_rows(sys.stdout)
     rows.writerow(["sentence", "text"])
+    write_csv(sys.stdout, page.flat)       # a page's flat sheet: its header, then its rows
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import io
 from collections.abc import Iterable
 from typing import IO, Any
 
-__all__ = ["CsvRows", "csv_rows"]
+from .page import Sheet
+
+__all__ = ["CsvRows", "csv_rows", "write_csv"]
 
 
 class CsvRows:
@@ -38,3 +41,13 @@ class CsvRows:
 def csv_rows(stream: IO[str]) -> CsvRows:
     """A row writer onto ``stream``."""
     return CsvRows(stream)
+
+
+def write_csv(stream: IO[str], sheet: Sheet, *, header: bool = True) -> None:
+    """The CSV form of a page: ``sheet``'s column headers (unless ``header`` is False, for
+    the sheets after the first of a stream), then one line per row, each cell's text."""
+    rows = csv_rows(stream)
+    if header:
+        rows.writerow(column.header for column in sheet.columns)
+    for row in sheet.rows:
+        rows.writerow(item.text for item in row)

@@ -8,9 +8,10 @@
 A renderer turns a result record into a ``Page``: a headline (the model line, in parts), notes
 under it, then parts in reading order: ``Sheet`` (a table of columns and rows), ``Heatmap``
 (a grid of numbers shown as colour), ``Chart`` (lines across depth), ``Histograms``
-(small ones, a row each), ``Lines`` (plain text) and ``Legend`` (what a cell style
-means). Each writer draws what it can: the terminal draws sheets, lines, legends and the
-heatmaps marked ``terminal``; HTML draws them all.
+(small ones, a row each), ``Lines`` (plain text), ``Legend`` (what a cell style means)
+and ``Tree`` (a hierarchy of named entries). Each writer draws what it can: the terminal
+draws sheets, lines, legends, trees and the heatmaps marked ``terminal``; HTML draws them
+all. ``Page.flat`` is the result as raw rows, which CSV writes.
 
 A cell's look is a neutral style name (``Style``) that every writer maps to its own: the
 terminal to a rich style, or to a mark after the text where there is no colour; HTML to a
@@ -35,12 +36,14 @@ __all__ = [
     "Histograms",
     "Legend",
     "Lines",
+    "Node",
     "Page",
     "Part",
     "Run",
     "Series",
     "Sheet",
     "Style",
+    "Tree",
     "cell",
 ]
 
@@ -60,6 +63,12 @@ class Style(str, Enum):
     #: A row above a tolerance (compare), and the first such row.
     over = "over"
     first_over = "first_over"
+    #: Text set off without pointing at it (a module's name in a tree, the root's class).
+    strong = "strong"
+    #: A module's class, beside its name.
+    kind = "kind"
+    #: A detail said quietly (a weight's shape, what it is tied to).
+    quiet = "quiet"
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,25 @@ class Lines:
 
 
 @dataclass(frozen=True)
+class Node:
+    """One entry of a ``Tree``: a full dotted ``name`` (``""`` for the root, which shows
+    only its runs), then ``runs``, each a value a writer never splits (a class, a count,
+    a shape), and the entries under it."""
+
+    name: str
+    runs: tuple[Run, ...]
+    children: tuple[Node, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A hierarchy drawn as one (the module tree): the terminal draws guides."""
+
+    root: Node
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class Legend:
     """What a style means: the terminal says ``green: …`` (or ``*: …`` without colour)."""
 
@@ -199,7 +227,7 @@ class Legend:
     text: str
 
 
-Part = Sheet | Heatmap | Chart | Histograms | Lines | Legend
+Part = Sheet | Heatmap | Chart | Histograms | Lines | Legend | Tree
 
 
 @dataclass
@@ -207,10 +235,13 @@ class Page:
     """A result as a writer receives it: ``kind`` is the analysis (``trace``, ``lens``),
     ``headline`` the model line in parts (a writer breaks it only between parts),
     ``notes`` the lines under it (the random-weights note), ``parts`` the rest in order,
-    and ``data`` what ``--format json`` prints for the result (HTML embeds it)."""
+    ``data`` what ``--format json`` prints for the result (HTML embeds it), and ``flat``
+    the result as one sheet of raw values, a row per item, which ``--format csv`` writes
+    (None where the result has no CSV form)."""
 
     kind: str
     headline: Sequence[str] = ()
     notes: Sequence[str] = ()
     parts: list[Part] = field(default_factory=list)
     data: dict[str, Any] | None = None
+    flat: Sheet | None = None

@@ -1,21 +1,22 @@
-"""Parameter reports -> the breakdown table, the notes under it, and CSV.
+"""Parameter reports -> a page: the breakdown table with its total, the notes under it,
+what a loaded model holds, and the flat rows CSV writes.
 
-Renderers take a Console; they never create one. No torch here.
+    write_terminal(console, params_page(ParamsResult(count_params(inventory, by="layer"))))
+
+No torch here.
 """
 
 from __future__ import annotations
 
-from typing import IO
+from rich.console import Console
 
-from rich.console import Console, RenderableType
-from rich.markup import escape
-
-from ..results.params import LoadedCount, ParamReport, WeightBytes
+from ..results.params import LoadedCount, ParamReport, ParamsResult, WeightBytes
 from .common import format_bytes, format_count, tree_rows
-from .csvfile import csv_rows
-from .layout import NAME_BREAKS, Column, fit_tables, print_parts
+from .layout import NAME_BREAKS, Column
+from .page import Lines, Page, Part, Sheet, cell
+from .terminal import write_terminal
 
-__all__ = ["params_tables", "render_params", "write_params_csv"]
+__all__ = ["params_page", "render_params"]
 
 
 _PRECISIONS = (
@@ -39,9 +40,9 @@ def _byte_cells(weights: WeightBytes) -> list[str]:
     return [format_bytes(values[key]) for key, _ in _PRECISIONS]
 
 
-def params_tables(report: ParamReport, width: int = 200) -> list[RenderableType]:
-    """The breakdown with a total row that the rows add up to; blocks that fit ``width``,
-    the counts together and the bytes together."""
+def params_sheet(report: ParamReport) -> Sheet:
+    """The breakdown with a total row that the rows add up to: the counts together and the
+    bytes at each precision together; rows by module are named as a tree."""
     columns = [
         Column(report.by, justify="left", key=True, wrap=True, breaks=_NAME_BREAKS),
         Column("params", group="count"),
@@ -61,8 +62,12 @@ def params_tables(report: ParamReport, width: int = 200) -> list[RenderableType]
         share_text = "<0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
         rows.append([name, format_count(row.params), share_text, *_byte_cells(row.bytes)])
     rows.append(["total", format_count(report.total), "100.0%", *_byte_cells(report.bytes)])
-    return fit_tables(
-        columns, rows, width, title=f"parameters by {report.by}", section_before=len(rows) - 1
+    return Sheet(
+        f"parameters by {report.by}",
+        columns,
+        [[cell(text) for text in row] for row in rows],
+        name="params",
+        section_before=len(rows) - 1,
     )
 
 
@@ -90,26 +95,37 @@ def source_line(report: ParamReport, loaded: bool) -> str:
     return f"counted from {source}; {tail}"
 
 
-def render_params(console: Console, report: ParamReport, loaded: LoadedCount | None = None) -> None:
-    """Print the header lines, the breakdown table and the notes of one parameter report."""
-    print_parts(console, [f"model {report.model}", f"{format_count(report.total)} parameters"])
-    console.print(escape(source_line(report, loaded is not None)), highlight=False)
-    for table in params_tables(report, console.width):
-        console.print(table)
-    if report.tied_to is not None:
-        console.print(
-            escape(f"lm_head.weight is tied to {report.tied_to}: counted once"), highlight=False
-        )
-    print_parts(console, _BYTES_NOTE, "; ")
-    if loaded is not None:
-        for line in loaded_lines(report, loaded):
-            console.print(escape(line), highlight=False)
-
-
-def write_params_csv(stream: IO[str], report: ParamReport) -> None:
-    """One header line, then one line per row: name, params and bytes at each precision."""
-    writer = csv_rows(stream)
-    writer.writerow(["name", "params", *(key for key, _ in _PRECISIONS)])
+def _flat(report: ParamReport) -> Sheet:
+    """One row per breakdown row, no total: name, params and bytes at each precision."""
+    columns = [Column(header) for header in ("name", "params", *(k for k, _ in _PRECISIONS))]
+    rows = []
     for row in report.rows:
         values = row.bytes.as_dict()
-        writer.writerow([row.name, row.params, *(values[key] for key, _ in _PRECISIONS)])
+        rows.append([row.name, row.params, *(values[key] for key, _ in _PRECISIONS)])
+    return Sheet(report.by, columns, [[cell(str(value)) for value in row] for row in rows])
+
+
+def params_page(result: ParamsResult) -> Page:
+    """The model and its count, where the count comes from, the breakdown, the tie, what
+    the bytes mean and, after a load, what the model holds. Only the config-only count
+    has a CSV form (``flat``)."""
+    report, loaded = result.report, result.loaded
+    parts: list[Part] = [params_sheet(report)]
+    if report.tied_to is not None:
+        parts.append(Lines([f"lm_head.weight is tied to {report.tied_to}: counted once"]))
+    parts.append(Lines(_BYTES_NOTE, separator="; "))
+    if loaded is not None:
+        parts.append(Lines(loaded_lines(report, loaded)))
+    return Page(
+        "params",
+        headline=[f"model {report.model}", f"{format_count(report.total)} parameters"],
+        notes=[source_line(report, loaded is not None)],
+        parts=parts,
+        data=result.as_dict(),
+        flat=_flat(report) if loaded is None else None,
+    )
+
+
+def render_params(console: Console, report: ParamReport, loaded: LoadedCount | None = None) -> None:
+    """Print the header lines, the breakdown table and the notes of one parameter report."""
+    write_terminal(console, params_page(ParamsResult(report, loaded)))

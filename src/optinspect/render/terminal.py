@@ -4,13 +4,14 @@
     write_terminal(console, page, header=False)             # many sentences, one model line
 
 Sheets become ``fit_tables`` blocks (no number is ever cut), lines and legends are printed
-as text, small causal heatmaps as blocks of coloured numbers; charts are left to the
-writers that draw pictures. Where the console has no colour, a styled run gets a mark
-after its text instead (``*``), so the difference is still there.
+as text, trees with rich's guides, small causal heatmaps as blocks of coloured numbers;
+charts are left to the writers that draw pictures. Where the console has no colour, a
+styled run gets a mark after its text instead (``*``), so the difference is still there.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import partial
 
@@ -20,10 +21,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.style import Style as RichStyle
 from rich.text import Text
+from rich.tree import Tree as RichTree
 
 from .common import HEADER_SEPARATOR, has_colour
-from .layout import fit_tables, print_parts
-from .page import Cell, Heatmap, Legend, Lines, Page, Sheet, Style
+from .layout import NAME_BREAKS, fit_tables, print_parts, wrap_pieces
+from .page import Cell, Heatmap, Legend, Lines, Node, Page, Run, Sheet, Style, Tree
 
 __all__ = ["TERMINAL_STYLES", "cell_text", "heatmap_blocks", "shade", "write_terminal"]
 
@@ -35,6 +37,9 @@ TERMINAL_STYLES: dict[Style, tuple[str, str, str]] = {
     Style.nonfinite: ("", "", ""),
     Style.over: ("red", "", "red"),
     Style.first_over: ("bold red", "", "bold red"),
+    Style.strong: ("bold", "", "bold"),
+    Style.kind: ("cyan", "", "cyan"),
+    Style.quiet: ("dim", "", "dim"),
 }
 
 #: Viridis at 0, 1/4, 1/2, 3/4 and 1, as RGB; the terminal, the PNG and HTML share the map.
@@ -142,6 +147,8 @@ def write_terminal(console: Console, page: Page, *, header: bool = True) -> None
         elif isinstance(part, Lines):
             for line in part.lines:
                 console.print(escape(line), highlight=False)
+        elif isinstance(part, Tree):
+            _write_tree(console, part)
         elif isinstance(part, Legend):
             _, mark, name = TERMINAL_STYLES.get(part.style, ("", "", ""))
             console.print(escape(f"{name if colour else mark}: {part.text}"), highlight=False)
@@ -181,3 +188,40 @@ def _write_sheet(console: Console, sheet: Sheet, colour: bool) -> None:
         tables = fit(title=sheet.title or None)
     for table in tables:
         console.print(table, highlight=False)
+
+
+#: The columns rich's tree guides take per level ("├── ", "│   ").
+_GUIDE = 4
+#: Between two values of a tree entry.
+_GAP = "  "
+#: How far an entry's continuation lines are indented under its first.
+_CONTINUED = 2
+
+
+def _node_label(node: Node, width: int, colour: bool) -> Text:
+    """The entry's name and values as lines of at most ``width`` cells that break only
+    between two of them (or, for a name wider than that alone, after a dot of it): a
+    count or a shape is never split."""
+    name = [cell_text(Cell((Run(part, Style.strong),)), colour) for part in _name_parts(node)]
+    values = [cell_text(Cell((run,)), colour) for run in node.runs]
+    pieces = [*name[:-1], *(Text.assemble(piece, _GAP) for piece in [*name[-1:], *values[:-1]])]
+    lines = wrap_pieces([*pieces, values[-1]], width, indent=_CONTINUED)
+    return Text("\n").join(lines)
+
+
+def _name_parts(node: Node) -> list[str]:
+    return re.split(NAME_BREAKS, node.name) if node.name else []
+
+
+def _write_tree(console: Console, tree: Tree) -> None:
+    colour = has_colour(console)
+    drawn = RichTree(_node_label(tree.root, console.width, colour))
+    stack: list[tuple[Node, RichTree, int]] = [(tree.root, drawn, 0)]
+    while stack:
+        node, branch, depth = stack.pop()
+        below = [
+            (child, branch.add(_node_label(child, console.width - _GUIDE * (depth + 1), colour)))
+            for child in node.children
+        ]
+        stack.extend((child, added, depth + 1) for child, added in reversed(below))
+    console.print(drawn)

@@ -163,7 +163,14 @@ def sparsity_page(rows: Sequence[LayerSparsity], many: bool) -> Page:
 
 class CsvWriter:
     """One row per (sentence, module call); the header comes with the first row, or at
-    ``finish`` when there was none, so an error found before any result writes nothing."""
+    ``finish`` when there was none, so an error found before any result writes nothing.
+
+    Trace keeps this writer rather than a page's flat sheet (``Page.flat``, which the
+    other commands' CSV writes): its columns are known before any result (the chosen
+    statistics), so an input without sentences still gets its header, and its rows are
+    raw values (every digit, the sentence and its text on each row) where the table
+    rounds, names as a tree and shows a chosen few statistics.
+    """
 
     BASE_COLUMNS = (
         "sentence",  # the sentence's position in the input ("index" in the JSON)

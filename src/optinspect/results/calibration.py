@@ -135,6 +135,23 @@ class CalibrationResult(DescribesModel):
             for m in self.inputs
         }
 
+    def scale_curves(self, points: int = 201) -> dict[str, list[float | None]]:
+        """Each linear input's act_scales sorted from the largest down, read at ``points``
+        evenly spaced shares of its channels (the first is its max |x|, the last its
+        least), for a picture; a value that is not finite is None. Empty where the record
+        holds no per-channel values (one rebuilt from JSON)."""
+        curves: dict[str, list[float | None]] = {}
+        for m in self.inputs:
+            scales = self.channels.get(f"{m.name}/absmax")
+            if scales is None or scales.numel() == 0:
+                continue
+            import torch
+
+            ordered = scales.to(torch.float64).sort(descending=True).values
+            at = torch.linspace(0, ordered.numel() - 1, points).round().long()
+            curves[m.name] = [v if math.isfinite(v) else None for v in ordered[at].tolist()]
+        return curves
+
     def metadata(self) -> dict[str, str]:
         """The --out file's metadata: strings only, as safetensors requires; booleans are
         ``true`` and ``false``."""
