@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "attention": ("attention", HOSTILE, "--model", "tiny", "--layer", "1"),
     # A low threshold, so the random weights give outliers to tabulate and draw.
     "outliers": ("outliers", HOSTILE, "--model", "tiny", "-q", "none", "--threshold", "2"),
+    "calibrate": ("calibrate", HOSTILE, "--model", "tiny"),
+    "params": ("params", "--model", "tiny"),
+    "tree": ("tree", "--model", "tiny"),
 }
 
 #: Attributes that could make a browser fetch something.

@@ -114,6 +114,26 @@ def test_outliers_tables_and_map_match_the_records(cli) -> None:
     assert svg_rects(html, "dimensions") == len(hits)
 
 
+def test_params_rows_add_up_and_tree_has_an_entry_per_module(cli) -> None:
+    page = parse_page(run_cli(cli, *COMMANDS["params"], "--format", "html"))
+    data = page.records()["params"]
+    assert len(body_rows(page.table("params"))) == len(data["rows"]) + 1  # and the total
+    html = run_cli(cli, *COMMANDS["tree"], "--format", "html")
+    page = parse_page(html)
+    entries = [t for t, _ in page.tags if t == "li"]
+    assert len(entries) == len(page.records()["tree"]["modules"])
+    # Entries with entries under them open and close without script.
+    assert html.count("<details open>") == sum(1 for t, _ in page.tags if t == "ul") - 1
+
+
+def test_calibrate_tables_match_the_records(cli) -> None:
+    page = parse_page(run_cli(cli, *COMMANDS["calibrate"], "--format", "html"))
+    data = page.records()["calibrate"]
+    assert len(body_rows(page.table("inputs"))) == len(data["modules"])
+    layers = [o for o in data["outputs"] if re.fullmatch(r"model\.decoder\.layers\.\d+", o["name"])]
+    assert len(body_rows(page.table("outputs"))) == len(layers)
+
+
 def test_several_sentences_are_one_document_with_a_section_each(cli, tmp_path: Path) -> None:
     path = tmp_path / "s.txt"
     path.write_text(f"The cat sat\n{HOSTILE}\n", encoding="utf-8")
@@ -290,6 +310,18 @@ def test_a_chart_has_a_line_per_series_and_gaps() -> None:
     assert paths[0].count("M") == 2  # broken at the None
     assert paths[1].count("M") == 1 and paths[1].count("L") == 4  # inf left out
     assert "b <x>" in page.all_text()
+
+
+def test_a_chart_of_many_lines_names_them_on_hover() -> None:
+    x = list(range(201))
+    series = [
+        Series(f"model.decoder.layers.{k}.self_attn.k_proj", [k + i for i in x]) for k in range(20)
+    ]
+    svg = html_document([Page("x", parts=[Chart("many", "share", x, series)])], title="t")
+    assert svg.count("<path") == 20 and "<circle" not in svg
+    assert "20 lines: hover one" in svg
+    assert svg.count("<title>model.decoder.layers.") == 20
+    assert len(svg) < 130_000  # about 20 bytes a point
 
 
 @pytest.mark.slow

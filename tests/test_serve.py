@@ -80,6 +80,7 @@ def _cases(sentences: Path) -> list[list[str]]:
         ["trace", *text, "--format", "html"],
         ["lens", *file, "--model", "tiny", "-f", "html"],
         ["outliers", *file, "--model", "tiny", "-f", "html"],
+        [*calibrate, "--format", "html"],
     ]
     return cases
 
@@ -99,6 +100,7 @@ CASE_IDS = [
     "trace-html",
     "lens-file-html",
     "outliers-file-html",
+    "calibrate-html",
 ]
 
 

@@ -157,7 +157,11 @@ ViewFormatOpt = format_option(
     help="table for people, json for scripts, html: one self-contained page.",
 )
 TableFormatOpt = format_option(
-    Format.table, Format.json, Format.csv, help="table for people, json or csv for scripts."
+    Format.table,
+    Format.json,
+    Format.csv,
+    Format.html,
+    help="table for people, json or csv for scripts, html: one self-contained page.",
 )
 ResultFormatOpt = format_option(
     Format.table,

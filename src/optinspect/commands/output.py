@@ -171,7 +171,8 @@ class HtmlEmitter(JsonEmitter):
         kind = self.pages[0].kind if self.pages else self.kind
         document = self.document(extra)
         data = {} if document is None else {kind: document}
-        title = f"optinspect {kind}" + (f": {self.head['model']}" if self.head["model"] else "")
+        model = (document or {}).get("model") or self.head["model"]
+        title = f"optinspect {kind}" + (f": {model}" if model else "")
         sys.stdout.write(html_document(pages, title=title, data=data))
         sys.stdout.flush()
 

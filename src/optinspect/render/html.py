@@ -30,7 +30,19 @@ from importlib import metadata
 from typing import Any
 
 from .common import HEADER_SEPARATOR, format_number
-from .page import Cell, Chart, Heatmap, Histograms, Legend, Lines, Page, Sheet, Style
+from .page import (
+    Cell,
+    Chart,
+    Heatmap,
+    Histograms,
+    Legend,
+    Lines,
+    Node,
+    Page,
+    Sheet,
+    Style,
+    Tree,
+)
 from .svg import chart_svg, heatmap_svg, histogram_svg
 from .terminal import viridis
 
@@ -133,6 +145,14 @@ border:1px solid #ddd}}
 {s} svg .plot{{fill:#fff;stroke:#999}}
 {s} svg .grid{{stroke:#e6e6e6}}
 {s} svg .axis{{font-weight:600}}
+{s} .s-strong,{s} .tree .name{{font-weight:600}}
+{s} .s-kind{{color:#0b6e75}}
+{s} .s-quiet{{color:#6b6b6b}}
+{s} .tree ul{{list-style:none;margin:0;padding-left:1.3em;border-left:1px solid #ddd}}
+{s} .tree>ul{{padding-left:0;border-left:0}}
+{s} .tree li{{white-space:nowrap;font-size:13px}}
+{s} .tree summary{{cursor:pointer}}
+{s} .gap{{white-space:pre}}
 {s} table.hists td{{vertical-align:middle;padding-top:0;padding-bottom:0}}
 {s} svg.hist{{display:block}}
 """
@@ -275,7 +295,26 @@ def _part(part: object, max_rows: int | None) -> str:
         )
     if isinstance(part, Histograms):
         return _histograms(part, max_rows)
+    if isinstance(part, Tree):
+        named = f' data-name="{escape(part.name)}"' if part.name else ""
+        return f'<div class="tree"{named}><ul>{_node(part.root)}</ul></div>\n'
     return ""
+
+
+def _node(node: Node) -> str:
+    """One entry as a list item: its name and values; with entries under it, a
+    ``details`` element (open, so the page reads whole without script) holding them."""
+    runs = [escape(node.name)] if node.name else []
+    for run in node.runs:
+        text = escape(run.text)
+        runs.append(f'<span class="s-{run.style.value}">{text}</span>' if run.style.value else text)
+    label = '<span class="gap">  </span>'.join(
+        [f'<span class="name">{runs[0]}</span>', *runs[1:]] if node.name else runs
+    )
+    if not node.children:
+        return f"<li>{label}</li>"
+    below = "".join(_node(child) for child in node.children)
+    return f"<li><details open><summary>{label}</summary><ul>{below}</ul></details></li>"
 
 
 def _figure(title: str, name: str, svg: str) -> str:
