@@ -18,6 +18,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "trace": ("trace", HOSTILE, "--model", "tiny", "-q", "none", "--layer", "all"),
     "lens": ("lens", HOSTILE, "--model", "tiny", "-q", "none"),
     "compare": ("compare", HOSTILE, "--model", "tiny", "--layer", "all"),
+    "attention": ("attention", HOSTILE, "--model", "tiny", "--layer", "1"),
+    # A low threshold, so the random weights give outliers to tabulate and draw.
+    "outliers": ("outliers", HOSTILE, "--model", "tiny", "-q", "none", "--threshold", "2"),
+    "calibrate": ("calibrate", HOSTILE, "--model", "tiny"),
+    "params": ("params", "--model", "tiny"),
+    "tree": ("tree", "--model", "tiny"),
 }
 
 #: Attributes that could make a browser fetch something.

@@ -120,12 +120,22 @@ def test_every_page_opens_clean(browser, cli, tmp_path: Path, command: str) -> N
     assert_clean(browser, path, f"optinspect {command}: tiny")
     from selenium.webdriver.common.by import By
 
-    assert browser.find_elements(By.CSS_SELECTOR, "table tbody tr")
-    assert HOSTILE in browser.find_element(By.TAG_NAME, "body").text
+    assert browser.find_elements(By.CSS_SELECTOR, "table tbody tr, .tree li")
+    if command == "tree":  # an entry folds away its entries, without script
+        details = browser.find_elements(By.CSS_SELECTOR, ".tree details")[1]
+        inner = details.find_element(By.CSS_SELECTOR, "ul li")
+        assert inner.is_displayed()
+        details.find_element(By.TAG_NAME, "summary").click()
+        assert not inner.is_displayed()
+    if command in ("attention", "outliers"):  # their heatmaps, drawn
+        (figure,) = browser.find_elements(By.CSS_SELECTOR, "figure svg")
+        assert figure.size["width"] > 100 and figure.size["height"] > 40
     records = browser.execute_script(
         "return JSON.parse(document.getElementById('optinspect-data').textContent)"
     )
     assert list(records) == [command]
+    if "text" in records[command]:  # outliers summarises a corpus: no sentence is shown
+        assert HOSTILE in browser.find_element(By.TAG_NAME, "body").text
     # Text, lines and the table rules: a rendered page has many colours, a blank one one.
     assert distinct_colours(browser.get_screenshot_as_png()) > 8
 

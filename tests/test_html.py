@@ -52,8 +52,9 @@ def test_every_page_is_self_contained_and_holds_its_records(cli, command: str) -
     assert list(records) == [command]
     expected = json.loads(run_cli(cli, *args, "--format", "json"))
     assert same_json(records[command], expected)
-    # The hostile sentence is shown as the text it is, and nowhere as markup.
-    assert HOSTILE in page.all_text()
+    # The hostile sentence is shown as the text it is (where the record holds it: not
+    # outliers', a summary of a corpus), and nowhere as markup.
+    assert (HOSTILE in page.all_text()) == ("text" in expected)
     assert not any(tag == "b" for tag, _ in page.tags)
     assert [t for t, _ in page.tags].count("script") == 2  # the records and the sort script
 
@@ -83,6 +84,54 @@ def test_lens_grid_is_positions_by_layers(cli) -> None:
 def test_compare_rows_are_the_modules(cli) -> None:
     page = parse_page(run_cli(cli, *COMMANDS["compare"], "--format", "html"))
     assert len(body_rows(page.table("modules"))) == len(page.records()["compare"]["modules"])
+
+
+def svg_rects(html: str, name: str) -> int:
+    """The cells a heatmap part drew (its rects, less the background and colour bar)."""
+    figure = html.split(f'data-name="{name}"')[1].split("</svg>")[0]
+    return figure.count("<rect") - 1 - 10
+
+
+def test_attention_has_its_pattern_and_a_row_per_head(cli) -> None:
+    html = run_cli(cli, *COMMANDS["attention"], "--format", "html")
+    page = parse_page(html)
+    data = page.records()["attention"]
+    assert len(body_rows(page.table("heads"))) == len(data["heads"]) == data["num_heads"]
+    # The causal pattern: a cell on and below the diagonal for each query token.
+    tokens = len(data["tokens"])
+    assert svg_rects(html, "weights") == tokens * (tokens + 1) // 2
+
+
+def test_outliers_tables_and_map_match_the_records(cli) -> None:
+    html = run_cli(cli, *COMMANDS["outliers"], "--format", "html")
+    page = parse_page(html)
+    data = page.records()["outliers"]
+    assert len(body_rows(page.table("modules"))) == len(data["modules"])
+    assert data["recurring"], "the low threshold gives recurring dimensions"
+    assert len(body_rows(page.table("recurring"))) == len(data["recurring"])
+    # A cell for each (layer, dimension) that reached the threshold in a counted input.
+    hits = {(m["layer"], d["dim"]) for m in data["modules"] if m["summary"] for d in m["dims"]}
+    assert svg_rects(html, "dimensions") == len(hits)
+
+
+def test_params_rows_add_up_and_tree_has_an_entry_per_module(cli) -> None:
+    page = parse_page(run_cli(cli, *COMMANDS["params"], "--format", "html"))
+    data = page.records()["params"]
+    assert len(body_rows(page.table("params"))) == len(data["rows"]) + 1  # and the total
+    html = run_cli(cli, *COMMANDS["tree"], "--format", "html")
+    page = parse_page(html)
+    entries = [t for t, _ in page.tags if t == "li"]
+    assert len(entries) == len(page.records()["tree"]["modules"])
+    # Entries with entries under them open and close without script.
+    assert html.count("<details open>") == sum(1 for t, _ in page.tags if t == "ul") - 1
+
+
+def test_calibrate_tables_match_the_records(cli) -> None:
+    page = parse_page(run_cli(cli, *COMMANDS["calibrate"], "--format", "html"))
+    data = page.records()["calibrate"]
+    assert len(body_rows(page.table("inputs"))) == len(data["modules"])
+    layers = [o for o in data["outputs"] if re.fullmatch(r"model\.decoder\.layers\.\d+", o["name"])]
+    assert len(body_rows(page.table("outputs"))) == len(layers)
 
 
 def test_several_sentences_are_one_document_with_a_section_each(cli, tmp_path: Path) -> None:
@@ -263,6 +312,18 @@ def test_a_chart_has_a_line_per_series_and_gaps() -> None:
     assert "b <x>" in page.all_text()
 
 
+def test_a_chart_of_many_lines_names_them_on_hover() -> None:
+    x = list(range(201))
+    series = [
+        Series(f"model.decoder.layers.{k}.self_attn.k_proj", [k + i for i in x]) for k in range(20)
+    ]
+    svg = html_document([Page("x", parts=[Chart("many", "share", x, series)])], title="t")
+    assert svg.count("<path") == 20 and "<circle" not in svg
+    assert "20 lines: hover one" in svg
+    assert svg.count("<title>model.decoder.layers.") == 20
+    assert len(svg) < 130_000  # about 20 bytes a point
+
+
 @pytest.mark.slow
 def test_an_opt125m_sized_page_is_under_budget(cli, make_fixture_model) -> None:
     folder = make_fixture_model(
@@ -323,3 +384,11 @@ def test_histograms_are_a_row_each_and_a_path_each() -> None:
     assert len(cut.table("histograms")["rows"]) == 5
     # A few bytes a bin: 12 rows of 64 bins stay small.
     assert len(html_document([Page("trace", parts=[part])], title="t")) < 20_000
+
+
+def test_a_non_finite_cell_is_grey_and_says_so() -> None:
+    values = [[0.0, float("nan")], [float("inf"), 0.5]]
+    svg = heatmap_svg(Heatmap("m", ["a", "b"], ["x", "y"], values))
+    assert '<rect x="' in svg
+    assert 'fill="#dddddd"><title>a, y: nan</title>' in svg
+    assert 'fill="#dddddd"><title>b, x: inf</title>' in svg

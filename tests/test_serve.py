@@ -79,6 +79,8 @@ def _cases(sentences: Path) -> list[list[str]]:
     cases += [
         ["trace", *text, "--format", "html"],
         ["lens", *file, "--model", "tiny", "-f", "html"],
+        ["outliers", *file, "--model", "tiny", "-f", "html"],
+        [*calibrate, "--format", "html"],
     ]
     cases += [["report", *text], ["report", *text, "--compare", "none", "--layer", "0"]]
     return cases
@@ -98,6 +100,8 @@ CASE_IDS = [
     *(f"params-loaded-{f}" for f in ("table", "json")),
     "trace-html",
     "lens-file-html",
+    "outliers-file-html",
+    "calibrate-html",
     "report-json",
     "report-compare",
 ]

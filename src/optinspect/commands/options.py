@@ -150,9 +150,18 @@ OffloadDirOpt = Annotated[
 
 
 #: The --format options of the commands, each offering what its records can be written as.
-ViewFormatOpt = format_option(Format.table, Format.json, help="table for people, json for scripts.")
+ViewFormatOpt = format_option(
+    Format.table,
+    Format.json,
+    Format.html,
+    help="table for people, json for scripts, html: one self-contained page.",
+)
 TableFormatOpt = format_option(
-    Format.table, Format.json, Format.csv, help="table for people, json or csv for scripts."
+    Format.table,
+    Format.json,
+    Format.csv,
+    Format.html,
+    help="table for people, json or csv for scripts, html: one self-contained page.",
 )
 ResultFormatOpt = format_option(
     Format.table,

@@ -171,7 +171,8 @@ class HtmlEmitter(JsonEmitter):
         kind = self.pages[0].kind if self.pages else self.kind
         document = self.document(extra)
         data = {} if document is None else {kind: document}
-        title = f"optinspect {kind}" + (f": {self.head['model']}" if self.head["model"] else "")
+        model = (document or {}).get("model") or self.head["model"]
+        title = f"optinspect {kind}" + (f": {model}" if model else "")
         sys.stdout.write(html_document(pages, title=title, data=data))
         sys.stdout.flush()
 
@@ -198,8 +199,8 @@ EMITTERS: dict[str, type[Emitter]] = {
     "table": TableEmitter,
     "json": JsonEmitter,
     "jsonl": JsonlEmitter,
-    "html": HtmlEmitter,
     "csv": CsvEmitter,
+    "html": HtmlEmitter,
 }
 
 

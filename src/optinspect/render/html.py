@@ -30,7 +30,19 @@ from importlib import metadata
 from typing import Any
 
 from .common import HEADER_SEPARATOR, format_number
-from .page import Cell, Chart, Heatmap, Histograms, Legend, Lines, Page, Sheet, Style
+from .page import (
+    Cell,
+    Chart,
+    Heatmap,
+    Histograms,
+    Legend,
+    Lines,
+    Node,
+    Page,
+    Sheet,
+    Style,
+    Tree,
+)
 from .svg import chart_svg, heatmap_svg, histogram_svg
 from .terminal import viridis
 
@@ -98,7 +110,7 @@ background:#fff}}
 {s} h1{{font-size:1.5em;margin:.2em 0}}
 {s} h2{{font-size:1.2em;margin:1.2em 0 .3em;border-bottom:1px solid #ccc}}
 {s} h3{{font-size:1em;margin:1em 0 .3em}}
-{s} .headline .part{{white-space:nowrap}}
+{s} .part{{white-space:nowrap}}
 {s} .headline .sep{{color:#888}}
 {s} .note{{color:#8a5a00}}
 {s} .versions,{s} .caption,{s} .text{{color:#555;font-size:.9em}}
@@ -133,6 +145,14 @@ border:1px solid #ddd}}
 {s} svg .plot{{fill:#fff;stroke:#999}}
 {s} svg .grid{{stroke:#e6e6e6}}
 {s} svg .axis{{font-weight:600}}
+{s} .s-strong,{s} .tree .name{{font-weight:600}}
+{s} .s-kind{{color:#0b6e75}}
+{s} .s-quiet{{color:#6b6b6b}}
+{s} .tree ul{{list-style:none;margin:0;padding-left:1.3em;border-left:1px solid #ddd}}
+{s} .tree>ul{{padding-left:0;border-left:0}}
+{s} .tree li{{white-space:nowrap;font-size:13px}}
+{s} .tree summary{{cursor:pointer}}
+{s} .gap{{white-space:pre}}
 {s} table.hists td{{vertical-align:middle;padding-top:0;padding-bottom:0}}
 {s} svg.hist{{display:block}}
 """
@@ -233,12 +253,16 @@ def _body(pages: Sequence[Page], *, max_rows: int | None) -> str:
 
 def _headline(page: Page) -> str:
     """The model line, which breaks only between its parts, and the notes under it."""
-    out = ""
-    if page.headline:
-        separator = f'<span class="sep">{escape(HEADER_SEPARATOR)}</span>'
-        parts = separator.join(f'<span class="part">{escape(p)}</span>' for p in page.headline)
-        out = f'<p class="headline">{parts}</p>\n'
-    return out + "".join(f'<p class="note">{escape(note)}</p>\n' for note in page.notes)
+    out = f'<p class="headline">{_joined(page.headline, HEADER_SEPARATOR)}</p>\n'
+    return (out if page.headline else "") + "".join(
+        f'<p class="note">{escape(note)}</p>\n' for note in page.notes
+    )
+
+
+def _joined(parts: Sequence[str], separator: str) -> str:
+    """Parts of one line joined by ``separator``: the line breaks only between them."""
+    glue = f'<span class="sep">{escape(separator)}</span>'
+    return glue.join(f'<span class="part">{escape(part)}</span>' for part in parts)
 
 
 def _section_heading(page: Page, *, several: bool) -> str:
@@ -257,11 +281,11 @@ def _part(part: object, max_rows: int | None) -> str:
     if isinstance(part, Sheet):
         return _sheet(part, max_rows)
     if isinstance(part, Heatmap):
-        return (
-            f"<figure><figcaption>{escape(part.title)}</figcaption>{heatmap_svg(part)}</figure>\n"
-        )
+        return _figure(part.title, part.name, heatmap_svg(part))
     if isinstance(part, Chart):
-        return f"<figure><figcaption>{escape(part.title)}</figcaption>{chart_svg(part)}</figure>\n"
+        return _figure(part.title, part.name, chart_svg(part))
+    if isinstance(part, Lines) and part.separator is not None:
+        return f"<p>{_joined(part.lines, part.separator)}</p>\n"
     if isinstance(part, Lines):
         return "".join(f"<p>{escape(line)}</p>\n" for line in part.lines)
     if isinstance(part, Legend):
@@ -271,7 +295,31 @@ def _part(part: object, max_rows: int | None) -> str:
         )
     if isinstance(part, Histograms):
         return _histograms(part, max_rows)
+    if isinstance(part, Tree):
+        named = f' data-name="{escape(part.name)}"' if part.name else ""
+        return f'<div class="tree"{named}><ul>{_node(part.root)}</ul></div>\n'
     return ""
+
+
+def _node(node: Node) -> str:
+    """One entry as a list item: its name and values; with entries under it, a
+    ``details`` element (open, so the page reads whole without script) holding them."""
+    runs = [escape(node.name)] if node.name else []
+    for run in node.runs:
+        text = escape(run.text)
+        runs.append(f'<span class="s-{run.style.value}">{text}</span>' if run.style.value else text)
+    label = '<span class="gap">  </span>'.join(
+        [f'<span class="name">{runs[0]}</span>', *runs[1:]] if node.name else runs
+    )
+    if not node.children:
+        return f"<li>{label}</li>"
+    below = "".join(_node(child) for child in node.children)
+    return f"<li><details open><summary>{label}</summary><ul>{below}</ul></details></li>"
+
+
+def _figure(title: str, name: str, svg: str) -> str:
+    named = f' data-name="{escape(name)}"' if name else ""
+    return f"<figure{named}><figcaption>{escape(title)}</figcaption>{svg}</figure>\n"
 
 
 def _kept(count: int, max_rows: int | None) -> tuple[list[int], int]:

@@ -35,6 +35,11 @@ NO_VALUE = (221, 221, 221)
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1")
 #: Width of the drawing area of a picture, in CSS pixels (it shrinks with the page).
 WIDTH = 880
+#: A chart marks each value with a dot (its value on hover) up to this many points.
+MAX_DOTS = 48
+#: A chart lists its lines beside it up to this many; more, and each line names
+#: itself on hover (calibrate's act_scales: a line per linear layer).
+MAX_LEGEND = 14
 _FONT = 11
 
 
@@ -70,6 +75,14 @@ def _level(heatmap: Heatmap, value: float) -> float:
     return (value - heatmap.low) / span if span else 0.0
 
 
+def _colour(heatmap: Heatmap, value: float | None) -> tuple[int, int, int]:
+    """A cell's colour: viridis of its place in [low, high], grey for no value (None,
+    NaN or Inf: the hover text says which)."""
+    if value is None or not math.isfinite(value):
+        return NO_VALUE
+    return viridis(_level(heatmap, value))[0]
+
+
 def _shown(heatmap: Heatmap, value: float | None) -> str:
     if value is None:
         return "no value"
@@ -82,11 +95,12 @@ def _fit(label: object, chars: int = 22) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-def _label_text(label: object, chars: int = 22) -> str:
-    """A label's escaped text for a ``<text>``, cut as ``_fit`` cuts it, with the whole
-    label in a ``<title>`` where it was cut."""
-    cut = _fit(label, chars)
+def _label_text(label: object, chars: int = 22, *, tail: bool = False) -> str:
+    """A label's escaped text for a ``<text>``, cut as ``_fit`` cuts it (or keeping its
+    end, with ``tail``: the end of a module name says most), with the whole label in a
+    ``<title>`` where it was cut."""
     whole = str(label)
+    cut = "…" + whole[-(chars - 1) :] if tail and len(whole) > chars else _fit(label, chars)
     return escape(cut) + (f"<title>{escape(whole)}</title>" if cut != whole else "")
 
 
@@ -127,7 +141,7 @@ def heatmap_svg(heatmap: Heatmap) -> str:
         out.append(_grid_png(heatmap, left, top, grid_w, grid_h))
     else:
         for r, c, value in marked:
-            rgb = NO_VALUE if value is None else viridis(_level(heatmap, value))[0]
+            rgb = _colour(heatmap, value)
             tip = f"{heatmap.rows[r]}, {heatmap.columns[c]}: {_shown(heatmap, value)}"
             out.append(
                 f'<rect x="{_num(left + c * cw)}" y="{_num(top + r * ch)}" width="{_num(cw)}" '
@@ -150,9 +164,7 @@ def _upper_triangle(rows: int, left: float, top: float, cw: float, ch: float, gr
 def _grid_png(heatmap: Heatmap, left: float, top: float, width: float, height: float) -> str:
     pixels = [
         [
-            NO_VALUE
-            if value is None or (heatmap.causal and c > r)
-            else viridis(_level(heatmap, value))[0]
+            NO_VALUE if heatmap.causal and c > r else _colour(heatmap, value)
             for c, value in enumerate(row)
         ]
         for r, row in enumerate(heatmap.values)
@@ -221,7 +233,7 @@ def chart_svg(chart: Chart) -> str:
     """The chart as an ``<svg>``: a line per series (gaps where a value is None or not
     finite, or not positive on a log axis), axes with ticks, and a legend."""
     width, height = float(WIDTH), 280.0
-    left, right, top, bottom = 64.0, 150.0, 14.0, 40.0
+    left, right, top, bottom = 64.0, 230.0, 14.0, 40.0
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def usable(v: float | None) -> bool:
@@ -274,28 +286,40 @@ def chart_svg(chart: Chart) -> str:
             f'<text x="12" y="{_num(top + plot_h / 2)}" text-anchor="middle" class="axis" '
             f'transform="rotate(-90 12 {_num(top + plot_h / 2)})">{escape(label)}</text>'
         )
+    dots = n <= MAX_DOTS
+    legend = len(chart.series) <= MAX_LEGEND
     for k, series in enumerate(chart.series):
         colour = PALETTE[k % len(PALETTE)]
-        out.append(_series_path(chart, series.values, px, py, usable, colour, series.name))
-        y = top + 8 + 16 * k
+        out.append(_series_path(chart, series.values, (px, py, usable), colour, series.name, dots))
+        if not legend:
+            continue
+        y = top + 8 + 15 * k
         out.append(
             f'<line x1="{_num(left + plot_w + 10)}" x2="{_num(left + plot_w + 28)}" '
             f'y1="{_num(y)}" y2="{_num(y)}" stroke="{colour}" stroke-width="2"/>'
         )
         out.append(
-            f'<text x="{_num(left + plot_w + 32)}" y="{_num(y + 4)}">{escape(series.name)}</text>'
+            f'<text x="{_num(left + plot_w + 32)}" y="{_num(y + 4)}">'
+            f"{_label_text(series.name, 30, tail=True)}</text>"
+        )
+    if not legend:
+        out.append(
+            f'<text x="{_num(left + plot_w + 10)}" y="{_num(top + 12)}">'
+            f"{len(chart.series)} lines: hover one</text>"
+            f'<text x="{_num(left + plot_w + 10)}" y="{_num(top + 27)}">for its name</text>'
         )
     out.append("</svg>")
     return "".join(out)
 
 
 def _series_path(  # type: ignore[no-untyped-def]
-    chart: Chart, values, px, py, usable, colour: str, name: str
+    chart: Chart, values, scale, colour: str, name: str, dots: bool
 ) -> str:
-    """One series: a path broken at the values it cannot draw, a dot where a value
-    stands alone, and each point's value in a ``<title>``."""
+    """One series: a path broken at the values it cannot draw, with its name in a
+    ``<title>``; with ``dots``, a dot at each value with the value in its own."""
+    px, py, usable = scale
     pieces: list[str] = []
-    dots: list[str] = []
+    marks: list[str] = []
     pen_down = False
     for i, value in enumerate(values):
         if not usable(value):
@@ -304,12 +328,17 @@ def _series_path(  # type: ignore[no-untyped-def]
         x, y = px(i), py(value)
         pieces.append(f"{'L' if pen_down else 'M'}{_num(x)} {_num(y)}")
         pen_down = True
-        dots.append(
-            f'<circle cx="{_num(x)}" cy="{_num(y)}" r="2.5" fill="{colour}">'
-            f"<title>{escape(f'{name}, {chart.x[i]}: {format_number(value)}')}</title></circle>"
-        )
-    path = f'<path d="{" ".join(pieces)}" fill="none" stroke="{colour}" stroke-width="1.8"/>'
-    return f'<g class="series">{path if pieces else ""}{"".join(dots)}</g>'
+        if dots:
+            tip = escape(f"{name}, {chart.x[i]}: {format_number(value)}")
+            marks.append(
+                f'<circle cx="{_num(x)}" cy="{_num(y)}" r="2.5" fill="{colour}">'
+                f"<title>{tip}</title></circle>"
+            )
+    path = (
+        f'<path d="{" ".join(pieces)}" fill="none" stroke="{colour}" stroke-width="1.8">'
+        f"<title>{escape(name)}</title></path>"
+    )
+    return f'<g class="series">{path if pieces else ""}{"".join(marks)}</g>'
 
 
 #: A small histogram: each bin this many pixels wide, the tallest this tall.
