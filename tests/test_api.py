@@ -57,6 +57,13 @@ def test_a_list_holds_one_result_per_sentence_in_order(load_tiny: Load) -> None:
         assert shown.json_data()["results"] == shown.as_dicts()
 
 
+def test_file_gives_one_sentence_per_line(load_tiny: Load, tmp_path: Path) -> None:
+    texts = ["Hello world", SENTENCE]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    from_file = oi.lens(load_tiny("none"), file=tmp_path / "in.txt")
+    assert from_file.as_dicts() == oi.lens(load_tiny("none"), texts).as_dicts()
+
+
 def test_calibrate_writes_and_returns_what_its_command_does(
     cli, load_tiny: Load, tmp_path: Path
 ) -> None:
