@@ -35,7 +35,7 @@ from optinspect.render.page import (
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = ("/usr/bin/chromium", "chromium")
+CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")
 CHROMEDRIVER = ("/usr/bin/chromedriver", "chromedriver")
 
 
