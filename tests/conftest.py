@@ -262,6 +262,26 @@ def plant_outlier(model: object) -> None:
 
 #: The options of a quick CPU run of the tiny model.
 TINY = ("--model", "tiny", "-q", "none")
+#: The tolerance of ``assert_same``: float32 rounding, well below any difference that matters.
+REL, ABS = 1e-5, 1e-6
+
+
+def assert_same(plain: Any, offloaded: Any, where: str = "") -> None:
+    """Equal structure and exact ints and strings; floats within REL/ABS: the same
+    computation run two ways (offloaded, through the API) rounds alike to float32's
+    precision, but need not give the same bits."""
+    if isinstance(plain, dict):
+        assert set(plain) == set(offloaded), where
+        for key in plain:
+            assert_same(plain[key], offloaded[key], f"{where}.{key}")
+    elif isinstance(plain, (list, tuple)):
+        assert len(plain) == len(offloaded), where
+        for i, (a, b) in enumerate(zip(plain, offloaded, strict=True)):
+            assert_same(a, b, f"{where}[{i}]")
+    elif isinstance(plain, float) and not isinstance(plain, bool):
+        assert offloaded == pytest.approx(plain, rel=REL, abs=ABS), where
+    else:
+        assert offloaded == plain, where
 
 
 def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:

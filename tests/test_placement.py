@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import assert_same
 from optinspect.errors import UsageError
 from optinspect.model.names import TOKEN_EMBEDDINGS
 from optinspect.model.placement import input_device, parse_max_memory, placement_of
@@ -25,7 +26,6 @@ USAGE = "use DEVICE=SIZE pairs like 'cuda:0=10GiB,cpu=30GiB'"
 #: Below the size of any tiny module, so sequential placement puts everything, the token
 #: embedding included, on disk ({"": "disk"}); 1KB is the smallest size accelerate reads.
 EMBED_ON_DISK = "cpu=1KB"
-REL, ABS = 1e-5, 1e-6
 
 
 # --- parse_max_memory -------------------------------------------------------------------
@@ -156,22 +156,6 @@ def test_input_device_of_a_meta_model_without_a_map_is_meta(meta_model: torch.nn
 
 
 # --- offloaded models give the plain results --------------------------------------------
-
-
-def assert_same(plain: Any, offloaded: Any, where: str = "") -> None:
-    """Equal structure and exact ints and strings; floats within REL/ABS."""
-    if isinstance(plain, dict):
-        assert set(plain) == set(offloaded), where
-        for key in plain:
-            assert_same(plain[key], offloaded[key], f"{where}.{key}")
-    elif isinstance(plain, (list, tuple)):
-        assert len(plain) == len(offloaded), where
-        for i, (a, b) in enumerate(zip(plain, offloaded, strict=True)):
-            assert_same(a, b, f"{where}[{i}]")
-    elif isinstance(plain, float) and not isinstance(plain, bool):
-        assert offloaded == pytest.approx(plain, rel=REL, abs=ABS), where
-    else:
-        assert offloaded == plain, where
 
 
 def offload_args(folder: Path) -> list[str]:

@@ -76,6 +76,12 @@ def _cases(sentences: Path) -> list[list[str]]:
     calibrate = ["calibrate", *file, "--model", "tiny", "--quant", "8bit"]
     cases += [[*calibrate, "--format", f] for f in ("table", "json")]
     cases += [["params", "--model", "tiny", "--loaded", "--format", f] for f in ("table", "json")]
+    cases += [
+        ["trace", *text, "--format", "html"],
+        ["lens", *file, "--model", "tiny", "-f", "html"],
+        ["outliers", *file, "--model", "tiny", "-f", "html"],
+        [*calibrate, "--format", "html"],
+    ]
     cases += [["report", *text], ["report", *text, "--compare", "none", "--layer", "0"]]
     return cases
 
@@ -92,6 +98,10 @@ CASE_IDS = [
     *(f"outliers-{f}" for f in ("table", "json")),
     *(f"calibrate-{f}" for f in ("table", "json")),
     *(f"params-loaded-{f}" for f in ("table", "json")),
+    "trace-html",
+    "lens-file-html",
+    "outliers-file-html",
+    "calibrate-html",
     "report-json",
     "report-compare",
 ]

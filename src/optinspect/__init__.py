@@ -1,12 +1,13 @@
 """optinspect: look inside OPT language models, module by module.
 
-    from optinspect import load, trace
-    model = load("facebook/opt-125m", quant="8bit")
-    result = trace(model, ["first sentence", "second"], layers=[0])
+    import optinspect as oi
+    model = oi.load("facebook/opt-125m", quant="8bit")
+    oi.trace(model, ["first sentence", "second"], layer="0")   # shows itself in Jupyter
 
-Public names: load, trace, iter_trace, LoadedModel, TraceResult, ModuleRecord,
-TensorStats, Token. They are imported lazily, so ``import optinspect`` (and
-``optinspect --help``) does not import torch.
+Public names: one function per command (load, trace, params, tree, compare, outliers,
+lens, attention, calibrate, report; docs/api.md), iter_trace, LoadedModel, TraceResult,
+ModuleRecord, TensorStats, Token. They are imported lazily, so ``import optinspect``
+(and ``optinspect --help``) does not import torch.
 """
 
 from __future__ import annotations
@@ -20,9 +21,22 @@ STARTED = time.perf_counter()
 
 __version__ = "0.1.0"
 
+#: The API's functions, one per command (``optinspect.api``).
+API = (
+    "load",
+    "trace",
+    "params",
+    "tree",
+    "compare",
+    "outliers",
+    "lens",
+    "attention",
+    "calibrate",
+    "report",
+)
+
 _LAZY = {
-    "load": "optinspect.api",
-    "trace": "optinspect.api",
+    **dict.fromkeys(API, "optinspect.api"),
     "iter_trace": "optinspect.analyses.trace",
     "LoadedModel": "optinspect.model.loading",
     "TraceResult": "optinspect.results.trace",
@@ -37,14 +51,33 @@ __all__ = [
     "TensorStats",
     "Token",
     "TraceResult",
+    "attention",
+    "calibrate",
+    "compare",
     "iter_trace",
+    "lens",
     "load",
+    "outliers",
+    "params",
+    "report",
     "trace",
+    "tree",
 ]
 
 if TYPE_CHECKING:
     from .analyses.trace import iter_trace
-    from .api import load, trace
+    from .api import (
+        attention,
+        calibrate,
+        compare,
+        lens,
+        load,
+        outliers,
+        params,
+        report,
+        trace,
+        tree,
+    )
     from .model.loading import LoadedModel
     from .results.records import ModuleRecord, TensorStats, Token
     from .results.trace import TraceResult

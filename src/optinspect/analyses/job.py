@@ -14,12 +14,15 @@ A compute function is ``compute(ctx, plan, texts, **params)``: a generator that 
 results and may return a tail (trace returns its FFN summary). It asks ``ctx.model()``
 for the model only once it knows there is work, so every check comes before loading.
 ``Context`` is what it may ask of where it runs. Neither the CLI nor the server owns a
-job: both read it. No torch here.
+job: both read it. ``run_held`` runs a job on a model the caller loaded already (the
+Python API's). No torch here: a held model brought it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,7 +34,19 @@ if TYPE_CHECKING:
     from ..engine.preflight import Plan
     from ..model.loading import LoadedModel
 
-__all__ = ["Context", "Job", "compute_function", "execute", "plan_of"]
+__all__ = [
+    "Context",
+    "Held",
+    "Job",
+    "compute_function",
+    "execute",
+    "plan_of",
+    "run_held",
+    "settings_of",
+]
+
+#: Where a held job's notes go (``wrote …``, a text cut by ``truncate``).
+logger = logging.getLogger("optinspect")
 
 
 @dataclass(frozen=True)
@@ -91,3 +106,63 @@ def plan_of(plan: Plan | None) -> Plan:
     """The plan of a job that has checks (every job but ``params``)."""
     assert plan is not None
     return plan
+
+
+def settings_of(loaded: LoadedModel) -> LoadSettings:
+    """The settings ``loaded`` came from; for a model loaded otherwise, those it reports."""
+    if loaded.settings is not None:
+        return loaded.settings
+    return LoadSettings(
+        loaded.source.spec, quant=loaded.quant, device=loaded.device, dtype=loaded.dtype_name
+    )
+
+
+class Held:
+    """The context of a job run on a model the caller loaded: that model, its attention
+    switched for the job where asked (``restore`` switches it back); another setting
+    (compare's reference) is loaded for the job. Notes go to the ``optinspect`` logger;
+    there is no progress display."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.settings = settings_of(loaded)
+        self.restore: list[Callable[[], None]] = []
+
+    def model(self, *, attn_implementation: str | None = None, **changes: Any) -> LoadedModel:
+        from ..model.loading import load_from_settings, switch_attention
+
+        wanted = dataclasses.replace(self.settings, **changes)
+        if wanted.settings() != self.settings.settings():
+            return load_from_settings(wanted, attn_implementation=attn_implementation)
+        undo = switch_attention(self.loaded, attn_implementation)
+        if undo is not None:
+            self.restore.append(undo)
+        return self.loaded
+
+    def advance(self, n: int = 1, t: int = 0, totals: tuple[int, int] | None = None) -> None:
+        pass  # a script or a notebook cell shows no counter
+
+    def note(self, text: str) -> None:
+        logger.info(text)
+
+    def check_cancelled(self) -> None:
+        pass  # KeyboardInterrupt (a notebook's interrupt) stops it where it is
+
+
+def run_held(command: str, loaded: LoadedModel, **job: Any) -> tuple[list[Any], Any]:
+    """Run ``command``'s job (``job``: the ``Job`` fields but the command and the load
+    settings) on ``loaded``, as the CLI runs it: its checks, then its compute function;
+    its results, and the tail it returned. The model's attention is as it was after."""
+    ctx = Held(loaded)
+    job.setdefault("checks", {})
+    results: list[Any] = []
+    try:
+        stream = execute(Job(command, ctx.settings, **job), ctx)
+        while True:
+            try:
+                results.append(next(stream))
+            except StopIteration as end:
+                return results, end.value
+    finally:
+        for undo in reversed(ctx.restore):
+            undo()

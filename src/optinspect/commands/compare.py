@@ -92,5 +92,5 @@ def compare_command(
         },
         texts=texts,
     )
-    emitter = make_emitter(fmt.value, many, compare_page, model=load.model)
+    emitter = make_emitter(fmt.value, many, compare_page, model=load.model, kind="compare")
     emit_job(job, emitter, many=many, label="comparing", verb=VERB)

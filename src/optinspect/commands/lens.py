@@ -55,7 +55,7 @@ def lens_command(
     from .output import make_emitter
 
     texts, many = inputs.read()
-    emitter = make_emitter(fmt.value, many, lens_page, model=load.model)
+    emitter = make_emitter(fmt.value, many, lens_page, model=load.model, kind="lens")
     values = {"layers": layer, "top_k": top_k, "batch_size": inputs.batch_size}
     job = Job(
         "lens", load, checks=values, params={**values, "truncate": inputs.truncate}, texts=texts

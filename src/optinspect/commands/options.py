@@ -50,6 +50,7 @@ class Format(str, Enum):
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+    html = "html"
 
 
 def format_option(*offered: Format, help: str) -> Any:
@@ -149,19 +150,33 @@ OffloadDirOpt = Annotated[
 
 
 #: The --format options of the commands, each offering what its records can be written as.
-ViewFormatOpt = format_option(Format.table, Format.json, help="table for people, json for scripts.")
+ViewFormatOpt = format_option(
+    Format.table,
+    Format.json,
+    Format.html,
+    help="table for people, json for scripts, html: one self-contained page.",
+)
 TableFormatOpt = format_option(
-    Format.table, Format.json, Format.csv, help="table for people, json or csv for scripts."
+    Format.table,
+    Format.json,
+    Format.csv,
+    Format.html,
+    help="table for people, json or csv for scripts, html: one self-contained page.",
 )
 ResultFormatOpt = format_option(
-    Format.table, Format.json, Format.jsonl, help="table for people; json or jsonl for scripts."
+    Format.table,
+    Format.json,
+    Format.jsonl,
+    Format.html,
+    help="table for people; json or jsonl for scripts; html: one self-contained page.",
 )
 TraceFormatOpt = format_option(
     Format.table,
     Format.json,
     Format.jsonl,
     Format.csv,
-    help="table for people; json, jsonl or csv for scripts.",
+    Format.html,
+    help="table for people; json, jsonl or csv for scripts; html: one self-contained page.",
 )
 LayerOpt = Annotated[
     str | None,

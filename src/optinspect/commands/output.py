@@ -14,7 +14,8 @@ writes it with ``render.terminal``, CSV writes its flat sheet (``Page.flat``) wi
 One TEXT gives one JSON object;
 a file or stdin gives ``{"schema", "model", "quant", "device", "dtype", ...,
 "results": [...]}`` in ``json`` (the model as asked for even when the input held no
-sentence) and one object per line in ``jsonl``.
+sentence) and one object per line in ``jsonl``. ``html`` writes one page at the end
+(``render.html``): a section per sentence, with that same JSON document embedded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from ..render.common import write_json
 from ..render.csvfile import write_csv
+from ..render.html import html_document
 from ..render.page import Page
 from ..render.terminal import write_header, write_terminal
 from ..results.records import SCHEMA_VERSION
@@ -53,8 +55,10 @@ class Emitter:
         page_of: PageOf,
         as_dict: Callable[[Any], dict[str, Any]],
         model: str | None = None,
+        kind: str = "results",
     ):
         self.many = many
+        self.kind = kind  # the command: the key of its records in an HTML page
         self.page_of = page_of
         self.as_dict = as_dict
         self.model = model  # as the user named it: the document's "model" before any result
@@ -129,17 +133,48 @@ class JsonEmitter(Emitter):
             self.head = {key: info[key] for key in self.head}
         self.results.append(self.as_dict(result))
 
+    def document(self, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """What ``--format json`` prints: None for one TEXT that gave no result."""
+        if not self.many:
+            return {**self.results[0], **(extra or {})} if self.results else None
+        document = {"schema": SCHEMA_VERSION, **self.head, **(extra or {})}
+        return {**document, "results": self.results}
+
     def close(
         self,
         extra: dict[str, Any] | None = None,
         tail: Page | None = None,
     ) -> None:
-        if not self.many:
-            if self.results:
-                write_json(sys.stdout, {**self.results[0], **(extra or {})})
-            return
-        document = {"schema": SCHEMA_VERSION, **self.head, **(extra or {})}
-        write_json(sys.stdout, {**document, "results": self.results})
+        document = self.document(extra)
+        if document is not None:
+            write_json(sys.stdout, document)
+
+
+class HtmlEmitter(JsonEmitter):
+    """One self-contained HTML document, written at ``close``: a section per sentence (and
+    the tail's), with what ``--format json`` prints embedded under the command's kind."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pages: list[Page] = []
+
+    def _emit(self, result: Any) -> None:
+        super()._emit(result)
+        self.pages.append(self.page_of(result))
+
+    def close(
+        self,
+        extra: dict[str, Any] | None = None,
+        tail: Page | None = None,
+    ) -> None:
+        pages = [*self.pages, *([tail] if tail is not None and tail.parts else [])]
+        kind = self.pages[0].kind if self.pages else self.kind
+        document = self.document(extra)
+        data = {} if document is None else {kind: document}
+        model = (document or {}).get("model") or self.head["model"]
+        title = f"optinspect {kind}" + (f": {model}" if model else "")
+        sys.stdout.write(html_document(pages, title=title, data=data))
+        sys.stdout.flush()
 
 
 class JsonlEmitter(Emitter):
@@ -165,6 +200,7 @@ EMITTERS: dict[str, type[Emitter]] = {
     "json": JsonEmitter,
     "jsonl": JsonlEmitter,
     "csv": CsvEmitter,
+    "html": HtmlEmitter,
 }
 
 
@@ -175,14 +211,16 @@ def make_emitter(
     *,
     as_dict: Callable[[Any], dict[str, Any]] | None = None,
     model: str | None = None,
+    kind: str = "results",
 ) -> Emitter:
     """The emitter for ``--format fmt``; ``as_dict`` defaults to the result's own.
 
     A table of many sentences shows the model line once, at the top. ``model``
-    (``--model``) names the model in a JSON document that holds no result.
+    (``--model``) names the model in a JSON document that holds no result; ``kind``
+    (the command) keys the records an HTML page embeds when there is no result.
     """
     as_dict = as_dict or (lambda result: result.as_dict())
-    return EMITTERS[fmt](many, page_of, as_dict, model)
+    return EMITTERS[fmt](many, page_of, as_dict, model, kind)
 
 
 def emit_result(fmt: str, result: Any, page_of: PageOf) -> None:

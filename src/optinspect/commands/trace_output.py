@@ -54,6 +54,7 @@ def trace_emitter(
         lambda result: trace_page(result, stats),
         as_dict=lambda result: result.as_dict(chosen),
         model=model,
+        kind="trace",
     )
 
 

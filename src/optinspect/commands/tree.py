@@ -46,13 +46,12 @@ def tree_command(
       optinspect tree --model facebook/opt-175b --format csv
     """
     from ..analyses.tree import tree_model
-    from ..errors import UsageError
+    from ..engine.preflight import check_depth
     from ..render.tree import tree_page
     from ..results.tree import TreeResult
     from .output import emit_result
 
-    if depth is not None and depth < 0:
-        raise UsageError(f"--depth must be 0 or more, not {depth}")
+    check_depth(depth)
     root = tree_model(model, collapse=collapse)
     result = TreeResult(model, root, max_depth=depth, collapsed=collapse)
     emit_result(fmt.value, result, tree_page)

@@ -6,14 +6,14 @@ import contextlib
 import io
 import itertools
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import UsageError, os_reason
 from .preflight import check_text, not_utf8, probe_path
 
-__all__ = ["Line", "Sentences", "count_lines", "iter_lines", "peek", "read_texts"]
+__all__ = ["Line", "Sentences", "count_lines", "given_texts", "iter_lines", "peek", "read_texts"]
 
 _BOM = "\ufeff"
 
@@ -101,6 +101,22 @@ def read_texts(
     if text is None:
         raise UsageError(f"give the text to {verb}, - for stdin, or --file PATH")
     return iter([check_text(text, verb)]), False
+
+
+def given_texts(
+    texts: str | Sequence[str] | None, file: str | Path | None, verb: str
+) -> Iterator[str] | None:
+    """The sentences a Python caller gives: one string, a list, or ``file`` (one per line,
+    as ``--file`` reads it); None when there are none. Each is checked as TEXT is."""
+    if file is not None:
+        if texts is not None:
+            raise UsageError("give the text or file=, not both")
+        read, _ = read_texts(None, Path(file), verb=verb)
+        return peek(read)
+    if texts is None:
+        raise UsageError(f"give the text to {verb}, a list of sentences, or file=")
+    listed = [texts] if isinstance(texts, str) else list(texts)
+    return iter([check_text(text, verb) for text in listed]) if listed else None
 
 
 def _file_lines(path: Path) -> Iterator[str]:

@@ -30,6 +30,7 @@ from .selection import LayerSpec, resolve_layers, select_names
 __all__ = [
     "Plan",
     "check_batch_size",
+    "check_depth",
     "check_load_settings",
     "check_output_path",
     "check_output_paths",
@@ -74,6 +75,13 @@ def check_batch_size(batch_size: int) -> int:
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     return batch_size
+
+
+def check_depth(depth: int | None) -> int | None:
+    """``tree --depth``: None (every level) or 0 and more."""
+    if depth is not None and depth < 0:
+        raise UsageError(f"--depth must be 0 or more, not {depth}")
+    return depth
 
 
 def check_top_k(top_k: int, vocab_size: int) -> int:

@@ -10,6 +10,7 @@ Every transformers, bitsandbytes and accelerate choice lives here. What
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "quantization_config",
     "resolve_dtype",
     "resolve_placement",
+    "switch_attention",
 ]
 
 QUANTS = ("8bit", "4bit", "none")
@@ -65,6 +67,9 @@ class LoadedModel:
     device: str
     dtype: torch.dtype
     random_weights: bool
+    #: The settings it was loaded with (``load_model``'s arguments, the model as asked
+    #: for): what loads the same model again, or the same model in another setting.
+    settings: LoadSettings | None = None
 
     @property
     def name(self) -> str:
@@ -276,6 +281,16 @@ def load_model(
         device=placement.label,
         dtype=torch_dtype,
         random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
+        settings=LoadSettings(
+            spec,
+            quant=quant,
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+            max_memory=max_memory,
+            offload_dir=None if offload_dir is None else str(offload_dir),
+            verbose=verbose,
+        ),
     )
 
 
@@ -294,6 +309,19 @@ def load_from_settings(
         max_memory=settings.max_memory,
         offload_dir=settings.offload_dir,
     )
+
+
+def switch_attention(loaded: LoadedModel, implementation: str | None) -> Callable[[], None] | None:
+    """Make the loaded model compute attention as ``implementation`` says (``"eager"``, the
+    kind that gives weights), in place; return what switches it back, or None when nothing
+    changed (None asked for, or already so)."""
+    if implementation is None:
+        return None
+    current = loaded.model.config._attn_implementation
+    if current == implementation:
+        return None
+    loaded.model.set_attn_implementation(implementation)
+    return lambda: loaded.model.set_attn_implementation(current)
 
 
 def _load_tokenizer(source: ModelSource) -> Any:

@@ -310,13 +310,12 @@ class _Job:
         if wanted.settings() != self.server.settings:
             # compare's reference setting: loaded for this job only, and freed after it
             return self._load(wanted, attn_implementation)
+        from ..model.loading import switch_attention
+
         loaded = self.server.loaded
-        if attn_implementation is not None:
-            config = loaded.model.config
-            current = config._attn_implementation
-            if current != attn_implementation:
-                loaded.model.set_attn_implementation(attn_implementation)
-                self._restore.append(lambda: loaded.model.set_attn_implementation(current))
+        restore = switch_attention(loaded, attn_implementation)
+        if restore is not None:
+            self._restore.append(restore)
         # The model as the client named it (a folder may be spelled another way).
         source = dataclasses.replace(loaded.source, spec=self._spelling)
         return dataclasses.replace(loaded, source=source)
