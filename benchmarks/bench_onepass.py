@@ -9,7 +9,10 @@ from bench_inproc import BARE, paired, rounds
 from bench_report import Row, Section
 from bench_util import fmt_times, interleave, sentences, wrap_loaded
 
-REPORT = "report: trace + histograms, sparsity, outliers, lens (top 5), attention, params"
+REPORT = (
+    "report: trace + histograms, sparsity, outliers, lens (top 5), attention, params, "
+    "then the HTML page"
+)
 TRACE = "trace --layer all (with the FFN summary, as --format json)"
 
 
@@ -21,6 +24,7 @@ def report_rows(label: str, loaded: Any, params_spec: str, repeats: int) -> list
     from optinspect.analyses.sparsity import FfnSparsity
     from optinspect.analyses.trace import iter_trace
     from optinspect.engine.runner import Runner
+    from optinspect.render.report import report_html
 
     (text,) = sentences(1, (16, 16))
     model = loaded.model
@@ -38,18 +42,33 @@ def report_rows(label: str, loaded: Any, params_spec: str, repeats: int) -> list
         sparsity.summary()
 
     def report() -> None:
-        build_report(loaded, text, model=params_spec)
+        report_html(build_report(loaded, text, model=params_spec))
 
     with torch.inference_mode():
         series = interleave({BARE: bare, TRACE: trace, REPORT: report}, repeats, 1, BARE)
     tokens = len(loaded.tokenizer(text)["input_ids"])
     how = f"{rounds(series)}; {label}, one sentence of {tokens} tokens, eager attention"
     ratio = series[REPORT].ratio / series[TRACE].ratio
+    page = report_html(build_report(loaded, text, model=params_spec)).encode("utf-8")
+    size = f"{len(page) / 1e6:.2f} MB" if len(page) >= 1e5 else f"{len(page) / 1e3:.0f} kB"
     return [
         Row(f"{BARE}, {label}", fmt_times(series[BARE].times), how),
         Row(f"{TRACE}, {label}", paired(series[TRACE]), how),
         Row(f"{REPORT}, {label}", paired(series[REPORT]), how),
-        Row(f"report against trace --layer all, {label}", f"{ratio:.2f}x", how),
+        Row(
+            f"report against trace --layer all, {label}",
+            f"{ratio:.2f}x",
+            how,
+            goal="at most 1.5x",
+            met=ratio <= 1.5,
+        ),
+        Row(
+            f"report page size, {label}",
+            size,
+            f"len(report_html(...)) in UTF-8; {label}, {tokens} tokens, every layer",
+            goal="under 3 MB (aim 1 MB)",
+            met=len(page) < 3e6,
+        ),
     ]
 
 

@@ -282,9 +282,10 @@ def test_out_writes_the_stdout_document_atomically(cli, tmp_path: Path) -> None:
         (["--attention-layer", "7"], "layer 7 does not exist: the model has layers 0-3"),
         (["--head", "9"], "head 9 does not exist: the model has heads 0-3"),
         (["--top-k", "0"], "--top-k must be at least 1, not 0"),
-        (["--out", "report.txt"], "--out writes JSON: give a file name ending in .json"),
+        (["--out", "report.txt"], "--out writes HTML or JSON: give a file name ending in "),
+        (["--out", "r.txt", "-f", "html"], "--out writes HTML: give a file name ending in .html"),
     ],
-    ids=["force", "role", "attention-layer", "head", "top-k", "suffix"],
+    ids=["force", "role", "attention-layer", "head", "top-k", "suffix", "html-suffix"],
 )
 def test_bad_options_are_refused_before_any_pass(cli, no_load, args, message) -> None:
     result = cli("report", "Hello", *TINY, *args)
@@ -315,3 +316,23 @@ def test_a_reducer_that_fails_leaves_no_hook(eager) -> None:
         for _ in collect(Runner(eager), [TEXT], [*parts.all(), Fails()]):
             pass
     assert hooks_on(eager.model) == before
+
+
+def test_an_html_out_is_the_page_of_every_part_with_the_json_embedded(cli, tmp_path) -> None:
+    from html_pages import HOSTILE, assert_self_contained, same_json
+
+    out = tmp_path / "report.html"
+    written = cli("report", HOSTILE, *TINY, "--out", str(out))
+    assert (written.code, written.out, written.err) == (0, "", f"wrote {out}\n")
+    page = assert_self_contained(out.read_text(encoding="utf-8"))
+    assert same_json(page.records(), json_of(cli, "report", HOSTILE, *TINY))
+    assert HOSTILE in page.all_text() and not any(tag == "b" for tag, _ in page.tags)
+    # Each analysis draws its own part: the modules, the lens grid, the heads, the params.
+    modules = page.records()["trace"]["modules"]
+    assert page.table("modules")["rows"] and len(page.table("modules")["rows"]) >= len(modules)
+    for name in ("tokens", "lens", "sparsity", "histograms"):
+        assert page.table(name), name
+    assert sum(tag == "svg" for tag, _ in page.tags) >= 3  # two depth charts, attention
+    # --format html without --out: the same page on stdout.
+    stdout = cli("report", HOSTILE, *TINY, "--format", "html")
+    assert stdout.code == 0 and stdout.out == out.read_text(encoding="utf-8")

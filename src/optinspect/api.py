@@ -369,9 +369,9 @@ class Report(Shown[ReportResult]):
 
     def html(self) -> str:
         """The whole page: inline CSS and SVG, nothing loaded, the records embedded."""
-        from .render.html import html_document
+        from .render.report import report_html
 
-        return html_document(self.pages(), title=self.title, data=self.as_dict())
+        return report_html(self.record)
 
     def save(self, path: str | Path, *, force: bool = False) -> Path:
         """Write the page to ``path`` (``.html``; ``force`` overwrites a file there),

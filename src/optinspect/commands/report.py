@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,8 +27,13 @@ if TYPE_CHECKING:
 
 VERB = "report on"
 
-#: The formats a report is written in; ``--out`` may be left out only for json (stdout).
-ReportFormatOpt = format_option(Format.json, help="json: the report's record.")
+#: The formats a report is written in; without --format, --out's suffix says which.
+ReportFormatOpt = format_option(
+    Format.html,
+    Format.json,
+    help="html: one self-contained page; json: the report's record. "
+    "Default: the --out file's suffix (.html or .json), else json on stdout.",
+)
 
 
 @model_command(reads="one", verb=VERB)
@@ -39,8 +44,8 @@ def report_command(
             "--out",
             "-o",
             metavar="PATH",
-            help="Write the report to this file (required unless --format json, "
-            "which otherwise goes to stdout).",
+            help="Write the report to this file: FILE.html (the page) or FILE.json; "
+            "without it, the report goes to stdout.",
         ),
     ] = None,
     layer: Annotated[
@@ -84,7 +89,7 @@ def report_command(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing --out file.")
     ] = False,
-    fmt: ReportFormatOpt = Format.json,
+    fmt: ReportFormatOpt = None,
     *,
     load: LoadOptions,
     inputs: InputOptions,
@@ -100,6 +105,7 @@ def report_command(
     Examples:
 
     \b
+      optinspect report "The quick brown fox jumps" --out fox.html
       optinspect report "The quick brown fox jumps" --out fox.json
       optinspect report "Hello" --model tiny -q none | jq '.series.layers.absmax'
       optinspect report "Hello" --model tiny --compare none --role self_attn.q_proj
@@ -112,8 +118,8 @@ def report_command(
     text = check_text(inputs.text or "", VERB)
     if force and out is None:
         raise UsageError("--force only applies with --out")
-    if out is None and fmt is not Format.json:
-        raise UsageError(f"--format {fmt.value} writes a file: give --out PATH")
+    if fmt is None:
+        fmt = Format.json if out is None else _format_of(out)
     if out is not None:
         check_output_path(out, force=force, suffix=f".{fmt.value}", option="--out")
     reference = None
@@ -143,23 +149,37 @@ def report_command(
     _write(result, fmt, out)
 
 
-def _write(result: ReportResult, fmt: Format, out: Path | None) -> None:
-    """The report in ``fmt``: to ``out`` atomically (a note says so), or JSON to stdout.
+def _format_of(out: Path) -> Format:
+    """The format an --out file's suffix names: .html or .json."""
+    from ..errors import UsageError
 
-    Each format is one call here; the page's HTML writer joins as
-    ``write_atomic(out, lambda tmp: write_report_html(result, tmp))``.
-    """
+    suffix = out.suffix.lower()
+    if suffix not in (".html", ".json"):
+        raise UsageError("--out writes HTML or JSON: give a file name ending in .html or .json")
+    return Format(suffix[1:])
+
+
+def _write(result: ReportResult, fmt: Format, out: Path | None) -> None:
+    """The report in ``fmt`` (the HTML page or the JSON record): to ``out`` atomically (a
+    note on stderr says so), or to stdout."""
     from ..render.common import write_json
+    from ..render.report import report_html
     from ..results.files import write_atomic
     from .common import note
 
+    def write(stream: IO[str]) -> None:
+        if fmt is Format.html:
+            stream.write(report_html(result))
+        else:
+            write_json(stream, result.as_dict())
+
     if out is None:
-        write_json(sys.stdout, result.as_dict())
+        write(sys.stdout)
         return
 
     def write_file(tmp: Path) -> None:
         with tmp.open("w", encoding="utf-8") as stream:
-            write_json(stream, result.as_dict())
+            write(stream)
 
     write_atomic(out, write_file)
     note(f"wrote {out}")

@@ -1,8 +1,8 @@
 """The report's pages: each analysis's own page, from the record its command prints, with
 the series across depth and the per-module histograms between them.
 
-    pages = report_pages(result)                           # trace, depth, sparsity, ...
-    html = html_document(pages, title=report_title(result), data=result.as_dict())
+    pages = report_pages(result)            # trace, depth, sparsity, ...
+    page = report_html(result)              # the whole self-contained HTML page
 
 Every analysis draws its part with its own page function (``trace_page``,
 ``outliers_page``, ...), so the report shows what the commands show; the ``depth`` page
@@ -25,7 +25,7 @@ from .trace import sparsity_page, trace_page
 if TYPE_CHECKING:
     from ..results.report import DepthSeries, ReportResult
 
-__all__ = ["depth_chart", "depth_page", "report_pages", "report_title"]
+__all__ = ["depth_chart", "depth_page", "report_html", "report_pages", "report_title"]
 
 
 def report_title(result: ReportResult) -> str:
@@ -81,3 +81,11 @@ def report_pages(result: ReportResult) -> list[Page]:
         pages.append(compare_page(result.compare))
     pages.append(params_page(result.params))
     return pages
+
+
+def report_html(result: ReportResult) -> str:
+    """The report as one self-contained HTML page, its record embedded as the JSON that
+    ``--format json`` prints."""
+    from .html import html_document
+
+    return html_document(report_pages(result), title=report_title(result), data=result.as_dict())
