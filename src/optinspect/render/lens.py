@@ -10,7 +10,7 @@ from rich.console import Console
 
 from .common import header_parts, random_notes, token_label
 from .layout import Column
-from .page import Cell, Legend, Page, Run, Sheet, Style, cell
+from .page import Cell, Legend, Lines, Page, Part, Run, Sheet, Style, cell
 from .terminal import write_terminal
 
 if TYPE_CHECKING:
@@ -22,9 +22,14 @@ __all__ = ["lens_page", "lens_title", "render_lens"]
 NONFINITE = "(not finite)"
 
 
-def _cell(ranked: Ranked, top_k: int, final_id: int | None) -> Cell:
+def _cell(ranked: Ranked, top_k: int, final_id: int | None, grid: bool) -> Cell:
     if not ranked:
         return cell(NONFINITE, Style.nonfinite)
+    tip = "\n".join(
+        f"{token_label(p)} {'-' if p.prob is None else f'{p.prob:.3g}'}" for p in ranked
+    )
+    if grid:  # the top token alone, shaded by its probability; the top k on hover
+        return Cell((Run(token_label(ranked[0]), Style.heat),), value=ranked[0].prob, tip=tip)
     runs: list[Run] = []
     for rank, prediction in enumerate(ranked):
         if rank:
@@ -33,9 +38,6 @@ def _cell(ranked: Ranked, top_k: int, final_id: int | None) -> Cell:
         runs.append(Run(token_label(prediction), Style.match if matched else Style.plain))
         if top_k > 1:
             runs.append(Run(" -" if prediction.prob is None else f" {prediction.prob:.3g}"))
-    tip = "\n".join(
-        f"{token_label(p)} {'-' if p.prob is None else f'{p.prob:.3g}'}" for p in ranked
-    )
     return Cell(tuple(runs), value=ranked[0].prob, tip=tip)
 
 
@@ -46,10 +48,13 @@ def lens_title(result: LensResult) -> str:
     return f"logit lens: top-{result.top_k} next tokens after each layer, with probabilities"
 
 
-def lens_page(result: LensResult) -> Page:
+def lens_page(result: LensResult, *, grid: bool = False) -> Page:
     """Rows are input positions, columns the selected layers, cells the predicted next token;
     a top-1 token that is already the model's own prediction at that position is a
-    ``match``. A writer that lacks the width puts further layers in further tables."""
+    ``match``. A writer that lacks the width puts further layers in further tables.
+
+    ``grid`` (the report's picture) shows each layer's top token alone, shaded by its
+    probability (a ``heat`` cell), with the top k as the cell's tip."""
     finals = [ranked[0].id if ranked else None for ranked in result.output]
     columns = [
         Column("pos", key=True),
@@ -60,16 +65,26 @@ def lens_page(result: LensResult) -> Page:
         [
             cell(str(pos)),
             cell(token_label(token)),
-            *(_cell(layer.predictions[pos], result.top_k, finals[pos]) for layer in result.layers),
+            *(
+                _cell(layer.predictions[pos], result.top_k, finals[pos], grid)
+                for layer in result.layers
+            ),
         ]
         for pos, token in enumerate(result.tokens)
     ]
-    sheet = Sheet(lens_title(result), columns, rows, name="lens", lines=result.top_k > 1)
+    if grid:
+        title = "logit lens: each layer's top-1 next token, shaded by its probability"
+        sheet = Sheet(title, columns, rows, name="lens")
+        shade = "shade: its probability, from 0 (dark) to 1 (light)"
+        key: Part = Lines([f"{shade}; the top {result.top_k} on hover"])
+    else:
+        sheet = Sheet(lens_title(result), columns, rows, name="lens", lines=result.top_k > 1)
+        key = Legend(Style.match, "already the model's own prediction at that position")
     return Page(
         "lens",
         headline=header_parts(result.info),
         notes=random_notes(result.random_weights),
-        parts=[sheet, Legend(Style.match, "already the model's own prediction at that position")],
+        parts=[sheet, key],
         data=result.as_dict(),
     )
 

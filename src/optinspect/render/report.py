@@ -75,7 +75,7 @@ def report_pages(result: ReportResult) -> list[Page]:
         sparsity_page(result.sparsity, many=False),
         outliers_page(result.outliers),
         attention_page(result.attention),
-        lens_page(result.lens),
+        lens_page(result.lens, grid=True),
     ]
     if result.compare is not None:
         pages.append(compare_page(result.compare))
