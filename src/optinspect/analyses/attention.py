@@ -106,12 +106,7 @@ class AttentionCollector:
     def finish(self, batch: Batch, output: Any) -> list[AttentionResult]:
         """Each sentence's weights: its own rows and columns (a right-padded sentence's
         queries never attend to the padding after it)."""
-        attentions = getattr(output, "attentions", None)
-        if not attentions or len(attentions) != self.loaded.num_layers:
-            raise ModelError(
-                f"{self.loaded.name} returned no attention weights: "
-                "load it with attn_implementation='eager'"
-            )
+        attentions = returned_attentions(self.loaded, output)
         with torch.inference_mode():
             return [
                 self._result(
@@ -140,6 +135,45 @@ class AttentionCollector:
             ),
             uniform_entropy=uniform_entropy(len(tokens)),
         )
+
+
+def returned_attentions(loaded: LoadedModel, output: Any) -> tuple[torch.Tensor, ...]:
+    """Every layer's weights [batch, heads, query, key] from a forward's ``output``; an
+    error where the model computed none (not eager attention)."""
+    attentions = getattr(output, "attentions", None)
+    if not attentions or len(attentions) != loaded.num_layers:
+        raise ModelError(
+            f"{loaded.name} returned no attention weights: load it with attn_implementation='eager'"
+        )
+    return tuple(attentions)
+
+
+class HeadMapsCollector:
+    """Entropy and sink of every head of every layer, from the weights the same forward
+    returns (the report's layer x head maps); one ``HeadMaps`` per sentence, each one
+    transfer to the host."""
+
+    forward_kwargs: ClassVar[Mapping[str, Any]] = AttentionCollector.forward_kwargs
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+
+    def groups(self) -> list[Any]:
+        return []
+
+    def finish(self, batch: Batch, output: Any) -> list[HeadMaps]:
+        attentions = returned_attentions(self.loaded, output)
+        maps = []
+        with torch.inference_mode():
+            for b, tokens in enumerate(batch.tokens):
+                n = len(tokens)
+                weights = torch.stack([a[b, :, :n, :n] for a in attentions]).float()
+                both = torch.stack([head_entropy(weights), sink_mass(weights)]).tolist()
+                entropy, sink = (
+                    tuple(tuple(finite_or_none(v) for v in row) for row in rows) for rows in both
+                )
+                maps.append(HeadMaps(entropy, sink, uniform_entropy(n)))
+        return maps
 
 
 def compute(

@@ -10,7 +10,7 @@ from typing import Any
 
 from .records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
 
-__all__ = ["AttentionResult", "HeadSummary", "Matrix"]
+__all__ = ["AttentionResult", "HeadMaps", "HeadSummary", "Matrix"]
 
 Matrix = tuple[tuple[float | None, ...], ...]
 
@@ -25,6 +25,24 @@ class HeadSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"head": self.head, "entropy": self.entropy, "sink": self.sink}
+
+
+@dataclass(frozen=True)
+class HeadMaps:
+    """Entropy and sink mass of every head of every layer (``entropy[layer][head]``), as
+    ``HeadSummary`` defines them, for one sentence; ``uniform_entropy`` as in
+    ``AttentionResult``."""
+
+    entropy: Matrix
+    sink: Matrix
+    uniform_entropy: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "entropy": [list(row) for row in self.entropy],
+            "sink": [list(row) for row in self.sink],
+            "uniform_entropy": self.uniform_entropy,
+        }
 
 
 @dataclass(frozen=True)
