@@ -40,6 +40,8 @@ class Parsed:
     text: list[str] = field(default_factory=list)
     scripts: list[tuple[dict[str, str], str]] = field(default_factory=list)
     styles: list[str] = field(default_factory=list)
+    #: The text of the document's ``<title>``.
+    title: str = ""
     #: Each table: its data-name, the header cells, and its body rows as (class, cell count).
     tables: list[dict[str, Any]] = field(default_factory=list)
 
@@ -103,6 +105,8 @@ class _Parser(HTMLParser):
             self._table = None
 
     def handle_data(self, data: str) -> None:
+        if self.page.tags and self.page.tags[-1][0] == "title" and not self.page.title:
+            self.page.title = data
         if self._raw is not None:
             self._buffer.append(data)
         else:

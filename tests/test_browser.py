@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from html_pages import COMMANDS, HOSTILE
+from html_pages import COMMANDS, HOSTILE, parse_page
 from optinspect.render.html import html_document, html_fragment
 from optinspect.render.page import (
     Bins,
@@ -234,3 +234,23 @@ def test_the_checks_catch_a_page_that_breaks_them(browser, tmp_path: Path, body:
     path.write_text(f"<!DOCTYPE html><title>bad</title>{body}", encoding="utf-8")
     with pytest.raises(AssertionError):
         assert_clean(browser, path, "bad")
+
+
+def test_the_report_opens_clean_with_its_pictures(browser, cli, tmp_path: Path) -> None:
+    """``optinspect report``'s page: the same checks, its charts, heatmaps and histograms
+    drawn, every table filled."""
+    from selenium.webdriver.common.by import By
+
+    path = tmp_path / "report.html"
+    result = cli("report", HOSTILE, "--model", "tiny", "-q", "none", "--out", str(path))
+    assert result.code == 0, result.err
+    title = parse_page(path.read_text(encoding="utf-8")).title
+    assert_clean(browser, path, title)
+    assert HOSTILE in browser.find_element(By.TAG_NAME, "body").text
+    figures = browser.find_elements(By.CSS_SELECTOR, "figure svg")
+    assert len(figures) >= 3
+    assert all(f.size["width"] > 100 and f.size["height"] > 40 for f in figures)
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.hist")
+    tables = browser.find_elements(By.CSS_SELECTOR, "table")
+    assert tables and all(t.find_elements(By.CSS_SELECTOR, "tbody tr") for t in tables)
+    assert distinct_colours(browser.get_screenshot_as_png()) > 20
