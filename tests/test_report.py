@@ -336,3 +336,16 @@ def test_an_html_out_is_the_page_of_every_part_with_the_json_embedded(cli, tmp_p
     # --format html without --out: the same page on stdout.
     stdout = cli("report", HOSTILE, *TINY, "--format", "html")
     assert stdout.code == 0 and stdout.out == out.read_text(encoding="utf-8")
+
+
+def test_head_maps_hold_every_layer_and_agree_with_the_attention_part(report_doc) -> None:
+    maps, attention = report_doc["heads"], report_doc["attention"]
+    assert len(maps["entropy"]) == len(maps["sink"]) == 4  # tiny's layers
+    assert all(len(row) == attention["num_heads"] for row in maps["entropy"] + maps["sink"])
+    layer = attention["layer"]
+    for head in attention["heads"]:  # the attention part's layer is one row of the maps
+        assert maps["entropy"][layer][head["head"]] == pytest.approx(head["entropy"], rel=1e-6)
+        assert maps["sink"][layer][head["head"]] == pytest.approx(head["sink"], rel=1e-6)
+    assert maps["uniform_entropy"] == attention["uniform_entropy"]
+    # An entropy lies between a head on one key and an even spread over every key seen.
+    assert all(0 <= e <= maps["uniform_entropy"] + 1e-6 for row in maps["entropy"] for e in row)

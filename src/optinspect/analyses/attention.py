@@ -33,7 +33,7 @@ from ..engine.preflight import resolve_head, resolve_single_layer
 from ..engine.runner import Runner
 from ..errors import ModelError
 from ..model.loading import LoadedModel
-from ..results.attention import AttentionResult, HeadSummary
+from ..results.attention import AttentionResult, HeadMaps, HeadSummary
 from ..results.attention import Matrix as Matrix
 from ..results.records import finite_or_none
 

@@ -40,7 +40,7 @@ from ..results.report import (
     histogram_key,
 )
 from ..results.trace import TraceResult
-from .attention import AttentionCollector
+from .attention import AttentionCollector, HeadMapsCollector
 from .compare import CompareCollector, run_reference
 from .job import plan_of
 from .lens import LensCollector
@@ -80,6 +80,7 @@ class ReportCollectors:
     outliers: OutliersCollector
     lens: LensCollector
     attention: AttentionCollector
+    heads: HeadMapsCollector
     comparer: CompareCollector | None = None
 
     @classmethod
@@ -104,6 +105,7 @@ class ReportCollectors:
             outliers=OutliersCollector(loaded, threshold=DEFAULT_THRESHOLD),
             lens=LensCollector(loaded, top_k=top_k),
             attention=AttentionCollector(loaded, layer=attention_layer, head=head),
+            heads=HeadMapsCollector(loaded),
             comparer=comparer,
         )
 
@@ -112,7 +114,7 @@ class ReportCollectors:
         chosen: list[Collector] = [self.trace, self.sparsity, self.outliers, self.lens]
         if self.comparer is not None:
             chosen.append(self.comparer)
-        return [*chosen, self.attention]
+        return [*chosen, self.attention, self.heads]
 
 
 def build_report(
@@ -161,6 +163,7 @@ def build_report(
         params=ParamsResult(count_params(inventory_params(model or loaded.name), by="group")),
         outliers=parts.outliers.result(),
         attention=first[id(parts.attention)],
+        heads=first[id(parts.heads)],
         lens=first[id(parts.lens)],
         histograms={histogram_key(*key): h for key, h in histograms.items()},
         layer_series=depth_series(trace),

@@ -18,14 +18,22 @@ from .attention import attention_page
 from .compare import compare_page
 from .lens import lens_page
 from .outliers import outliers_page
-from .page import Bins, Chart, Histograms, Lines, Page, Series
+from .page import Bins, Chart, Heatmap, Histograms, Lines, Page, Series
 from .params import params_page
 from .trace import sparsity_page, trace_page
 
 if TYPE_CHECKING:
+    from ..results.attention import HeadMaps
     from ..results.report import DepthSeries, ReportResult
 
-__all__ = ["depth_chart", "depth_page", "report_html", "report_pages", "report_title"]
+__all__ = [
+    "depth_chart",
+    "depth_page",
+    "heads_page",
+    "report_html",
+    "report_pages",
+    "report_title",
+]
 
 
 def report_title(result: ReportResult) -> str:
@@ -66,6 +74,37 @@ def depth_page(result: ReportResult) -> Page:
     return Page("depth", parts=parts)
 
 
+def heads_page(maps: HeadMaps) -> Page:
+    """Every head of every layer as two layer x head maps: its entropy (0 to the entropy of
+    an even spread) and its sink, the weight on the first token (0 to 100%)."""
+    layers = [f"L{layer}" for layer in range(len(maps.entropy))]
+    heads = [str(head) for head in range(len(maps.entropy[0]) if maps.entropy else 0)]
+    even = maps.uniform_entropy
+    return Page(
+        "heads",
+        parts=[
+            Heatmap(
+                f"entropy of each head, in nats (0 to {even:.3f}, an even spread)",
+                layers,
+                heads,
+                maps.entropy,
+                name="head-entropy",
+                corner="layer",
+                high=even or 1.0,
+            ),
+            Heatmap(
+                "sink: each head's weight on the first token, in percent",
+                layers,
+                heads,
+                maps.sink,
+                name="head-sink",
+                corner="layer",
+                percent=True,
+            ),
+        ],
+    )
+
+
 def report_pages(result: ReportResult) -> list[Page]:
     """The report in reading order: the trace (header, tokens, modules), the depth page,
     FFN sparsity, outliers, attention, the lens, compare (when asked for), parameters."""
@@ -74,6 +113,7 @@ def report_pages(result: ReportResult) -> list[Page]:
         depth_page(result),
         sparsity_page(result.sparsity, many=False),
         outliers_page(result.outliers),
+        heads_page(result.heads),
         attention_page(result.attention),
         lens_page(result.lens, grid=True),
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .attention import AttentionResult
+from .attention import AttentionResult, HeadMaps
 from .compare import CompareResult
 from .lens import LensResult
 from .outliers import OutlierResult
@@ -70,6 +70,7 @@ class ReportResult(DescribesModel):
     params: ParamsResult
     outliers: OutlierResult
     attention: AttentionResult
+    heads: HeadMaps
     lens: LensResult
     #: The trace's modules' histograms by ``histogram_key``, in execution order.
     histograms: dict[str, Histogram]
@@ -93,6 +94,7 @@ class ReportResult(DescribesModel):
             "params": self.params.as_dict(),
             "outliers": self.outliers.as_dict(),
             "attention": self.attention.as_dict(),
+            "heads": self.heads.as_dict(),
             "lens": self.lens.as_dict(),
             "sparsity": ffn,
             "histograms": {key: h.as_dict() for key, h in self.histograms.items()},
