@@ -216,6 +216,37 @@ class CliResult:
     err: str
 
 
+#: Modules a command must not import where it needs no weights (help, family sizes).
+HEAVY = ("torch", "transformers", "matplotlib")
+
+
+@dataclass
+class Fresh:
+    """A fresh interpreter's run of the CLI: exit code, stdout, stderr, and which of
+    ``HEAVY`` it had imported by the end."""
+
+    code: int
+    out: str
+    err: str
+    heavy: list[str]
+
+
+def fresh_run(*argvs: list[str]) -> Fresh:
+    """Each argv through ``optinspect.cli.run`` in a new interpreter, in order, stopping at
+    the first that fails."""
+    import subprocess
+
+    code = (
+        "import json, sys\nfrom optinspect.cli import run\n"
+        f"for argv in {list(argvs)!r}:\n    code = run(argv)\n    if code:\n        break\n"
+        f"imported = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "sys.stderr.write('\\nHEAVY=' + json.dumps(imported))\nsys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    err, _, heavy = proc.stderr.rpartition("\nHEAVY=")
+    return Fresh(proc.returncode, proc.stdout, err, json.loads(heavy) if heavy else list(HEAVY))
+
+
 #: OPT configs off the common path: projections with post-LayerNorm, no biases and no
 #: affine norms, an untied head without the final norm.
 UNUSUAL_CONFIGS = (

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAMILY_FIXTURES, PLANTED, fixture_config, json_of, save_family_model
+from conftest import (
+    FAMILY_FIXTURES,
+    PLANTED,
+    fixture_config,
+    fresh_run,
+    json_of,
+    save_family_model,
+)
 from optinspect.model.families import ADAPTERS, SUPPORTED_TYPES, adapter_for_config
 from optinspect.model.families.published import PUBLISHED
 from optinspect.model.family import config_module_names, family_config, list_config_params
@@ -292,16 +299,10 @@ def test_params_of_published_ids_answers_offline(cli, name, total) -> None:
 
 
 def test_params_of_llama_31_8b_imports_no_torch() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from optinspect.analyses.params import count_params, inventory_params;"
-        "r = count_params(inventory_params('meta-llama/Llama-3.1-8B'));"
-        "print(r.total, 'torch' in sys.modules)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.stdout.split() == ["8030261248", "False"], done.stderr
+    fresh = fresh_run(["params", "--model", "meta-llama/Llama-3.1-8B", "-f", "json"])
+    assert fresh.code == 0, fresh.err
+    assert json.loads(fresh.out)["total"] == 8_030_261_248
+    assert "torch" not in fresh.heavy
 
 
 def test_docs_family_table_is_the_formula() -> None:

@@ -357,15 +357,9 @@ def test_a_run_in_which_the_kernel_switched_itself_off_fails(tmp_path: Path) -> 
     (tmp_path / "test_fallback.py").write_text(FALLBACK_TEST, encoding="utf-8")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(tests.parent / "src"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    pytest_run = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir"]
+    where = {"cwd": tmp_path, "env": env, "timeout": 120, "check": False}
+    proc = subprocess.run([*pytest_run, str(tmp_path)], capture_output=True, text=True, **where)
     assert proc.returncode == pytest.ExitCode.TESTS_FAILED, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
     assert (

@@ -33,7 +33,7 @@ from optinspect.render.compare import render_compare
 from optinspect.render.lens import render_lens
 from optinspect.render.outliers import render_outliers
 from optinspect.render.params import render_params
-from optinspect.render.terminal import write_terminal
+from optinspect.render.terminal import plain_console, write_terminal
 from optinspect.render.trace import render_trace, sparsity_page
 from optinspect.results.attention import AttentionResult, HeadSummary
 from optinspect.results.calibration import (
@@ -57,15 +57,8 @@ width_param = pytest.mark.parametrize("width", WIDTHS)
 def rendered(width: int, draw: Callable[[Console], None]) -> str:
     """What ``draw`` prints on a colourless console ``width`` cells wide, exactly."""
     buffer = io.StringIO()
-    # force_terminal=False: FORCE_COLOR or TTY_* in the environment must not change it.
-    console = Console(
-        file=buffer,
-        width=width,
-        color_system=None,
-        force_terminal=False,
-        legacy_windows=False,
-    )
-    draw(console)
+    # FORCE_COLOR or TTY_* in the environment must not change it.
+    draw(plain_console(buffer, width))
     return buffer.getvalue()
 
 

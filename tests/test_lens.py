@@ -5,15 +5,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from rich.console import Console
 
-from conftest import json_of
+from conftest import fresh_run, json_of
 from optinspect.analyses.lens import compute_lens, project_hidden, rank_top_k
 from optinspect.model.loading import load_model
 from optinspect.render.lens import render_lens
@@ -231,20 +229,10 @@ def test_colour_marks_matches_in_green(load_tiny) -> None:
 
 
 def test_help_does_not_import_torch() -> None:
-    code = (
-        "import sys\n"
-        "from optinspect.cli import run\n"
-        "code = run(['lens', '--help'])\n"
-        "assert code == 0\n"
-        "code = run(['attention', '--help'])\n"
-        "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]\n"
-        "print('HEAVY=' + ','.join(heavy))\n"
-        "sys.exit(code)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "Examples:" in proc.stdout
-    assert proc.stdout.rstrip().endswith("HEAVY=")
+    fresh = fresh_run(["lens", "--help"], ["attention", "--help"])
+    assert fresh.code == 0, fresh.err
+    assert fresh.out.count("Examples:") == 2
+    assert fresh.heavy == []
 
 
 def _nan_head(model) -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import json_of
+from conftest import fresh_run, json_of
 from conftest import render_params_text as _render
 from optinspect.analyses.params import (
     LoadedCount,
@@ -261,18 +259,10 @@ def test_loaded_has_no_csv(cli) -> None:
 
 
 def test_family_counts_without_importing_torch() -> None:
-    code = (
-        "import sys\n"
-        "from optinspect.cli import run\n"
-        "code = run(['params', '--model', 'facebook/opt-175b', '--format', 'json'])\n"
-        "sys.stderr.write('HEAVY=' + ','.join(m for m in ('torch', 'transformers') "
-        "if m in sys.modules))\n"
-        "sys.exit(code)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["total"] == closed_form(*_shape("175b"))
-    assert proc.stderr.endswith("HEAVY=")
+    fresh = fresh_run(["params", "--model", "facebook/opt-175b", "--format", "json"])
+    assert fresh.code == 0, fresh.err
+    assert json.loads(fresh.out)["total"] == closed_form(*_shape("175b"))
+    assert fresh.heavy == []
 
 
 def test_format_bytes() -> None:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import UNUSUAL_CONFIGS, json_of, small_config
+from conftest import UNUSUAL_CONFIGS, fresh_run, json_of, small_config
 from optinspect.analyses.tree import TreeNode, build_tree
 from optinspect.model.family import FAMILY
 
@@ -155,16 +155,9 @@ def test_family_tree_in_plain_python_equals_the_meta_model(name: str) -> None:
 
 
 def test_tree_of_a_family_member_imports_no_torch() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from optinspect.cli import run; "
-        "code = run(['tree', '--model', 'facebook/opt-175b', '-f', 'json']); "
-        "assert code == 0, code; assert 'torch' not in sys.modules, 'torch was imported'"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    fresh = fresh_run(["tree", "--model", "facebook/opt-175b", "-f", "json"])
+    assert fresh.code == 0, fresh.err
+    assert "torch" not in fresh.heavy
 
 
 # --- the tree on a narrow terminal ---------------------------------------------------------

@@ -25,11 +25,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import API
 from .analyses.job import run_held, settings_of
 from .engine.inputs import given_texts
 from .errors import UsageError
 from .model.loading import LoadedModel
-from .model.loading import load_model as load
 from .render.notebook import Shown, ShownList
 from .results.report import ReportResult
 
@@ -43,18 +43,7 @@ if TYPE_CHECKING:
     from .results.sparsity import LayerSparsity
     from .results.tree import TreeResult
 
-__all__ = [
-    "attention",
-    "calibrate",
-    "compare",
-    "lens",
-    "load",
-    "outliers",
-    "params",
-    "report",
-    "trace",
-    "tree",
-]
+__all__ = list(API)  # one function per command, as the package lists them
 
 #: A sentence, several, or none (then ``file`` gives them).
 Texts = str | Sequence[str] | None

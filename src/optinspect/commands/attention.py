@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,10 +14,18 @@ from .options import (
     InputOptions,
     LoadOptions,
     ViewFormatOpt,
+    file_option,
     model_command,
 )
 
 VERB = "show the attention of"
+
+
+PngOpt = file_option(
+    "--png",
+    help="Also write the heatmap to this PNG file; needs matplotlib, "
+    "from pip install 'optinspect[plot]'.",
+)
 
 
 @model_command(reads="one", verb=VERB)
@@ -30,15 +37,7 @@ def attention_command(
         ),
     ] = "-1",
     head: HeadOpt = None,
-    png: Annotated[
-        Path | None,
-        typer.Option(
-            "--png",
-            metavar="PATH",
-            help="Also write the heatmap to this PNG file; needs matplotlib, "
-            "from pip install 'optinspect[plot]'.",
-        ),
-    ] = None,
+    png: PngOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing --png file.")
     ] = False,

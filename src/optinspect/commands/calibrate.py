@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from .options import (
     LoadOptions,
     Quant,
     ViewFormatOpt,
+    file_option,
     model_command,
 )
 
@@ -50,20 +50,14 @@ PackOpt = Annotated[
 AllowFewerOpt = Annotated[
     bool, typer.Option("--allow-fewer", help="Go on with fewer samples than --samples.")
 ]
-ActScalesOpt = Annotated[
-    Path | None,
-    typer.Option("--act-scales", metavar="FILE.pt", help="Write SmoothQuant's act_scales file."),
-]
-ActShiftsOpt = Annotated[
-    Path | None,
-    typer.Option("--act-shifts", metavar="FILE.pt", help="Write OmniQuant's act_shifts file."),
-]
-OutOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--out", "-o", metavar="FILE.safetensors", help="Write every statistic as safetensors."
-    ),
-]
+
+
+PT = "FILE.pt"
+ActScalesOpt = file_option("--act-scales", metavar=PT, help="Write SmoothQuant's act_scales file.")
+ActShiftsOpt = file_option("--act-shifts", metavar=PT, help="Write OmniQuant's act_shifts file.")
+OutOpt = file_option(
+    "--out", "-o", metavar="FILE.safetensors", help="Write every statistic as safetensors."
+)
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite output files that exist.")]
 
 

@@ -53,9 +53,23 @@ class Format(str, Enum):
     html = "html"
 
 
-def format_option(*offered: Format, help: str) -> Any:
+def format_help(offered: tuple[Format, ...]) -> str:
+    """``table for people; json, jsonl or csv for scripts; html: one self-contained page.``,
+    of just the formats ``offered``."""
+    data = [f.value for f in offered if f in (Format.json, Format.jsonl, Format.csv)]
+    parts = ["table for people"] if Format.table in offered else []
+    if data:
+        listed = ", ".join(data[:-1]) + " or " + data[-1] if len(data) > 1 else data[0]
+        parts.append(f"{listed} for scripts")
+    if Format.html in offered:
+        parts.append("html: one self-contained page")
+    return "; ".join(parts) + "."
+
+
+def format_option(*offered: Format, help: str | None = None) -> Any:
     """The ``--format`` option of a command that offers ``offered``: Typer lists and checks
-    just those, case-blind, and the command receives a ``Format``."""
+    just those, case-blind, and the command receives a ``Format``; ``help`` defaults to
+    ``format_help``'s."""
     # Typer takes its choices from an enum: one of just these names, per command.
     choices = Enum("Format", {f.name: f.value for f in offered}, type=str)  # type: ignore[misc]
     return Annotated[
@@ -64,10 +78,15 @@ def format_option(*offered: Format, help: str) -> Any:
             "--format",
             "-f",
             case_sensitive=False,
-            help=help,
+            help=help or format_help(offered),
             callback=lambda value: None if value is None else Format(value.value),
         ),
     ]
+
+
+def file_option(*flags: str, metavar: str = "PATH", help: str) -> Any:
+    """An option naming a file to write (None: not written)."""
+    return Annotated[Path | None, typer.Option(*flags, metavar=metavar, help=help)]
 
 
 ModelOpt = Annotated[
@@ -150,34 +169,10 @@ OffloadDirOpt = Annotated[
 
 
 #: The --format options of the commands, each offering what its records can be written as.
-ViewFormatOpt = format_option(
-    Format.table,
-    Format.json,
-    Format.html,
-    help="table for people, json for scripts, html: one self-contained page.",
-)
-TableFormatOpt = format_option(
-    Format.table,
-    Format.json,
-    Format.csv,
-    Format.html,
-    help="table for people, json or csv for scripts, html: one self-contained page.",
-)
-ResultFormatOpt = format_option(
-    Format.table,
-    Format.json,
-    Format.jsonl,
-    Format.html,
-    help="table for people; json or jsonl for scripts; html: one self-contained page.",
-)
-TraceFormatOpt = format_option(
-    Format.table,
-    Format.json,
-    Format.jsonl,
-    Format.csv,
-    Format.html,
-    help="table for people; json, jsonl or csv for scripts; html: one self-contained page.",
-)
+ViewFormatOpt = format_option(Format.table, Format.json, Format.html)
+TableFormatOpt = format_option(Format.table, Format.json, Format.csv, Format.html)
+ResultFormatOpt = format_option(Format.table, Format.json, Format.jsonl, Format.html)
+TraceFormatOpt = format_option(Format.table, Format.json, Format.jsonl, Format.csv, Format.html)
 LayerOpt = Annotated[
     str | None,
     typer.Option(

@@ -18,6 +18,7 @@ from .options import (
     LoadOptions,
     Quant,
     TopKOpt,
+    file_option,
     format_option,
     model_command,
 )
@@ -36,18 +37,17 @@ ReportFormatOpt = format_option(
 )
 
 
+ReportOutOpt = file_option(
+    "--out",
+    "-o",
+    help="Write the report to this file: FILE.html (the page) or FILE.json; "
+    "without it, the report goes to stdout.",
+)
+
+
 @model_command(reads="one", verb=VERB)
 def report_command(
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="PATH",
-            help="Write the report to this file: FILE.html (the page) or FILE.json; "
-            "without it, the report goes to stdout.",
-        ),
-    ] = None,
+    out: ReportOutOpt = None,
     layer: Annotated[
         str,
         typer.Option(

@@ -18,6 +18,7 @@ from .options import (
     LayerOpt,
     LoadOptions,
     TraceFormatOpt,
+    file_option,
     model_command,
 )
 
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
     from ..results.sparsity import LayerSparsity
     from ..results.trace import TraceResult
     from .output import Emitter
+
+
+SaveOpt = file_option(
+    "--save", help="Write the selected modules' full outputs to a .safetensors file."
+)
+PlotOpt = file_option("--plot", help="Write per-layer lines of std, absmax and zeros to a PNG.")
 
 
 @model_command(reads="batches", verb="trace")
@@ -41,14 +48,7 @@ def trace_command(
         ),
     ] = None,
     fmt: TraceFormatOpt = Format.table,
-    save: Annotated[
-        Path | None,
-        typer.Option(
-            "--save",
-            metavar="PATH",
-            help="Write the selected modules' full outputs to a .safetensors file.",
-        ),
-    ] = None,
+    save: SaveOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing --save or --plot file.")
     ] = False,
@@ -66,14 +66,7 @@ def trace_command(
             "--tokens", metavar="N", help="With --dry-run: this many tokens instead of TEXT."
         ),
     ] = None,
-    plot: Annotated[
-        Path | None,
-        typer.Option(
-            "--plot",
-            metavar="PATH",
-            help="Write per-layer lines of std, absmax and zeros to a PNG.",
-        ),
-    ] = None,
+    plot: PlotOpt = None,
     timings: Annotated[
         bool,
         typer.Option("--timings", help="Print import, load, forward and render times to stderr."),

@@ -15,7 +15,7 @@ from rich.console import Console
 from ..model.names import is_layer_root
 from ..results.records import STAT_NAMES
 from .common import count_noun, format_number, format_stat, header_parts, random_notes
-from .layout import NAME_BREAKS, Column
+from .layout import NAME_BREAKS, NAME_COLUMN, Column, grouped
 from .page import Chart, Lines, Page, Part, Series, Sheet, cell
 from .terminal import write_terminal
 
@@ -42,13 +42,9 @@ def input_sheet(result: CalibrationResult) -> Sheet:
     largest channel max and its channel, then the median channel max, the p99.9 and the
     input's channels (``in``)."""
     columns = [
-        Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
-        Column("ratio", group="outlier"),
-        Column("max |x|", group="outlier"),
-        Column("channel", group="outlier"),
-        Column("median max", group="spread"),
-        Column("p99.9 |x|", group="spread"),
-        Column("in", group="spread"),
+        NAME_COLUMN,
+        *grouped("outlier", "ratio", "max |x|", "channel"),
+        *grouped("spread", "median max", "p99.9 |x|", "in"),
     ]
     rows = [
         [

@@ -16,7 +16,7 @@ from .common import (
     random_notes,
     tree_rows,
 )
-from .layout import NAME_BREAKS, Column
+from .layout import NAME_COLUMN, Column, grouped
 from .page import Lines, Page, Sheet, Style, cell
 from .terminal import write_terminal
 
@@ -47,11 +47,8 @@ def compare_sheet(result: CompareResult) -> Sheet:
     mark come first, then each module's type and shape."""
     first = result.first_exceeding
     columns = [
-        Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
-        Column("#", group="metrics"),
-        Column("rel err", group="metrics"),
-        Column("cosine", group="metrics"),
-        Column("max abs diff", group="metrics"),
+        NAME_COLUMN,
+        *grouped("metrics", "#", "rel err", "cosine", "max abs diff"),
         Column("mark", justify="left", group="metrics"),
         Column("type", justify="left", group="structure"),
         Column("shape", justify="left", group="structure"),

@@ -21,7 +21,8 @@ from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["NAME_BREAKS", "Column", "fit_tables", "print_parts", "wrap_pieces"]
+__all__ = ["NAME_BREAKS", "NAME_COLUMN", "Column", "fit_tables", "grouped", "print_parts"]
+__all__ += ["wrap_pieces"]
 
 #: Where a dotted module name may break: after a dot, but never before a layer's index
 #: (``model.decoder.`` / ``layers.0``, not ``model.decoder.layers.`` / ``0``).
@@ -53,6 +54,15 @@ class Column:
     def shrinks(self) -> bool:
         """Whether the layout may narrow it: a wrap column with places to break."""
         return self.wrap and self.breaks is not None
+
+
+#: The dotted module name that starts a table's rows; it wraps only at NAME_BREAKS.
+NAME_COLUMN = Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS)
+
+
+def grouped(group: str, *headers: str) -> list[Column]:
+    """Right-justified columns (numbers) of one ``group``, kept in one block where they fit."""
+    return [Column(header, group=group) for header in headers]
 
 
 #: What a column costs beside its content in a boxed table: a space each side and a rule.

@@ -20,10 +20,8 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from rich.console import Console
-
 from .page import Page
-from .terminal import write_terminal
+from .terminal import plain_console, write_terminal
 
 __all__ = [
     "HTML_ROWS",
@@ -48,14 +46,7 @@ def page_text(pages: Sequence[Page], width: int = TEXT_WIDTH) -> str:
     page whose model line is the one above it leaves it out."""
     buffer = io.StringIO()
     # Not a terminal, not Jupyter: rich would otherwise draw into the notebook itself.
-    console = Console(
-        file=buffer,
-        width=width,
-        color_system=None,
-        force_terminal=False,
-        force_jupyter=False,
-        _environ={},
-    )
+    console = plain_console(buffer, width)
     previous: tuple[str, ...] | None = None
     for page in pages:
         headline = tuple(page.headline)

@@ -18,7 +18,7 @@ from .common import (
     random_notes,
     tree_rows,
 )
-from .layout import NAME_BREAKS, Column
+from .layout import NAME_COLUMN, Column
 from .page import Cell, Heatmap, Lines, Page, Part, Sheet, Style, cell
 from .terminal import write_terminal
 
@@ -71,7 +71,7 @@ def outlier_sheet(result: OutlierResult) -> Sheet:
     reached the threshold, then what the layer is; a row with dimensions at the threshold
     is ``marked``. The dimensions wrap between two of them."""
     columns = [
-        Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
+        NAME_COLUMN,
         Column("tokens hit", group="hits"),
         Column("fraction", group="hits"),
         Column("absmax", group="hits"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import partial
+from typing import IO
 
 from rich.cells import cell_len
 from rich.color import Color
@@ -27,7 +28,14 @@ from .common import HEADER_SEPARATOR, has_colour
 from .layout import NAME_BREAKS, fit_tables, print_parts, wrap_pieces
 from .page import Cell, Heatmap, Legend, Lines, Node, Page, Run, Sheet, Style, Tree
 
-__all__ = ["TERMINAL_STYLES", "cell_text", "heatmap_blocks", "shade", "write_terminal"]
+__all__ = [
+    "TERMINAL_STYLES",
+    "cell_text",
+    "heatmap_blocks",
+    "plain_console",
+    "shade",
+    "write_terminal",
+]
 
 #: Style -> (rich style with colour, mark after the text without colour, its name in a
 #: legend with colour). ``heat`` is drawn by ``shade`` from the cell's value.
@@ -124,6 +132,20 @@ def _heat_cell(heatmap: Heatmap, value: float | None, colour: bool) -> Text:
     span = heatmap.high - heatmap.low
     level = (value - heatmap.low) / span if span else 0.0
     return Text(text, style=shade(level) if colour else "")
+
+
+def plain_console(file: IO[str], width: int) -> Console:
+    """A console ``width`` cells wide without colour that is neither a terminal nor a
+    notebook, whatever the environment says (FORCE_COLOR, TTY_*, COLUMNS, Jupyter)."""
+    return Console(
+        file=file,
+        width=width,
+        color_system=None,
+        force_terminal=False,
+        force_jupyter=False,
+        legacy_windows=False,
+        _environ={},
+    )
 
 
 def write_header(console: Console, page: Page) -> None:

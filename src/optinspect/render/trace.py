@@ -19,7 +19,7 @@ from .common import (
     tree_rows,
 )
 from .csvfile import csv_rows
-from .layout import NAME_BREAKS, Column
+from .layout import NAME_COLUMN, Column
 from .page import Cell, Page, Sheet, Style, cell
 from .terminal import write_terminal
 
@@ -66,7 +66,7 @@ def modules_sheet(result: TraceResult, stats: Sequence[str] | None = None) -> Sh
     structure (``#``, type, shape, dtype), then the weight and statistics."""
     shown = table_stats(result, stats) if not result.dry_run else ()
     columns = [
-        Column("module", justify="left", key=True, wrap=True, breaks=NAME_BREAKS),
+        NAME_COLUMN,
         Column("#", group="structure"),
         Column("type", justify="left", group="structure"),
         Column("shape", justify="left", group="structure"),
