@@ -281,14 +281,33 @@ def test_published_rows_equal_the_meta_built_model(name) -> None:
     assert list_config_params(raw) == list_module_params(model)
 
 
-#: Totals as published on the model cards / counted by transformers (tied heads once).
+#: Every row's total as counted from its real weights by others, not by our formula (tied
+#: heads once): the hub API's safetensors.total, GGUF general.parameter_count, keras-hub
+#: presets. The Llama 2 checkpoints' safetensors.total is 64 * layers higher: they also store
+#: each layer's rotary inv_freq buffer (6,738,417,664 / 13,015,866,880 / 68,976,653,312).
 KNOWN_TOTALS = {
-    "meta-llama/Llama-3.1-8B": 8_030_261_248,
-    "meta-llama/Llama-2-7b-hf": 6_738_415_616,
-    "meta-llama/Llama-3.2-1B": 1_235_814_400,
-    "mistralai/Mistral-7B-v0.1": 7_241_732_096,
-    "Qwen/Qwen2.5-0.5B": 494_032_768,
-    "gpt2": 124_439_808,
+    "meta-llama/Llama-2-7b-hf": 6_738_415_616,  # keras-hub llama2_7b_en
+    "meta-llama/Llama-2-13b-hf": 13_015_864_320,
+    "meta-llama/Llama-2-70b-hf": 68_976_648_192,
+    "meta-llama/Llama-3.1-8B": 8_030_261_248,  # hub safetensors.total
+    "meta-llama/Llama-3.1-70B": 70_553_706_496,  # hub safetensors.total
+    "meta-llama/Llama-3.1-405B": 405_853_388_800,  # hub safetensors.total (8 kv heads)
+    "meta-llama/Llama-3.2-1B": 1_235_814_400,  # GGUF / transformers counts
+    "meta-llama/Llama-3.2-3B": 3_212_749_824,  # hub safetensors.parameters.BF16
+    "mistralai/Mistral-7B-v0.1": 7_241_732_096,  # GGUF general.parameter_count
+    "Qwen/Qwen2.5-0.5B": 494_032_768,  # keras-hub qwen2.5_0.5b_en
+    "Qwen/Qwen2.5-1.5B": 1_543_714_304,  # hub safetensors.total
+    "Qwen/Qwen2.5-3B": 3_085_938_688,  # keras-hub qwen2.5_3b_en
+    "Qwen/Qwen2.5-7B": 7_615_616_512,  # hub "params": 7.616 (B)
+    "Qwen/Qwen2.5-14B": 14_770_033_664,  # GGUF n_params
+    # The model card says 32.5B (31.0B without embeddings), which is what an
+    # intermediate_size of 27392 would give; config.json says 27648 and the hub's count
+    # of the weights (32.8B params, keras-hub qwen2.5_instruct_32b_en) agrees with it.
+    "Qwen/Qwen2.5-32B": 32_763_876_352,
+    "Qwen/Qwen2.5-72B": 72_706_203_648,  # keras-hub qwen2.5_instruct_72b_en
+    "gpt2": 124_439_808,  # keras-hub gpt2 presets, all four
+    "openai-community/gpt2-medium": 354_823_168,
+    "openai-community/gpt2-large": 774_030_080,
     "openai-community/gpt2-xl": 1_557_611_200,
 }
 
@@ -296,6 +315,27 @@ KNOWN_TOTALS = {
 @pytest.mark.parametrize(("name", "total"), KNOWN_TOTALS.items())
 def test_params_of_published_ids_answers_offline(cli, name, total) -> None:
     assert json_of(cli, "params", "--model", name)["total"] == total
+
+
+def test_every_published_row_has_a_known_total_and_a_source() -> None:
+    from optinspect.model.families.published import _SOURCES
+
+    assert sorted(_SOURCES) == sorted(PUBLISHED)
+    assert {family_config(name)["_name_or_path"] for name in KNOWN_TOTALS} == set(PUBLISHED)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_llama_3_rows_carry_their_rope_scaling(name) -> None:
+    """Llama 3.1 and 3.2 store llama3 rope scaling (factor 8 and 32); no other row does."""
+    scaling = family_config(name).get("rope_scaling")
+    if name.startswith("meta-llama/Llama-3."):
+        factor = 8.0 if name.startswith("meta-llama/Llama-3.1") else 32.0
+        assert scaling is not None
+        assert scaling["rope_type"] == "llama3"
+        assert scaling["factor"] == factor
+        assert scaling["original_max_position_embeddings"] == 8192
+    else:
+        assert scaling is None
 
 
 def test_params_of_llama_31_8b_imports_no_torch() -> None:

@@ -8,6 +8,9 @@ that decide the model's modules and shapes, and a few more a reader looks for):
 Llama 2 (7b, 13b, 70b), Llama 3.1 (8B, 70B, 405B), Llama 3.2 (1B, 3B), Mistral 7B
 v0.1, Qwen2.5 (0.5B to 72B) and GPT-2 (small to xl). A test builds every row on the
 meta device and compares its parameters with the family's formula. No torch here.
+
+Every row was checked, key by key, against a copy of its hub ``config.json``; ``_SOURCES``
+names the copy each row was checked against.
 """
 
 from __future__ import annotations
@@ -36,6 +39,43 @@ _LLAMA_LAYOUT: dict[str, tuple[Any, ...]] = {
     "Qwen/Qwen2.5-32B": ("qwen2", 5120, 27648, 64, 40, 8, 152064, 131072, False, None),
     "Qwen/Qwen2.5-72B": ("qwen2", 8192, 29568, 80, 64, 8, 152064, 131072, False, None),
 }  # fmt: skip
+#: Where each row's values were checked: the hub's own page where it was stored, else a copy
+#: of the hub config inside a derived repo (``_name_or_path`` or "Duplicate from" naming the
+#: row) with the same keys. hf = https://huggingface.co/
+_SOURCES: dict[str, str] = {
+    "meta-llama/Llama-2-7b-hf": "hf abhishek/llama-2-7b-hf-small-shards config.json",
+    "meta-llama/Llama-2-13b-hf": "hf LoftQ/Llama-2-13b-hf-4bit-64rank config.json",
+    "meta-llama/Llama-2-70b-hf": "hf TheBloke/Llama-2-70B-fp16 config.json",
+    "meta-llama/Llama-3.1-8B": "hf NbAiLab/nb-llama-3.1-8B config.json",
+    "meta-llama/Llama-3.1-70B": "hf radi-cho/Meta-Llama-3.1-70B-FLUTE config.json",
+    # The July 2024 upload had 16 (duplicated) kv heads, as copies of that time show (hf
+    # axolotl-ai-co/meta-llama-3_1-405b-hqq-4bit); Meta's "8 kv heads" PRs made it 8 (hf
+    # meta-llama/Llama-3.1-405B-Instruct-FP8/discussions/13, /14; unsloth/Meta-Llama-3.1-
+    # 405B-bnb-4bit/discussions/1). The instruct model has the same shapes.
+    "meta-llama/Llama-3.1-405B": "hf relaxml/Llama-3.1-405B-Instruct-QTIP-2Bit-TP8 config.json",
+    "meta-llama/Llama-3.2-1B": "hf Emm9625/Llama-3.2-1B-chatml (duplicate) config.json",
+    "meta-llama/Llama-3.2-3B": "hf mlx-community/Llama-3.2-3B-bf16 config.json",
+    "mistralai/Mistral-7B-v0.1": "hf dmayboroda/42_mistral_0.1 config.json",
+    "Qwen/Qwen2.5-0.5B": "hf artificialguybr/QWEN-2.5-0.5B-Synthia-I config.json",
+    "Qwen/Qwen2.5-1.5B": "hf kaitchup/Qwen2.5-1.5B-AutoRound-GPTQ-asym-4bit config.json",
+    "Qwen/Qwen2.5-3B": "hf BitStack/BitStack-Qwen2.5-3B config.json",
+    "Qwen/Qwen2.5-7B": "hf fblgit/cybertron-v4-qw7B-MGS config.json",
+    "Qwen/Qwen2.5-14B": "hf osllmai-community/Qwen2.5-14B-bnb-4bit config.json",
+    "Qwen/Qwen2.5-32B": "hf Qwen/Qwen2.5-32B/blob/main/config.json",
+    "Qwen/Qwen2.5-72B": "hf BitStack/BitStack-Qwen2.5-72B config.json",
+    "openai-community/gpt2": "hf ke-lly/47163343_0 config.json",
+    "openai-community/gpt2-medium": "hf openai-community/gpt2-medium config.json",
+    "openai-community/gpt2-large": "hf openai-community/gpt2-large config.json",
+    "openai-community/gpt2-xl": "hf openai-community/gpt2-xl/blob/main/config.json",
+}
+#: The ``rope_scaling`` factor of the rows whose config stores Llama 3's rope scaling.
+_LLAMA3_ROPE_FACTOR: dict[str, float] = {
+    "meta-llama/Llama-3.1-8B": 8.0,
+    "meta-llama/Llama-3.1-70B": 8.0,
+    "meta-llama/Llama-3.1-405B": 8.0,
+    "meta-llama/Llama-3.2-1B": 32.0,
+    "meta-llama/Llama-3.2-3B": 32.0,
+}
 #: (rms_norm_eps, rope_theta) of each row.
 _NORM_ROPE: dict[str, tuple[float, float]] = {
     "meta-llama/Llama-2-7b-hf": (1e-5, 10000.0),
@@ -99,6 +139,14 @@ def _llama_layout(name: str) -> dict[str, Any]:
         raw["sliding_window"] = 4096
     if head_dim is not None:
         raw["head_dim"] = head_dim
+    if name in _LLAMA3_ROPE_FACTOR:
+        raw["rope_scaling"] = {
+            "factor": _LLAMA3_ROPE_FACTOR[name],
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        }
     return raw
 
 
