@@ -14,12 +14,14 @@ REPORT = (
     "then the HTML page"
 )
 TRACE = "trace --layer all (with the FFN summary, as --format json)"
+LENS = "lens --top-k 5 (every layer through the head)"
 
 
 def report_rows(label: str, loaded: Any, params_spec: str, repeats: int) -> list[Row]:
     """Report, trace and bare forward of one sentence of 16 words on ``loaded``."""
     import torch
 
+    from optinspect.analyses.lens import iter_lens
     from optinspect.analyses.report import build_report
     from optinspect.analyses.sparsity import FfnSparsity
     from optinspect.analyses.trace import iter_trace
@@ -41,19 +43,26 @@ def report_rows(label: str, loaded: Any, params_spec: str, repeats: int) -> list
             pass
         sparsity.summary()
 
+    def lens() -> None:
+        for _ in iter_lens(loaded, [text], top_k=5):
+            pass
+
     def report() -> None:
         report_html(build_report(loaded, text, model=params_spec))
 
     with torch.inference_mode():
-        series = interleave({BARE: bare, TRACE: trace, REPORT: report}, repeats, 1, BARE)
+        runs = {BARE: bare, TRACE: trace, LENS: lens, REPORT: report}
+        series = interleave(runs, repeats, 1, BARE)
     tokens = len(loaded.tokenizer(text)["input_ids"])
     how = f"{rounds(series)}; {label}, one sentence of {tokens} tokens, eager attention"
     ratio = series[REPORT].ratio / series[TRACE].ratio
+    apart = series[REPORT].ratio / (series[TRACE].ratio + series[LENS].ratio)
     page = report_html(build_report(loaded, text, model=params_spec)).encode("utf-8")
     size = f"{len(page) / 1e6:.2f} MB" if len(page) >= 1e5 else f"{len(page) / 1e3:.0f} kB"
     return [
         Row(f"{BARE}, {label}", fmt_times(series[BARE].times), how),
         Row(f"{TRACE}, {label}", paired(series[TRACE]), how),
+        Row(f"{LENS}, {label}", paired(series[LENS]), how),
         Row(f"{REPORT}, {label}", paired(series[REPORT]), how),
         Row(
             f"report against trace --layer all, {label}",
@@ -62,6 +71,7 @@ def report_rows(label: str, loaded: Any, params_spec: str, repeats: int) -> list
             goal="at most 1.5x",
             met=ratio <= 1.5,
         ),
+        Row(f"report against trace --layer all and lens run apart, {label}", f"{apart:.2f}x", how),
         Row(
             f"report page size, {label}",
             size,
