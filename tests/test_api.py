@@ -191,3 +191,12 @@ def test_report_is_the_commands_and_saves_one_page(cli, load_tiny: Load, tmp_pat
     bundle = shown._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html", "application/json"}
     assert "<script" not in bundle["text/html"]  # a notebook cell runs none
+
+
+def test_every_public_name_resolves() -> None:
+    import optinspect
+    import optinspect.api
+
+    assert set(optinspect.api.__all__) == set(optinspect.API)
+    for name in optinspect.__all__:
+        assert getattr(optinspect, name) is not None, name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import socket
 from pathlib import Path
 
@@ -302,3 +303,21 @@ def test_nccl_takes_the_rank_gpu_and_the_timeout_in_one_process(
         assert total.tolist() == [1.0, 1.0, 1.0]
     finally:
         dist.destroy_process_group()
+
+
+@gpu
+def test_report_on_cuda_bins_every_output_between_its_extremes(cli, wide: Path) -> None:
+    # The histograms are binned on the device in the one pass; the counts must still add
+    # up to each output's elements (float16 under 8-bit: no NaN or Inf in this model).
+    args = ("--model", str(wide), "--device", DEVICE, "--quant", "8bit")
+    doc = run_json(cli, "report", SENTENCES[0], *args)
+    assert doc["device"].startswith("cuda")
+    modules = {m["name"]: m for m in doc["trace"]["modules"] if m["call"] == 0}
+    assert set(doc["histograms"]) == set(modules)
+    for name, histogram in doc["histograms"].items():
+        record = modules[name]
+        assert sum(histogram["counts"]) == math.prod(record["shape"]), name
+        assert (histogram["lo"], histogram["hi"]) == (
+            record["stats"]["min"],
+            record["stats"]["max"],
+        ), name

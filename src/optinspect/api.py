@@ -30,6 +30,7 @@ from .analyses.job import run_held, settings_of
 from .engine.inputs import given_texts
 from .errors import UsageError
 from .model.loading import LoadedModel
+from .model.loading import load_model as load  # noqa: F401 (optinspect.load, in __all__)
 from .render.notebook import Shown, ShownList
 from .results.report import ReportResult
 
