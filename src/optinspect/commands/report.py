@@ -95,8 +95,9 @@ def report_command(
     inputs: InputOptions,
 ) -> None:
     """Run TEXT once with every analysis's hooks on: the trace with each module's
-    histogram, FFN sparsity, LLM.int8 outliers, one layer's attention and the logit lens,
-    plus the parameter count, in one report.
+    histogram, FFN sparsity, LLM.int8 outliers, every head's entropy and sink, one layer's
+    attention and the logit lens, plus the parameter count: one self-contained HTML page
+    (--out FILE.html) or JSON.
 
     A report is about one sentence: TEXT only. The model is loaded with eager attention,
     the only kind that computes weights. Each analysis's part is what its own command's
