@@ -173,3 +173,13 @@ def test_tree_csv_rows_are_the_json_modules_in_order() -> None:
         modules = result.as_dict()["modules"]
         assert [row[0].text for row in page.flat.rows] == [m["name"] for m in modules]
         assert [int(row[4].text) for row in page.flat.rows] == [m["params"] for m in modules]
+
+
+def test_a_header_comes_again_only_where_it_changes() -> None:
+    from optinspect.render.page import Lines, Page, fresh_headers
+
+    model = Page("trace", headline=["model tiny"], notes=["random"])
+    part = Page("depth", parts=[Lines(["charts"])])  # a report's part: no header of its own
+    other = Page("params", headline=["model tiny", "241,152 parameters"])
+    pages = [model, part, model, other, model]
+    assert [fresh for _, fresh in fresh_headers(pages)] == [True, False, False, True, True]

@@ -31,7 +31,7 @@ from typing import Any
 
 from .common import HEADER_SEPARATOR
 from .html_parts import joined_html, part_html
-from .page import Page
+from .page import Page, fresh_headers
 
 __all__ = [
     "CSP",
@@ -224,15 +224,11 @@ def _versions() -> str:
 
 def _body(pages: Sequence[Page], *, max_rows: int | None) -> str:
     out: list[str] = []
-    shown: tuple[list[str], list[str]] = ([], [])
-    for page in pages:
+    for page, fresh in fresh_headers(pages):
         out.append(f'<section class="{escape("kind-" + page.kind)}">\n')
-        # Many sentences share one model: its line and notes come again only if they change.
-        header = (list(page.headline), list(page.notes))
-        if header != shown:
-            out.append(_headline(page))
-            shown = header
         out.append(_section_heading(page, several=len(pages) > 1))
+        if fresh:
+            out.append(_headline(page))
         out.extend(part_html(part, max_rows) for part in page.parts)
         out.append("</section>\n")
     return "".join(out)

@@ -20,7 +20,7 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from .page import Page
+from .page import Page, fresh_headers
 from .terminal import plain_console, write_terminal
 
 __all__ = [
@@ -42,16 +42,13 @@ R = TypeVar("R")
 
 
 def page_text(pages: Sequence[Page], width: int = TEXT_WIDTH) -> str:
-    """The pages as the terminal shows them, without colour, ``width`` columns wide; a
-    page whose model line is the one above it leaves it out."""
+    """The pages as the terminal shows them, without colour, ``width`` columns wide; the
+    model line and notes come again only where they change (``fresh_headers``)."""
     buffer = io.StringIO()
     # Not a terminal, not Jupyter: rich would otherwise draw into the notebook itself.
     console = plain_console(buffer, width)
-    previous: tuple[str, ...] | None = None
-    for page in pages:
-        headline = tuple(page.headline)
-        write_terminal(console, page, header=headline != previous or not headline)
-        previous = headline
+    for page, fresh in fresh_headers(pages):
+        write_terminal(console, page, header=fresh)
     return buffer.getvalue()
 
 

@@ -20,7 +20,7 @@ CSS class. A page holds no width, no colour and no markup, and no torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -45,6 +45,7 @@ __all__ = [
     "Style",
     "Tree",
     "cell",
+    "fresh_headers",
 ]
 
 
@@ -245,3 +246,16 @@ class Page:
     parts: list[Part] = field(default_factory=list)
     data: dict[str, Any] | None = None
     flat: Sheet | None = None
+
+
+def fresh_headers(pages: Sequence[Page]) -> Iterator[tuple[Page, bool]]:
+    """Each page, and whether a writer shows its header (the model line and the notes):
+    pages of one model share it, so it comes again only where it changes. A page without
+    one (a part of a report: the charts, the sparsity) leaves the last one standing."""
+    shown: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    for page in pages:
+        header = (tuple(page.headline), tuple(page.notes))
+        fresh = bool(page.headline or page.notes) and header != shown
+        if fresh:
+            shown = header
+        yield page, fresh
