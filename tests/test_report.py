@@ -247,6 +247,22 @@ def test_a_padded_batch_bins_only_real_finite_elements() -> None:
     assert (row[2:] - want).abs().sum() <= 2  # one element may sit within rounding of an edge
 
 
+@pytest.mark.parametrize(
+    "values",
+    [[0.0, 1e-45, 0.0, 1e-45], [-3e38, 3e38, 0.0, 1.0]],
+    ids=["range-below-1e-37", "range-above-float32"],
+)
+def test_ranges_at_the_ends_of_float32_still_put_the_extremes_in_the_end_bins(values) -> None:
+    # A range so small that bins/range overflows float32, and one so large that x - lo
+    # does: each element still goes to a bin, the minimum to the first, the maximum to
+    # the last, and every element is counted.
+    x = torch.tensor(values, dtype=torch.float32).reshape(1, 2, 2)
+    row = output_histogram(x, token_partials(x), None, 8)
+    counts = row[2:].long().tolist()
+    assert sum(counts) == len(values)
+    assert counts[0] >= values.count(min(values)) and counts[-1] >= values.count(max(values))
+
+
 def test_series_across_depth_come_from_the_trace_records(eager) -> None:
     result = build_report(eager, TEXT, model="tiny", role="self_attn.q_proj")
     by_name = {m.name: m.stats for m in result.trace.modules}

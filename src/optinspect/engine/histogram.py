@@ -32,18 +32,21 @@ def output_histogram(
     x = view.detach()
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
-    extremes = partials.values[..., 2:4].to(torch.float64)  # min, max per token
+    mins = partials.values[..., 2].to(torch.float64)  # per token
+    maxs = partials.values[..., 3].to(torch.float64)
     keep = torch.isfinite(x)
     if valid is not None:
         on = valid.to(device=x.device, dtype=torch.bool)
         keep = keep & on[:, :, None]
-        inf = torch.tensor(float("inf"), dtype=torch.float64, device=x.device)
-        extremes = torch.where(on[:, :, None], extremes, torch.stack([inf, -inf]))
-    lo = extremes[..., 0].amin() if extremes.numel() else torch.zeros((), device=x.device)
-    hi = extremes[..., 1].amax() if extremes.numel() else torch.zeros((), device=x.device)
-    width = torch.where(hi > lo, hi - lo, torch.ones_like(hi)).to(torch.float32)
+        mins = mins.masked_fill(~on, float("inf"))  # padding: no extreme of its own
+        maxs = maxs.masked_fill(~on, float("-inf"))
+    lo = mins.amin() if mins.numel() else torch.zeros((), device=x.device)
+    hi = maxs.amax() if maxs.numel() else torch.zeros((), device=x.device)
+    # The scale in float64, then float32: a range below 1e-37 gives inf (and x - lo,
+    # above 3e38, gives inf); bins come from the product's sign, NaN (0 x inf) is bin 0.
+    scale = torch.where(hi > lo, bins / (hi - lo), torch.ones_like(hi)).to(torch.float32)
     low = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo)).to(torch.float32)
-    index = ((x - low) * (bins / width)).floor_()
+    index = ((x - low) * scale).floor_().nan_to_num_(nan=0.0, posinf=bins - 1, neginf=0.0)
     index = torch.where(keep, index, 0.0).clamp_(0, bins - 1).to(torch.int64)
     counts = torch.zeros(bins, dtype=torch.int64, device=x.device)
     counts.scatter_add_(0, index.reshape(-1), keep.reshape(-1).to(torch.int64))
