@@ -365,3 +365,11 @@ def test_head_maps_hold_every_layer_and_agree_with_the_attention_part(report_doc
     assert maps["uniform_entropy"] == attention["uniform_entropy"]
     # An entropy lies between a head on one key and an even spread over every key seen.
     assert all(0 <= e <= maps["uniform_entropy"] + 1e-6 for row in maps["entropy"] for e in row)
+
+
+def test_a_truncated_text_is_said_once_with_compare(cli) -> None:
+    # Two passes read the text (the reference's, then the report's): one note.
+    long = " ".join(["word"] * 200)
+    result = cli("report", long, *TINY, "--truncate", "--compare", "none", "-f", "json")
+    assert result.code == 0, result.err
+    assert result.err.count("--truncate kept the first") == 1, result.err

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..engine.collect import Collector, collect
 from ..engine.histogram import DEFAULT_BINS
+from ..engine.notes import notes_to
 from ..engine.preflight import resolve_single_layer
 from ..engine.runner import Runner
 from ..engine.selection import LayerSpec, resolve_layers
@@ -244,16 +245,19 @@ def compute(
             check=ctx.check_cancelled,
         )
         comparer = CompareCollector(loaded, reference, names, tolerance=COMPARE_TOLERANCE)
-    yield build_report(
-        loaded,
-        text,
-        model=model,
-        layers=layers,
-        filters=filters,
-        attention_layer=attention_layer,
-        head=head,
-        top_k=top_k,
-        role=role,
-        truncate=truncate,
-        comparer=comparer,
-    )
+    # The same text, cut the same way: after a reference pass, its notes said it.
+    with notes_to(None) if comparer is not None else contextlib.nullcontext():
+        report = build_report(
+            loaded,
+            text,
+            model=model,
+            layers=layers,
+            filters=filters,
+            attention_layer=attention_layer,
+            head=head,
+            top_k=top_k,
+            role=role,
+            truncate=truncate,
+            comparer=comparer,
+        )
+    yield report
