@@ -47,7 +47,7 @@ from .job import plan_of
 from .lens import LensCollector
 from .outliers import DEFAULT_THRESHOLD, OutliersCollector
 from .params import count_params, inventory_params
-from .sparsity import FfnSparsity
+from .sparsity import FfnSparsity, has_relu_ffn, no_relu_note
 from .trace import TraceCollector
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class ReportCollectors:
     """The collectors of one report's forward pass (``comparer`` only with compare)."""
 
     trace: TraceCollector
-    sparsity: FfnSparsity
+    sparsity: FfnSparsity | None  # None without a ReLU FFN, as in trace
     outliers: OutliersCollector
     lens: LensCollector
     attention: AttentionCollector
@@ -102,7 +102,9 @@ class ReportCollectors:
         ``trace --layer`` does; the lens reads every layer."""
         return cls(
             trace=TraceCollector(loaded, layers=layers, filters=filters, bins=bins),
-            sparsity=FfnSparsity(loaded.model, resolve_layers(layers, loaded.num_layers)),
+            sparsity=FfnSparsity(loaded.model, resolve_layers(layers, loaded.num_layers))
+            if has_relu_ffn(loaded.model)
+            else None,
             outliers=OutliersCollector(loaded, threshold=DEFAULT_THRESHOLD),
             lens=LensCollector(loaded, top_k=top_k),
             attention=AttentionCollector(loaded, layer=attention_layer, head=head),
@@ -112,7 +114,9 @@ class ReportCollectors:
 
     def all(self) -> list[Collector]:
         """Every collector, in the order their hook groups go on the model."""
-        chosen: list[Collector] = [self.trace, self.sparsity, self.outliers, self.lens]
+        chosen: list[Collector] = [self.trace, self.outliers, self.lens]
+        if self.sparsity is not None:
+            chosen.insert(1, self.sparsity)
         if self.comparer is not None:
             chosen.append(self.comparer)
         return [*chosen, self.attention, self.heads]
@@ -160,7 +164,7 @@ def build_report(
     return ReportResult(
         info=loaded.info,
         trace=trace,
-        sparsity=tuple(parts.sparsity.summary()),
+        sparsity=None if parts.sparsity is None else tuple(parts.sparsity.summary()),
         params=ParamsResult(count_params(inventory_params(model or loaded.name), by="group")),
         outliers=parts.outliers.result(),
         attention=first[id(parts.attention)],
@@ -245,6 +249,8 @@ def compute(
             check=ctx.check_cancelled,
         )
         comparer = CompareCollector(loaded, reference, names, tolerance=COMPARE_TOLERANCE)
+    if not has_relu_ffn(loaded.model):
+        ctx.note(no_relu_note(loaded.model, loaded.name))
     # The same text, cut the same way: after a reference pass, its notes said it.
     with notes_to(None) if comparer is not None else contextlib.nullcontext():
         report = build_report(

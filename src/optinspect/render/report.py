@@ -111,7 +111,7 @@ def report_pages(result: ReportResult) -> list[Page]:
     pages = [
         trace_page(result.trace),
         depth_page(result),
-        sparsity_page(result.sparsity, many=False),
+        sparsity_page(result.sparsity or (), many=False),
         outliers_page(result.outliers),
         heads_page(result.heads),
         attention_page(result.attention),

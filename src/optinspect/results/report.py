@@ -66,7 +66,8 @@ class ReportResult(DescribesModel):
 
     info: ModelInfo
     trace: TraceResult
-    sparsity: tuple[LayerSparsity, ...]
+    #: None for a model without a ReLU FFN, as trace's ``ffn``.
+    sparsity: tuple[LayerSparsity, ...] | None
     params: ParamsResult
     outliers: OutlierResult
     attention: AttentionResult
@@ -85,7 +86,7 @@ class ReportResult(DescribesModel):
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--format json`` document (see the module docstring)."""
-        ffn = [row.as_dict() for row in self.sparsity]
+        ffn = None if self.sparsity is None else [row.as_dict() for row in self.sparsity]
         document: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             **self.info.as_dict(),
