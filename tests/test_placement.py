@@ -319,3 +319,16 @@ def test_python_api_with_the_embedding_on_disk(load_tiny, tmp_path: Path, plante
     planted_plain = load_model(str(planted), quant="none", device="cpu")
     planted_offloaded = load_offloaded(str(planted), tmp_path / "outliers")
     same(find_outliers(planted_plain, texts), find_outliers(planted_offloaded, texts))
+
+
+def test_an_offload_dir_under_home_is_the_folder_that_was_checked(tmp_path, monkeypatch) -> None:
+    # check_offload_dir expands ~; accelerate would write to a literal ./~ folder.
+    from optinspect.model.loading import resolve_placement
+    from optinspect.model.settings import LoadSettings
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    placement = resolve_placement(offload_dir="~/offload")
+    assert placement.offload_dir == str(tmp_path / "offload")
+    assert LoadSettings("tiny", offload_dir="~/offload").settings()["offload_dir"] == str(
+        tmp_path / "offload"
+    )

@@ -148,12 +148,9 @@ def resolve_placement(
         device_map = "auto"
     if device_map is None:
         return Placement(resolve_device(device))
-    return Placement(
-        mapped_device(),
-        device_map,
-        memory,
-        str(offload_dir) if offload_dir is not None else None,
-    )
+    # The folder the check accepted: ``~`` expanded, as accelerate would not.
+    offload = str(Path(offload_dir).expanduser()) if offload_dir is not None else None
+    return Placement(mapped_device(), device_map, memory, offload)
 
 
 def resolve_dtype(dtype: str, quant: str, device: str) -> torch.dtype:

@@ -45,7 +45,7 @@ class LoadSettings:
 
         folder = local_folder(self.model)
         model = os.path.abspath(folder) if folder is not None else self.model
-        offload = os.path.abspath(self.offload_dir) if self.offload_dir else None
+        offload = self.offload_dir and os.path.abspath(os.path.expanduser(self.offload_dir))
         return {
             "model": model,
             "quant": self.quant,
