@@ -45,7 +45,7 @@ class LoadSettings:
 
         folder = local_folder(self.model)
         model = os.path.abspath(folder) if folder is not None else self.model
-        offload = self.offload_dir and os.path.abspath(os.path.expanduser(self.offload_dir))
+        offload = os.path.abspath(os.path.expanduser(d)) if (d := self.offload_dir) else None
         return {
             "model": model,
             "quant": self.quant,
