@@ -22,13 +22,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .families import ParamEntry, adapter_for_config
-from .families.opt import OPT_DEFAULTS
 from .families.published import published_config
 
 __all__ = [
     "FAMILY",
-    "FAMILY_NAMES",
-    "OPT_DEFAULTS",
     "ParamEntry",
     "config_module_names",
     "config_value",
@@ -91,7 +88,6 @@ def _published(size: str) -> dict[str, Any]:
 
 #: Hub id -> published config, smallest first.
 FAMILY: dict[str, dict[str, Any]] = {f"{_ORG}{size}": _published(size) for size in _SHAPES}
-FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY)
 
 
 def family_size(spec: str) -> str | None:

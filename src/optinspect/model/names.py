@@ -18,16 +18,10 @@ import re
 from typing import Any
 
 from .families import ADAPTERS, OPT, FamilyAdapter, adapter_for_config
-from .families.opt import DECODER
 
 __all__ = [
-    "ACTIVATION",
-    "DECODER",
     "HEAD",
     "LAYERS_PREFIX",
-    "NEVER_CALLED",
-    "OVERVIEW_AFTER",
-    "OVERVIEW_BEFORE",
     "TOKEN_EMBEDDINGS",
     "adapter_of",
     "in_features",
@@ -46,13 +40,6 @@ LAYERS_PREFIX = OPT.layers_prefix
 TOKEN_EMBEDDINGS = OPT.token_embeddings
 #: The output head (tied to the token embeddings unless tie_word_embeddings is false).
 HEAD = OPT.head
-#: The ReLU of each OPT layer's feed-forward block, relative to the layer.
-ACTIVATION = OPT.activation
-#: Named modules of OPT that never run (the OPTModel wrapper around the decoder).
-NEVER_CALLED = OPT.never_called
-#: OPT's modules shown in the overview besides each layer's output, in forward order.
-OVERVIEW_BEFORE = OPT.overview_before
-OVERVIEW_AFTER = OPT.overview_after
 
 _IN_LAYER = re.compile(
     "^(?:" + "|".join(re.escape(a.layers_prefix) for a in ADAPTERS) + r")([0-9]+)(?:\.(.+))?$"

@@ -17,7 +17,6 @@ from rich.console import Console
 
 from ..results.records import ModelInfo, past_vocabulary_text
 from ..results.units import count_noun, format_bytes, format_count
-from .layout import print_parts
 
 __all__ = [
     "HEADER_SEPARATOR",
@@ -30,9 +29,7 @@ __all__ = [
     "format_shape",
     "format_stat",
     "has_colour",
-    "header_line",
     "header_parts",
-    "print_header",
     "random_notes",
     "token_label",
     "tree_rows",
@@ -95,13 +92,9 @@ def token_label(token: TokenLike) -> str:
 HEADER_SEPARATOR = " · "
 
 
-def header_line(info: ModelInfo, *extra: str, quant: bool = True, dtype: bool = True) -> str:
-    """``model X · quant Y · device Z · dtype W``, then any ``extra`` parts."""
-    return HEADER_SEPARATOR.join(header_parts(info, *extra, quant=quant, dtype=dtype))
-
-
 def header_parts(info: ModelInfo, *extra: str, quant: bool = True, dtype: bool = True) -> list[str]:
-    """The parts of ``header_line``: a writer breaks the line only between them."""
+    """``model X · quant Y · device Z · dtype W``, then any ``extra`` parts, as a list: a
+    writer breaks the line only between them."""
     parts = [f"model {info.model}"]
     if quant:
         parts.append(f"quant {info.quant}")
@@ -114,14 +107,6 @@ def header_parts(info: ModelInfo, *extra: str, quant: bool = True, dtype: bool =
 def random_notes(random_weights: bool) -> list[str]:
     """The notes under a result's header: the random-weights note where it applies."""
     return [RANDOM_NOTE] if random_weights else []
-
-
-def print_header(console: Console, line: str, random_weights: bool) -> None:
-    """Print a result's header line, broken only between its parts where it is wider than
-    the console, and, for random weights, the note under it."""
-    print_parts(console, line.split(HEADER_SEPARATOR), HEADER_SEPARATOR)
-    if random_weights:
-        console.print(RANDOM_NOTE, highlight=False)
 
 
 def has_colour(console: Console) -> bool:

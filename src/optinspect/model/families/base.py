@@ -121,11 +121,6 @@ class FamilyAdapter:
     def model_types(self) -> tuple[str, ...]:
         return tuple(self.classes)
 
-    @property
-    def layers_name(self) -> str:
-        """The ModuleList holding the layers (``model.layers``)."""
-        return self.layers_prefix.rstrip(".")
-
     def layer_root(self, index: int) -> str:
         """The dotted name of decoder layer ``index`` itself."""
         return f"{self.layers_prefix}{index}"
