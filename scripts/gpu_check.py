@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bench-section":
         return bench_section(args)
     elif args.command == "watch":
-        script = [a for a in args.script if a != "--"]
+        # Only the separator before the script: a "--" among its own arguments stays.
+        script = args.script[1:] if args.script[:1] == ["--"] else args.script
         if not script:
             raise SystemExit("Error: watch needs a script to run")
         watch(script)
