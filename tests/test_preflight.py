@@ -339,7 +339,7 @@ def test_8bit_with_float32_is_refused_before_loading(cli, no_load) -> None:
 
 def test_empty_model_is_refused_before_loading(cli, no_load) -> None:
     result = cli("trace", "x", "--model", "", "-q", "none")
-    assert_error(result, 2, "--model is empty: give a hub id, a folder or tiny")
+    assert_error(result, 2, "--model is empty: give a hub id, a folder, tiny or tiny-llama")
 
 
 def test_input_file_that_is_a_folder(cli, no_load, tmp_path: Path) -> None:
@@ -407,7 +407,8 @@ def test_config_without_model_type(cli, no_load, tiny_dir: Path, tmp_path: Path)
     del config["model_type"]
     (folder / "config.json").write_text(json.dumps(config))
     result = cli("trace", "x", "--model", str(folder), "-q", "none")
-    assert_error(result, 1, f"{folder} is not an OPT model: its config has no model_type")
+    message = f"{folder} is not a model optinspect supports: its config has no model_type "
+    assert_error(result, 1, message + "(supported: opt, llama, mistral, qwen2, qwen3 or gpt2)")
 
 
 def test_quantized_offload_without_cuda_reads_no_weight(cli, no_weights) -> None:

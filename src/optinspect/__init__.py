@@ -1,4 +1,4 @@
-"""optinspect: look inside OPT language models, module by module.
+"""optinspect: look inside decoder language models, module by module.
 
     import optinspect as oi
     model = oi.load("facebook/opt-125m", quant="8bit")

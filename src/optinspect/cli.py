@@ -35,7 +35,8 @@ from .model.quiet import no_hub_kernels
 
 app = typer.Typer(
     name="optinspect",
-    help="Look inside OPT language models: every module's output, in execution order.",
+    help="Look inside decoder language models (OPT, Llama, Mistral, Qwen2, GPT-2): "
+    "every module's output, in execution order.",
     pretty_exceptions_enable=False,
     # Plain help: rich's help formatter imports markdown-it and costs ~130 ms per --help.
     rich_markup_mode=None,
@@ -74,7 +75,8 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """Look inside OPT language models: every module's output, in execution order."""
+    """Look inside decoder language models (OPT, Llama, Mistral, Qwen2, GPT-2): every
+    module's output, in execution order."""
     if ctx.invoked_subcommand is None:
         # Bare `optinspect` asks what it can do: the help, on stdout, and success, as
         # pip, docker and kubectl answer (not a usage error, as git does).

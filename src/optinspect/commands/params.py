@@ -47,7 +47,7 @@ def params_command(
     *,
     load: LoadOptions,
 ) -> None:
-    """Count the parameters of an OPT model exactly, and the bytes its weights take.
+    """Count the parameters of a model exactly, and the bytes its weights take.
 
     The count comes from the configuration alone: no weights are read or
     downloaded. The whole OPT family (facebook/opt-125m ... facebook/opt-175b)

@@ -75,7 +75,7 @@ def trace_command(
     load: LoadOptions,
     inputs: InputOptions,
 ) -> None:
-    """Trace TEXT through an OPT model and show every module's output in execution order.
+    """Trace TEXT through a model and show every module's output in execution order.
 
     Examples:
 

@@ -32,7 +32,7 @@ def tree_command(
     fmt: TableFormatOpt = Format.table,
     debug: DebugOpt = False,
 ) -> None:
-    """Show the module hierarchy of an OPT model: names, classes, parameters, weight shapes.
+    """Show the module hierarchy of a model: names, classes, parameters, weight shapes.
 
     The model is built on the meta device from its configuration alone: no
     weights are read or downloaded. Every node counts the parameters of its

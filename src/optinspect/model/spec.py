@@ -77,7 +77,7 @@ def local_folder(spec: str) -> Path | None:
 def resolve_source(spec: str) -> ModelSource:
     """Turn ``--model`` into a folder or a hub id, refusing paths that do not exist."""
     if not spec.strip():
-        raise UsageError("--model is empty: give a hub id, a folder or tiny")
+        raise UsageError("--model is empty: give a hub id, a folder, tiny or tiny-llama")
     if spec in BUILTIN:
         return ModelSource(spec=spec, location=str(tiny_path(spec)), is_local=True)
     folder = local_folder(spec)
@@ -154,7 +154,10 @@ def read_raw_config(source: ModelSource) -> dict[str, Any]:
             ) from e
     model_type = raw.get("model_type")
     if model_type is None:
-        raise ModelError(f"{source.spec} is not an OPT model: its config has no model_type")
+        raise ModelError(
+            f"{source.spec} is not a model optinspect supports: its config has no model_type "
+            f"(supported: {supported_text()})"
+        )
     if adapter_for_type(model_type) is None:
         raise ModelError(
             f"{source.spec} is not a model optinspect supports: its config has model_type "
