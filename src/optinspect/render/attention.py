@@ -69,6 +69,7 @@ def attention_heatmap(result: AttentionResult) -> Heatmap:
         causal=True,
         percent=True,
         terminal=True,
+        note="weights in percent, rows query, columns key",
     )
 
 
@@ -103,14 +104,14 @@ def heads_sheet(result: AttentionResult) -> Sheet:
 
 
 def attention_page(result: AttentionResult) -> Page:
-    """The heatmap under its title line, then the heads and what their columns mean."""
+    """The heatmap under its title and what its cells hold, then the heads and what their
+    columns mean."""
     notes = [
         "entropy: mean over query rows of -sum w ln w, in nats "
         f"(evenly spread: {result.uniform_entropy:.3f})",
         "sink: mean over query rows of the weight on position 0, in percent",
     ]
     parts: list[Part] = [
-        Lines([f"{attention_title(result)}: weights in percent, rows query, columns key"]),
         attention_heatmap(result),
         heads_sheet(result),
         Lines(notes),

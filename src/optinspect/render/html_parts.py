@@ -50,7 +50,7 @@ def part_html(part: Part, max_rows: int | None) -> str:
     if isinstance(part, Sheet):
         return _sheet(part, max_rows)
     if isinstance(part, Heatmap):
-        return _figure(part.title, part.name, heatmap_svg(part))
+        return _figure(part.caption, part.name, heatmap_svg(part))
     if isinstance(part, Chart):
         return _figure(part.title, part.name, chart_svg(part))
     if isinstance(part, Lines) and part.separator is not None:

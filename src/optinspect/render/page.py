@@ -132,6 +132,7 @@ class Heatmap:
     ``causal`` leaves out the cells above the diagonal (a key after its query).
     ``percent`` prints each value x 100 in the cell where a writer prints numbers.
     ``terminal`` says whether the terminal draws it (it draws only small, causal maps).
+    ``note`` says what the cells hold; writers show it after the title (``title: note``).
     """
 
     title: str
@@ -145,6 +146,12 @@ class Heatmap:
     causal: bool = False
     percent: bool = False
     terminal: bool = False
+    note: str = ""
+
+    @property
+    def caption(self) -> str:
+        """The title, and the note after it where there is one."""
+        return f"{self.title}: {self.note}" if self.note else self.title
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,8 @@ def write_terminal(console: Console, page: Page, *, header: bool = True) -> None
             _, mark, name = TERMINAL_STYLES.get(part.style, ("", "", ""))
             console.print(escape(f"{name if colour else mark}: {part.text}"), highlight=False)
         elif isinstance(part, Heatmap) and part.terminal:
+            if part.note:
+                console.print(escape(part.caption), highlight=False)
             for index, block in enumerate(heatmap_blocks(part, console.width, colour=colour)):
                 if index:  # columns that did not fit: the same rows, titled as a table goes on
                     console.print(escape(f"{part.title}, continued"), highlight=False)
