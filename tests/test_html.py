@@ -392,3 +392,12 @@ def test_a_non_finite_cell_is_grey_and_says_so() -> None:
     assert '<rect x="' in svg
     assert 'fill="#dddddd"><title>a, y: nan</title>' in svg
     assert 'fill="#dddddd"><title>b, x: inf</title>' in svg
+
+
+def test_a_log_chart_ticks_at_powers_of_ten() -> None:
+    # log10 spans 0 to 2.4: even steps of 0.5 would label 3.162 and 31.62.
+    chart = Chart("c", "x", [0, 1, 2], [Series("s", [1.0, 30.0, 250.0])], log=True)
+    page = assert_self_contained(html_document([Page("x", parts=[chart])], title="t"))
+    labels = [t.strip() for t in page.text if t.strip()]
+    assert {"1", "10", "100"} <= set(labels)
+    assert "3.162" not in labels and "31.62" not in labels

@@ -260,7 +260,9 @@ def chart_svg(chart: Chart) -> str:
         f'<rect x="{_num(left)}" y="{_num(top)}" width="{_num(plot_w)}" height="{_num(plot_h)}" '
         'class="plot"/>',
     ]
-    for tick in _ticks(low, high):
+    # A log axis ticks at whole powers of ten (1, 10, 100), never at 10^0.4.
+    decades = [float(d) for d in range(math.ceil(low), math.floor(high) + 1)]
+    for tick in decades if chart.log and len(decades) >= 2 else _ticks(low, high):
         y = top + plot_h * (1 - (tick - low) / (high - low))
         text = format_number(10**tick) if chart.log else format_number(tick)
         out.append(
