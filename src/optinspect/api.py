@@ -32,7 +32,9 @@ from .errors import UsageError
 from .model.loading import LoadedModel
 from .model.loading import load_model as load  # noqa: F401 (optinspect.load, in __all__)
 from .render.notebook import Shown, ShownList
-from .results.report import ReportResult
+from .results.compare import DEFAULT_TOLERANCE
+from .results.outliers import DEFAULT_THRESHOLD
+from .results.report import DEFAULT_ROLE, DEFAULT_TOP_K, ReportResult
 
 if TYPE_CHECKING:
     from .engine.selection import LayerSpec
@@ -159,7 +161,7 @@ def compare(
     *,
     against: str = "none",
     against_dtype: str = "auto",
-    tolerance: float = 0.05,
+    tolerance: float = DEFAULT_TOLERANCE,
     layer: LayerSpec | int = None,
     filters: str | Sequence[str] = (),
     batch_size: int = 8,
@@ -194,7 +196,7 @@ def outliers(
     model: LoadedModel,
     texts: Texts = None,
     *,
-    threshold: float = 6.0,
+    threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = 8,
     truncate: bool = False,
     file: str | Path | None = None,
@@ -383,8 +385,8 @@ def report(
     filters: str | Sequence[str] = (),
     attention_layer: int | str = -1,
     head: int | None = None,
-    top_k: int = 5,
-    role: str = "fc1",
+    top_k: int = DEFAULT_TOP_K,
+    role: str = DEFAULT_ROLE,
     compare: str | None = None,
     truncate: bool = False,
 ) -> Report:

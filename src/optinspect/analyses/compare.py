@@ -56,7 +56,7 @@ from ..engine.runner import Progress, Runner
 from ..engine.selection import LayerSpec, select_names
 from ..model.loading import LoadedModel, resolve_dtype
 from ..model.names import module_names
-from ..results.compare import CompareResult, ModuleDiff, Setting
+from ..results.compare import DEFAULT_TOLERANCE, CompareResult, ModuleDiff, Setting
 from ..results.records import ModuleRecord, finite_or_none
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def compare_settings(
     reference: Setting,
     layers: LayerSpec = None,
     filters: Sequence[str] = (),
-    tolerance: float = 0.05,
+    tolerance: float = DEFAULT_TOLERANCE,
     truncate: bool = False,
 ) -> CompareResult:
     """Run ``text`` under ``reference`` then ``setting`` and compare every selected module call.
@@ -145,7 +145,7 @@ def compare_many(
     reference: Setting,
     layers: LayerSpec = None,
     filters: Sequence[str] = (),
-    tolerance: float = 0.05,
+    tolerance: float = DEFAULT_TOLERANCE,
     batch_size: int = 8,
     truncate: bool = False,
     advance: Progress | None = None,
@@ -244,7 +244,7 @@ class CompareCollector:
         reference: Reference,
         names: Sequence[str],
         *,
-        tolerance: float = 0.05,
+        tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
         self.info = loaded.info
         self.setting = Setting(loaded.quant, loaded.dtype_name)

@@ -55,6 +55,7 @@ from ..model.families import ADAPTERS
 from ..model.loading import LoadedModel
 from ..model.names import adapter_of, in_features, layer_of, role_of
 from ..results.outliers import (
+    DEFAULT_THRESHOLD,
     MIN_LAYER_FRACTION,
     MIN_TOKEN_FRACTION,
     DimCount,
@@ -87,7 +88,6 @@ __all__ = [
 
 #: What ``the text is empty`` asks for.
 VERB = "inspect"
-DEFAULT_THRESHOLD = 6.0
 #: Module roles (names inside a decoder layer) whose inputs count toward the summary:
 #: those in the hidden dimension, of every family (a role means the same in each family
 #: that has it: OPT's q/k/v/out_proj and fc1, the Llama layout's q/k/v, gate and up

@@ -31,10 +31,12 @@ from ..model.families import adapter_for_config
 from ..model.family import config_module_names
 from ..model.loading import LoadedModel
 from ..model.names import is_layer_root, layer_of, role_of
-from ..results.compare import Setting
+from ..results.compare import DEFAULT_TOLERANCE, Setting
+from ..results.outliers import DEFAULT_THRESHOLD
 from ..results.params import ParamsResult
 from ..results.report import (
     DEFAULT_ROLE,
+    DEFAULT_TOP_K,
     SERIES_STATS,
     DepthSeries,
     ReportResult,
@@ -45,7 +47,7 @@ from .attention import AttentionCollector, HeadMapsCollector
 from .compare import CompareCollector, run_reference
 from .job import plan_of
 from .lens import LensCollector
-from .outliers import DEFAULT_THRESHOLD, OutliersCollector
+from .outliers import OutliersCollector
 from .params import count_params, inventory_params
 from .sparsity import FfnSparsity, has_relu_ffn, no_relu_note
 from .trace import TraceCollector
@@ -66,10 +68,6 @@ __all__ = [
 
 #: What ``the text is empty`` asks for.
 VERB = "report on"
-#: The lens's predictions per position: the page's tooltip shows five.
-DEFAULT_TOP_K = 5
-#: compare's own default tolerance, which the report's comparison keeps.
-COMPARE_TOLERANCE = 0.05
 
 
 @dataclass
@@ -248,7 +246,7 @@ def compute(
             truncate=truncate,
             check=ctx.check_cancelled,
         )
-        comparer = CompareCollector(loaded, reference, names, tolerance=COMPARE_TOLERANCE)
+        comparer = CompareCollector(loaded, reference, names, tolerance=DEFAULT_TOLERANCE)
     if not has_relu_ffn(loaded.model):
         ctx.note(no_relu_note(loaded.model, loaded.name))
     # The same text, cut the same way: after a reference pass, its notes said it.

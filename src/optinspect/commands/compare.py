@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..analyses.job import Job
+from ..results.compare import DEFAULT_TOLERANCE
 from .jobs import emit_job
 from .options import (
     Dtype,
@@ -48,7 +49,7 @@ def compare_command(
             metavar="X",
             help="Mark modules whose relative error ||a-b||/||b|| is above this.",
         ),
-    ] = 0.05,
+    ] = DEFAULT_TOLERANCE,
     layer: LayerOpt = None,
     filters: FilterOpt = None,
     fmt: ResultFormatOpt = Format.table,

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ..analyses.job import Job
+from ..results.outliers import DEFAULT_THRESHOLD
 from .jobs import run_job
 from .options import (
     Format,
@@ -28,7 +29,7 @@ def outliers_command(
             metavar="X",
             help="|x| that makes an outlier, for layers without their own LLM.int8 threshold.",
         ),
-    ] = 6.0,
+    ] = DEFAULT_THRESHOLD,
     fmt: ViewFormatOpt = Format.table,
     *,
     load: LoadOptions,

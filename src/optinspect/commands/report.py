@@ -9,6 +9,7 @@ from typing import IO, TYPE_CHECKING, Annotated
 import typer
 
 from ..analyses.job import Job
+from ..results.report import DEFAULT_ROLE, DEFAULT_TOP_K
 from .jobs import run_job
 from .options import (
     FilterOpt,
@@ -67,7 +68,7 @@ def report_command(
         ),
     ] = "-1",
     head: HeadOpt = None,
-    top_k: TopKOpt = 5,
+    top_k: TopKOpt = DEFAULT_TOP_K,
     role: Annotated[
         str,
         typer.Option(
@@ -76,7 +77,7 @@ def report_command(
             help="The module inside each decoder layer charted across depth, "
             "e.g. fc1 or self_attn.q_proj.",
         ),
-    ] = "fc1",
+    ] = DEFAULT_ROLE,
     compare: Annotated[
         Quant | None,
         typer.Option(

@@ -8,7 +8,10 @@ from typing import Any
 
 from .records import SCHEMA_VERSION, DescribesModel, ModelInfo, Token
 
-__all__ = ["CompareResult", "ModuleDiff", "Setting"]
+__all__ = ["DEFAULT_TOLERANCE", "CompareResult", "ModuleDiff", "Setting"]
+
+#: The relative error above which a module is marked (``compare --tolerance``).
+DEFAULT_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)

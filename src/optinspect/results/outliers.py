@@ -12,6 +12,7 @@ from typing import Any
 from .records import SCHEMA_VERSION, DescribesModel, ModelInfo
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "MIN_LAYER_FRACTION",
     "MIN_TOKEN_FRACTION",
     "DimCount",
@@ -20,6 +21,8 @@ __all__ = [
     "RecurringDim",
 ]
 
+#: LLM.int8's outlier threshold: |x| at or above it (``outliers --threshold``).
+DEFAULT_THRESHOLD = 6.0
 MIN_LAYER_FRACTION = 0.25
 MIN_TOKEN_FRACTION = 0.06
 

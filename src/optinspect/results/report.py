@@ -21,10 +21,19 @@ from .records import SCHEMA_VERSION, DescribesModel, Histogram, ModelInfo
 from .sparsity import LayerSparsity
 from .trace import TraceResult
 
-__all__ = ["DEFAULT_ROLE", "SERIES_STATS", "DepthSeries", "ReportResult", "histogram_key"]
+__all__ = [
+    "DEFAULT_ROLE",
+    "DEFAULT_TOP_K",
+    "SERIES_STATS",
+    "DepthSeries",
+    "ReportResult",
+    "histogram_key",
+]
 
 #: The module inside each decoder layer whose outputs ``--role`` charts by default.
 DEFAULT_ROLE = "fc1"
+#: The lens's predictions per position: the page's tooltip shows five.
+DEFAULT_TOP_K = 5
 #: The statistics a depth series follows.
 SERIES_STATS = ("mean", "std", "absmax")
 
