@@ -2,7 +2,7 @@
 
     loaded = load_model("tiny", quant="none", device="cpu", attn_implementation="eager")
     result = build_report(loaded, "The quick brown fox", layers="all", top_k=5)
-    result.histograms["model.decoder.layers.0.fc1"].counts     # 64 bins, on the device
+    result.histograms["model.decoder.layers.0.fc1"].counts     # 64 bins, counted on the device
 
 Trace (with per-module histograms), its FFN sparsity, outliers, the logit lens and
 one layer's attention are collectors (``engine.collect``): their hook groups go on
@@ -30,7 +30,7 @@ from ..errors import UsageError
 from ..model.families import adapter_for_config
 from ..model.family import config_module_names
 from ..model.loading import LoadedModel
-from ..model.names import is_layer_root, layer_of, role_of
+from ..model.names import layer_of, role_of
 from ..results.compare import DEFAULT_TOLERANCE, Setting
 from ..results.outliers import DEFAULT_THRESHOLD
 from ..results.params import ParamsResult
@@ -183,9 +183,7 @@ def depth_series(trace: TraceResult, role: str | None = None) -> DepthSeries:
         layer = layer_of(record.name)
         if layer is None or record.call != 0 or record.stats is None or layer in points:
             continue
-        if (is_layer_root(record.name) and role is None) or (
-            role is not None and role_of(record.name) == role
-        ):
+        if role_of(record.name) == role:  # None: the layer's own output, its root
             points[layer] = tuple(getattr(record.stats, s) for s in SERIES_STATS)
     layers = tuple(sorted(points))
     columns = [tuple(points[i][s] for i in layers) for s in range(len(SERIES_STATS))]
