@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .gpt2 import GPT2
+from .llama import LLAMA
+
 __all__ = ["PUBLISHED", "published_config"]
 
 #: Llama layout rows: hub id -> (model_type, hidden, intermediate, layers, heads, kv heads,
@@ -96,12 +99,6 @@ _NORM_ROPE: dict[str, tuple[float, float]] = {
     "Qwen/Qwen2.5-72B": (1e-5, 1000000.0),
 }
 
-_ARCHITECTURES = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-}
-
 #: GPT-2 rows: hub id -> (n_embd, n_layer, n_head).
 _GPT2: dict[str, tuple[int, int, int]] = {
     "openai-community/gpt2": (768, 12, 12),
@@ -118,7 +115,7 @@ def _llama_layout(name: str) -> dict[str, Any]:
     eps, theta = _NORM_ROPE[name]
     raw: dict[str, Any] = {
         "_name_or_path": name,
-        "architectures": [_ARCHITECTURES[kind]],
+        "architectures": [LLAMA.classes[kind]],
         "hidden_act": "silu",
         "hidden_size": hidden,
         "intermediate_size": ffn,
@@ -155,7 +152,7 @@ def _gpt2(name: str) -> dict[str, Any]:
     return {
         "_name_or_path": name,
         "activation_function": "gelu_new",
-        "architectures": ["GPT2LMHeadModel"],
+        "architectures": [GPT2.classes["gpt2"]],
         "bos_token_id": 50256,
         "eos_token_id": 50256,
         "layer_norm_epsilon": 1e-5,
