@@ -171,15 +171,14 @@ def _class(name: str) -> str:
 
 def _row(sheet: Sheet, index: int, align: Sequence[str]) -> str:
     row = sheet.rows[index]
-    classes = []
-    if _is_heading(row):
-        classes.append("heading")
+    heading = _is_heading(row)
+    classes = ["heading"] if heading else []
     if sheet.row_styles is not None and sheet.row_styles[index] is not Style.plain:
         classes.append("r-" + sheet.row_styles[index].value)
     if sheet.section_before is not None and index == sheet.section_before:
         classes.append("section")
     attrs = _class(" ".join(classes))
-    if _is_heading(row):
+    if heading:
         return (
             f'<tr{attrs}><th colspan="{len(sheet.columns)}" scope="rowgroup">'
             f"{_runs(row[0])}</th></tr>"
