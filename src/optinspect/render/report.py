@@ -107,15 +107,16 @@ def heads_page(maps: HeadMaps) -> Page:
 
 def report_pages(result: ReportResult) -> list[Page]:
     """The report in reading order: the trace (header, tokens, modules), the depth page,
-    FFN sparsity, outliers, attention, the lens, compare (when asked for), parameters."""
+    FFN sparsity, the heads, attention, the lens, then the pages whose model line says
+    more (so the shared one is said once): outliers, compare (when asked for), parameters."""
     pages = [
         trace_page(result.trace),
         depth_page(result),
         sparsity_page(result.sparsity or (), many=False),
-        outliers_page(result.outliers),
         heads_page(result.heads),
         attention_page(result.attention),
         lens_page(result.lens, grid=True),
+        outliers_page(result.outliers),
     ]
     if result.compare is not None:
         pages.append(compare_page(result.compare))
